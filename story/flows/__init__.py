@@ -1,0 +1,1 @@
+"""Prefect flows, the `story` CLI and Ray fan-out."""

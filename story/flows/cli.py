@@ -1,0 +1,209 @@
+"""The `story` command. Every subcommand takes --json: one JSON document on stdout, logs on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from story.settings import REPO_ROOT, Settings
+
+app = typer.Typer(
+    name="story",
+    help="Storytelling-video pipeline: clip library, structure, synthesis, stories.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SAMPLE_MANIFEST = REPO_ROOT / "datasets" / "sample_library" / "manifest.jsonl"
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+WorkspaceOpt = Annotated[
+    Path | None, typer.Option("--workspace", help="Workspace folder (env STORY_WORKSPACE).")
+]
+LanceOpt = Annotated[
+    str | None, typer.Option("--lancedb", help="LanceDB URI (env STORY_LANCEDB_URI).")
+]
+
+
+def make_settings(workspace: Path | None = None, lancedb: str | None = None, **extra: Any) -> Settings:
+    """Env vars and defaults, overridden by any flag the user gave."""
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    if workspace is not None:
+        overrides["workspace"] = workspace
+    if lancedb is not None:
+        overrides["lancedb_uri"] = lancedb
+    return Settings(**overrides)
+
+
+@contextlib.contextmanager
+def json_stdout(enabled: bool) -> Iterator[Callable[[Any], None]]:
+    """In --json mode send everything written to fd 1 (libraries too) to stderr; emit one doc."""
+    if not enabled:
+        yield lambda doc: None
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real_stdout = os.fdopen(saved, "w")
+
+    def emit(doc: Any) -> None:
+        real_stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        real_stdout.flush()
+
+    try:
+        yield emit
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        real_stdout.close()
+
+
+def fail(message: str, as_json: bool, emit: Callable[[Any], None]) -> None:
+    """A clear error: JSON on stdout in --json mode, text on stderr otherwise; exit 2."""
+    if as_json:
+        emit({"error": message})
+    else:
+        typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+) -> None:
+    """Storytelling-video pipeline."""
+    _setup_logging(verbose)
+
+
+@app.command("index")
+def index_command(
+    manifest: Annotated[
+        Path, typer.Argument(help="Clip manifest (JSONL, CSV or parquet).")
+    ] = SAMPLE_MANIFEST,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    shard_size: Annotated[int | None, typer.Option(help="Manifest rows per shard.")] = None,
+    ivf_pq_min_rows: Annotated[
+        int | None, typer.Option(help="Build an IVF-PQ index from this many rows.")
+    ] = None,
+    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ingest a clip manifest into the clip library (flow `build_index`)."""
+    from story.tasks.errors import StoryError
+
+    with json_stdout(as_json) as emit:
+        if not manifest.exists():
+            fail(f"{manifest}: manifest not found", as_json, emit)
+        settings = make_settings(
+            workspace, lancedb, shard_size=shard_size, ivf_pq_min_rows=ivf_pq_min_rows
+        )
+        from story.flows.build_index import build_index
+
+        try:
+            summary = build_index(str(manifest.resolve()), settings.resolved(), use_ray=ray)
+        except StoryError as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(summary)
+            return
+    typer.echo(
+        f"{summary['rows']} rows in '{summary['table']}' (version {summary['table_version']}), "
+        f"{summary['added']} added, {len(summary['quarantined'])} quarantined"
+    )
+    for item in summary["quarantined"]:
+        typer.echo(f"  quarantined {item['uri']}: {item['reason']}")
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="What the clip should show.")],
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=1000, help="Hits to return.")] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid | vector | fts")] = "hybrid",
+    min_duration: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+    max_duration: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+    min_aspect: Annotated[float | None, typer.Option(help="Width / height.")] = None,
+    max_aspect: Annotated[float | None, typer.Option(help="Width / height.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only clips from this source.")] = None,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Hybrid (vector + full-text) search of the clip library."""
+    from story.models.text_encoder import load_text_encoder
+    from story.tasks.errors import StoryError
+    from story.tasks.index import ClipIndex
+    from story.tasks.search import SearchFilters, search
+
+    with json_stdout(as_json) as emit:
+        settings = make_settings(workspace, lancedb)
+        filters = SearchFilters(
+            min_duration=min_duration,
+            max_duration=max_duration,
+            min_aspect=min_aspect,
+            max_aspect=max_aspect,
+            source=source,
+        )
+        try:
+            index = ClipIndex(settings.lancedb, settings.clips_table)
+            if index.count() == 0:
+                fail(f"{settings.lancedb}: the clip library is empty; run `story index` first",
+                     as_json, emit)
+            encoder = load_text_encoder("minilm", device=settings.device)
+            hits = search(index, encoder, query, k=k, filters=filters, mode=mode)
+        except (StoryError, ValueError) as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit([h.to_dict() for h in hits])
+            return
+    for rank, hit in enumerate(hits, 1):
+        typer.echo(
+            f"{rank:2d}. {hit.score:.4f}  {hit.clip_id}  [{hit.start:.2f}-{hit.end:.2f}s]  "
+            f"{hit.caption}\n      {hit.uri}"
+        )
+
+
+DEMO_QUERIES = (
+    "a red ball bouncing on the grass",
+    "a box sliding sideways in the snow",
+    "people walking outdoors",
+)
+
+
+@app.command("demo")
+def demo_command(
+    workspace: WorkspaceOpt = None,
+    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """The main job on the embedded default: build and index the sample library, then search it."""
+    from story.flows.demo import run_demo
+
+    with json_stdout(as_json) as emit:
+        settings = make_settings(workspace)
+        report = run_demo(settings, DEMO_QUERIES, use_ray=ray)
+        if as_json:
+            emit(report)
+            return
+    typer.echo(report["text"])
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,50 @@
+"""The main job on the embedded default: sample library -> clip index -> a few searches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from story.settings import REPO_ROOT, Settings
+
+SAMPLE_DIR = REPO_ROOT / "datasets" / "sample_library"
+BUILD_SCRIPT = REPO_ROOT / "datasets" / "build_sample_library.py"
+
+
+def ensure_sample_library() -> str:
+    """Build the sample library (deterministic) when this checkout does not have it yet."""
+    manifest = SAMPLE_DIR / "manifest.jsonl"
+    if not manifest.exists():
+        subprocess.run(
+            [sys.executable, str(BUILD_SCRIPT), "--out", str(SAMPLE_DIR)],
+            check=True,
+            stdout=sys.stderr,
+        )
+    return str(manifest)
+
+
+def run_demo(settings: Settings, queries: Sequence[str], use_ray: bool = True) -> dict[str, Any]:
+    """Index the sample library and search it; returns the report (and a printable text)."""
+    from story.flows.build_index import build_index
+    from story.models.text_encoder import load_text_encoder
+    from story.tasks.index import ClipIndex
+    from story.tasks.search import search
+
+    manifest = ensure_sample_library()
+    summary = build_index(manifest, settings.resolved(), use_ray=use_ray)
+    index = ClipIndex(settings.lancedb, settings.clips_table)
+    encoder = load_text_encoder("minilm", device=settings.device)
+    results = {q: [h.to_dict() for h in search(index, encoder, q, k=3)] for q in queries}
+
+    lines = [
+        f"clip library: {summary['rows']} clips in {summary['lancedb_uri']} "
+        f"(table version {summary['table_version']}; {summary['added']} added, "
+        f"{len(summary['quarantined'])} quarantined)",
+    ]
+    for query, hits in results.items():
+        lines.append(f"\nsearch: {query!r}")
+        for rank, hit in enumerate(hits, 1):
+            lines.append(f"  {rank}. {hit['score']:.4f}  {hit['caption']}  ({hit['uri']})")
+    return {"index": summary, "searches": results, "text": "\n".join(lines)}

@@ -1,0 +1,1 @@
+"""Torch modules and their loaders. Imports only torch, diffusers and transformers."""

@@ -1,0 +1,64 @@
+"""One settings object: env vars `STORY_*`, an optional config file, and CLI flags."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the workspace, the clip library and the checkpoints live, and how work is run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STORY_",
+        env_file=None,
+        extra="ignore",
+        toml_file=None,
+    )
+
+    workspace: Path = Field(default=Path("workspace"), description="Root for caches and renders.")
+    lancedb_uri: str | None = Field(
+        default=None, description="LanceDB URI (local dir or s3://...); default <workspace>/lancedb."
+    )
+    clips_table: str = "clips"
+    checkpoints: Path = Field(
+        default=REPO_ROOT / "checkpoints", description="Folder of named model checkpoints."
+    )
+    preset: str = Field(default="tiny", description="Model zoo preset.")
+    open_clip_model: str | None = Field(
+        default=None, description="open_clip architecture name, e.g. ViT-B-32."
+    )
+    open_clip_checkpoint: Path | None = Field(
+        default=None, description="Local open_clip weights; enables visual embeddings."
+    )
+    frames: int = Field(default=16, ge=1, description="Frames sampled per clip.")
+    stride: int = Field(default=8, ge=1, description="Frame stride when sampling a clip.")
+    shard_size: int = Field(default=64, ge=1, description="Manifest rows per ingest shard.")
+    ivf_pq_min_rows: int = Field(
+        default=100_000, ge=256, description="Build an IVF-PQ vector index from this many rows."
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address; None starts or joins a local one."
+    )
+    ray_workers: int = Field(default=2, ge=1, description="Actors per fan-out.")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+
+    @property
+    def lancedb(self) -> str:
+        return self.lancedb_uri or str(self.workspace / "lancedb")
+
+    def resolved(self) -> dict:
+        """JSON-friendly snapshot saved next to outputs."""
+        data = self.model_dump(mode="json")
+        data["lancedb_uri"] = self.lancedb
+        return data
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The work itself as plain typed functions and classes; no Prefect, no Ray."""
