@@ -59,10 +59,8 @@ def checkpoint_hash(folder: str | Path) -> str:
 def check_frames(frames: np.ndarray) -> None:
     """Reject anything but a (T, H, W, 3) uint8 array with at least one frame."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-        raise ValueError(
-            f"frames must be a uint8 numpy array, got {type(frames).__name__}"
-            f"{'' if not isinstance(frames, np.ndarray) else ' of ' + str(frames.dtype)}"
-        )
+        kind = frames.dtype if isinstance(frames, np.ndarray) else type(frames).__name__
+        raise ValueError(f"frames must be a uint8 numpy array, got {kind}")
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise ValueError(f"frames must have shape (T, H, W, 3) with T >= 1, got {frames.shape}")
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
+import numpy as np
+
 _CHUNK = 1 << 20
 RENDER_ID_LENGTH = 16
 
@@ -87,3 +89,11 @@ def sha256_tree(path: str | os.PathLike[str]) -> str:
 def render_id(inputs: Mapping[str, Any]) -> str:
     """Id of a render: a prefix of the hash of everything that determines its frames."""
     return sha256_json(inputs)[:RENDER_ID_LENGTH]
+
+
+def frames_sha256(frames: Any) -> str:
+    """Hex sha256 of an array's shape, dtype and bytes: equal only for identical frames."""
+    array = np.ascontiguousarray(frames)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()

@@ -1,11 +1,11 @@
 """Probe, hash and decode video files, with decord for speed and PyAV wherever decord cannot.
 
 Every file is first checked cheaply (exists, not empty) and opened with PyAV, which fails with
-Python exceptions on bad bytes; decord only ever sees files that PyAV has demuxed and started to
-decode, because decord can hang or crash on broken input. Frame `i` is the i-th frame in
-presentation order, the same for both backends. Failures raise `MediaError` with a short, stable
-reason: "missing file", "zero bytes", "truncated", "undecodable", "no video stream",
-"unsupported codec", "too few frames", "frame out of range".
+Python exceptions on bad bytes; decord only ever sees files whose packets PyAV has all demuxed
+intact and whose first frame it has decoded, because decord can hang or crash on broken input.
+Frame `i` is the i-th frame in presentation order, the same for both backends. Failures raise
+`MediaError` with a short, stable reason: "missing file", "zero bytes", "truncated",
+"undecodable", "no video stream", "unsupported codec", "too few frames", "frame out of range".
 """
 
 from __future__ import annotations
@@ -106,10 +106,10 @@ def read_frames(
 class VideoReader:
     """One open decoder for many reads of the same file (shot detection, then sampling).
 
-    Opening decodes the first frame and the last group of pictures with PyAV. `backend="auto"`
-    keeps PyAV when that already decoded every frame (a short clip), and for object-store URIs or
-    files decord cannot open or counts differently; otherwise decord reads. Decoded frames are
-    kept (up to `cache_bytes`) so a short clip is decoded only once.
+    Opening demuxes the whole video stream and decodes its first frame with PyAV. Then
+    `backend="auto"` reads with decord, except for object-store URIs and files decord cannot
+    open or counts differently, which PyAV reads. Decoded frames are kept (up to `cache_bytes`)
+    so shot detection followed by sampling decodes a short clip only once.
     """
 
     def __init__(
@@ -133,19 +133,13 @@ class VideoReader:
                 raise MediaError(
                     self.uri, "too few frames", f"{info.frames} frame(s), need {min_frames}"
                 )
-            for index, frame in self._pyav.checked.items():
-                self._remember(index, frame)
-            decoded_all = len(self._cache) == info.frames
-            if backend == "decord" or (backend == "auto" and not decoded_all):
+            if backend != "pyav":
                 self._decord = None if is_remote(self.uri) else _open_decord(self.uri, info.frames)
                 if self._decord is None and backend == "decord":
                     raise MediaError(self.uri, "undecodable", "decord cannot read this file")
         except BaseException:
             self._pyav.close()
             raise
-        if self._decord is not None:
-            self._cache.clear()
-            self._cache_left = cache_bytes
         self.info = replace(info, backend="decord" if self._decord is not None else "pyav")
 
     def __enter__(self) -> VideoReader:
@@ -214,13 +208,22 @@ class _PyAVDecoder:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self._container: Any = None
-        self._handle = _open_media(uri)
         self._frames: Iterator[Any] = iter(())
         self._position = -1
+        self._bytes = _size(uri)
+        if self._bytes == 0:
+            raise MediaError(uri, "zero bytes", "the file is empty")
+        self._handle = _fsspec_open(uri) if is_remote(uri) else None
         try:
             self._container = _open_container(uri, self._handle)
             self._build_index()
-            self.checked = self._check_ends()
+            height, width = self.decode([0])[0].shape[:2]
+            self.info = replace(self.info, height=height, width=width)
+        except MediaError as exc:
+            self.close()
+            if exc.reason != "truncated" and _mp4_cut(uri):
+                raise MediaError(uri, "truncated", exc.detail) from exc
+            raise
         except BaseException:
             self.close()
             raise
@@ -234,6 +237,7 @@ class _PyAVDecoder:
             self._handle = None
 
     def _build_index(self) -> None:
+        """Demux every video packet: frame timestamps, keyframes, and signs of a cut file."""
         container = self._container
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
@@ -248,19 +252,20 @@ class _PyAVDecoder:
                 stamp = packet.pts if packet.pts is not None else packet.dts
                 if packet.size == 0 or stamp is None:
                     continue
+                if packet.is_corrupt or (packet.pos or 0) + packet.size > self._bytes:
+                    raise MediaError(self.uri, "truncated", f"frame {len(pts)} is incomplete")
                 pts.append(stamp)
                 if packet.is_keyframe:
                     key_pts.append(stamp)
         except av.FFmpegError as exc:
             raise MediaError(self.uri, "truncated", _first_line(exc)) from exc
-        if stream.frames and len(pts) < stream.frames:
-            raise MediaError(
-                self.uri, "truncated", f"{len(pts)} of {stream.frames} frames present"
-            )
-        if not pts:
-            raise MediaError(self.uri, "too few frames", "the video stream has no frames")
         pts.sort()
         fps = _frame_rate(stream, pts)
+        expected = stream.frames or round(_declared_seconds(container, stream) * fps)
+        if len(pts) < expected - max(1, expected // 20):
+            raise MediaError(self.uri, "truncated", f"{len(pts)} of {expected} frames present")
+        if not pts:
+            raise MediaError(self.uri, "too few frames", "the video stream has no frames")
         self._stream = stream
         self._pts = pts
         self._pts_to_index = {stamp: i for i, stamp in enumerate(pts)}
@@ -276,15 +281,7 @@ class _PyAVDecoder:
             backend="pyav",
         )
 
-    def _check_ends(self) -> dict[int, np.ndarray]:
-        """Decode the first frame and the last group of pictures (a cut file fails here)."""
-        first = self.decode([0])[0]
-        if first.shape[:2] != (self.info.height, self.info.width):
-            raise MediaError(self.uri, "undecodable", "frame size differs from the stream's")
-        tail = list(range(self._keyframes[-1], self.info.frames))
-        return {0: first, **dict(zip(tail, self.decode(tail, failure="truncated"), strict=True))}
-
-    def decode(self, indices: list[int], failure: str = "undecodable") -> list[np.ndarray]:
+    def decode(self, indices: list[int]) -> list[np.ndarray]:
         """Decode sorted unique indices, seeking only when the next one lies past a keyframe."""
         out: list[np.ndarray] = []
         try:
@@ -294,13 +291,13 @@ class _PyAVDecoder:
                     self._container.seek(self._pts[key], stream=self._stream, backward=True)
                     self._frames = self._container.decode(self._stream)
                     self._position = key
-                out.append(self._advance_to(target, failure))
+                out.append(self._advance_to(target))
         except av.FFmpegError as exc:
             self._position = -1
-            raise MediaError(self.uri, failure, _first_line(exc)) from exc
+            raise MediaError(self.uri, "undecodable", _first_line(exc)) from exc
         return out
 
-    def _advance_to(self, target: int, failure: str) -> np.ndarray:
+    def _advance_to(self, target: int) -> np.ndarray:
         for frame in self._frames:
             index = self._pts_to_index.get(frame.pts, self._position)
             self._position = index + 1
@@ -309,19 +306,22 @@ class _PyAVDecoder:
             if index > target:
                 break
         self._position = -1
-        raise MediaError(self.uri, failure, f"frame {target} could not be decoded")
+        raise MediaError(self.uri, "undecodable", f"frame {target} could not be decoded")
 
 
 def _open_bytes(uri: str) -> IO[bytes]:
     """Open a local path or fsspec URI for reading after the missing / zero-byte checks."""
-    size = _size(uri)
-    if size == 0:
+    if _size(uri) == 0:
         raise MediaError(uri, "zero bytes", "the file is empty")
     if is_remote(uri):
-        import fsspec
-
-        return fsspec.open(uri, "rb").open()
+        return _fsspec_open(uri)
     return open(uri, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def _fsspec_open(uri: str) -> IO[bytes]:
+    import fsspec
+
+    return fsspec.open(uri, "rb").open()
 
 
 def _size(uri: str) -> int:
@@ -341,19 +341,10 @@ def _size(uri: str) -> int:
         raise MediaError(uri, "missing file", "no such file") from exc
 
 
-def _open_media(uri: str) -> IO[bytes] | None:
-    """A byte stream for remote files; local files are opened by path (None)."""
-    handle = _open_bytes(uri)
-    if is_remote(uri):
-        return handle
-    handle.close()
-    return None
-
-
 def _open_container(uri: str, handle: IO[bytes] | None) -> Any:
     try:
-        return av.open(handle if handle is not None else uri, mode="r")
-    except av.FFmpegError as exc:
+        return av.open(handle if handle is not None else uri, mode="r", metadata_errors="replace")
+    except (av.FFmpegError, ValueError) as exc:
         reason = "truncated" if _looks_cut(uri) else "undecodable"
         raise MediaError(uri, reason, _first_line(exc)) from exc
 
@@ -362,13 +353,20 @@ def _looks_cut(uri: str) -> bool:
     """True when the bytes start like a known container: then a failed open means a cut file."""
     with _open_bytes(uri) as handle:
         head = handle.read(64)
-        if head[4:8] in _MP4_BOXES:
-            return _mp4_boxes_cut(handle)
+    if head[4:8] in _MP4_BOXES:
+        return _mp4_cut(uri)
     return any(head[at : at + len(sig)] == sig for at, sig in _SIGNATURES)
 
 
+def _mp4_cut(uri: str) -> bool:
+    """An MP4/MOV whose top-level boxes run past the end of the file, or that lacks `moov`."""
+    with _open_bytes(uri) as handle:
+        if handle.read(8)[4:8] not in _MP4_BOXES:
+            return False
+        return _mp4_boxes_cut(handle)
+
+
 def _mp4_boxes_cut(handle: IO[bytes]) -> bool:
-    """Walk the top-level ISO-BMFF boxes: cut when one runs past the end or `moov` is absent."""
     handle.seek(0, os.SEEK_END)
     total = handle.tell()
     offset, seen_moov = 0, False
@@ -385,6 +383,18 @@ def _mp4_boxes_cut(handle: IO[bytes]) -> bool:
         seen_moov = seen_moov or header[4:8] == b"moov"
         offset += size
     return offset > total or not seen_moov
+
+
+def _declared_seconds(container: Any, stream: Any) -> float:
+    """The video stream's length as the container declares it, 0 when it does not say."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    hours, minutes, seconds = (stream.metadata.get("DURATION", "").split(":") + ["", ""])[:3]
+    if hours.isdigit() and minutes.isdigit() and seconds.replace(".", "", 1).isdigit():
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if container.duration and len(container.streams) == 1:
+        return container.duration / av.time_base
+    return 0.0
 
 
 def _frame_rate(stream: Any, pts: list[int]) -> float:

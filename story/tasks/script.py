@@ -141,6 +141,13 @@ class Story:
         return sha256_json(data)
 
 
+def effective_seed(plot: Plot, base_seed: int) -> int:
+    """The plot's own seed, else one derived from the render's base seed and the plot index."""
+    if plot.seed is not None:
+        return plot.seed
+    return int(sha256_json({"seed": base_seed, "plot": plot.index})[:15], 16)
+
+
 def safe_relpath(value: Any, field: str, path: str | Path, line: int) -> str:
     """A relative path that stays inside its root: no absolute path, `~`, URL, `..` or NUL."""
     if not isinstance(value, str) or not value.strip():
@@ -518,7 +525,7 @@ class _Yaml:
         except (yaml.YAMLError, RecursionError, ValueError) as exc:
             raise StoryScriptError(self.path, self.line_offset + 1, f"broken YAML: {exc}") from exc
 
-    def _visit(self, node: yaml.Node) -> None:
+    def visit(self, node: yaml.Node) -> None:
         if id(node) in self._seen:
             raise self.error(node, "YAML anchors/aliases are not supported in stories")
         self._seen.add(id(node))
@@ -528,7 +535,7 @@ class _Yaml:
     ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
             raise self.error(node, f"{what} must be a mapping with keys {', '.join(allowed)}")
-        self._visit(node)
+        self.visit(node)
         result: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
@@ -548,7 +555,7 @@ class _Yaml:
     def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, f"{what} must be a list")
-        self._visit(node)
+        self.visit(node)
         return list(node.value)
 
     def text(self, node: yaml.Node, what: str) -> str:
@@ -580,15 +587,14 @@ def _characters(y: _Yaml, node: yaml.Node) -> tuple[dict[str, str], dict[str, st
         return {}, {}
     if not isinstance(node, yaml.MappingNode):
         raise y.error(node, "characters must be a mapping: name -> concept pack")
-    y._visit(node)
+    y.visit(node)
     packs: dict[str, str] = {}
     classes: dict[str, str] = {}
     for key_node, value_node in node.value:
+        shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "(not text)"
         if not isinstance(key_node, yaml.ScalarNode) or not _NAME.fullmatch(key_node.value):
             raise y.error(
-                key_node,
-                f"character name {getattr(key_node, 'value', '?')!r} must be "
-                "a plain name (letters, digits, _ or -)",
+                key_node, f"character name {shown!r} must be a plain name (letters, digits, _ -)"
             )
         name = key_node.value
         if name in packs:

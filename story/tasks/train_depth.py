@@ -96,6 +96,12 @@ def evaluate(estimator: TinyDepthEstimator, rgb: np.ndarray, depth: np.ndarray) 
     }
 
 
+def _prior_metrics(init: str | None) -> dict[str, Any]:
+    """Metrics of the checkpoint training resumes from, so totals cover every session."""
+    path = Path(init) / "metrics.json" if init else None
+    return json.loads(path.read_text()) if path and path.is_file() else {}
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Render the training pool, train for the time budget, save, evaluate on held-out seeds."""
     torch.set_num_threads(args.threads)
@@ -147,12 +153,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     estimator = TinyDepthEstimator(out, device="cpu")
     heldout = range(HELDOUT_SEED, HELDOUT_SEED + args.eval_clips)
     eval_rgb, eval_depth = render_clips(heldout, args.frames, args.size)
+    prior = _prior_metrics(args.init)
     metrics = {
         "model_id": estimator.model_id,
         "params": param_count(net),
-        "train_seconds": round(train_s, 1),
-        "render_seconds": round(render_s, 1),
-        "steps": step,
+        "train_seconds": round(train_s + prior.get("train_seconds", 0.0), 1),
+        "render_seconds": round(render_s + prior.get("render_seconds", 0.0), 1),
+        "steps": step + prior.get("steps", 0),
+        "sessions": [*prior.get("sessions", []), {"steps": step, "seconds": round(train_s, 1)}],
         "batch": args.batch,
         "final_loss": round(float(np.mean(losses[-100:])), 4) if losses else None,
         "train_seeds": [0, args.train_clips],
@@ -181,6 +189,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default=None, help="Start from this checkpoint folder.")
     return parser.parse_args(argv)
 
 

@@ -18,7 +18,12 @@ from story.tasks.assemble import (
     write_mp4,
 )
 from story.tasks.script import load_story
-from story.tasks.storyboard import colorize_structure, film_strip, write_storyboard
+from story.tasks.storyboard import (
+    colorize_structure,
+    film_strip,
+    write_comparison,
+    write_storyboard,
+)
 
 STORIES = Path(__file__).resolve().parents[1] / "test_files" / "stories"
 
@@ -150,3 +155,34 @@ def test_storyboard_escapes_text_and_links_only_local_files(tmp_path: Path):
     assert len(sources) == 3 * len(story.plots) + 1
     assert all((tmp_path / s).is_file() and not s.startswith("/") for s in sources)
     assert 'href="plots/plot_000.mp4"' in html
+
+
+def test_comparison_page_puts_runs_side_by_side(tmp_path: Path):
+    story = load_story(STORIES / "good_basic.yaml")
+
+    def run(shade: int) -> list[PlotRecord]:
+        return [
+            PlotRecord(
+                index=p.index,
+                text=p.text,
+                query=p.query,
+                prompt=p.prompt,
+                clip_id="c",
+                clip_uri=None,
+                clip_caption=None,
+                retrieved_frames=None,
+                structure=None,
+                generated=np.full((3, 8, 8, 3), shade, np.uint8),
+            )
+            for p in story.plots
+        ]
+
+    page = write_comparison(
+        tmp_path / "compare.html", story, [("tiny", run(10)), ("big", run(200))]
+    )
+    html = page.read_text(encoding="utf-8")
+    assert html.count("<tr>") == 1 + len(story.plots)
+    assert "<th>tiny</th><th>big</th>" in html
+    sources = re.findall(r'<img class="strip" src="([^"]+)"', html)
+    assert len(sources) == 2 * len(story.plots) == len(set(sources))
+    assert all((tmp_path / s).is_file() for s in sources)

@@ -117,6 +117,24 @@ def write_video(
         container.mux(stream.encode())
 
 
+def write_variable_rate(path: Path, count: int = 24) -> None:
+    """Frames 50 ms apart with a 250 ms gap before every third one; grey level rises each frame."""
+    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264", rate=Fraction(FPS))
+        stream.height = stream.width = SIZE
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.codec_context.thread_count = 1
+        stamp = 0
+        for index in range(count):
+            array = np.full((SIZE, SIZE, 3), index * 10, np.uint8)
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 1000)
+            stamp += 50 if index % 3 else 250
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
 def write_audio_only(path: Path, seconds: float = 0.5, rate: int = 8000) -> None:
     """An AAC track and no video stream."""
     with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
@@ -141,6 +159,8 @@ def main(out: Path = HERE) -> None:
     write_video(out / "pan.mp4", pan_frames(), options=h264)
     write_video(out / "single_frame.mp4", gradient_frames(1, SIZE, SIZE), options=h264)
     write_video(out / "odd.mp4", gradient_frames(12, 47, 63), pix_fmt="yuv444p", options=h264)
+    write_video(out / "large.mp4", gradient_frames(4, 2160, 3840), options={"preset": "ultrafast"})
+    write_variable_rate(out / "vfr.mp4")
     write_video(out / "vp9.webm", gradient_frames(16, SIZE, SIZE), "libvpx-vp9", "yuv420p")
     write_video(out / "mjpeg.avi", gradient_frames(16, SIZE, SIZE), "mjpeg", "yuvj420p")
     write_video(

@@ -1,0 +1,204 @@
+"""Depth benchmark: held-out accuracy, pipeline throughput against the model alone, cache reruns.
+
+`python -m bench.bench_depth` measures, for the bundled tiny depth net:
+- AbsRel and delta<1.25 (MiDaS protocol: per-frame scale-and-shift alignment in disparity) on
+  the sample library's held-out miniature-world clips (decoded from their H.264 files) and on
+  freshly rendered held-out seeds, next to two trivial priors (vertical gradient, constant);
+- frames/s through the `DepthWorker` pipeline (decode on a prefetch thread, model, store writes
+  on a writer thread) as a ratio to the model-forward-only rate on the same, pre-decoded frames;
+- the time of a second run over the same clips (everything cached) against the first;
+and writes a frame | depth PNG strip for every real clip of the sample library to
+datasets/preview/. Results go to bench/results/depth.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from story.flows.precompute_depth import run_jobs
+from story.models.depth import load_depth_estimator
+from story.settings import Settings
+from story.tasks.depth_eval import constant_prior, depth_metrics, vertical_prior
+from story.tasks.depth_step import DepthJob
+from story.tasks.media import probe, read_frames, sample_indices
+from story.tasks.train_depth import HELDOUT_SEED, render_clips
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "depth.json"
+LIBRARY = REPO / "datasets" / "sample_library"
+PREVIEW = REPO / "datasets" / "preview"
+CHECKPOINTS = REPO / "checkpoints"
+SIZE = (64, 64)
+STRIP_FRAMES = 5
+STRIP_HEIGHT = 144
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _resolve(uri: str, base: Path) -> str:
+    path = Path(uri)
+    return str(path if path.is_absolute() else base / path)
+
+
+def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {m: round(float(np.mean([r[m] for r in rows])), 4) for m in ("absrel", "delta1")}
+
+
+def score_clips(estimator: Any, clips: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Mean metrics over (rgb, depth) clips for the estimator and the two priors."""
+    scores: dict[str, list[dict[str, float]]] = {"model": [], "vertical_prior": [], "constant": []}
+    for rgb, depth in clips:
+        pred = estimator.estimate(rgb, size=depth.shape[1:])
+        scores["model"].append(depth_metrics(pred, depth))
+        scores["vertical_prior"].append(depth_metrics(vertical_prior(depth.shape), depth))
+        scores["constant"].append(depth_metrics(constant_prior(depth.shape), depth))
+    return {"clips": len(clips), **{k: _mean_scores(v) for k, v in scores.items()}}
+
+
+def heldout_library_clips(limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Held-out clips of the sample library: decoded H.264 frames and their exact depth."""
+    manifest = LIBRARY / "heldout.jsonl"
+    if not manifest.is_file():
+        return []
+    clips = []
+    for row in _read_jsonl(manifest)[:limit]:
+        uri = _resolve(row["uri"], LIBRARY)
+        truth = Path(uri).with_suffix(".npz")
+        if not truth.is_file():
+            continue
+        with np.load(truth) as data:
+            depth = data["depth"].astype(np.float32)
+        clips.append((read_frames(uri, list(range(len(depth)))), depth))
+    return clips
+
+
+def accuracy(estimator: Any, limit: int) -> dict[str, Any]:
+    """Held-out accuracy on the library's encoded clips and on freshly rendered seeds."""
+    rgb, depth = render_clips(range(HELDOUT_SEED, HELDOUT_SEED + limit), 16, 64)
+    result = {"heldout_rendered": score_clips(estimator, list(zip(rgb, depth, strict=True)))}
+    library = heldout_library_clips(limit)
+    if library:
+        result["heldout_library"] = score_clips(estimator, library)
+    return result
+
+
+def library_jobs(limit: int, frames: int, stride: int) -> list[DepthJob]:
+    """The first `limit` clips of the sample manifest, sampled the way ingest samples them."""
+    jobs = []
+    for i, row in enumerate(_read_jsonl(LIBRARY / "manifest.jsonl")[:limit]):
+        uri = _resolve(row["uri"], LIBRARY)
+        info = probe(uri)
+        jobs.append(
+            DepthJob(f"bench-{i}", uri, tuple(sample_indices(0, info.frames, frames, stride)))
+        )
+    return jobs
+
+
+def throughput(estimator: Any, jobs: list[DepthJob], workspace: Path) -> dict[str, Any]:
+    """Pipeline frames/s vs model-forward-only frames/s; second (cached) run vs first."""
+    t0 = time.perf_counter()
+    decoded = [read_frames(job.uri, list(job.frame_indices)) for job in jobs]
+    decode_s = time.perf_counter() - t0
+    frames = sum(len(f) for f in decoded)
+    estimator.predict(decoded[0])  # warm-up
+    t0 = time.perf_counter()
+    for clip in decoded:
+        estimator.predict(clip)
+    forward_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for clip in decoded:
+        estimator.estimate(clip, size=SIZE)
+    estimate_s = time.perf_counter() - t0
+
+    settings = Settings(workspace=workspace, checkpoints=CHECKPOINTS)
+    first = run_jobs(settings, jobs, "tiny", SIZE, "frame", workers=1, use_ray=False)
+    second = run_jobs(settings, jobs, "tiny", SIZE, "frame", workers=1, use_ray=False)
+    pipeline_s = first["timings"]["wall_s"]
+    return {
+        "clips": len(jobs),
+        "frames": frames,
+        "decode_only_s": round(decode_s, 4),
+        "forward_only_s": round(forward_s, 4),
+        "estimate_only_s": round(estimate_s, 4),
+        "forward_only_fps": round(frames / forward_s, 1),
+        "pipeline_fps": round(frames / pipeline_s, 1),
+        "pipeline_to_forward_ratio": round(forward_s / pipeline_s, 3),
+        "serial_sum_s": round(decode_s + estimate_s + first["timings"]["write_s"], 4),
+        "first_run": {k: first[k] for k in ("computed", "cached", "timings")},
+        "second_run": {k: second[k] for k in ("computed", "cached", "timings")},
+        "second_to_first_ratio": round(second["timings"]["wall_s"] / pipeline_s, 4),
+        "failed": first["failed"],
+    }
+
+
+def depth_colours(depth: np.ndarray) -> np.ndarray:
+    """[-1, 1] disparity -> RGB with the inferno map (near = bright)."""
+    scaled = np.clip((depth + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[..., ::-1]
+
+
+def preview_strips(estimator: Any) -> list[str]:
+    """One PNG per real sample clip: sampled frames on top, their depth underneath."""
+    written = []
+    rows = [r for r in _read_jsonl(LIBRARY / "manifest.jsonl") if "/real/" in r["uri"]]
+    PREVIEW.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        uri = _resolve(row["uri"], LIBRARY)
+        info = probe(uri)
+        indices = [int(i) for i in np.linspace(0, info.frames - 1, STRIP_FRAMES).round()]
+        frames = read_frames(uri, indices)
+        depth = estimator.estimate(frames)
+        width = round(info.width * STRIP_HEIGHT / info.height)
+        top = [cv2.resize(f, (width, STRIP_HEIGHT), interpolation=cv2.INTER_AREA) for f in frames]
+        bottom = [
+            cv2.resize(depth_colours(d), (width, STRIP_HEIGHT), interpolation=cv2.INTER_AREA)
+            for d in depth
+        ]
+        strip = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
+        out = PREVIEW / f"depth_{Path(uri).stem}.png"
+        cv2.imwrite(str(out), strip[..., ::-1])
+        written.append(str(out.relative_to(REPO)))
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heldout", type=int, default=32, help="Held-out clips to score.")
+    parser.add_argument("--clips", type=int, default=48, help="Library clips for throughput.")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = Settings()
+    estimator = load_depth_estimator("tiny", CHECKPOINTS, device="cpu")
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
+        "model_id": estimator.model_id,
+        "size": list(SIZE),
+        "accuracy": accuracy(estimator, args.heldout),
+    }
+    if (LIBRARY / "manifest.jsonl").is_file():
+        jobs = library_jobs(args.clips, settings.frames, settings.stride)
+        with tempfile.TemporaryDirectory(prefix="bench-depth-") as tmp:
+            result["throughput"] = throughput(estimator, jobs, Path(tmp))
+        result["previews"] = preview_strips(estimator)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
