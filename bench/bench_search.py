@@ -33,7 +33,7 @@ from story.tasks.index import TEXT_VECTOR, ClipIndex, clip_schema
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search.json"
 BATCH = 50_000
-GRID = [(10, 5), (20, 5), (20, 10), (40, 10), (40, 20), (80, 20), (80, 40)]
+GRID = [(10, 10), (20, 10), (20, 20), (40, 20), (20, 40), (40, 40), (80, 40)]
 
 COLOURS = [
     ("red", "crimson", "scarlet"),
@@ -212,7 +212,7 @@ def time_queries(
         builder = (
             table.search(q, vector_column_name=TEXT_VECTOR)
             .distance_type("cosine")
-            .select(["clip_id"])
+            .select(["clip_id", "_distance"])
             .limit(10)
         )
         if nprobes is not None:
@@ -270,7 +270,7 @@ def caption_source(n: int, seed: int) -> tuple[str, list[str], list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--captions", type=int, default=20_000, help="Distinct captions embedded.")
+    parser.add_argument("--captions", type=int, default=5_000, help="Distinct captions embedded.")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--flat-queries", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)

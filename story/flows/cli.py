@@ -180,6 +180,26 @@ def search_command(
         )
 
 
+@app.command("plots")
+def plots_command(
+    story_file: Annotated[Path, typer.Argument(help="Story script: YAML, Markdown or plain text.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show how a story splits into plots (query and prompt per plot), as editable YAML."""
+    from story.tasks.errors import StoryError
+    from story.tasks.script import plots_command_impl
+
+    with json_stdout(as_json) as emit:
+        try:
+            result = plots_command_impl(story_file)
+        except StoryError as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(result)
+            return
+    typer.echo(result["yaml"])
+
+
 DEMO_QUERIES = (
     "a red ball bouncing on the grass",
     "a box sliding sideways in the snow",

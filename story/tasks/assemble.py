@@ -21,7 +21,11 @@ import cv2
 import numpy as np
 
 from story.tasks.errors import StoryError
+from story.tasks.hashing import frames_sha256, to_plain
+from story.tasks.script import Story
 
+STORY_VIDEO = "story.mp4"
+PLOTS_DIR = "plots"
 CODEC = "libx264"
 PIXEL_FORMAT = "yuv420p"
 ENCODER_OPTIONS = {"crf": "16", "preset": "medium", "threads": "1"}
@@ -61,6 +65,43 @@ class PlotRecord:
     @property
     def frame_count(self) -> int:
         return int(self.candidates[0].shape[0])
+
+    def manifest_entry(self, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+        """The plot's manifest row (the render flow adds seed, depth_key, clip source hash)."""
+        video = None
+        if self.video_path is not None:
+            video = Path(os.path.relpath(Path(self.video_path).resolve(), Path(out_dir).resolve()))
+        return {
+            "index": self.index,
+            "text": self.text,
+            "query": self.query,
+            "prompt": self.prompt,
+            "clip_id": self.clip_id,
+            "clip_uri": self.clip_uri,
+            "clip_caption": self.clip_caption,
+            "frames": self.frame_count,
+            "frames_sha256": [frames_sha256(c) for c in self.candidates],
+            "video": video.as_posix() if video else None,
+            "params": to_plain(self.params),
+        }
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write a file through a temporary sibling and a rename; failures name the file."""
+    target = Path(path)
+    tmp = _temp_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise AssemblyError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+    return target
 
 
 def check_frames(frames: Any, what: str) -> np.ndarray:
@@ -128,7 +169,10 @@ class Mp4Writer:
             )
         video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
         video_frame.pts = self.frames
-        self._container.mux(self._stream.encode(video_frame))
+        try:
+            self._container.mux(self._stream.encode(video_frame))
+        except (OSError, av.FFmpegError) as exc:
+            raise AssemblyError(f"{self.path}: cannot write the video: {exc}") from exc
         self.frames += 1
 
     def close(self) -> None:
@@ -148,7 +192,8 @@ class Mp4Writer:
         """Drop the partial file."""
         with contextlib.suppress(av.FFmpegError):
             self._container.close()
-        self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
 
     def __enter__(self) -> Mp4Writer:
         return self
@@ -202,9 +247,18 @@ def mp4_fps(path: str | os.PathLike[str]) -> float:
 
 
 def _fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scale a frame into (H, W) keeping its aspect ratio; the rest is black (letterbox)."""
     if frame.shape[:2] == size:
         return frame
-    return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    height, width = size
+    scale = min(height / frame.shape[0], width / frame.shape[1])
+    new_h = max(1, min(height, round(frame.shape[0] * scale)))
+    new_w = max(1, min(width, round(frame.shape[1] * scale)))
+    scaled = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = scaled
+    return out
 
 
 def concat_mp4(
@@ -213,7 +267,7 @@ def concat_mp4(
     fps: float,
     size: tuple[int, int] | None = None,
 ) -> int:
-    """Decode clips in order and re-encode them as one mp4, all scaled to `size` (H, W).
+    """Decode clips in order and re-encode them as one mp4, all letterboxed to `size` (H, W).
 
     Without `size` the first clip's size is used. Returns the number of frames written.
     """
@@ -242,3 +296,48 @@ def side_by_side(clips: Iterable[np.ndarray]) -> np.ndarray:
         out[:, : clip.shape[1], x : x + clip.shape[2]] = held
         x += clip.shape[2] + SEPARATOR
     return out
+
+
+def plot_video_path(out_dir: str | os.PathLike[str], index: int) -> Path:
+    """Where a plot's mp4 lives inside a render folder."""
+    return Path(out_dir) / PLOTS_DIR / f"plot_{index:03d}.mp4"
+
+
+def write_outputs(
+    out_dir: str | os.PathLike[str],
+    story: Story,
+    records: Sequence[PlotRecord],
+    fps: float,
+    render_id: str | None = None,
+) -> dict[str, Any]:
+    """Write every render output but the manifest: per-plot mp4s (candidates side by side),
+    story.mp4, storyboard.html and timeline.otio. Records without a video get one at
+    `plot_video_path`. Returns the paths, relative to `out_dir`, for the manifest."""
+    # Imported here because both modules build on this one's PlotRecord.
+    from story.tasks.storyboard import write_storyboard
+    from story.tasks.timeline import write_timeline
+
+    out = Path(out_dir)
+    ordered = sorted(records, key=lambda r: r.index)
+    if not ordered:
+        raise AssemblyError(f"{out}: no plots to assemble")
+    for record in ordered:
+        if record.video_path is None:
+            record.video_path = plot_video_path(out, record.index)
+            candidates = record.candidates
+            frames = candidates[0] if len(candidates) == 1 else side_by_side(candidates)
+            write_mp4(record.video_path, check_frames(frames, str(record.video_path)), fps)
+    video = out / STORY_VIDEO
+    concat_mp4([r.video_path for r in ordered if r.video_path is not None], video, fps)
+    storyboard = write_storyboard(out, story, ordered, render_id=render_id)
+    timeline = write_timeline(out, story, ordered, fps, render_id=render_id)
+
+    def rel(path: Path) -> str:
+        return Path(os.path.relpath(Path(path).resolve(), out.resolve())).as_posix()
+
+    return {
+        "video": rel(video),
+        "storyboard": rel(storyboard),
+        "timeline": rel(timeline),
+        "plots": [rel(r.video_path) for r in ordered if r.video_path is not None],
+    }

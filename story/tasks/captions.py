@@ -36,7 +36,7 @@ COLOUR_WORDS: dict[str, tuple[str, ...]] = {
     "white": ("white", "ivory"),
     "black": ("black", "ebony", "jet-black"),
 }
-COLOUR_EXTRA: dict[str, tuple[str, ...]] = {"purple": ("magenta",), "black": ("dark",)}
+COLOUR_EXTRA: dict[str, tuple[str, ...]] = {"purple": ("magenta", "lilac"), "yellow": ("gold",)}
 TEXTURE_WORDS: dict[str, tuple[str, ...]] = {
     "plain": ("plain", "solid-coloured", "uniformly coloured"),
     "striped": ("striped", "stripy", "banded"),
@@ -70,6 +70,8 @@ MOTION_EXTRA: dict[str, tuple[str, ...]] = {
         "moving right",
         "moves left",
         "moves right",
+        "leftwards",
+        "rightwards",
     ),
     "towards": ("towards", "toward", "approaching", "approaches", "coming closer", "closer"),
     "away": ("away", "receding", "recedes", "moving off"),
@@ -83,7 +85,7 @@ BACKGROUND_WORDS: dict[str, tuple[str, ...]] = {
     "dusk": ("at dusk", "under an evening sky", "at sunset"),
 }
 BACKGROUND_EXTRA: dict[str, tuple[str, ...]] = {
-    "grass": ("grass", "grassy", "lawn", "meadow", "field"),
+    "grass": ("grass", "grassy", "lawn", "meadow", "grassland"),
     "sand": ("sand", "sandy", "desert", "beach", "dunes"),
     "snow": ("snow", "snowy", "snowfield", "winter"),
     "dusk": ("dusk", "sunset", "evening", "twilight"),

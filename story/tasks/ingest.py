@@ -182,7 +182,6 @@ class ClipIngestor:
         return result
 
 
-
 def _quarantine(row: ManifestRow, reason: str, detail: str) -> dict[str, Any]:
     return {"uri": row.uri, "line": row.line, "reason": reason, "detail": detail}
 

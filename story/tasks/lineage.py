@@ -28,7 +28,10 @@
     }
 
 Required: schema, render_id, status, story.sha256, plots (each with index), outputs. The
-rest is optional but, when present, is what the registry indexes.
+rest is optional but, when present, is what the registry indexes. Output and plot video paths
+must be relative and stay inside the render folder; checkpoints and concepts are resolved by
+name through the settings and checked against their pinned sha256, never opened by a path
+taken from a manifest.
 
 `LineageRegistry` keeps one JSON line per (render_id, asset_kind, asset_id) edge in
 `<workspace>/lineage/edges.jsonl`, appended under an exclusive `flock`, so concurrent renders
@@ -37,6 +40,7 @@ never interleave or lose rows.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -45,6 +49,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,7 +57,8 @@ from typing import Any
 import yaml
 
 from story.tasks.errors import StoryError
-from story.tasks.hashing import render_id, to_plain
+from story.tasks.hashing import render_id, sha256_tree, to_plain
+from story.tasks.script import Story, StoryScriptError, safe_relpath
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -75,6 +81,8 @@ __all__ = [
     "Asset",
     "LineageError",
     "LineageRegistry",
+    "build_manifest",
+    "describe_asset",
     "dvc_hash",
     "environment_info",
     "manifest_assets",
@@ -162,6 +170,66 @@ def dvc_hash(path: str | os.PathLike[str], repo: str | Path | None = None) -> st
     return None
 
 
+def describe_asset(
+    name: str, path: str | os.PathLike[str], *, key: str = "path", repo: str | Path | None = None
+) -> dict[str, Any]:
+    """A checkpoint or concept pack as the manifest pins it: name, where, sha256, DVC md5."""
+    target = Path(path)
+    if not target.exists():
+        raise LineageError(f"{target}: {name!r} does not exist")
+    root = (Path(repo) if repo else _REPO_ROOT).resolve()
+    resolved = target.resolve()
+    shown = (
+        resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
+    )
+    return {
+        "name": name,
+        key: shown,
+        "sha256": sha256_tree(target),
+        "dvc_md5": dvc_hash(target, repo=root),
+    }
+
+
+def build_manifest(
+    *,
+    inputs: Mapping[str, Any],
+    story: Story,
+    plots: list[dict[str, Any]],
+    outputs: Mapping[str, Any],
+    checkpoints: list[dict[str, Any]] | None = None,
+    concepts: list[dict[str, Any]] | None = None,
+    library: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    environment: Mapping[str, Any] | None = None,
+    timings: Mapping[str, float] | None = None,
+    status: str = "complete",
+) -> dict[str, Any]:
+    """A schema-1 manifest; its render_id is `render_id(inputs)`."""
+    manifest = {
+        "schema": SCHEMA_VERSION,
+        "render_id": render_id(inputs),
+        "status": status,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "inputs": to_plain(inputs),
+        "story": {
+            "source": story.source,
+            "sha256": story.content_hash(),
+            "title": story.title,
+            "script": story.to_dict(),
+        },
+        "environment": dict(environment) if environment is not None else environment_info(),
+        "settings": dict(settings or {}),
+        "checkpoints": list(checkpoints or []),
+        "concepts": list(concepts or []),
+        "library": dict(library) if library is not None else None,
+        "plots": plots,
+        "outputs": dict(outputs),
+        "timings": dict(timings or {}),
+    }
+    validate_manifest(manifest)
+    return to_plain(manifest)
+
+
 def validate_manifest(manifest: Mapping[str, Any], where: str = "manifest") -> None:
     """Raise LineageError naming the first missing or malformed required part."""
 
@@ -191,6 +259,17 @@ def validate_manifest(manifest: Mapping[str, Any], where: str = "manifest") -> N
             isinstance(items, list) and all(isinstance(i, Mapping) for i in items),
             f"{key} must be a list of objects",
         )
+    files = [("outputs." + k, v) for k, v in manifest["outputs"].items()]
+    files += [(f"plots[{n}].video", p.get("video")) for n, p in enumerate(plots)]
+    for name, value in files:
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                try:
+                    safe_relpath(item, name, where, 0)
+                except StoryScriptError as exc:
+                    raise LineageError(
+                        f"{where}: {exc.problem} (render files stay inside the render folder)"
+                    ) from exc
 
 
 def write_manifest(out_dir: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
@@ -210,7 +289,8 @@ def write_manifest(out_dir: str | os.PathLike[str], manifest: Mapping[str, Any])
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise LineageError(f"{path}: cannot write the manifest: {exc.strerror or exc}") from exc
     return path
 

@@ -262,7 +262,7 @@ class _PyAVDecoder:
         pts.sort()
         fps = _frame_rate(stream, pts)
         expected = stream.frames or round(_declared_seconds(container, stream) * fps)
-        if len(pts) < expected - max(1, expected // 20):
+        if len(pts) < expected - expected // 100:
             raise MediaError(self.uri, "truncated", f"{len(pts)} of {expected} frames present")
         if not pts:
             raise MediaError(self.uri, "too few frames", "the video stream has no frames")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -47,12 +47,10 @@ PITCH_DEG = 14.0
 HFOV_DEG = 55.0
 PAN_DEG = 10.0
 ZOOM = 1.5
-_LIGHT = np.array([-0.6, 0.7, -0.4]) / np.linalg.norm([-0.6, 0.7, -0.4])
+_LIGHT = tuple(float(v) for v in np.array([-0.6, 0.7, -0.4]) / np.linalg.norm([-0.6, 0.7, -0.4]))
 _AMBIENT = 0.3
 # Colours too close to a ground to stand out on it are not sampled together with it.
 _CLASHES = {"grass": {"green"}, "snow": {"white"}, "dusk": {"black"}, "sand": set()}
-_SCENE_KEYS = ("background", "camera")
-_OBJECT_KEYS = ("shape", "colour", "texture", "motion", "secondary")
 
 
 class SceneError(StoryError, ValueError):
@@ -76,7 +74,7 @@ class ObjectSpec:
     def __post_init__(self) -> None:
         for name, allowed in (
             ("shape", SHAPES),
-            ("colour", COLOURS),
+            ("colour", tuple(COLOURS)),
             ("texture", TEXTURES),
             ("motion", MOTIONS),
         ):
@@ -112,7 +110,9 @@ class SceneSpec:
         if not self.objects:
             raise SceneError("scene has no objects: at least one (the main object) is needed")
         if self.background not in BACKGROUNDS:
-            raise SceneError(f"scene background {self.background!r}: not one of {BACKGROUNDS}")
+            raise SceneError(
+                f"scene background {self.background!r}: not one of {tuple(BACKGROUNDS)}"
+            )
         if self.camera not in CAMERAS:
             raise SceneError(f"scene camera {self.camera!r}: not one of {CAMERAS}")
         if self.frames < 1 or self.height < 2 or self.width < 2 or not self.fps > 0:
@@ -147,7 +147,6 @@ class RenderedClip:
     depth: np.ndarray
     masks: np.ndarray
     caption: str
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
@@ -163,11 +162,27 @@ def sample_scene(
     n_objects: int | None = None,
     **fixed: str,
 ) -> SceneSpec:
-    """A random scene, deterministic in `seed`; `fixed` pins attributes of the main object
-    (shape, colour, texture, motion, secondary) or of the scene (background, camera)."""
-    unknown = set(fixed) - set(_SCENE_KEYS) - set(_OBJECT_KEYS)
+    """A random scene, deterministic in `seed` (and in what `fixed` pins).
+
+    `fixed` pins attributes of the main object (shape, colour, texture, motion, secondary)
+    or of the scene (background, camera); colours that would vanish on the ground are avoided
+    unless both are pinned.
+    """
+    vocab = {
+        "shape": SHAPES,
+        "colour": tuple(COLOURS),
+        "secondary": tuple(COLOURS),
+        "texture": TEXTURES,
+        "motion": MOTIONS,
+        "background": tuple(BACKGROUNDS),
+        "camera": CAMERAS,
+    }
+    unknown = set(fixed) - set(vocab)
     if unknown:
         raise SceneError(f"sample_scene: unknown attribute(s) {sorted(unknown)}")
+    for key, value in fixed.items():
+        if value not in vocab[key]:
+            raise SceneError(f"sample_scene: {key}={value!r} is not one of {vocab[key]}")
     if n_objects is not None and not 1 <= n_objects <= 3:
         raise SceneError(f"sample_scene: n_objects={n_objects}, must be 1, 2 or 3")
     rng = np.random.default_rng([seed, 20_251_122])
@@ -266,22 +281,22 @@ def camera_rays(spec: SceneSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pitch = math.radians(PITCH_DEG)
     sp, cp = math.sin(pitch), math.cos(pitch)
     sy, cy = np.sin(yaw)[:, None, None], np.cos(yaw)[:, None, None]
-    f = focal[:, None, None]
-    xc = (np.arange(spec.width) + 0.5 - spec.width / 2.0)[None, None, :] / f
-    yc = -(np.arange(spec.height) + 0.5 - spec.height / 2.0)[None, :, None] / f
+    f = focal[:, None, None].astype(np.float32)
+    sy, cy = sy.astype(np.float32), cy.astype(np.float32)
+    xc = (np.arange(spec.width, dtype=np.float32) + 0.5 - spec.width / 2.0)[None, None, :] / f
+    yc = -(np.arange(spec.height, dtype=np.float32) + 0.5 - spec.height / 2.0)[None, :, None] / f
     # d = xc * right + yc * up + forward, for the camera turned by yaw and pitched down.
     dx = xc * cy + yc * (sy * sp) + sy * cp
-    dy = yc * cp - sp + 0.0 * xc
+    dy = np.broadcast_to(yc * cp - sp, dx.shape)
     dz = -xc * sy + yc * (cy * sp) + cy * cp
-    return dx.astype(np.float32), dy.astype(np.float32), dz.astype(np.float32)
-
-
-_Hit = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    f32 = np.float32
+    return dx.astype(f32, copy=False), dy.astype(f32, copy=False), dz.astype(f32, copy=False)
 
 
 def _sphere(
     d: tuple[np.ndarray, ...], oc: tuple[np.ndarray, ...], r: float
 ) -> tuple[np.ndarray, np.ndarray]:
+    """First hit of a sphere (inf on a miss); a sphere has one part."""
     dx, dy, dz = d
     ox, oy, oz = oc
     a = dx * dx + dy * dy + dz * dz
@@ -295,24 +310,24 @@ def _sphere(
 def _box(
     d: tuple[np.ndarray, ...], oc: tuple[np.ndarray, ...], r: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    near = far = None
-    axis = None
-    for i, (di, oi) in enumerate(zip(d, oc, strict=True)):
+    """Slab test: first hit (inf on a miss) and the axis (0 x, 1 y, 2 z) of the face entered."""
+    lows, highs = [], []
+    for di, oi in zip(d, oc, strict=True):
         inv = 1.0 / np.where(np.abs(di) < 1e-9, 1e-9, di)
-        t1 = (-r - oi) * inv
-        t2 = (r - oi) * inv
-        lo, hi = np.minimum(t1, t2), np.maximum(t1, t2)
-        if near is None:
-            near, far, axis = lo, hi, np.zeros(lo.shape, dtype=np.int8)
-        else:
-            axis = np.where(lo > near, np.int8(i), axis)
-            near, far = np.maximum(near, lo), np.minimum(far, hi)
+        t1, t2 = (-r - oi) * inv, (r - oi) * inv
+        lows.append(np.minimum(t1, t2))
+        highs.append(np.maximum(t1, t2))
+    low = np.stack(np.broadcast_arrays(*lows))
+    near = low.max(axis=0)
+    far = np.minimum(np.minimum(highs[0], highs[1]), highs[2])
+    axis = low.argmax(axis=0).astype(np.int8)
     return np.where((near < far) & (near > 0), near, np.inf), axis
 
 
 def _cylinder(
     d: tuple[np.ndarray, ...], oc: tuple[np.ndarray, ...], r: float
 ) -> tuple[np.ndarray, np.ndarray]:
+    """First hit of a vertical cylinder of height 2r; part 0 side, 1 top cap, 2 bottom cap."""
     dx, dy, dz = d
     ox, oy, oz = oc
     a = np.maximum(dx * dx + dz * dz, 1e-12)
@@ -336,6 +351,7 @@ def _cylinder(
 def _cone(
     d: tuple[np.ndarray, ...], oc: tuple[np.ndarray, ...], r: float
 ) -> tuple[np.ndarray, np.ndarray]:
+    """First hit of an upright cone (base radius r, height 2r); part 0 mantle, 2 base."""
     dx, dy, dz = d
     ox, oy, oz = oc
     k2 = 0.25  # (base radius / height)^2 for a cone of radius r and height 2r
@@ -405,6 +421,45 @@ def _rgb01(name: str) -> np.ndarray:
     return np.asarray(COLOURS[name], dtype=np.float32) / 255.0
 
 
+def _camera_basis(yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right, up and forward unit vectors per frame, (T, 3) each."""
+    pitch = math.radians(PITCH_DEG)
+    sp, cp = math.sin(pitch), math.cos(pitch)
+    sy, cy, zero = np.sin(yaw), np.cos(yaw), np.zeros_like(yaw)
+    right = np.stack([cy, zero, -sy], axis=1)
+    up = np.stack([sy * sp, np.full_like(yaw, cp), cy * sp], axis=1)
+    forward = np.stack([sy * cp, np.full_like(yaw, -sp), cy * cp], axis=1)
+    return right, up, forward
+
+
+def _screen_window(
+    spec: SceneSpec, centres: np.ndarray, radius: float
+) -> tuple[slice, slice] | None:
+    """Rows and columns that can see a ball of `radius` around `centres` in any frame.
+
+    Casting rays only there keeps the cost per object proportional to its size on screen.
+    None when the ball is out of view in every frame.
+    """
+    yaw, focal = camera_track(spec)
+    right, up, forward = _camera_basis(yaw)
+    rel = centres - np.array([0.0, CAMERA_HEIGHT, 0.0])
+    xc, yc, zc = ((rel * axis).sum(axis=1) for axis in (right, up, forward))
+    if np.any(zc - radius < 0.05):
+        return slice(0, spec.height), slice(0, spec.width)
+    depths = (zc - radius, zc + radius)
+    xs = np.stack([(xc + sx) / z for sx in (-radius, radius) for z in depths])
+    ys = np.stack([(yc + sy) / z for sy in (-radius, radius) for z in depths])
+    col_lo = np.floor(spec.width / 2.0 + focal * xs.min(axis=0) - 1.5).min()
+    col_hi = np.ceil(spec.width / 2.0 + focal * xs.max(axis=0) + 1.5).max()
+    row_lo = np.floor(spec.height / 2.0 - focal * ys.max(axis=0) - 1.5).min()
+    row_hi = np.ceil(spec.height / 2.0 - focal * ys.min(axis=0) + 1.5).max()
+    c0, c1 = int(max(col_lo, 0)), int(min(col_hi, spec.width))
+    r0, r1 = int(max(row_lo, 0)), int(min(row_hi, spec.height))
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return slice(r0, r1), slice(c0, c1)
+
+
 def render(spec: SceneSpec) -> RenderedClip:
     """Ray-cast every pixel of every frame of `spec`: RGB, exact depth, masks and caption."""
     T, H, W = spec.frames, spec.height, spec.width
@@ -412,49 +467,59 @@ def render(spec: SceneSpec) -> RenderedClip:
     dx, dy, dz = d
     ground_rgb, sky_rgb = (np.asarray(c, np.float32) / 255.0 for c in BACKGROUNDS[spec.background])
 
-    depth = np.full((T, H, W), FAR, dtype=np.float32)
     t_ground = np.where(dy < -1e-6, CAMERA_HEIGHT / np.maximum(-dy, 1e-6), np.inf)
     is_ground = t_ground < FAR
-    depth = np.where(is_ground, t_ground, depth).astype(np.float32)
+    depth = np.where(is_ground, t_ground, FAR).astype(np.float32)
 
     # Sky: a vertical gradient, lighter at the horizon.
     elev = dy / np.sqrt(dx * dx + dy * dy + dz * dz)
     s = np.clip(elev / 0.45, 0.0, 1.0)[..., None]
     horizon = 0.55 * sky_rgb + 0.45
-    rgb = horizon * (1.0 - s) + sky_rgb * s
+    sky = horizon + (sky_rgb - horizon) * s
 
-    # Ground: 1 m tiles with faint contrast that fades with distance, plus object shadows.
-    tg = np.where(is_ground, t_ground, 0.0)
+    # Ground: 1 m tiles with faint contrast that fades with distance, plus soft object shadows.
+    tg = np.where(is_ground, t_ground, 0.0).astype(np.float32)
     gx, gz = dx * tg, dz * tg
-    tiles = np.mod(np.floor(gx) + np.floor(gz), 2.0) * 2.0 - 1.0
-    shade = 1.0 + 0.05 * tiles * np.exp(-tg / 18.0)
-    tracks = [object_track(o, T).astype(np.float32) for o in spec.objects]
+    odd = ((np.floor(gx) + np.floor(gz)).astype(np.int32) & 1).astype(np.float32)
+    shade = 1.0 + 0.05 * (2.0 * odd - 1.0) * np.exp(-tg / 18.0)
+    tracks = [object_track(o, T) for o in spec.objects]
     for obj, track in zip(spec.objects, tracks, strict=True):
-        cx, cy, cz = (track[:, i, None, None] for i in range(3))
-        dist2 = (gx - cx) ** 2 + (gz - cz) ** 2
+        reach = 2.6 * obj.size
+        window = _screen_window(spec, track * np.array([1.0, 0.0, 1.0]), reach * math.sqrt(2))
+        if window is None:
+            continue
+        win = (slice(None), *window)
+        cx, cy, cz = (track[:, i, None, None].astype(np.float32) for i in range(3))
+        dist2 = (gx[win] - cx) ** 2 + (gz[win] - cz) ** 2
         strength = 0.45 * np.exp(-(cy - obj.size) / 0.8)
-        shade = shade * (1.0 - strength * np.exp(-dist2 / (1.3 * obj.size * obj.size)))
+        blob = strength * np.exp(-dist2 / (1.3 * obj.size * obj.size))
+        shade[win] *= np.where(dist2 < reach * reach, 1.0 - blob, 1.0)
     ground = ground_rgb * shade[..., None]
-    rgb = np.where(is_ground[..., None], ground, rgb)
+    rgb = np.where(is_ground[..., None], ground, sky).astype(np.float32)
 
     masks = np.zeros((T, H, W), dtype=np.uint8)
-    origin = np.array([0.0, CAMERA_HEIGHT, 0.0], dtype=np.float32)
+    origin = np.array([0.0, CAMERA_HEIGHT, 0.0])
     for index, (obj, track) in enumerate(zip(spec.objects, tracks, strict=True)):
-        oc = tuple((origin[i] - track[:, i])[:, None, None] for i in range(3))
-        t, part = _INTERSECT[obj.shape](d, oc, obj.size)
-        hit = t < depth
+        window = _screen_window(spec, track, obj.size * math.sqrt(3.0) * 1.01)
+        if window is None:
+            continue
+        win = (slice(None), *window)
+        dw = tuple(c[win] for c in d)
+        oc = tuple((origin[i] - track[:, i]).astype(np.float32)[:, None, None] for i in range(3))
+        t, part = _INTERSECT[obj.shape](dw, oc, obj.size)
+        hit = t < depth[win]
         if not hit.any():
             continue
         th = np.where(hit, t, 0.0)
-        q = tuple(o + th * di for o, di in zip(oc, d, strict=True))
-        n = _normals(obj.shape, q, part, d)
+        q = tuple(o + th * di for o, di in zip(oc, dw, strict=True))
+        n = _normals(obj.shape, q, part, dw)
         lambert = np.maximum(n[0] * _LIGHT[0] + n[1] * _LIGHT[1] + n[2] * _LIGHT[2], 0.0)
         light = _AMBIENT + (1.0 - _AMBIENT) * lambert
         mix = _pattern(obj.texture, q, obj.size)[..., None]
         albedo = _rgb01(obj.colour) * (1.0 - mix) + _rgb01(obj.second_colour) * mix
-        rgb = np.where(hit[..., None], albedo * light[..., None], rgb)
-        depth = np.where(hit, t, depth).astype(np.float32)
-        masks[hit] = index + 1
+        rgb[win] = np.where(hit[..., None], albedo * light[..., None], rgb[win])
+        depth[win] = np.where(hit, t, depth[win])
+        masks[win][hit] = index + 1
 
     rgb8 = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return RenderedClip(

@@ -31,9 +31,7 @@ def colour_votes(pixels: np.ndarray) -> np.ndarray:
     palette = _PALETTE / np.linalg.norm(_PALETTE, axis=1, keepdims=True)
     chroma = _CHROMATIC[(unit @ palette[_CHROMATIC].T).argmax(1)]
     grey = (px.max(1) - px.min(1)) < 0.25 * px.max(1) + 8
-    neutral = np.where(
-        px.mean(1) > 80, COLOUR_NAMES.index("white"), COLOUR_NAMES.index("black")
-    )
+    neutral = np.where(px.mean(1) > 80, COLOUR_NAMES.index("white"), COLOUR_NAMES.index("black"))
     labels = np.where(grey, neutral, chroma)
     return np.bincount(labels, minlength=len(COLOUR_NAMES))
 
@@ -45,9 +43,7 @@ def pixel_colour_labels(frames: np.ndarray) -> np.ndarray:
     palette = _PALETTE / np.linalg.norm(_PALETTE, axis=1, keepdims=True)
     chroma = _CHROMATIC[(unit @ palette[_CHROMATIC].T).argmax(1)]
     grey = (px.max(1) - px.min(1)) < 0.25 * px.max(1) + 8
-    neutral = np.where(
-        px.mean(1) > 80, COLOUR_NAMES.index("white"), COLOUR_NAMES.index("black")
-    )
+    neutral = np.where(px.mean(1) > 80, COLOUR_NAMES.index("white"), COLOUR_NAMES.index("black"))
     return np.where(grey, neutral, chroma).reshape(frames.shape[:-1])
 
 
@@ -78,13 +74,17 @@ def _background_features(frames: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _background_centroids(height: int, width: int, n: int = 64) -> tuple[tuple[str, ...], np.ndarray]:
+def _background_centroids(
+    height: int, width: int, n: int = 64
+) -> tuple[tuple[str, ...], np.ndarray]:
     """Per-background feature centroids measured on rendered training scenes of this size."""
     names = tuple(miniworld.BACKGROUNDS)
     sums = {name: [] for name in names}
     for name in names:
         for seed in range(n // len(names)):
-            spec = miniworld.sample_scene(seed, frames=4, height=height, width=width, background=name)
+            spec = miniworld.sample_scene(
+                seed, frames=4, height=height, width=width, background=name
+            )
             sums[name].append(_background_features(miniworld.render(spec).rgb))
     return names, np.stack([np.mean(sums[name], 0) for name in names])
 

@@ -313,20 +313,23 @@ def _split_clauses(sentence: str, offset: int) -> list[_Clause]:
         (m.start(), m.end(), m.group("hard") is not None)
         for m in _CANDIDATE_SPLIT.finditer(sentence)
     ]
+    starts = [c[0] for c in cuts]
+    long_sentence = len(sentence) > MAX_TEXT_CHARS
     clauses: list[_Clause] = []
     start = 0
-    for i, (cut_start, cut_end, hard) in enumerate(cuts):
-        if cut_start < start:
+    for cut_start, cut_end, hard in cuts:
+        if cut_start < start or (long_sentence and not hard):
             continue
-        left = sentence[start:cut_start]
-        next_cut = next((c[0] for c in cuts[i + 1 :] if c[0] >= cut_end), len(sentence))
-        right = sentence[cut_end:next_cut]
-        if not hard and not (_has_verb(left) and (_starts_with_verb(right) or _has_verb(right))):
-            continue
-        if hard and not left.strip():
+        if not hard:
+            left = sentence[start:cut_start]
+            following = bisect.bisect_left(starts, cut_end)
+            right = sentence[cut_end : starts[following] if following < len(starts) else None]
+            if not (_has_verb(left) and (_starts_with_verb(right) or _has_verb(right))):
+                continue
+        if not sentence[start:cut_start].strip():
             start = cut_end
             continue
-        clauses.append(_Clause(left, offset + start))
+        clauses.append(_Clause(sentence[start:cut_start], offset + start))
         start = cut_end
     clauses.append(_Clause(sentence[start:], offset + start))
     return [c for c in clauses if _words(c.text)]
@@ -339,23 +342,23 @@ def _strip_connectives(text: str) -> str:
     return " ".join(words)
 
 
-def _noun_phrase(words: list[str], start: int) -> tuple[str | None, int]:
+def _noun_phrase(words: list[str], start: int) -> str | None:
     """The noun phrase beginning at `start` (determiner/concept/pronoun + modifiers), if any."""
     if start >= len(words):
-        return None, start
+        return None
     first = words[start]
     low = first.lower()
     if low in _OBJECT_PRONOUNS or low in _SUBJECT_PRONOUNS:
-        return first, start + 1
+        return first
     if not (low in _DETERMINERS or first.startswith("<") or first[:1].isupper()):
-        return None, start
+        return None
     end = start + 1
     while end < len(words):
         w = words[end].lower()
         if w in _PREPOSITIONS or w in _DIRECTIONS or w in {"and", "then"} or _is_verb(w):
             break
         end += 1
-    return " ".join(words[start:end]), end
+    return " ".join(words[start:end])
 
 
 def _resolve(clause: str, previous: _Referents) -> tuple[str, _Referents]:
@@ -369,11 +372,12 @@ def _resolve(clause: str, previous: _Referents) -> tuple[str, _Referents]:
         verb_at == 0 or (verb_at == 1 and words[0].lower() in _SUBJECT_PRONOUNS)
     ):
         subject = _definite(previous.subject)
-        rest = text if verb_at == 0 else text[_WORD.search(text).end() :].lstrip()
+        spans = list(_WORD.finditer(text))
+        rest = text if verb_at == 0 else text[spans[0].end() :].lstrip()
         text = f"{subject} {rest}"
         verb_at = len(subject.split())
     else:
-        own = [w for w in words[:verb_at]]
+        own = words[:verb_at]
         while own and own[0].lower().endswith("ly") and own[0].lower() not in _DETERMINERS:
             own = own[1:]
         subject = " ".join(own) or previous.subject
@@ -385,7 +389,7 @@ def _resolve(clause: str, previous: _Referents) -> tuple[str, _Referents]:
             r"\b(?:it|him|them)\b", lambda _m: _definite(referent), text[verb_end:], flags=re.I
         )
         text = text[:verb_end] + tail
-    obj, _ = _noun_phrase(_words(text), verb_at + 1)
+    obj = _noun_phrase(_words(text), verb_at + 1)
     mentioned = [e for e in (subject, obj) if e and e.lower() not in _OBJECT_PRONOUNS]
     return text, _Referents(subject=subject, entities=(*previous.entities, *mentioned)[-8:])
 
@@ -400,8 +404,8 @@ def _tidy(text: str) -> str:
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 
 
-def _prose_plots(text: str, first_line: int = 1) -> list[tuple[str, int]]:
-    """Plot texts with the source line each one starts on."""
+def _prose_plots(text: str, first_line: int = 1, limit: int | None = None) -> list[tuple[str, int]]:
+    """Plot texts with the source line each one starts on (stops after `limit` + 1 plots)."""
     plots: list[tuple[str, int]] = []
     referents = _Referents()
     for paragraph, line_starts, base_line in _paragraphs(text, first_line):
@@ -415,6 +419,8 @@ def _prose_plots(text: str, first_line: int = 1) -> list[tuple[str, int]]:
                 if tidy:
                     line = base_line + bisect.bisect_right(line_starts, clause.offset) - 1
                     plots.append((tidy, line))
+                    if limit is not None and len(plots) > limit:
+                        return plots
             sentence_start = end
     return plots
 
@@ -428,11 +434,14 @@ def _paragraphs(text: str, first_line: int) -> list[tuple[str, list[int], int]]:
     base = first_line
 
     def flush() -> None:
+        nonlocal length
         if pieces:
             result.append((" ".join(pieces), list(starts), base))
         pieces.clear()
         starts.clear()
+        length = 0
 
+    length = 0
     for number, raw in enumerate(text.split("\n"), start=first_line):
         line = raw.strip()
         bullet = re.match(r"^(?:[-*+]|\d+[.)])\s+", line)
@@ -444,8 +453,9 @@ def _paragraphs(text: str, first_line: int) -> list[tuple[str, list[int], int]]:
         line = line.replace("**", "").replace("`", "")
         if not pieces:
             base = number
-        starts.append(sum(len(p) + 1 for p in pieces))
+        starts.append(length)
         pieces.append(line)
+        length += len(line) + 1
     flush()
     return result
 
@@ -492,11 +502,14 @@ def derive_query_prompt(
     for i in range(len(kept) - 1):
         if kept[i] in {"a", "an"}:
             kept[i] = "an" if kept[i + 1][:1] in "aeiou" else "a"
-    return " ".join(kept), prompt
+    return " ".join(kept) or prompt.lower(), prompt
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading: YAML through composed nodes (so every value knows its line), or prose.
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Yaml:
@@ -516,7 +529,7 @@ class _Yaml:
 
     def compose(self, text: str) -> yaml.Node | None:
         try:
-            return yaml.compose(text, Loader=yaml.SafeLoader)
+            return yaml.compose(text, Loader=_LOADER)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 + self.line_offset if mark else self.line_offset + 1
@@ -770,7 +783,7 @@ def _story_from_prose(text: str, path: str) -> Story:
     heading = re.search(r"^#\s+(.+)$", text, re.MULTILINE)
     if heading and not (front and title != Path(path).stem):
         title = heading.group(1).strip()
-    spans = _prose_plots(text, body_line)
+    spans = _prose_plots(text, body_line, limit=MAX_PLOTS)
     if not spans:
         raise StoryScriptError(path, body_line, "empty story: no sentences to turn into plots")
     if len(spans) > MAX_PLOTS:
@@ -789,6 +802,8 @@ _FORMATS = {".yaml": "yaml", ".yml": "yaml", ".md": "prose", ".txt": "prose"}
 def read_story_text(path: str | Path) -> str:
     """The file as UTF-8 text; a missing, huge or non-UTF-8 file raises StoryScriptError."""
     name = str(path)
+    if Path(path).exists() and not Path(path).is_file():
+        raise StoryScriptError(name, 0, "not a regular file")
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_STORY_BYTES + 1)

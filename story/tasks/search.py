@@ -117,7 +117,7 @@ def _vector_rows(
     builder = (
         index.table.search(vector, vector_column_name=column)
         .distance_type("cosine")
-        .select(HIT_COLUMNS)
+        .select([*HIT_COLUMNS, "_distance"])
         .nprobes(nprobes)
         .limit(limit)
     )
@@ -135,7 +135,7 @@ def _has_fts(index: ClipIndex) -> bool:
 def _fts_rows(index: ClipIndex, query: str, limit: int, where: str | None) -> list[dict[str, Any]]:
     builder = (
         index.table.search(query, query_type="fts", fts_columns="caption")
-        .select(HIT_COLUMNS)
+        .select([*HIT_COLUMNS, "_score"])
         .limit(limit)
     )
     if where:

@@ -32,6 +32,7 @@ class Shot:
 
     @property
     def frames(self) -> int:
+        """Number of frames in the shot."""
         return self.end_frame - self.start_frame
 
 

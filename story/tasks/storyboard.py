@@ -9,6 +9,7 @@ piece of text is HTML-escaped, so a story cannot inject markup.
 from __future__ import annotations
 
 import html
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from story.tasks.assemble import AssemblyError, PlotRecord, check_frames
+from story.tasks.assemble import AssemblyError, PlotRecord, check_frames, write_atomic
 from story.tasks.script import Story
 
 STRIP_FRAMES = 8
@@ -74,9 +75,9 @@ def film_strip(frames: np.ndarray, count: int = STRIP_FRAMES) -> np.ndarray:
 
 
 def _save_png(image: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
 
 
 def _esc(value: Any) -> str:
@@ -149,13 +150,6 @@ def _page(title: str, header: str, body: str) -> str:
     )
 
 
-def _write_page(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def write_storyboard(
     out_dir: str | os.PathLike[str],
     story: Story,
@@ -164,7 +158,6 @@ def write_storyboard(
 ) -> Path:
     """Write `out_dir/storyboard.html` (+ PNG strips in `out_dir/storyboard/`) and return it."""
     out = Path(out_dir)
-    (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     header = (
         f"<h1>{_esc(story.title)}</h1>"
         f"<p>{len(records)} plots from <code>{_esc(story.source)}</code>"
@@ -173,7 +166,7 @@ def write_storyboard(
         header += f", render <code>{_esc(render_id)}</code>"
     header += "</p>"
     body = "".join(plot_section(out, record) for record in sorted(records, key=lambda r: r.index))
-    return _write_page(out / "storyboard.html", _page(story.title, header, body))
+    return write_atomic(out / "storyboard.html", _page(story.title, header, body))
 
 
 def write_comparison(
@@ -184,7 +177,6 @@ def write_comparison(
     """A side-by-side page: one row per plot, one column per labelled run (e.g. checkpoints)."""
     path = Path(out_path)
     out = path.parent
-    (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     by_run = [(label, {r.index: r for r in records}) for label, records in runs]
     indices = sorted({i for _label, records in by_run for i in records})
     head = "".join(f"<th>{_esc(label)}</th>" for label, _records in by_run)
@@ -201,4 +193,4 @@ def write_comparison(
         rows.append(f"<tr>{''.join(cells)}</tr>")
     header = f"<h1>{_esc(story.title)}: comparison</h1>"
     body = f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-    return _write_page(path, _page(f"{story.title}: comparison", header, body))
+    return write_atomic(path, _page(f"{story.title}: comparison", header, body))

@@ -35,7 +35,9 @@ def miniworld_structure(depth: np.ndarray, normalize: str = "frame") -> np.ndarr
     return normalize_structure(disparity, mode=normalize).numpy()
 
 
-def stack_clips(frames: list[np.ndarray], guides: list[np.ndarray], captions: list[str]) -> ClipBatch:
+def stack_clips(
+    frames: list[np.ndarray], guides: list[np.ndarray], captions: list[str]
+) -> ClipBatch:
     """uint8 (T, H, W, 3) frames and (T, H, W) guides -> a `ClipBatch`."""
     video = torch.from_numpy(np.stack(frames)).float().div(127.5).sub(1.0)
     structure = torch.from_numpy(np.stack(guides)).float()
@@ -50,7 +52,9 @@ class MiniworldSource:
         self.rng = np.random.default_rng(seed)
 
     def scene(self, seed: int) -> miniworld.RenderedClip:
-        spec = miniworld.sample_scene(seed, frames=self.frames, height=self.height, width=self.width)
+        spec = miniworld.sample_scene(
+            seed, frames=self.frames, height=self.height, width=self.width
+        )
         return miniworld.render(spec)
 
     def batch(self, size: int) -> ClipBatch:

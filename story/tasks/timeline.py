@@ -15,7 +15,7 @@ from typing import Any
 
 import opentimelineio as otio
 
-from story.tasks.assemble import AssemblyError, PlotRecord
+from story.tasks.assemble import AssemblyError, PlotRecord, write_atomic
 from story.tasks.script import Story
 
 
@@ -87,10 +87,5 @@ def write_timeline(
 ) -> Path:
     """Write `out_dir/timeline.otio` atomically and return its path."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     timeline = build_timeline(out, story, records, fps, render_id)
-    path = out / "timeline.otio"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(otio.adapters.write_to_string(timeline, "otio_json"), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(out / "timeline.otio", otio.adapters.write_to_string(timeline, "otio_json"))

@@ -73,7 +73,7 @@ class TrainConfig:
     eval_steps: int = 20
     guidance: float = 4.0
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     max_minutes: float = 0.0
     device: str = "auto"
     extra: dict = field(default_factory=dict)
@@ -84,7 +84,9 @@ class TrainConfig:
         if self.stage in ("structure",) and not self.init:
             raise StoryError("train_t2v: stage 'structure' needs --init, the stage-1 model folder")
         if self.stage in ("base", "joint") and not self.init:
-            raise StoryError(f"train_t2v: stage {self.stage!r} needs --init, a trained VAE or model")
+            raise StoryError(
+                f"train_t2v: stage {self.stage!r} needs --init, a trained VAE or model"
+            )
         self.vae_channels = tuple(self.vae_channels)
         self.unet_channels = tuple(self.unet_channels)
 
@@ -354,7 +356,7 @@ class Trainer:
             self.ema.update(self.trained, self.step)
             step_time = time.monotonic() - tick
             self.elapsed += step_time
-            window.append(float(loss))
+            window.append(float(loss.detach()))
             if self.step % 25 == 0 or self.step == cfg.steps:
                 row = {
                     "step": self.step,
@@ -408,20 +410,43 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--init", help="VAE folder (stage 1) or model folder (stage 2 / joint)")
     parser.add_argument("--manifest", help="caption manifest to train on instead of the miniworld")
     for name in (
-        "steps", "batch", "checkpoint_every", "eval_every", "eval_scenes", "eval_steps", "seed",
-        "threads", "unet_heads", "encoder_hidden", "frames", "height", "width",
+        "steps",
+        "batch",
+        "checkpoint_every",
+        "eval_every",
+        "eval_scenes",
+        "eval_steps",
+        "seed",
+        "threads",
+        "unet_heads",
+        "encoder_hidden",
+        "frames",
+        "height",
+        "width",
     ):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
+        )
     for name in (
-        "lr", "weight_decay", "ema_decay", "caption_dropout", "structure_dropout",
-        "min_snr_gamma", "kl_weight", "guidance", "max_minutes",
+        "lr",
+        "weight_decay",
+        "ema_decay",
+        "caption_dropout",
+        "structure_dropout",
+        "min_snr_gamma",
+        "kl_weight",
+        "guidance",
+        "max_minutes",
     ):
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
         )
     for name in ("vae_channels", "unet_channels"):
         parser.add_argument(
-            f"--{name.replace('_', '-')}", type=int, nargs="+", default=list(getattr(defaults, name))
+            f"--{name.replace('_', '-')}",
+            type=int,
+            nargs="+",
+            default=list(getattr(defaults, name)),
         )
     parser.add_argument("--depth-model", default=defaults.depth_model)
     parser.add_argument("--checkpoints", default=None)
@@ -434,8 +459,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     trainer = Trainer(cfg)
     trained = trainer.trained
-    print(json.dumps({"stage": cfg.stage, "resume_step": trainer.step,
-                      "trainable_params": param_count(trained)}))
+    print(
+        json.dumps(
+            {
+                "stage": cfg.stage,
+                "resume_step": trainer.step,
+                "trainable_params": param_count(trained),
+            }
+        )
+    )
     trainer.run()
 
 

@@ -16,6 +16,7 @@ from story.tasks.assemble import (
     read_mp4,
     side_by_side,
     write_mp4,
+    write_outputs,
 )
 from story.tasks.script import load_story
 from story.tasks.storyboard import (
@@ -186,3 +187,53 @@ def test_comparison_page_puts_runs_side_by_side(tmp_path: Path):
     sources = re.findall(r'<img class="strip" src="([^"]+)"', html)
     assert len(sources) == 2 * len(story.plots) == len(set(sources))
     assert all((tmp_path / s).is_file() for s in sources)
+
+
+def test_write_outputs_assembles_a_whole_render_folder(tmp_path: Path):
+    story = load_story(STORIES / "good_basic.yaml")
+    lengths = [6, 4, 5]
+    records = [
+        PlotRecord(
+            index=p.index,
+            text=p.text,
+            query=p.query,
+            prompt=p.prompt,
+            clip_id=f"clip{p.index}",
+            clip_uri="media/x.mp4",
+            clip_caption="a ball",
+            retrieved_frames=moving_square(lengths[p.index], 16, 16),
+            structure=np.zeros((lengths[p.index], 16, 16), np.float32),
+            generated=[moving_square(lengths[p.index], 16, 16)] * (2 if p.index == 1 else 1),
+            params={"seed": p.index},
+        )
+        for p in story.plots
+    ]
+    outputs = write_outputs(tmp_path / "render", story, records, fps=8, render_id="r1")
+    out = tmp_path / "render"
+    assert outputs["video"] == "story.mp4"
+    assert outputs["plots"] == [f"plots/plot_{i:03d}.mp4" for i in range(3)]
+    assert read_mp4(out / "story.mp4").shape == (sum(lengths), 16, 16, 3)
+    assert read_mp4(out / "plots" / "plot_001.mp4").shape == (4, 16, 16 + 2 + 16, 3)
+    assert (out / outputs["storyboard"]).is_file() and (out / outputs["timeline"]).is_file()
+    entry = records[1].manifest_entry(out)
+    assert entry["video"] == "plots/plot_001.mp4"
+    assert entry["frames"] == 4 and len(entry["frames_sha256"]) == 2
+    assert entry["params"] == {"seed": 1}
+
+
+def test_storyboard_into_an_unusable_folder_is_a_clear_error(tmp_path: Path):
+    story = load_story(STORIES / "good_basic.yaml")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    record = PlotRecord(0, "t", "q", "p", None, None, None, None, None, moving_square(2, 8, 8))
+    with pytest.raises(AssemblyError, match="cannot write"):
+        write_storyboard(blocker / "render", story, [record])
+
+
+def test_concat_letterboxes_a_wider_clip_instead_of_stretching_it(tmp_path: Path):
+    write_mp4(tmp_path / "a.mp4", np.full((2, 32, 32, 3), 128, np.uint8), fps=8)
+    write_mp4(tmp_path / "wide.mp4", np.full((2, 32, 64, 3), 255, np.uint8), fps=8)
+    concat_mp4([tmp_path / "a.mp4", tmp_path / "wide.mp4"], tmp_path / "s.mp4", fps=8)
+    last = read_mp4(tmp_path / "s.mp4")[-1].astype(int)
+    assert last[:6].mean() < 20 and last[-6:].mean() < 20
+    assert last[12:20].mean() > 235

@@ -9,18 +9,32 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from story.tasks.hashing import canonical_json, render_id, sha256_file, sha256_json, sha256_tree
+from story.tasks.assemble import PlotRecord, write_outputs
+from story.tasks.hashing import (
+    canonical_json,
+    frames_sha256,
+    render_id,
+    sha256_file,
+    sha256_json,
+    sha256_tree,
+)
 from story.tasks.lineage import (
     LineageError,
     LineageRegistry,
+    build_manifest,
+    describe_asset,
     dvc_hash,
     environment_info,
     manifest_assets,
     read_manifest,
     write_manifest,
 )
+from story.tasks.script import effective_seed, load_story
+
+STORIES = Path(__file__).resolve().parents[1] / "test_files" / "stories"
 
 
 def make_manifest(tag: str, clips: list[str], checkpoint: str = "tiny") -> dict[str, Any]:
@@ -92,6 +106,8 @@ def test_manifest_round_trip(tmp_path: Path):
         (lambda m: m.update(render_id="0" * 16), "does not match"),
         (lambda m: m["story"].pop("sha256"), "story.sha256"),
         (lambda m: m.update(schema=99), "schema"),
+        (lambda m: m["outputs"].update(video="../../elsewhere.mp4"), "'..'"),
+        (lambda m: m["plots"][0].update(video="/etc/passwd"), "relative"),
     ],
 )
 def test_invalid_manifest_is_refused_and_not_written(tmp_path: Path, change, problem: str):
@@ -293,3 +309,107 @@ def test_four_concurrent_writers_lose_and_tear_nothing(tmp_path: Path):
     keys = [(r["render_id"], r["kind"], r["asset_id"]) for r in rows]
     assert len(keys) == len(set(keys)), "a render was registered twice"
     assert len(rows) == sum(1 + len(manifest_assets(m)) for m in common + own)
+
+
+def test_build_manifest_pins_assets_and_round_trips(tmp_path: Path):
+    story = load_story(STORIES / "good_basic.yaml")
+    checkpoint = tmp_path / "checkpoints" / "tiny"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"weights")
+    entry = describe_asset("tiny", checkpoint, repo=tmp_path)
+    assert entry == {
+        "name": "tiny",
+        "path": "checkpoints/tiny",
+        "sha256": sha256_tree(checkpoint),
+        "dvc_md5": None,
+    }
+    with pytest.raises(LineageError, match="does not exist"):
+        describe_asset("gone", tmp_path / "gone")
+    inputs = {"story": story.content_hash(), "checkpoint": entry["sha256"], "seed": 1}
+    manifest = build_manifest(
+        inputs=inputs,
+        story=story,
+        plots=[{"index": p.index, "clip_id": f"c{p.index}"} for p in story.plots],
+        outputs={"video": "story.mp4"},
+        checkpoints=[entry],
+        environment={"git": {"commit": None, "dirty": None}},
+    )
+    assert manifest["render_id"] == render_id(inputs)
+    assert manifest["story"]["sha256"] == story.content_hash()
+    path = write_manifest(tmp_path / "render", manifest)
+    assert read_manifest(path) == manifest
+    registry = LineageRegistry(tmp_path)
+    registry.add_render(manifest, path)
+    assert registry.renders_using("tiny") == [manifest["render_id"]]
+    assert registry.renders_using("c2") == [manifest["render_id"]]
+
+
+def test_frames_hash_sees_one_changed_pixel():
+    frames = np.zeros((4, 8, 8, 3), np.uint8)
+    changed = frames.copy()
+    changed[3, 7, 7, 2] = 1
+    assert frames_sha256(frames) == frames_sha256(frames.copy())
+    assert frames_sha256(frames) != frames_sha256(changed)
+    assert frames_sha256(frames) != frames_sha256(frames.reshape(4, 8, 24))
+
+
+def test_manifest_into_an_unusable_folder_is_a_clear_error(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(LineageError, match="cannot write the manifest"):
+        write_manifest(blocker / "render", make_manifest("x", ["c1"]))
+
+
+def test_synthetic_render_end_to_end_is_registered_and_auditable(tmp_path: Path):
+    """The wiring a render flow does, with made-up frames in place of the models."""
+    story = load_story(STORIES / "good_basic.yaml")
+    seeds = [effective_seed(p, 1234) for p in story.plots]
+    inputs = {
+        "story": story.content_hash(),
+        "plots": [
+            {"index": p.index, "seed": s, "clip_id": f"clip{p.index}"}
+            for p, s in zip(story.plots, seeds, strict=True)
+        ],
+        "checkpoint": "c" * 64,
+    }
+    out = tmp_path / "renders" / render_id(inputs)
+    rng = np.random.default_rng(0)
+    records = [
+        PlotRecord(
+            index=p.index,
+            text=p.text,
+            query=p.query,
+            prompt=p.prompt,
+            clip_id=f"clip{p.index}",
+            clip_uri=f"media/{p.index}.mp4",
+            clip_caption="a ball",
+            retrieved_frames=rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8),
+            structure=rng.uniform(-1, 1, (4, 16, 16)).astype(np.float32),
+            generated=rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8),
+            params={"seed": s},
+        )
+        for p, s in zip(story.plots, seeds, strict=True)
+    ]
+    outputs = write_outputs(out, story, records, fps=8, render_id=render_id(inputs))
+    manifest = build_manifest(
+        inputs=inputs,
+        story=story,
+        plots=[{**r.manifest_entry(out), "seed": r.params["seed"]} for r in records],
+        outputs=outputs,
+        checkpoints=[{"name": "tiny", "sha256": "c" * 64}],
+        environment={"git": {"commit": None, "dirty": None}},
+    )
+    registry = LineageRegistry(tmp_path)
+    registry.add_render(manifest, write_manifest(out, manifest))
+    tree = registry.tree(manifest["render_id"])
+    assert [p["clip"]["id"] for p in tree["plots"]] == ["clip0", "clip1", "clip2"]
+    assert all((out / p["video"]).is_file() for p in tree["plots"])
+    assert registry.renders_using("clip1") == registry.renders_using("tiny") == [out.name]
+    assert sorted(f.name for f in out.iterdir()) == [
+        "manifest.json",
+        "plots",
+        "story.mp4",
+        "storyboard",
+        "storyboard.html",
+        "timeline.otio",
+    ]

@@ -223,3 +223,40 @@ def test_ranges_shorter_than_n_repeat_every_frame_evenly(start: int, end: int) -
 def test_empty_range_cannot_be_sampled() -> None:
     with pytest.raises(StoryError, match=r"\[4, 4\)"):
         sample_indices(4, 4)
+
+
+def test_variable_frame_rate_decodes_every_frame_in_order() -> None:
+    uri = str(FILES / "vfr.mp4")
+    with VideoReader(uri, backend="decord") as fast, VideoReader(uri, backend="pyav") as safe:
+        assert fast.info.frames == safe.info.frames == 24
+        a, b = fast.read(range(24)), safe.read(range(24))
+    assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 2
+    grey = a.reshape(24, -1).mean(1)
+    assert np.all(np.diff(grey) > 5)
+    assert np.allclose(grey, np.arange(24) * 10, atol=3)
+
+
+def test_large_frames_decode_and_resize() -> None:
+    uri = str(FILES / "large.mp4")
+    info = probe(uri)
+    assert (info.frames, info.height, info.width) == (4, 2160, 3840)
+    assert read_frames(uri, [3, 0], size=(90, 160)).shape == (2, 90, 160, 3)
+
+
+def test_container_is_found_from_the_bytes_not_the_extension(tmp_path: Path) -> None:
+    renamed = tmp_path / "clip.avi"
+    shutil.copyfile(FILES / "cuts.mp4", renamed)
+    info = probe(str(renamed))
+    assert (info.frames, info.codec) == (48, "h264")
+    assert np.array_equal(read_frames(str(renamed), [5]), read_frames(str(FILES / "cuts.mp4"), [5]))
+
+
+@pytest.mark.parametrize("name", ["cuts.mp4", "vp9.webm", "mjpeg.avi"])
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.8, 0.97])
+def test_any_cut_of_a_video_is_reported_truncated(tmp_path: Path, name: str, keep: float) -> None:
+    data = (FILES / name).read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(MediaError) as caught, VideoReader(str(cut), min_frames=1) as reader:
+        reader.read(range(reader.info.frames))
+    assert caught.value.reason == "truncated"

@@ -95,6 +95,17 @@ def gradient_frames(count: int, height: int, width: int) -> np.ndarray:
     return frames
 
 
+def block_frames(count: int, height: int, width: int, block: int = 240) -> np.ndarray:
+    """Large flat colour blocks (cheap to encode at any size) that shift by one block per frame."""
+    rng = np.random.default_rng(5)
+    coarse = rng.integers(0, 256, (height // block, width // block + count, 3), dtype=np.uint8)
+    frames = np.empty((count, height, width, 3), np.uint8)
+    for t in range(count):
+        tile = coarse[:, t : t + width // block]
+        frames[t] = np.repeat(np.repeat(tile, block, axis=0), block, axis=1)
+    return frames
+
+
 def write_video(
     path: Path,
     frames: np.ndarray,
@@ -104,15 +115,15 @@ def write_video(
     container_options: dict[str, str] | None = None,
 ) -> None:
     """Encode RGB frames single-threaded so the output bytes are reproducible."""
-    options = {"fflags": "+bitexact", **(container_options or {})}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream(codec, rate=Fraction(FPS))
+    muxer = {"fflags": "+bitexact", **(container_options or {})}
+    with av.open(str(path), "w", options=muxer) as container:
+        stream = container.add_stream(codec, rate=Fraction(FPS), options=options or {})
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = pix_fmt
         stream.codec_context.thread_count = 1
-        stream.options = options or {}
-        for array in frames:
+        for index, array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, FPS)
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
@@ -120,7 +131,7 @@ def write_video(
 def write_variable_rate(path: Path, count: int = 24) -> None:
     """Frames 50 ms apart with a 250 ms gap before every third one; grey level rises each frame."""
     with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264", rate=Fraction(FPS))
+        stream = container.add_stream("libx264", rate=Fraction(FPS), options={"qp": "20"})
         stream.height = stream.width = SIZE
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
@@ -154,12 +165,13 @@ def write_audio_only(path: Path, seconds: float = 0.5, rate: int = 8000) -> None
 def main(out: Path = HERE) -> None:
     """Write every test file into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    h264 = {"crf": "20", "preset": "medium", "g": "24"}
+    # Constant QP: x264's CRF look-ahead does not give the same bytes on every run.
+    h264 = {"qp": "20", "g": "24"}
     write_video(out / "cuts.mp4", cut_frames(), options=h264)
     write_video(out / "pan.mp4", pan_frames(), options=h264)
     write_video(out / "single_frame.mp4", gradient_frames(1, SIZE, SIZE), options=h264)
     write_video(out / "odd.mp4", gradient_frames(12, 47, 63), pix_fmt="yuv444p", options=h264)
-    write_video(out / "large.mp4", gradient_frames(4, 2160, 3840), options={"preset": "ultrafast"})
+    write_video(out / "large.mp4", block_frames(4, 2160, 3840), options=h264)
     write_variable_rate(out / "vfr.mp4")
     write_video(out / "vp9.webm", gradient_frames(16, SIZE, SIZE), "libvpx-vp9", "yuv420p")
     write_video(out / "mjpeg.avi", gradient_frames(16, SIZE, SIZE), "mjpeg", "yuvj420p")
