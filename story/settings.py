@@ -26,6 +26,10 @@ class Settings(BaseSettings):
         default=None, description="LanceDB URI (local dir or s3://...); default <workspace>/lancedb."
     )
     clips_table: str = "clips"
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Object-store options for LanceDB/fsspec (endpoint, region, keys), JSON in env.",
+    )
     checkpoints: Path = Field(
         default=REPO_ROOT / "checkpoints", description="Folder of named model checkpoints."
     )

@@ -49,8 +49,14 @@ def ingest_shards(
 ) -> dict[str, Any]:
     """Run the shards not yet finished and write each one as soon as it completes."""
     log = _logger()
-    index = ClipIndex(settings.lancedb, settings.clips_table, TEXT_DIM, _visual_dim(settings))
-    ledger = ShardLedger(settings.lancedb)
+    index = ClipIndex(
+        settings.lancedb,
+        settings.clips_table,
+        TEXT_DIM,
+        _visual_dim(settings),
+        storage_options=settings.storage_options or None,
+    )
+    ledger = ShardLedger(settings.lancedb, storage_options=settings.storage_options or None)
     finished = ledger.finished([j.shard_id for j in jobs])
     todo = [j for j in jobs if j.shard_id not in finished]
     log.info("%d shards, %d already finished, %d to run", len(jobs), len(finished), len(todo))
