@@ -98,8 +98,12 @@ def ingest_shards(
             timings["read_s"] += result.read_s
             timings["embed_s"] += result.embed_s
             timings["write_s"] += write_s
-            log.info("shard %s: +%d rows, %d quarantined", job.shard_id, shard_added,
-                     len(result.quarantined))
+            log.info(
+                "shard %s: +%d rows, %d quarantined",
+                job.shard_id,
+                shard_added,
+                len(result.quarantined),
+            )
     t0 = time.perf_counter()
     indices = index.ensure_indices(settings.ivf_pq_min_rows)
     timings["index_s"] = time.perf_counter() - t0
@@ -142,13 +146,16 @@ def publish_artifacts(summary: dict[str, Any]) -> None:
     ]
     create_markdown_artifact(
         key="build-index-quarantine",
-        markdown="# Quarantined media\n\n" + ("\n".join(lines) if summary["quarantined"] else "None."),
+        markdown="# Quarantined media\n\n"
+        + ("\n".join(lines) if summary["quarantined"] else "None."),
         description="Items that could not be ingested, with the reason",
     )
 
 
 @flow(name="build_index")
-def build_index(manifest: str, settings: dict[str, Any] | None = None, use_ray: bool = True) -> dict:
+def build_index(
+    manifest: str, settings: dict[str, Any] | None = None, use_ray: bool = True
+) -> dict:
     """Index a clip manifest into the clip library and report rows, additions and quarantine."""
     resolved = Settings(**(settings or {}))
     jobs = plan_shards(manifest, resolved.shard_size)

@@ -1,4 +1,4 @@
-"""The `story` command. Every subcommand takes --json: one JSON document on stdout, logs on stderr."""
+"""The `story` command. --json on every subcommand prints one JSON document on stdout."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ LanceOpt = Annotated[
 ]
 
 
-def make_settings(workspace: Path | None = None, lancedb: str | None = None, **extra: Any) -> Settings:
+def make_settings(
+    workspace: Path | None = None, lancedb: str | None = None, **extra: Any
+) -> Settings:
     """Env vars and defaults, overridden by any flag the user gave."""
     overrides = {k: v for k, v in extra.items() if v is not None}
     if workspace is not None:
@@ -86,7 +88,9 @@ def _setup_logging(verbose: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+    ] = False,
 ) -> None:
     """Storytelling-video pipeline."""
     _setup_logging(verbose)
@@ -164,8 +168,11 @@ def search_command(
         try:
             index = ClipIndex(settings.lancedb, settings.clips_table)
             if index.count() == 0:
-                fail(f"{settings.lancedb}: the clip library is empty; run `story index` first",
-                     as_json, emit)
+                fail(
+                    f"{settings.lancedb}: the clip library is empty; run `story index` first",
+                    as_json,
+                    emit,
+                )
             encoder = load_text_encoder("minilm", device=settings.device)
             hits = search(index, encoder, query, k=k, filters=filters, mode=mode)
         except (StoryError, ValueError) as exc:

@@ -28,6 +28,7 @@ from story.tasks.structure import resolve_structure_model_id
 
 CLIP_COLUMNS = ["clip_id", "uri", "frame_indices"]
 BATCH_CLIPS = 8
+LOCAL_BATCH_CLIPS = 64  # in-process there is no other worker to share with: keep the pipe full
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -75,6 +76,7 @@ def run_jobs(
 ) -> dict[str, Any]:
     """Skip stored keys, fan the rest out, and total what happened."""
     log = _logger()
+    t0 = time.perf_counter()
     model_id = resolve_structure_model_id(model, settings.checkpoints)
     store = DepthStore(settings.workspace / "depth")
     todo = [
@@ -86,7 +88,6 @@ def run_jobs(
     log.info("%d clips: %d cached, %d to compute with %s", len(jobs), cached, len(todo), model_id)
     summary: dict[str, Any] = {"computed": 0, "cached": cached, "failed": [], "frames": 0}
     timings = {"read_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
-    t0 = time.perf_counter()
     if todo:
         init = {
             "settings": settings.resolved(),
@@ -94,12 +95,13 @@ def run_jobs(
             "size": size,
             "normalize": normalize,
         }
-        batches = _batches(todo, max(1, min(BATCH_CLIPS, -(-len(todo) // workers))))
         if use_ray:
             ensure_ray(settings)
             init["threads"] = 1
+            batches = _batches(todo, max(1, min(BATCH_CLIPS, -(-len(todo) // workers))))
             outcomes = run_on_actors(DepthWorker, init, batches, "process_batch", workers=workers)
         else:
+            batches = _batches(todo, LOCAL_BATCH_CLIPS)
             outcomes = run_local(DepthWorker, init, batches, "process_batch")
         for batch, results, error in outcomes:
             if error is not None:

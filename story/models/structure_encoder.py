@@ -77,7 +77,7 @@ class StructureEncoder(ModelMixin, ConfigMixin):
             )
         x = self.stem(structure)
         features = []
-        for down, level, projection in zip(self.downs, self.levels, self.projections):
+        for down, level, projection in zip(self.downs, self.levels, self.projections, strict=True):
             x = level(down(x))
             features.append(projection(x))
         return features

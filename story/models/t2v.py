@@ -231,3 +231,21 @@ def pad_states(states: torch.Tensor, mask: torch.Tensor, length: int) -> torch.T
 
 def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def random_tiny(
+    text_dim: int = 384, frames: int = 4, size: int = 16, seed: int = 0
+) -> StructureT2V:
+    """A randomly initialised miniature bundle (f4 VAE, 2-level U-Net) for tests and examples."""
+    from story.models.unet import tiny_unet_config
+    from story.models.vae import tiny_vae_config
+
+    torch.manual_seed(seed)
+    vae_config = tiny_vae_config((8, 16, 16), sample_size=size)
+    vae_config["norm_num_groups"] = 8
+    unet_config = tiny_unet_config(
+        (16, 32), cross_attention_dim=text_dim, sample_size=size // 4, heads=2
+    )
+    unet_config["norm_num_groups"] = 8
+    config = T2VConfig(frames=frames, height=size, width=size, max_text_length=8)
+    return StructureT2V.from_configs(vae_config, unet_config, config, encoder_hidden=8)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class _HFTextEncoder(torch.nn.Module):
     name: str
     max_embed_length: int = 256
 
-    def __init__(self, tokenizer, model: torch.nn.Module, device: str) -> None:
+    def __init__(self, tokenizer: Any, model: torch.nn.Module, device: str) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.model = model.eval()

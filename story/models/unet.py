@@ -68,35 +68,38 @@ def injection_points(unet: UNet3DConditionModel) -> list[nn.Module]:
 
 
 class StructureInjection:
-    """Adds per-level structure features to the U-Net's down-block hidden states while set."""
+    """Adds per-level structure features to the U-Net's down-block hidden states while set.
+
+    Each hooked layer keeps a reference to its injection, so a deep copy of the U-Net (or of a
+    bundle holding both) hooks into the copied injection, not the original one.
+    """
 
     def __init__(self, unet: UNet3DConditionModel) -> None:
         self.features: list[torch.Tensor] | None = None
         self.scale = 1.0
         self.calls = 0
-        self._handles = [
-            point.register_forward_hook(self._hook(i))
-            for i, point in enumerate(injection_points(unet))
-        ]
+        self._handles = []
+        for level, point in enumerate(injection_points(unet)):
+            point._structure_injection = self
+            point._structure_level = level
+            self._handles.append(point.register_forward_hook(_add_structure))
 
-    def _hook(self, level: int):
-        def add(_module: nn.Module, _inputs: tuple, output):
-            if self.features is None:
-                return output
-            hidden = output[0] if isinstance(output, tuple) else output
-            feature = self.features[level]
-            if feature.shape[0] != hidden.shape[0]:
-                feature = feature.repeat(hidden.shape[0] // feature.shape[0], 1, 1, 1)
-            hidden = hidden + self.scale * feature.to(hidden.dtype)
-            if level == 0:
-                self.calls += 1
-            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-        return add
+    def add(self, level: int, output):
+        """The hooked layer's output with this level's feature added (unchanged when unset)."""
+        if self.features is None:
+            return output
+        hidden = output[0] if isinstance(output, tuple) else output
+        feature = self.features[level]
+        if feature.shape[0] != hidden.shape[0]:
+            feature = feature.repeat(hidden.shape[0] // feature.shape[0], 1, 1, 1)
+        hidden = hidden + self.scale * feature.to(hidden.dtype)
+        if level == 0:
+            self.calls += 1
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     @contextmanager
     def active(self, features: Sequence[torch.Tensor] | None, scale: float = 1.0) -> Iterator[None]:
-        """Within the block, U-Net calls get `scale * features` added; None or scale 0 adds nothing."""
+        """Inside the block U-Net calls get `scale * features` added; None or 0 adds nothing."""
         self.features = list(features) if features is not None and scale != 0 else None
         self.scale = scale
         try:
@@ -109,7 +112,11 @@ class StructureInjection:
             handle.remove()
 
 
+def _add_structure(module: nn.Module, _inputs: tuple, output):
+    return module._structure_injection.add(module._structure_level, output)
+
+
 def video_to_frames(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, H, W) -> (B * T, C, H, W), the per-frame layout the U-Net uses inside its blocks."""
+    """(B, C, T, H, W) -> (B * T, C, H, W), the per-frame layout inside the U-Net blocks."""
     b, c, t, h, w = x.shape
     return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)

@@ -2,8 +2,8 @@
 
 Rows are keyed by `clip_id` (a content hash), so writing the same clip twice stores it once.
 Indices: native full-text on `caption`, a BTREE on `clip_id`, and an IVF-PQ (cosine) index on each
-vector column once the table holds `ivf_pq_min_rows` rows; later appends are folded in by
-`optimize()` so queries never fall back to scanning a growing unindexed tail.
+vector column once the table holds `ivf_pq_min_rows` rows. `ensure_indices` after an append folds
+the new rows into every index, so queries never scan a growing unindexed tail.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from story.tasks.errors import StoryError
 
 TEXT_VECTOR = "text_vector"
 VISUAL_VECTOR = "visual_vector"
-# Retrain IVF centroids when the table has grown this much since the index was trained.
-RETRAIN_GROWTH = 4.0
 IVF_SAMPLE_RATE = 64
 IVF_ITERATIONS = 20
 
@@ -166,7 +164,8 @@ class ClipIndex:
         unique: dict[str, dict] = {}
         for row in rows:
             unique.setdefault(str(row.get("clip_id")), row)
-        fresh = [r for cid, r in unique.items() if cid not in self.existing_ids(unique)]
+        stored = self.existing_ids(unique)
+        fresh = [row for cid, row in unique.items() if cid not in stored]
         if not fresh:
             return 0
         data = self._to_arrow(fresh)
@@ -219,22 +218,29 @@ class ClipIndex:
         return {ix.columns[0]: ix for ix in self.table.list_indices()}
 
     def ensure_indices(self, ivf_pq_min_rows: int) -> dict:
-        """Create missing indices, fold appended rows into existing ones; report what and how long.
+        """Create missing indices, fold appended rows in; report what was done and how long.
 
-        Returns {column: what was done, ..., "seconds": {step: duration}}; an empty dict when the
-        table does not exist yet.
+        Appended rows go into the full-text and BTREE indices through `optimize()`. That also
+        compacts data files, and a vector index remapped by compaction lost recall in our tests
+        (lance 0.40: a row's own vector no longer came back first), so after an optimize the
+        IVF-PQ index is rebuilt rather than remapped. Returns {column: action, ...,
+        "seconds": {step: duration}}; an empty dict when the table does not exist yet.
         """
         if self._table is None:
             return {}
         done: dict[str, Any] = {}
         seconds: dict[str, float] = {}
-        have = self._indices()
 
         def timed(step: str, action: Any) -> None:
             t0 = time.perf_counter()
             action()
             seconds[step] = round(time.perf_counter() - t0, 3)
 
+        stale = sorted(ix.name for ix in self._indices().values() if ix.num_unindexed_rows > 0)
+        if stale:
+            timed("optimize", self.table.optimize)
+            done["optimized"] = ", ".join(stale)
+        have = self._indices()
         if "caption" not in have:
             timed(
                 "caption",
@@ -251,22 +257,19 @@ class ClipIndex:
             index = have.get(column)
             if rows < ivf_pq_min_rows:
                 done[column] = f"flat ({rows} rows < ivf_pq_min_rows {ivf_pq_min_rows})"
-            elif index is None or rows > RETRAIN_GROWTH * max(index.num_indexed_rows, 1):
-                config = ivf_pq_config(rows, dim)
-                timed(
-                    column,
-                    lambda c=column, cfg=config: self.table.create_index(
-                        c, config=cfg, replace=True
-                    ),
-                )
-                done[column] = (
-                    f"ivf_pq created (partitions={config.num_partitions}, "
-                    f"sub_vectors={config.num_sub_vectors})"
-                )
-        stale = [ix.name for ix in self._indices().values() if ix.num_unindexed_rows > 0]
-        if stale:
-            timed("optimize", self.table.optimize)
-            done["optimized"] = ", ".join(sorted(stale))
+                continue
+            if index is not None and not stale:
+                done[column] = "ivf_pq up to date"
+                continue
+            config = ivf_pq_config(rows, dim)
+            timed(
+                column,
+                lambda c=column, cfg=config: self.table.create_index(c, config=cfg, replace=True),
+            )
+            done[column] = (
+                f"ivf_pq {'rebuilt' if index is not None else 'created'} "
+                f"(partitions={config.num_partitions}, sub_vectors={config.num_sub_vectors})"
+            )
         done["seconds"] = seconds
         return done
 

@@ -24,20 +24,8 @@ _CHROMATIC = np.array([i for i, n in enumerate(COLOUR_NAMES) if n not in _NEUTRA
 _NEUTRAL_SHARE = 0.75
 
 
-def colour_votes(pixels: np.ndarray) -> np.ndarray:
-    """(N, 3) RGB -> votes per palette colour: hue direction for chromatic pixels, else brightness."""
-    px = pixels.reshape(-1, 3).astype(np.float64)
-    unit = px / (np.linalg.norm(px, axis=1, keepdims=True) + 1e-6)
-    palette = _PALETTE / np.linalg.norm(_PALETTE, axis=1, keepdims=True)
-    chroma = _CHROMATIC[(unit @ palette[_CHROMATIC].T).argmax(1)]
-    grey = (px.max(1) - px.min(1)) < 0.25 * px.max(1) + 8
-    neutral = np.where(px.mean(1) > 80, COLOUR_NAMES.index("white"), COLOUR_NAMES.index("black"))
-    labels = np.where(grey, neutral, chroma)
-    return np.bincount(labels, minlength=len(COLOUR_NAMES))
-
-
 def pixel_colour_labels(frames: np.ndarray) -> np.ndarray:
-    """(..., 3) RGB -> palette index per pixel, same rule as `colour_votes`."""
+    """(..., 3) RGB -> palette index per pixel: hue direction if chromatic, else brightness."""
     px = frames.reshape(-1, 3).astype(np.float64)
     unit = px / (np.linalg.norm(px, axis=1, keepdims=True) + 1e-6)
     palette = _PALETTE / np.linalg.norm(_PALETTE, axis=1, keepdims=True)
@@ -45,6 +33,11 @@ def pixel_colour_labels(frames: np.ndarray) -> np.ndarray:
     grey = (px.max(1) - px.min(1)) < 0.25 * px.max(1) + 8
     neutral = np.where(px.mean(1) > 80, COLOUR_NAMES.index("white"), COLOUR_NAMES.index("black"))
     return np.where(grey, neutral, chroma).reshape(frames.shape[:-1])
+
+
+def colour_votes(pixels: np.ndarray) -> np.ndarray:
+    """(N, 3) RGB -> number of pixels labelled with each palette colour."""
+    return np.bincount(pixel_colour_labels(pixels).ravel(), minlength=len(COLOUR_NAMES))
 
 
 def dominant_colour(pixels: np.ndarray) -> str | None:
@@ -112,7 +105,7 @@ def temporal_change(frames: np.ndarray) -> float:
 
 
 def depth_error(estimated: np.ndarray, guide: np.ndarray) -> float:
-    """Mean absolute error of two (T, H, W) normalised disparity maps in [-1, 1], halved to [0, 1]."""
+    """Mean absolute error of two (T, H, W) disparity maps in [-1, 1], halved to [0, 1]."""
     return float(np.abs(estimated - guide).mean() / 2.0)
 
 
@@ -178,3 +171,22 @@ def mean_quality(rows: list[ClipQuality]) -> dict[str, float]:
         if values:
             out[key] = float(np.mean(values))
     return out
+
+
+def shape_in_place(render: np.ndarray, colour: str, spec: miniworld.SceneSpec) -> str | None:
+    """The shape whose silhouette, re-rendered in the same scene, best matches the pixels painted
+    in the prompt colour (None when nothing is painted in it)."""
+    from dataclasses import replace
+
+    painted = pixel_colour_labels(render) == COLOUR_NAMES.index(colour)
+    if not painted.any():
+        return None
+    best, best_iou = None, -1.0
+    for shape in miniworld.SHAPES:
+        objects = (replace(spec.objects[0], shape=shape), *spec.objects[1:])
+        mask = miniworld.render(replace(spec, objects=objects)).masks == 1
+        union = np.logical_or(painted, mask).sum()
+        iou = np.logical_and(painted, mask).sum() / union if union else 0.0
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    return best

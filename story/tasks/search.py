@@ -166,10 +166,16 @@ def search(
     filters: SearchFilters | None = None,
     mode: str = "hybrid",
     nprobes: int = 20,
-    refine_factor: int | None = 5,
+    refine_factor: int | None = 20,
     visual_encoder: Any = None,
 ) -> list[Hit]:
-    """Top-k clips for a text query; `score` is cosine similarity, BM25, or the fused RRF score."""
+    """Top-k clips for a text query; `score` is cosine similarity, BM25, or the fused RRF score.
+
+    Each vector search fetches max(4k, 50) candidates and re-ranks `refine_factor` times as many
+    with exact distances: the default re-ranks ~1000, which held recall@10 above 0.95 on 1M rows
+    with IVF-PQ in bench/bench_search.py (nprobes and refine_factor only matter once the IVF-PQ
+    index exists; below its threshold the search is exact).
+    """
     query = _validate(query, k, mode, nprobes, refine_factor)
     where = (filters or SearchFilters()).where()
     if not index.exists or index.count() == 0:

@@ -22,30 +22,36 @@ HELD_OUT_SEED = 10_000_000
 
 @dataclass
 class ClipBatch:
-    """video (B, 3, T, H, W) and structure (B, 1, T, H, W) in [-1, 1], one caption per clip."""
+    """video (B, 3, T, H, W) and structure (B, 1, T, H, W) in [-1, 1], one caption per clip;
+    `objects` (B, T, H, W) marks object pixels where the source knows them."""
 
     video: torch.Tensor
     structure: torch.Tensor
     captions: list[str]
+    objects: torch.Tensor | None = None
 
 
 def miniworld_structure(depth: np.ndarray, normalize: str = "frame") -> np.ndarray:
     """Exact miniature-world depth (T, H, W) -> the normalised disparity guide (T, H, W)."""
-    disparity = depth_to_disparity(torch.from_numpy(np.ascontiguousarray(depth)))
+    disparity = depth_to_disparity(torch.tensor(np.asarray(depth, dtype=np.float32)))
     return normalize_structure(disparity, mode=normalize).numpy()
 
 
 def stack_clips(
-    frames: list[np.ndarray], guides: list[np.ndarray], captions: list[str]
+    frames: list[np.ndarray],
+    guides: list[np.ndarray],
+    captions: list[str],
+    masks: list[np.ndarray] | None = None,
 ) -> ClipBatch:
-    """uint8 (T, H, W, 3) frames and (T, H, W) guides -> a `ClipBatch`."""
+    """uint8 (T, H, W, 3) frames, (T, H, W) guides and optional object masks -> a `ClipBatch`."""
     video = torch.from_numpy(np.stack(frames)).float().div(127.5).sub(1.0)
     structure = torch.from_numpy(np.stack(guides)).float()
-    return ClipBatch(video.permute(0, 4, 1, 2, 3), structure[:, None], captions)
+    objects = torch.from_numpy(np.stack(masks) > 0).float() if masks is not None else None
+    return ClipBatch(video.permute(0, 4, 1, 2, 3), structure[:, None], captions, objects)
 
 
 class MiniworldSource:
-    """Fresh miniature-world clips from seeds below `HELD_OUT_SEED`, with a random caption wording."""
+    """Fresh miniature-world clips from seeds below `HELD_OUT_SEED`, randomly worded captions."""
 
     def __init__(self, frames: int, height: int, width: int, seed: int = 0) -> None:
         self.frames, self.height, self.width = frames, height, width
@@ -58,13 +64,14 @@ class MiniworldSource:
         return miniworld.render(spec)
 
     def batch(self, size: int) -> ClipBatch:
-        frames, guides, captions = [], [], []
+        frames, guides, captions, masks = [], [], [], []
         for seed in self.rng.integers(0, HELD_OUT_SEED, size):
             clip = self.scene(int(seed))
             frames.append(clip.rgb)
+            masks.append(clip.masks)
             guides.append(miniworld_structure(clip.depth))
             captions.append(miniworld.make_caption(clip.spec, int(self.rng.integers(0, 4))))
-        return stack_clips(frames, guides, captions)
+        return stack_clips(frames, guides, captions, masks)
 
     def state(self) -> dict:
         return {"rng": self.rng.bit_generator.state}

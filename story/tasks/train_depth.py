@@ -34,6 +34,7 @@ from story.tasks.depth_eval import constant_prior, depth_metrics, vertical_prior
 HELDOUT_SEED = 10_000_000
 GRADIENT_SCALES = 4
 GRADIENT_WEIGHT = 0.5
+WARMUP = 0.05
 
 
 def render_clips(seeds: range | list[int], frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +97,14 @@ def evaluate(estimator: TinyDepthEstimator, rgb: np.ndarray, depth: np.ndarray) 
     }
 
 
+def learning_rate(peak: float, progress: float) -> float:
+    """Linear warm-up over the first WARMUP of the time budget, then cosine decay to 2%."""
+    if progress < WARMUP:
+        return peak * max(progress / WARMUP, 0.01)
+    decay = (min(progress, 1.0) - WARMUP) / (1.0 - WARMUP)
+    return peak * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * decay)))
+
+
 def _prior_metrics(init: str | None) -> dict[str, Any]:
     """Metrics of the checkpoint training resumes from, so totals cover every session."""
     path = Path(init) / "metrics.json" if init else None
@@ -126,7 +135,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     t_train = time.perf_counter()
     step, losses = 0, []
     while step < args.max_steps and (elapsed := time.perf_counter() - t_train) < budget:
-        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget))))
+        lr = learning_rate(args.lr, elapsed / budget)
         for group in optimiser.param_groups:
             group["lr"] = lr
         idx = rng.integers(0, len(rgb), args.batch)

@@ -1,7 +1,8 @@
 """Train the structure-guided text-to-video model (the paper's two-stage recipe), resumably.
 
 Stages:
-- `vae`: the per-frame `AutoencoderKL` on clip frames (L1 + MSE + a small KL term).
+- `vae`: the per-frame `AutoencoderKL` on clip frames (L1 + MSE, object pixels weighted up, a
+  small KL term); with `--init` only the decoder trains, so a trained model's latents stay valid.
 - `base`: stage 1, the video U-Net on text alone (v-prediction, min-SNR weighting, 10% caption
   dropout for classifier-free guidance).
 - `structure`: stage 2, the StructureEncoder with the base frozen; its features are added to the
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +51,7 @@ class TrainConfig:
     steps: int = 1000
     batch: int = 8
     lr: float = 1e-3
+    warmup: int = 100
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
@@ -64,6 +65,8 @@ class TrainConfig:
     unet_heads: int = 4
     encoder_hidden: int = 32
     kl_weight: float = 1e-6
+    object_weight: float = 4.0
+    text_encoder: str = "minilm"
     manifest: str | None = None
     depth_model: str = "tiny"
     checkpoints: str | None = None
@@ -140,7 +143,7 @@ class TextCache:
             if len(self.cache) + len(missing) > self.limit:
                 self.cache.clear()
             states = self.model.encode_prompts(missing).cpu()
-            self.cache.update(zip(missing, states))
+            self.cache.update(zip(missing, states, strict=True))
         return torch.stack([self.cache[c] for c in captions]).to(self.model.device)
 
 
@@ -183,7 +186,8 @@ def _drop_captions(captions: list[str], p: float, rng: np.random.Generator) -> l
 class Trainer:
     """Runs one stage: builds or loads the model, trains, checkpoints, evaluates, resumes."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, text_encoder=None) -> None:
+        """`text_encoder` replaces the named one (`cfg.text_encoder`), e.g. one already loaded."""
         from story.models.device import pick_device
 
         self.cfg = cfg
@@ -196,11 +200,19 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         if cfg.stage == "vae":
-            self.vae = build_vae(tiny_vae_config(cfg.vae_channels, sample_size=cfg.height))
+            if cfg.init:
+                self.vae = load_vae(cfg.init)
+            else:
+                self.vae = build_vae(tiny_vae_config(cfg.vae_channels, sample_size=cfg.height))
             self.vae.to(self.device)
-            self.trained = self.vae
+            self.trained = self._vae_trained(self.vae)
         else:
-            self.model = self._init_model().to(self.device)
+            if text_encoder is None:
+                from story.models.text_encoder import load_text_encoder
+
+                text_encoder = load_text_encoder(cfg.text_encoder, device="cpu")
+            self.model = self._init_model(text_encoder.dim).to(self.device)
+            self.model.set_text_encoder(text_encoder)
             self.text = TextCache(self.model)
             self.model.vae.requires_grad_(False)
             train_unet = cfg.stage in ("base", "joint")
@@ -215,10 +227,21 @@ class Trainer:
             self.trained = torch.nn.ModuleList(modules)
         params = [p for p in self.trained.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup))
+        )
         self.ema = EMA(self.trained, cfg.ema_decay)
         self._resume()
 
-    def _init_model(self) -> StructureT2V:
+    def _vae_trained(self, vae: torch.nn.Module) -> torch.nn.Module:
+        """All of a new VAE; only the decoder of a given one, so its latent space stays put."""
+        if not self.cfg.init:
+            return vae
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+        return torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
+
+    def _init_model(self, text_dim: int) -> StructureT2V:
         cfg = self.cfg
         init = Path(cfg.init)
         if (init / "model_index.json").is_file():
@@ -231,11 +254,12 @@ class Trainer:
             width=cfg.width,
             vae_scaling=stats["scaling"],
             vae_shift=stats["shift"],
+            text_encoder=cfg.text_encoder,
         )
         f = 2 ** (len(vae.config.block_out_channels) - 1)
         unet_config = tiny_unet_config(
             cfg.unet_channels,
-            cross_attention_dim=384,
+            cross_attention_dim=text_dim,
             latent_channels=vae.config.latent_channels,
             sample_size=cfg.height // f,
             heads=cfg.unet_heads,
@@ -255,6 +279,8 @@ class Trainer:
         self.trained.load_state_dict(state["weights"])
         self.ema.shadow = state["ema"]
         self.optimizer.load_state_dict(state["optimizer"])
+        if "lr_schedule" in state:
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.source.load_state(state["source"])
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -270,6 +296,7 @@ class Trainer:
             "weights": self.trained.state_dict(),
             "ema": self.ema.shadow,
             "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
             "source": self.source.state(),
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
@@ -283,7 +310,7 @@ class Trainer:
         """The trained object with EMA weights (the VAE, or the whole bundle)."""
         if self.cfg.stage == "vae":
             vae = copy.deepcopy(self.vae)
-            self.ema.copy_to(vae)
+            self.ema.copy_to(self._vae_trained(vae))
             return vae.eval()
         model = copy.deepcopy(self.model)
         modules = []
@@ -299,7 +326,11 @@ class Trainer:
         trained = self.ema_copy()
         if self.cfg.stage == "vae":
             trained.save_pretrained(folder, safe_serialization=True)
-            (folder / "latent_stats.json").write_text(json.dumps(self.latent_stats(trained)))
+            stats = Path(self.cfg.init or "") / "latent_stats.json"
+            if self.cfg.init and stats.is_file():
+                (folder / "latent_stats.json").write_text(stats.read_text())
+            else:
+                (folder / "latent_stats.json").write_text(json.dumps(self.latent_stats(trained)))
         else:
             trained.save_pretrained(folder)
 
@@ -321,8 +352,11 @@ class Trainer:
             flat = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, *video.shape[-2:])
             dist = self.vae.encode(flat).latent_dist
             recon = self.vae.decode(dist.sample()).sample
-            rec = F.l1_loss(recon, flat) + F.mse_loss(recon, flat)
-            return rec + cfg.kl_weight * dist.kl().mean()
+            error = (recon - flat).abs() + (recon - flat).square()
+            if batch.objects is not None:
+                objects = batch.objects.to(self.device).reshape(-1, 1, *flat.shape[-2:])
+                error = error * (1.0 + cfg.object_weight * objects)
+            return error.mean() + cfg.kl_weight * dist.kl().mean()
         with torch.no_grad():
             latents = self.model.encode_video(video)
         text = self.text(_drop_captions(batch.captions, cfg.caption_dropout, self.rng))
@@ -352,6 +386,7 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.trained.parameters(), 1.0)
             self.optimizer.step()
+            self.lr_schedule.step()
             self.step += 1
             self.ema.update(self.trained, self.step)
             step_time = time.monotonic() - tick
@@ -374,6 +409,8 @@ class Trainer:
             if cfg.eval_every and cfg.stage != "vae" and self.step % cfg.eval_every == 0:
                 self.evaluate(log)
         self.checkpoint()
+        if cfg.eval_every and cfg.stage != "vae" and self.step % cfg.eval_every:
+            self.evaluate(log)
         return self.step
 
     def evaluate(self, log=print) -> dict:
@@ -435,6 +472,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "structure_dropout",
         "min_snr_gamma",
         "kl_weight",
+        "object_weight",
         "guidance",
         "max_minutes",
     ):
@@ -449,6 +487,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             default=list(getattr(defaults, name)),
         )
     parser.add_argument("--depth-model", default=defaults.depth_model)
+    parser.add_argument("--text-encoder", default=defaults.text_encoder)
     parser.add_argument("--checkpoints", default=None)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)

@@ -71,6 +71,7 @@ def build_library(root: Path, n_good: int = len(SCENES), with_bad: bool = True) 
 
 def write_manifest(path: Path, good: list[dict], bad_uris: list[str]) -> None:
     rows = [{k: v for k, v in g.items() if k != "paraphrase"} for g in good]
-    rows += [{"uri": uri, "caption": "broken", "source": "test", "license": "none"}
-             for uri in bad_uris]
+    rows += [
+        {"uri": uri, "caption": "broken", "source": "test", "license": "none"} for uri in bad_uris
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -17,9 +17,7 @@ STORY = [sys.executable, "-m", "story.flows.cli"]
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
-        [*STORY, *args], capture_output=True, text=True, env=env, timeout=600
-    )
+    proc = subprocess.run([*STORY, *args], capture_output=True, text=True, env=env, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -20,7 +20,7 @@ from story.models.depth import (
 from story.models.structure_norm import normalize_structure
 from story.settings import REPO_ROOT
 
-TINY_CHECKPOINT = REPO_ROOT / "checkpoints" / "depth-tiny"
+CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 
 def save_tiny_dpt(folder: Path, hybrid: bool) -> torch.nn.Module:
@@ -153,7 +153,7 @@ def heldout_clips(count: int = 3, frames: int = 6) -> list:
 def test_bundled_tiny_net_beats_trivial_priors_on_heldout_frames():
     from story.tasks.depth_eval import constant_prior, depth_metrics, vertical_prior
 
-    estimator = load_depth_estimator("tiny", TINY_CHECKPOINT, device="cpu")
+    estimator = load_depth_estimator("tiny", CHECKPOINTS, device="cpu")
     scores: dict[str, list[dict[str, float]]] = {"tiny": [], "vertical": [], "constant": []}
     for clip in heldout_clips():
         pred = estimator.estimate(clip.rgb)
@@ -170,7 +170,7 @@ def test_bundled_tiny_net_beats_trivial_priors_on_heldout_frames():
 
 
 def test_bundled_tiny_net_takes_any_frame_size():
-    estimator = load_depth_estimator("tiny", TINY_CHECKPOINT, device="cpu")
+    estimator = load_depth_estimator("tiny", CHECKPOINTS, device="cpu")
     frames = random_frames(t=2, h=90, w=160, seed=3)
     assert estimator.model_id.startswith("tiny-")
     assert estimator.estimate(frames).shape == (2, 90, 160)

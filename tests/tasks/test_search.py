@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from story.models.text_encoder import MiniLMTextEncoder, load_text_encoder
@@ -158,3 +159,48 @@ def test_fusion_puts_clips_both_lists_agree_on_first() -> None:
     fused = reciprocal_rank_fusion([[row("a"), row("b")], [row("c"), row("b")]], k=3)
     assert [h.clip_id for h in fused][0] == "b"
     assert fused[0].score == pytest.approx(2 / 62)
+
+
+class _OneHotTextTower:
+    """A visual encoder's text side that maps every query to one clip's visual vector."""
+
+    dim = 4
+    name = "one-hot"
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        return np.tile(np.eye(4, dtype=np.float32)[self.target], (len(texts), 1))
+
+
+def test_a_visual_encoder_adds_the_visual_column_to_the_fusion(
+    tmp_path: Path, encoder: MiniLMTextEncoder
+) -> None:
+    captions = ["a red ball bouncing on grass", "a city street at night", "a quiet pond", "a cat"]
+    index = ClipIndex(str(tmp_path / "db"), text_dim=encoder.dim, visual_dim=4)
+    rows = [
+        {
+            "clip_id": f"v{i}",
+            "uri": f"/media/v{i}.mp4",
+            "start": 0.0,
+            "end": 1.0,
+            "duration": 1.0,
+            "caption": caption,
+            "text_vector": vector.tolist(),
+            "visual_vector": np.eye(4, dtype=np.float32)[i].tolist(),
+        }
+        for i, (caption, vector) in enumerate(
+            zip(captions, encoder.embed_sentences(captions), strict=True)
+        )
+    ]
+    index.add(rows)
+    query = "a red ball bouncing on grass"
+    text_only = [h.clip_id for h in search(index, encoder, query, k=4, mode="vector")]
+    last = int(text_only[-1][1:])
+    tower = _OneHotTextTower(last)
+    fused = [
+        h.clip_id for h in search(index, encoder, query, k=4, mode="vector", visual_encoder=tower)
+    ]
+    assert text_only[0] == "v0" and set(fused) == set(text_only)
+    assert fused.index(f"v{last}") < text_only.index(f"v{last}")
