@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install demo test test-slow bench lint format clean-workspace
+.PHONY: install browser demo test test-slow bench lint format clean-workspace
 
 install: $(STAMP)
 
@@ -26,7 +26,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/story demo
 
-test: install
+# Headless Chromium renders the storyboard in tests; installed from Debian when missing (as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the storyboard browser test will be skipped"; }
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 test-slow: install

@@ -20,6 +20,7 @@ from story.tasks.index import ClipIndex
 from story.tasks.ingest import ClipIngestor, ShardJob, make_shards
 from story.tasks.ingest_ledger import ShardLedger
 from story.tasks.manifest import read_manifest
+from story.tasks.object_store import configure_fsspec
 
 TEXT_DIM = 384
 
@@ -158,6 +159,7 @@ def build_index(
 ) -> dict:
     """Index a clip manifest into the clip library and report rows, additions and quarantine."""
     resolved = Settings(**(settings or {}))
+    configure_fsspec(resolved.storage_options)
     jobs = plan_shards(manifest, resolved.shard_size)
     summary = ingest_shards(resolved, manifest, jobs, use_ray)
     summary["manifest"] = manifest

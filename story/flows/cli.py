@@ -166,7 +166,11 @@ def search_command(
             source=source,
         )
         try:
-            index = ClipIndex(settings.lancedb, settings.clips_table)
+            index = ClipIndex(
+                settings.lancedb,
+                settings.clips_table,
+                storage_options=settings.storage_options or None,
+            )
             if index.count() == 0:
                 fail(
                     f"{settings.lancedb}: the clip library is empty; run `story index` first",
@@ -230,6 +234,49 @@ def demo_command(
             emit(report)
             return
     typer.echo(report["text"])
+
+
+@app.command("ingest-new")
+def ingest_new_command(
+    drop_folder: Annotated[
+        str | None,
+        typer.Option("--drop-folder", "-d", help="Folder (local or s3://...) of new video files."),
+    ] = None,
+    manifest: Annotated[
+        str | None, typer.Option("--manifest", "-m", help="A manifest that may have new rows.")
+    ] = None,
+    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Index only new clips from a drop folder and/or an appended manifest (flow `ingest_new`)."""
+    from story.flows.ingest_new import ingest_new
+    from story.tasks.errors import StoryError
+    from story.tasks.manifest import is_remote
+    from story.tasks.object_store import exists
+
+    with json_stdout(as_json) as emit:
+        settings = make_settings(workspace, lancedb)
+        if drop_folder is not None and not is_remote(drop_folder):
+            drop_folder = str(Path(drop_folder).expanduser().absolute())
+        if drop_folder is not None and not exists(drop_folder, settings.storage_options):
+            fail(f"drop folder {drop_folder}: no such folder", as_json, emit)
+        try:
+            summary = ingest_new(
+                settings.resolved(), drop_folder=drop_folder, manifest=manifest, use_ray=ray
+            )
+        except (StoryError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(summary)
+            return
+    typer.echo(
+        f"{summary['seen']} items seen, {summary['new']} new: +{summary['added']} rows "
+        f"({summary['rows']} in the table, version {summary['table_version']})"
+    )
+    for item in summary["quarantined"]:
+        typer.echo(f"  quarantined {item['uri']}: {item['reason']}")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import json
 import logging
 import posixpath
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -31,7 +30,7 @@ from story.tasks.hashing import sha256_json
 from story.tasks.index import ClipIndex, sql_string
 from story.tasks.ingest import make_shards
 from story.tasks.ingest_ledger import ShardLedger
-from story.tasks.manifest import ManifestRow, is_remote, read_manifest
+from story.tasks.manifest import ManifestRow, read_manifest
 from story.tasks.object_store import (
     ObjectStoreError,
     configure_fsspec,
@@ -216,48 +215,3 @@ def ingest_new(
         description="Incremental ingest: what was new and what was added",
     )
     return summary
-
-
-def ingest_new_command(
-    drop_folder: Annotated[
-        str | None,
-        typer.Option("--drop-folder", "-d", help="Folder (local or s3://...) of new video files."),
-    ] = None,
-    manifest: Annotated[
-        str | None, typer.Option("--manifest", "-m", help="A manifest that may have new rows.")
-    ] = None,
-    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
-    workspace: Annotated[
-        Path | None, typer.Option("--workspace", help="Workspace folder (env STORY_WORKSPACE).")
-    ] = None,
-    lancedb: Annotated[
-        str | None, typer.Option("--lancedb", help="LanceDB URI (env STORY_LANCEDB_URI).")
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document on stdout.")
-    ] = False,
-) -> None:
-    """Index only new clips from a drop folder and/or an appended manifest (flow `ingest_new`)."""
-    from story.flows.cli import fail, json_stdout, make_settings
-
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        if drop_folder is not None and not is_remote(drop_folder):
-            drop_folder = str(Path(drop_folder).expanduser().absolute())
-        if drop_folder is not None and not exists(drop_folder, settings.storage_options):
-            fail(f"drop folder {drop_folder}: no such folder", as_json, emit)
-        try:
-            summary = ingest_new(
-                settings.resolved(), drop_folder=drop_folder, manifest=manifest, use_ray=ray
-            )
-        except (StoryError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(summary)
-            return
-    typer.echo(
-        f"{summary['seen']} items seen, {summary['new']} new: +{summary['added']} rows "
-        f"({summary['rows']} in the table, version {summary['table_version']})"
-    )
-    for item in summary["quarantined"]:
-        typer.echo(f"  quarantined {item['uri']}: {item['reason']}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from story.tasks.errors import MediaError, StoryError
 from story.tasks.manifest import ManifestRow
+from story.tasks.object_store import configure_fsspec
 from story.tasks.media import VideoReader, make_clip_id, sample_indices, source_hash
 from story.tasks.shots import Shot, detect_shots, split_range
 
@@ -77,6 +78,7 @@ class ClipIngestor:
         from story.settings import Settings
 
         self.settings = Settings(**settings)
+        configure_fsspec(self.settings.storage_options)
         self.text_encoder = load_text_encoder("minilm", device=self.settings.device)
         self.visual_encoder = load_visual_encoder(self.settings)
         self._hashes: dict[str, str] = {}

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from story.flows.build_index import build_index
-from story.flows.ingest_new import ingest_new, ingest_new_command
+from story.flows.cli import app
+from story.flows.ingest_new import ingest_new
 from story.settings import Settings
 from story.tasks.errors import StoryError
 from story.tasks.index import ClipIndex
@@ -72,9 +72,6 @@ def test_bad_requests_name_the_problem(settings: Settings, tmp_path: Path, capfd
     with pytest.raises(StoryError, match="drop folder or a manifest"):
         ingest_new(settings.resolved(), use_ray=False)
 
-    app = typer.Typer()
-    app.command("ingest-new")(ingest_new_command)
-    app.command("unused")(lambda: None)
     missing = tmp_path / "nowhere"
     result = CliRunner().invoke(
         app,
