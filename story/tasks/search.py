@@ -3,8 +3,9 @@
 Hybrid search runs a vector search (caption embeddings, plus the visual column when a visual
 encoder is given) and a full-text search on captions, each returning its top N with the filters
 applied before ranking, then fuses the ranked lists with reciprocal rank fusion (RRF):
-score(clip) = sum over lists of 1 / (RRF_K + rank). No score calibration between the lists is
-needed, and a clip both searches agree on rises to the top.
+score(clip) = sum over lists of weight / (RRF_K + rank), with the full-text list weighted
+FTS_WEIGHT. No score calibration between the lists is needed, and a clip both searches agree on
+rises to the top.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from story.tasks.errors import StoryError
 from story.tasks.index import TEXT_VECTOR, VISUAL_VECTOR, ClipIndex, sql_string
 
 RRF_K = 60
+# Word matches break ties and rescue rare names; meaning leads (a shared word like "sphere"
+# must not outrank the right colour and motion).
+FTS_WEIGHT = 0.5
 MODES = ("hybrid", "vector", "fts")
 HIT_COLUMNS = ["clip_id", "uri", "start", "end", "caption", "source", "duration"]
 
@@ -144,15 +148,19 @@ def _fts_rows(index: ClipIndex, query: str, limit: int, where: str | None) -> li
 
 
 def reciprocal_rank_fusion(
-    ranked_lists: list[list[dict[str, Any]]], k: int, rrf_k: int = RRF_K
+    ranked_lists: list[list[dict[str, Any]]],
+    k: int,
+    rrf_k: int = RRF_K,
+    weights: list[float] | None = None,
 ) -> list[Hit]:
-    """Fuse ranked result lists: each clip scores the sum of 1/(rrf_k + rank) over the lists."""
+    """Fuse ranked lists: each clip scores the sum of weight/(rrf_k + rank) over the lists."""
+    weights = weights or [1.0] * len(ranked_lists)
     scores: dict[str, float] = {}
     rows: dict[str, dict[str, Any]] = {}
-    for ranked in ranked_lists:
+    for ranked, weight in zip(ranked_lists, weights, strict=True):
         for rank, row in enumerate(ranked, start=1):
             cid = row["clip_id"]
-            scores[cid] = scores.get(cid, 0.0) + 1.0 / (rrf_k + rank)
+            scores[cid] = scores.get(cid, 0.0) + weight / (rrf_k + rank)
             rows.setdefault(cid, row)
     order = sorted(scores, key=lambda cid: (-scores[cid], cid))
     return [_hit(rows[cid], scores[cid]) for cid in order[:k]]
@@ -204,6 +212,9 @@ def search(
         )
     if mode == "vector" and len(ranked) == 1:
         return [_hit(row, 1.0 - row["_distance"]) for row in ranked[0][:k]]
+    weights = [1.0] * len(ranked)
     if mode == "hybrid" and has_fts:
         ranked.append(_fts_rows(index, query, pool, where))
-    return reciprocal_rank_fusion([r for r in ranked if r], k)
+        weights.append(FTS_WEIGHT)
+    kept = [(r, w) for r, w in zip(ranked, weights, strict=True) if r]
+    return reciprocal_rank_fusion([r for r, _ in kept], k, weights=[w for _, w in kept])
