@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from story.flows.precompute_depth import run_jobs
+from story.flows.precompute_depth import local_threads, run_jobs
 from story.models.depth import load_depth_estimator
 from story.settings import Settings
 from story.tasks.depth_eval import constant_prior, depth_metrics, vertical_prior
@@ -192,7 +192,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heldout", type=int, default=32, help="Held-out clips to score.")
     parser.add_argument("--clips", type=int, default=48, help="Library clips for throughput.")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=local_threads(), help="Torch threads (as the flow uses)."
+    )
     parser.add_argument("--repeats", type=int, default=2, help="Timings keep the fastest run.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

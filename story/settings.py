@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         default=REPO_ROOT / "checkpoints", description="Folder of named model checkpoints."
     )
     preset: str = Field(default="tiny", description="Model zoo preset.")
+    depth_model: str = Field(
+        default="tiny", description="Depth model: `tiny` or a local DPT / tiny folder."
+    )
+    fps: float = Field(default=8.0, gt=0, description="Frame rate of rendered videos.")
+    max_plot_frames: int = Field(default=256, ge=1, description="Longest plot a story may ask.")
     open_clip_model: str | None = Field(
         default=None, description="open_clip architecture name, e.g. ViT-B-32."
     )

@@ -211,6 +211,75 @@ def plots_command(
     typer.echo(result["yaml"])
 
 
+def synthesis_size(settings: Settings, checkpoint: str = "tiny") -> tuple[int, int]:
+    """The frame size the synthesis checkpoint renders at (structure is stored at that size)."""
+    from story.tasks.render_plot import T2V_PRESETS
+
+    index = (
+        Path(settings.checkpoints) / T2V_PRESETS.get(checkpoint, checkpoint) / "model_index.json"
+    )
+    if index.is_file():
+        config = json.loads(index.read_text())
+        return int(config["height"]), int(config["width"])
+    return 64, 64
+
+
+@app.command("depth")
+def depth_command(
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="Only the top-k clips for this text.")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Clips for --query.")] = 5,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="tiny | a local DPT or tiny folder | edges | motion (env STORY_DEPTH_MODEL)."
+        ),
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option(min=1, help="Output height (default: the synthesis size).")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(min=1, help="Output width (default: the synthesis size).")
+    ] = None,
+    normalize: Annotated[str, typer.Option(help="frame | clip (clip does not flicker).")] = "frame",
+    workers: Annotated[int | None, typer.Option(min=1, help="Actors (default: settings).")] = None,
+    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Precompute per-frame depth (or edges / motion) for the library (flow `precompute_depth`)."""
+    from story.flows.precompute_depth import precompute_depth
+    from story.tasks.errors import StoryError
+
+    with json_stdout(as_json) as emit:
+        settings = make_settings(workspace, lancedb)
+        default_h, default_w = synthesis_size(settings)
+        try:
+            summary = precompute_depth(
+                settings.resolved(),
+                query=query,
+                top_k=top_k if query else None,
+                model=model or settings.depth_model,
+                workers=workers,
+                use_ray=ray,
+                size=(height or default_h, width or default_w),
+                normalize=normalize,
+            )
+        except (StoryError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(summary)
+            return
+    typer.echo(
+        f"{summary['clips']} clips with {summary['model_id']}: {summary['computed']} computed, "
+        f"{summary['cached']} cached, {len(summary['failed'])} failed"
+    )
+    for item in summary["failed"]:
+        typer.echo(f"  failed {item['clip_id']}: {item['reason']}")
+
+
 DEMO_QUERIES = (
     "a red ball bouncing on the grass",
     "a box sliding sideways in the snow",

@@ -9,11 +9,10 @@ reason while the others complete.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -61,6 +60,11 @@ def select_clips(settings: Settings, query: str | None, top_k: int | None) -> li
     ]
 
 
+def local_threads() -> int:
+    """Torch threads for an in-process worker: every core but one, which decodes ahead."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def _batches(jobs: list[DepthJob], size: int) -> list[list[DepthJob]]:
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
@@ -101,6 +105,7 @@ def run_jobs(
             batches = _batches(todo, max(1, min(BATCH_CLIPS, -(-len(todo) // workers))))
             outcomes = run_on_actors(DepthWorker, init, batches, "process_batch", workers=workers)
         else:
+            init["threads"] = local_threads()
             batches = _batches(todo, LOCAL_BATCH_CLIPS)
             outcomes = run_local(DepthWorker, init, batches, "process_batch")
         for batch, results, error in outcomes:
@@ -192,56 +197,3 @@ def precompute_depth(
     summary["query"] = query
     publish_artifacts(summary)
     return summary
-
-
-def depth_command(
-    query: Annotated[
-        str | None, typer.Option("--query", "-q", help="Only the top-k clips for this text.")
-    ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Clips for --query.")] = 5,
-    model: Annotated[
-        str,
-        typer.Option(help="tiny | a local DPT or tiny folder | edges | motion."),
-    ] = "tiny",
-    height: Annotated[int, typer.Option(min=1, help="Output height (the synthesis size).")] = 64,
-    width: Annotated[int, typer.Option(min=1, help="Output width (the synthesis size).")] = 64,
-    normalize: Annotated[str, typer.Option(help="frame | clip (clip does not flicker).")] = "frame",
-    workers: Annotated[int | None, typer.Option(min=1, help="Actors (default: settings).")] = None,
-    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
-    workspace: Annotated[
-        Path | None, typer.Option("--workspace", help="Workspace folder (env STORY_WORKSPACE).")
-    ] = None,
-    lancedb: Annotated[
-        str | None, typer.Option("--lancedb", help="LanceDB URI (env STORY_LANCEDB_URI).")
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document on stdout.")
-    ] = False,
-) -> None:
-    """Precompute per-frame depth (or edges / motion) for the library (flow `precompute_depth`)."""
-    from story.flows.cli import fail, json_stdout, make_settings
-
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        try:
-            summary = precompute_depth(
-                settings.resolved(),
-                query=query,
-                top_k=top_k if query else None,
-                model=model,
-                workers=workers,
-                use_ray=ray,
-                size=(height, width),
-                normalize=normalize,
-            )
-        except (StoryError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(summary)
-            return
-    typer.echo(
-        f"{summary['clips']} clips with {summary['model_id']}: {summary['computed']} computed, "
-        f"{summary['cached']} cached, {len(summary['failed'])} failed"
-    )
-    for item in summary["failed"]:
-        typer.echo(f"  failed {item['clip_id']}: {item['reason']}")

@@ -273,7 +273,7 @@ class Trainer:
         if not path.is_file():
             (self.out / "train_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
             return
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = torch.load(path, map_location=self.device, weights_only=True)
         if state["stage"] != self.cfg.stage:
             raise StoryError(f"{path}: holds stage {state['stage']!r}, not {self.cfg.stage!r}")
         self.trained.load_state_dict(state["weights"])

@@ -98,10 +98,10 @@ def test_library_run_on_ray_then_everything_cached(prefect_harness, ray_local, l
 
 
 def test_query_top_k_and_cli_json(prefect_harness, library: Settings, capfd):
-    import typer
     from typer.testing import CliRunner
 
-    from story.flows.precompute_depth import depth_command, precompute_depth
+    from story.flows.cli import app
+    from story.flows.precompute_depth import precompute_depth
 
     summary = precompute_depth(
         library.resolved(), query="red ball on grass", top_k=1, model="edges", use_ray=False
@@ -111,15 +111,23 @@ def test_query_top_k_and_cli_json(prefect_harness, library: Settings, capfd):
     keys = list(store.keys())
     assert [store.meta(k)["clip_id"] for k in keys] == ["clip-0"]
 
-    app = typer.Typer()
-    app.command()(depth_command)
     env = {
         "STORY_WORKSPACE": str(library.workspace),
         "STORY_CHECKPOINTS": str(library.checkpoints),
     }
     result = CliRunner().invoke(
         app,
-        ["--query", "red ball on grass", "-k", "1", "--model", "edges", "--no-ray", "--json"],
+        [
+            "depth",
+            "--query",
+            "red ball on grass",
+            "-k",
+            "1",
+            "--model",
+            "edges",
+            "--no-ray",
+            "--json",
+        ],
         env=env,
     )
     assert result.exit_code == 0, result.output
