@@ -280,6 +280,150 @@ def depth_command(
         typer.echo(f"  failed {item['clip_id']}: {item['reason']}")
 
 
+@app.command("render")
+def render_command(
+    story_file: Annotated[Path, typer.Argument(help="Story script: YAML, Markdown or plain text.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Base seed; plots without one derive theirs.")
+    ] = 0,
+    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint name.")] = "tiny",
+    candidates: Annotated[
+        int, typer.Option(min=1, max=8, help="Clips retrieved and rendered side by side per plot.")
+    ] = 1,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="Denoising steps.")] = 25,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
+    tau: Annotated[
+        int | None, typer.Option(min=0, max=1000, help="Structure only for steps t >= tau.")
+    ] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray/--no-ray", help="Fan plots out on Ray actors.")
+    ] = True,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Render a story into renders/<render_id>/ (flow `render_story`)."""
+    from story.flows.render_story import render_story
+    from story.tasks.errors import StoryError
+
+    params: dict[str, Any] = {"steps": steps, "guidance": guidance}
+    if tau is not None:
+        params["tau"] = tau
+    with json_stdout(as_json) as emit:
+        settings = make_settings(workspace, lancedb)
+        try:
+            summary = render_story(
+                str(story_file),
+                settings.resolved(),
+                out=str(out) if out else None,
+                seed=seed,
+                checkpoint=checkpoint,
+                candidates=candidates,
+                params=params,
+                use_ray=ray,
+            )
+        except (StoryError, FileNotFoundError) as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(summary)
+            return
+    state = "up to date, reused" if summary["reused"] else "rendered"
+    typer.echo(f"render {summary['render_id']} {state}")
+    for key in ("video", "storyboard", "timeline", "manifest"):
+        typer.echo(f"  {key:10s} {summary[key]}")
+
+
+@app.command("reproduce")
+def reproduce_command(
+    render: Annotated[str, typer.Argument(help="Render id (or a unique prefix).")],
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-render from the manifest alone and report whether every frame is identical."""
+    from story.flows.reproduce import reproduce_render
+    from story.tasks.errors import StoryError
+
+    with json_stdout(as_json) as emit:
+        settings = make_settings(workspace, lancedb)
+        try:
+            result = reproduce_render(render, settings.resolved())
+        except StoryError as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(result)
+            return
+    verdict = "identical" if result["identical"] else "DIFFERENT"
+    typer.echo(f"render {result['render_id']}: {verdict}")
+    for plot in result["plots"]:
+        typer.echo(f"  plot {plot['index']}: {'identical' if plot['identical'] else 'different'}")
+    if not result["identical"]:
+        raise typer.Exit(code=1)
+
+
+@app.command("rerender")
+def rerender_command(
+    render: Annotated[str, typer.Argument(help="Render id (or a unique prefix).")],
+    checkpoint: Annotated[str, typer.Option(help="The new synthesis checkpoint name.")],
+    ray: Annotated[
+        bool, typer.Option("--ray/--no-ray", help="Fan plots out on Ray actors.")
+    ] = True,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Render the same story, clips and seeds on another checkpoint, with a comparison page."""
+    from story.flows.reproduce import rerender
+    from story.tasks.errors import StoryError
+
+    with json_stdout(as_json) as emit:
+        settings = make_settings(workspace, lancedb)
+        try:
+            result = rerender(render, checkpoint, settings.resolved(), use_ray=ray)
+        except StoryError as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(result)
+            return
+    typer.echo(f"render {result['render_id']} on {checkpoint} (from {result['original']})")
+    typer.echo(f"  comparison {result['comparison']}")
+
+
+@app.command("lineage")
+def lineage_command(
+    render: Annotated[str | None, typer.Argument(help="Render id (or a unique prefix).")] = None,
+    asset: Annotated[
+        str | None,
+        typer.Option("--asset", help="Clip, checkpoint or concept id/name: renders that used it."),
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A render's lineage tree, or every render that used an asset."""
+    from story.tasks.errors import StoryError
+    from story.tasks.lineage import LineageRegistry
+
+    with json_stdout(as_json) as emit:
+        if (render is None) == (asset is None):
+            fail("give a RENDER id or --asset ID (one of them)", as_json, emit)
+        registry = LineageRegistry(make_settings(workspace).workspace)
+        try:
+            doc: Any = (
+                {"asset": asset, "renders": registry.renders_using(asset)}
+                if asset is not None
+                else registry.tree(render)
+            )
+        except StoryError as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(doc)
+            return
+    typer.echo(json.dumps(doc, indent=2, default=str))
+
+
 DEMO_QUERIES = (
     "a red ball bouncing on the grass",
     "a box sliding sideways in the snow",

@@ -58,9 +58,9 @@ def _model_frames(folder: Path) -> int:
 
 
 def retrieve(
-    story: Story, settings: Settings, candidates: int, pins: dict[int, str]
+    story: Story, settings: Settings, candidates: int, pins: dict[int, list[str]]
 ) -> tuple[dict[int, list[dict[str, Any]]], int]:
-    """Each plot's clip(s): a pinned clip id, or the top `candidates` hits of its query."""
+    """Each plot's clip(s): pinned clip ids, or the top `candidates` hits of its query."""
     from story.models.text_encoder import load_text_encoder
     from story.tasks.index import ClipIndex
     from story.tasks.search import search
@@ -73,15 +73,16 @@ def retrieve(
     encoder = None
     chosen: dict[int, list[dict[str, Any]]] = {}
     for plot in story.plots:
-        pinned = pins.get(plot.index) or plot.clip_id
+        pinned = pins.get(plot.index) or ([plot.clip_id] if plot.clip_id else [])
         if pinned:
-            row = index.get(pinned)
-            if row is None:
+            rows = [index.get(clip_id) for clip_id in pinned]
+            missing = [c for c, row in zip(pinned, rows, strict=True) if row is None]
+            if missing:
                 raise RenderError(
-                    f"{story.source}:{plot.line}: plot {plot.index} pins clip {pinned!r}, "
+                    f"{story.source}:{plot.line}: plot {plot.index} pins clip {missing[0]!r}, "
                     f"which is not in the library"
                 )
-            chosen[plot.index] = [row]
+            chosen[plot.index] = rows
             continue
         encoder = encoder or load_text_encoder("minilm", device=settings.device)
         hits = search(index, encoder, plot.query, k=candidates)
@@ -110,7 +111,7 @@ def _clip_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in keys}
 
 
-def _concepts(story: Story, settings: Settings) -> dict[str, str]:
+def concept_folders(story: Story, settings: Settings) -> dict[str, str]:
     """Concept name -> its pack folder under the checkpoints root."""
     from story.tasks.script import resolve_within
 
@@ -126,7 +127,7 @@ def plan(
     seed: int,
     checkpoint: str,
     candidates: int,
-    pins: dict[int, str],
+    pins: dict[int, list[str]],
     params: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything the render depends on: retrieval, frame sampling, seeds, params, hashes."""
@@ -137,7 +138,7 @@ def plan(
     ckpt_sha = checkpoint_sha256(folder)
     model_frames = _model_frames(folder)
     chosen, table_version = retrieve(story, settings, candidates, pins)
-    concepts = _concepts(story, settings)
+    concepts = concept_folders(story, settings)
     jobs = []
     for plot in story.plots:
         plot_params = {**DEFAULTS, **params}
@@ -164,6 +165,8 @@ def plan(
     inputs = {
         "story": story.content_hash(),
         "seed": seed,
+        "candidates": candidates,
+        "params": params,
         "checkpoint": {"name": checkpoint, "sha256": ckpt_sha},
         "depth_model": resolve_depth_model_id(settings.depth_model, settings.checkpoints),
         "concepts": {a["name"]: a["sha256"] for a in concept_assets},
@@ -322,7 +325,7 @@ def render_plan(
     seed: int,
     checkpoint: str,
     candidates: int,
-    pins: dict[int, str],
+    pins: dict[int, list[str]],
     params: dict[str, Any],
     use_ray: bool,
     use_cache: bool = True,

@@ -5,10 +5,14 @@ tau = 0 means every step, tau > the first timestep means never). The StructureEn
 depend on t, so it runs at most once per call, at the first step with t >= tau, and not at all
 when no step reaches tau; its features are dropped as soon as t falls below tau. Structure goes
 to both halves of the guidance batch: guidance contrasts text with no text, not structure.
+
+`text_states` is a (B, L, d) tensor, or a callable t -> (B, L, d) for conditioning that changes
+with the timestep (TimeInv concept tokens); the callable is asked once per denoising step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +41,7 @@ def initial_noise(
 @torch.no_grad()
 def sample_latents(
     model: StructureT2V,
-    text_states: torch.Tensor,
+    text_states: torch.Tensor | Callable[[int], torch.Tensor],
     null_states: torch.Tensor | None = None,
     structure: torch.Tensor | None = None,
     *,
@@ -55,14 +59,18 @@ def sample_latents(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     stats = stats if stats is not None else SamplerStats()
+    per_step = callable(text_states)
+    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    scheduler.set_timesteps(steps, device=model.device)
+    if per_step:
+        text_at = text_states
+        text_states = text_at(int(scheduler.timesteps[0]))
     batch = text_states.shape[0]
     use_cfg = guidance != 1.0
     if use_cfg and null_states is None:
         raise ValueError("classifier-free guidance (guidance != 1) needs null_states")
     if use_cfg and null_states.shape[0] != batch:
         null_states = null_states.expand(batch, -1, -1)
-    scheduler = DDIMScheduler.from_config(model.scheduler.config)
-    scheduler.set_timesteps(steps, device=model.device)
     x = initial_noise(model, batch, generator) if latents is None else latents.to(model.device)
     x = x * scheduler.init_noise_sigma
     states = torch.cat([null_states, text_states]) if use_cfg else text_states
@@ -79,6 +87,9 @@ def sample_latents(
         else:
             features = None
             active = None
+        if per_step:
+            text_t = text_at(int(t))
+            states = (torch.cat([null_states, text_t]) if use_cfg else text_t).to(model.device)
         x_in = torch.cat([x, x]) if use_cfg else x
         t_in = t.expand(x_in.shape[0])
         pred = model.predict(x_in, t_in, states, active, strength)

@@ -8,6 +8,7 @@ the clip geometry and latent scaling. The text encoder itself is not stored: it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -81,6 +82,7 @@ class StructureT2V(nn.Module):
         self.config = config
         self.injection = StructureInjection(unet)
         self._text_encoder = None
+        self.model_id = "unsaved"
         self._check()
 
     def _check(self) -> None:
@@ -217,7 +219,22 @@ class StructureT2V(nn.Module):
         encoder = StructureEncoder.from_pretrained(root / "structure_encoder").float()
         scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
         model = cls(vae, unet, encoder, scheduler, config)
+        model.model_id = checkpoint_id(root)
         return model.to(pick_device(device)).eval()
+
+
+def checkpoint_id(folder: str | Path, length: int = 12) -> str:
+    """`<folder name>@<sha256 prefix>` of the index, configs and weights: a render-id input."""
+    root = Path(folder)
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")
+    )
+    if not files:
+        raise FileNotFoundError(f"{root}: no model files to identify")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return f"{root.name}@{digest.hexdigest()[:length]}"
 
 
 def pad_states(states: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:

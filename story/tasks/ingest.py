@@ -121,7 +121,9 @@ class ClipIngestor:
                         clip_id=make_clip_id(sha, shot.start, shot.end),
                         sha=sha,
                         indices=indices,
-                        frames=frames,
+                        # Decoded to prove the samples read; kept only for a visual encoder,
+                        # else every 4K row of a shard would hold ~400 MB until it ends.
+                        frames=frames if self.visual_encoder is not None else None,
                         info=info,
                         shot_count=len(shots),
                     )

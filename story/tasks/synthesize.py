@@ -4,10 +4,14 @@
 depth step's output) and returns uint8 frames. The model renders `config.frames` frames at a time;
 a longer guide is rendered window by window with the same seed (long-shot continuation with
 Reuse-and-Diffuse is a separate step).
+
+Prompts may name character concepts `<name>` once their packs are loaded on the model
+(`story.tasks.concepts.load_concepts`): the prompt then conditions per timestep (TimeInv).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ import torch.nn.functional as F
 
 from story.models.sampler import SamplerStats, sample_latents
 from story.models.t2v import StructureT2V
+from story.models.timeinv import concept_names
 from story.models.vae import vae_output_to_frames
 
 DEFAULT_PRESET = "t2v-tiny"
@@ -44,6 +49,19 @@ def resize_structure(structure: np.ndarray, height: int, width: int) -> torch.Te
     if tuple(x.shape[-2:]) != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
     return x.permute(1, 0, 2, 3).clamp(-1, 1)
+
+
+def prompt_states(model: StructureT2V, prompt: str) -> torch.Tensor | Callable[[int], torch.Tensor]:
+    """A prompt's text states; a per-timestep callable when it names concepts loaded on `model`."""
+    concepts = getattr(model, "concepts", None)
+    if concepts is not None:
+        return concepts.conditioning(prompt)
+    if concept_names(prompt):
+        raise ValueError(
+            f"prompt {prompt!r} names concept(s) {concept_names(prompt)} but no concept packs are "
+            "loaded: story.tasks.concepts.load_concepts(model, packs) first"
+        )
+    return model.encode_prompts([prompt])
 
 
 def _windows(total: int, length: int) -> list[tuple[int, int]]:
@@ -90,7 +108,7 @@ def synthesize(
         total = frames or cfg.frames
     if total < 1:
         raise ValueError("nothing to render: the guide has no frames")
-    text = model.encode_prompts([prompt])
+    text = prompt_states(model, prompt)
     null = model.encode_prompts([negative_prompt])
     out = []
     done = 0

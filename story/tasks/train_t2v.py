@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,6 @@ class TrainConfig:
     threads: int = 1
     max_minutes: float = 0.0
     device: str = "auto"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -439,6 +439,22 @@ class Trainer:
         return row
 
 
+def export_checkpoint(
+    model_folder: str | Path,
+    out: str | Path,
+    vae_folder: str | Path | None = None,
+    half: bool = True,
+) -> Path:
+    """Write a trained bundle for shipping: optionally with a fine-tuned decoder, fp16 weights."""
+    model = StructureT2V.from_pretrained(model_folder, device="cpu")
+    if vae_folder is not None:
+        vae = load_vae(vae_folder)
+        if vae.config.latent_channels != model.vae.config.latent_channels:
+            raise StoryError(f"{vae_folder}: VAE latent channels differ from {model_folder}'s")
+        model.vae = vae
+    return model.save_pretrained(out, half=half)
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = TrainConfig(stage="vae", out="")
@@ -495,7 +511,18 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["export"]:
+        parser = argparse.ArgumentParser(description="Export a trained model for shipping.")
+        parser.add_argument("export")
+        parser.add_argument("--model", required=True, help="trained bundle folder")
+        parser.add_argument("--vae", help="VAE folder whose decoder replaces the bundle's")
+        parser.add_argument("--out", required=True)
+        parser.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+        ns = parser.parse_args(args)
+        print(export_checkpoint(ns.model, ns.out, ns.vae, half=not ns.fp32))
+        return
+    cfg = parse_args(args)
     trainer = Trainer(cfg)
     trained = trainer.trained
     print(

@@ -25,7 +25,9 @@ Recorder = Callable[..., bool]
 
 def media_maker() -> ModuleType:
     """tests/test_files/make_test_files.py as a module (it is a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("make_test_files", TEST_FILES / "make_test_files.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_test_files", TEST_FILES / "make_test_files.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

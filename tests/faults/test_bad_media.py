@@ -70,7 +70,9 @@ def mixed_library(tmp_path_factory: pytest.TempPathFactory):
     for name in COPIED:
         shutil.copyfile(TEST_FILES / name, media / name)
     shutil.copyfile(TEST_FILES / "cuts.mp4", media / "cuts_as.mkv")
-    (media / "unknown_codec.webm").write_bytes(_unknown_codec((TEST_FILES / "vp9.webm").read_bytes()))
+    (media / "unknown_codec.webm").write_bytes(
+        _unknown_codec((TEST_FILES / "vp9.webm").read_bytes())
+    )
     (media / "folder.mp4").mkdir()
     names = [n for n, _ in QUARANTINED.values()] + [n for n, _ in INDEXED.values()]
     rows = [{k: v for k, v in g.items() if k != "paraphrase"} for g in lib.good]
@@ -106,7 +108,9 @@ def test_every_bad_file_is_quarantined_with_its_reason_and_the_rest_indexed(
         fault(
             "media: good clips beside the bad ones",
             f"all {len(good)} indexed",
-            f"all {len(good)} indexed" if good <= geometry.keys() else f"indexed {sorted(geometry)}",
+            f"all {len(good)} indexed"
+            if good <= geometry.keys()
+            else f"indexed {sorted(geometry)}",
         )
     )
 

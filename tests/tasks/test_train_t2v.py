@@ -9,7 +9,7 @@ import torch
 
 from story.models.t2v import StructureT2V
 from story.tasks.errors import StoryError
-from story.tasks.train_t2v import TrainConfig, Trainer, parse_args
+from story.tasks.train_t2v import TrainConfig, Trainer, export_checkpoint, parse_args
 from tests.models.t2v_stubs import HashTextEncoder
 
 TINY = dict(
@@ -58,6 +58,15 @@ def test_stages_chain_and_resume_continues_the_step_count(tmp_path) -> None:
     assert all(torch.equal(frozen_before[k], v) for k, v in after.unet.state_dict().items())
     moved = [p.abs().sum() > 0 for p in after.structure_encoder.projections.parameters()]
     assert any(moved)
+
+    shipped = export_checkpoint(
+        tmp_path / "s2" / "model", tmp_path / "ship", tmp_path / "vae" / "model"
+    )
+    unet_file = "unet/diffusion_pytorch_model.safetensors"
+    full = (tmp_path / "s2" / "model" / unet_file).stat().st_size
+    assert (shipped / unet_file).stat().st_size < 0.6 * full
+    reloaded = StructureT2V.from_pretrained(shipped, device="cpu")
+    assert next(reloaded.unet.parameters()).dtype == torch.float32
 
 
 def test_bad_configurations_are_named(tmp_path) -> None:
