@@ -48,7 +48,7 @@ CASES = {
 
 PENDING = [
     (
-        "crash: unwritable or full output folder during `story render`",
+        "crash: unwritable or full output folder during a real `story render`",
         "clear error, no partial render marked complete",
     ),
     ("concurrency: 4 `story render` at once", "4 complete manifests, consistent lineage"),
@@ -75,6 +75,7 @@ def _outcome(case: ET.Element) -> tuple[str, str]:
 def rows_from_junit(path: Path) -> list[dict[str, Any]]:
     """One row per recorded fault case (or per unrecorded test), with the test's outcome."""
     rows: list[dict[str, Any]] = []
+    merged: dict[str, dict[str, Any]] = {}  # parametrized tests without rows: one row each
     for case in ET.parse(path).getroot().iter("testcase"):
         outcome, message = _outcome(case)
         test = f"{case.get('classname')}::{case.get('name')}"
@@ -89,15 +90,20 @@ def rows_from_junit(path: Path) -> list[dict[str, Any]]:
         if not recorded and outcome != "skipped":
             function = str(case.get("name")).split("[")[0]
             label, expected = CASES.get(function, (function, "passes"))
-            rows.append(
-                {
-                    "case": label,
-                    "expected": expected,
-                    "observed": expected if outcome == "passed" else f"{outcome}: {message}",
-                    "held": "yes" if outcome == "passed" else "no",
-                    "test": test,
-                }
-            )
+            observed = expected if outcome == "passed" else f"{outcome}: {message}"
+            if function in merged:
+                row = merged[function]
+                if row["held"] == "yes" and outcome != "passed":
+                    row.update(observed=observed, held="no")
+                continue
+            merged[function] = {
+                "case": label,
+                "expected": expected,
+                "observed": observed,
+                "held": "yes" if outcome == "passed" else "no",
+                "test": f"{case.get('classname')}::{function}",
+            }
+            rows.append(merged[function])
     return rows
 
 

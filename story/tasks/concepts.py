@@ -482,7 +482,37 @@ def train_concept(
         if isinstance(images, ConceptImages)
         else read_concept_images(images, params.source_size)
     )
+    previous = torch.get_num_threads()
     torch.set_num_threads(params.threads)
+    try:
+        return _train(
+            model,
+            name,
+            data,
+            class_word,
+            params,
+            out,
+            depth,
+            regularization,
+            base_checkpoint,
+            progress,
+        )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    model: StructureT2V,
+    name: str,
+    data: ConceptImages,
+    class_word: str,
+    params: ConceptParams,
+    out: str | Path | None,
+    depth: Callable[[np.ndarray], np.ndarray] | None,
+    regularization: Sequence[TrainingClip],
+    base_checkpoint: str | None,
+    progress: Callable[[int, int, float], None] | None,
+) -> TrainResult:
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     generator = torch.Generator().manual_seed(params.seed)

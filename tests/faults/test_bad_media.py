@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import pytest
 from story.flows.build_index import build_index
 from story.settings import Settings
 from story.tasks.index import ClipIndex
+from story.tasks.ingest import ClipIngestor, make_shards
+from story.tasks.manifest import ManifestRow
 from tests.faults.conftest import TEST_FILES, Recorder
 from tests.flows.library_fixture import build_library
 
@@ -123,3 +126,33 @@ def test_every_bad_file_is_quarantined_with_its_reason_and_the_rest_indexed(
     assert table["clip_id"].is_unique
     quarantine_lines = sorted(q["line"] for q in summary["quarantined"])
     assert quarantine_lines == list(range(4, 4 + len(QUARANTINED)))
+
+
+def test_a_shard_of_4k_clips_holds_one_clip_of_frames_at_a_time(
+    settings: Settings, fault: Recorder
+) -> None:
+    ingestor = ClipIngestor(settings.resolved())
+
+    def peak_bytes(rows: int) -> int:
+        shard = make_shards([_row(TEST_FILES / "large.mp4", i) for i in range(rows)], rows)[0]
+        tracemalloc.start()
+        try:
+            result = ingestor.process(shard)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(result.rows) == rows
+        return peak
+
+    one, three = peak_bytes(1), peak_bytes(3)
+    fault(
+        "media: a shard of three 3840x2160 clips",
+        "peak memory of one clip (within 25%)",
+        f"peak {three / 2**20:.0f} MB for three vs {one / 2**20:.0f} MB for one",
+        held=three <= 1.25 * one,
+    )
+    assert three <= 1.25 * one
+
+
+def _row(path: Path, line: int) -> ManifestRow:
+    return ManifestRow(str(path), "4k blocks", None, None, "faults", "", line)

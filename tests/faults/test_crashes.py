@@ -3,6 +3,7 @@ the lineage registry killed while others append. Nothing may be lost or stored t
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -14,13 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import lancedb
+import numpy as np
 import pytest
 
 from story.flows.build_index import build_index
 from story.flows.ray_pool import run_on_actors
 from story.settings import Settings
+from story.tasks.assemble import AssemblyError, PlotRecord, write_outputs
 from story.tasks.index import ClipIndex
-from story.tasks.lineage import LineageRegistry, build_manifest, manifest_assets
+from story.tasks.lineage import (
+    LineageError,
+    LineageRegistry,
+    build_manifest,
+    manifest_assets,
+    read_manifest,
+    write_manifest,
+)
 from story.tasks.script import load_story
 from tests.faults.conftest import REPO, STORIES, Recorder
 from tests.flows.library_fixture import write_clip
@@ -113,8 +123,8 @@ def check_resumed(ids: list[str], clean: list[str]) -> tuple[int, int]:
 def test_kill_9_of_story_index_mid_run_then_resume_loses_and_repeats_nothing(
     tmp_path: Path, fault: Recorder
 ) -> None:
-    manifest = write_clips(tmp_path / "lib", 40)
-    shards = 40 // SHARD_SIZE
+    manifest = write_clips(tmp_path / "lib", 24)
+    shards = 24 // SHARD_SIZE
     workspace = tmp_path / "killed"
     done = kill_after_first_shard(manifest, workspace)
 
@@ -137,7 +147,7 @@ def test_kill_9_of_story_index_mid_run_then_resume_loses_and_repeats_nothing(
     assert mid_run, f"the kill came after {done} of {shards} shards"
     assert resumed["shards"]["skipped"] >= done
     assert (duplicates, missing) == (0, 0)
-    assert resumed["rows"] == len(clip_ids(clean_ws)) == 40
+    assert resumed["rows"] == len(clip_ids(clean_ws)) == 24
 
 
 @pytest.mark.slow
@@ -208,10 +218,11 @@ def test_a_ray_actor_killed_mid_batch_has_its_item_retried(tmp_path: Path, fault
     assert errors == []
 
 
-def _register(workspace: str, worker: int, rounds: int) -> None:
+def _register(workspace: str, worker: int, rounds: int | None) -> None:
+    """Register this worker's renders; `rounds=None` keeps going until the process is killed."""
     story = load_story(STORIES / "good_basic.yaml")
     registry = LineageRegistry(workspace)
-    for n in range(rounds):
+    for n in itertools.count() if rounds is None else range(rounds):
         registry.add_render(_manifest(story, f"{worker}-{n}"))
 
 
@@ -228,15 +239,19 @@ def _manifest(story: Any, tag: str) -> dict[str, Any]:
 def test_lineage_writers_killed_mid_append_leave_a_consistent_registry(
     tmp_path: Path, fault: Recorder
 ) -> None:
-    context = multiprocessing.get_context("spawn")
-    rounds = 40
-    workers = [context.Process(target=_register, args=(str(tmp_path), w, rounds)) for w in range(4)]
+    # fork: the writers need nothing but the registry code this process has already imported.
+    context = multiprocessing.get_context("fork")
+    rounds = 20
+    workers = [
+        context.Process(target=_register, args=(str(tmp_path), w, None if w < 2 else rounds))
+        for w in range(4)
+    ]
     for process in workers:
         process.start()
     registry = LineageRegistry(tmp_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(registry.renders()) < 8:
-        time.sleep(0.02)
+        time.sleep(0.005)
     for victim in workers[:2]:
         os.kill(victim.pid, signal.SIGKILL)
     for process in workers:
@@ -244,19 +259,17 @@ def test_lineage_writers_killed_mid_append_leave_a_consistent_registry(
     codes = [p.exitcode for p in workers]
 
     story = load_story(STORIES / "good_basic.yaml")
-    made = {(w, n): _manifest(story, f"{w}-{n}") for w in range(4) for n in range(rounds)}
-    survivors = {m["render_id"] for (w, _), m in made.items() if w >= 2}
+    survivors = {_manifest(story, f"{w}-{n}")["render_id"] for w in (2, 3) for n in range(rounds)}
     after = _manifest(story, "after-the-crash")
     added = registry.add_render(after)
     keys = [(r["render_id"], r["kind"], r["asset_id"]) for r in registry.edges()]
     renders = set(registry.renders())
-    expected_edges = {m["render_id"]: 1 + len(manifest_assets(m)) for m in made.values()}
-    expected_edges[after["render_id"]] = 1 + len(manifest_assets(after))
-    partial = [rid for rid in renders if sum(k[0] == rid for k in keys) != expected_edges[rid]]
+    edges_per_render = 1 + len(manifest_assets(after))
+    partial = [rid for rid in renders if sum(k[0] == rid for k in keys) != edges_per_render]
     held = (
         codes == [-signal.SIGKILL, -signal.SIGKILL, 0, 0]
         and survivors <= renders
-        and added > 0
+        and added == edges_per_render
         and len(keys) == len(set(keys))
         and not partial
     )
@@ -269,6 +282,68 @@ def test_lineage_writers_killed_mid_append_leave_a_consistent_registry(
     )
     assert codes == [-signal.SIGKILL, -signal.SIGKILL, 0, 0]
     assert survivors <= renders
-    assert after["render_id"] in renders and added > 0
+    assert after["render_id"] in renders and added == edges_per_render
     assert len(keys) == len(set(keys))
     assert partial == []
+
+
+def _disk_full_at(target: Path) -> Path:
+    """Make the next atomic write of `target` in this process hit ENOSPC: its temp is /dev/full."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    temp.symlink_to("/dev/full")
+    return temp
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_leaves_no_partial_file_and_no_render_marked_complete(
+    tmp_path: Path, fault: Recorder
+) -> None:
+    story = load_story(STORIES / "good_basic.yaml")
+    records = [
+        PlotRecord(
+            index=p.index,
+            text=p.text,
+            query=p.query,
+            prompt=p.prompt,
+            clip_id=f"clip{p.index}",
+            clip_uri=None,
+            clip_caption=None,
+            retrieved_frames=None,
+            structure=None,
+            generated=np.full((4, 16, 16, 3), 40 * p.index, np.uint8),
+        )
+        for p in story.plots
+    ]
+    out = tmp_path / "render"
+    manifest = _manifest(story, "full-disk")
+
+    _disk_full_at(out / "story.mp4")
+    with pytest.raises(AssemblyError) as video_error:
+        write_outputs(out, story, records, fps=8.0)
+    leftovers_video = sorted(p.name for p in out.rglob("*") if p.name.endswith(".partial"))
+    outputs = write_outputs(out, story, records, fps=8.0)
+    _disk_full_at(out / "manifest.json")
+    with pytest.raises(LineageError) as manifest_error:
+        write_manifest(out, {**manifest, "outputs": {"video": outputs["video"]}})
+    leftovers = sorted(p.name for p in out.rglob("*") if p.name.endswith(".partial"))
+    complete = (out / "manifest.json").exists()
+
+    named = "story.mp4" in str(video_error.value) and "manifest.json" in str(manifest_error.value)
+    clean = leftovers_video == leftovers == [] and not complete
+    fault(
+        "crash: disk full while writing story.mp4 / manifest.json (ENOSPC)",
+        "clear error naming the file, no partial file, no manifest",
+        ("clear error naming the file" if named else f"{video_error.value}; {manifest_error.value}")
+        + (
+            ", no partial file, no manifest"
+            if clean
+            else f", left {leftovers}, manifest={complete}"
+        ),
+    )
+    assert "No space left" in str(video_error.value)
+    assert named and clean
+    for record in records:
+        record.video_path = None
+    write_outputs(out, story, records, fps=8.0)
+    assert read_manifest(write_manifest(out, manifest))["status"] == "complete"

@@ -1,0 +1,164 @@
+"""render_story and its audit trail, as a TD checks them: files, lineage, reuse, reproduction."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import opentimelineio as otio
+import pytest
+
+from story.flows.build_index import build_index
+from story.flows.render_story import render_story
+from story.flows.reproduce import reproduce_render, rerender
+from story.models.t2v import random_tiny
+from story.settings import REPO_ROOT, Settings
+from story.tasks.assemble import read_mp4
+from story.tasks.lineage import LineageRegistry, read_manifest
+from story.tasks.render_plot import RenderError
+from tests.flows.library_fixture import build_library
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+STORY = """\
+title: Two shots
+plots:
+  - text: A red ball bounces on the grass
+    seed: 5
+  - A blue cube slides sideways in the snow
+"""
+FAST = {"steps": 3, "guidance": 2.0}
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """An indexed library, two tiny random checkpoints and the bundled depth net."""
+    root = tmp_path_factory.mktemp("studio")
+    library = build_library(root / "library", n_good=4, with_bad=False)
+    checkpoints = root / "checkpoints"
+    random_tiny(frames=4, size=16, seed=0).save_pretrained(checkpoints / "t2v-tiny")
+    random_tiny(frames=4, size=16, seed=1).save_pretrained(checkpoints / "alt")
+    shutil.copytree(REPO_ROOT / "checkpoints" / "depth-tiny", checkpoints / "depth-tiny")
+    settings = Settings(workspace=root / "ws", checkpoints=checkpoints, ray_workers=2)
+    build_index(str(library.manifest), settings.resolved(), use_ray=False)
+    (root / "story.yaml").write_text(STORY)
+    return settings
+
+
+def _render(settings: Settings, story: Path, **kwargs) -> dict:
+    kwargs.setdefault("use_ray", False)
+    return render_story(str(story), settings.resolved(), params=FAST, **kwargs)
+
+
+def test_a_render_writes_every_output_and_its_lineage(studio: Settings) -> None:
+    story = Path(studio.workspace).parent / "story.yaml"
+    summary = _render(studio, story)
+    folder = Path(summary["folder"])
+    assert folder.name == summary["render_id"]
+
+    plots = [read_mp4(folder / "plots" / f"plot_{i:03d}.mp4") for i in range(2)]
+    assert [p.shape[0] for p in plots] == [4, 4]
+    assert read_mp4(summary["video"]).shape[0] == 8
+    timeline = otio.adapters.read_from_file(summary["timeline"])
+    assert len(list(timeline.find_clips())) == 2
+    assert "plot" in Path(summary["storyboard"]).read_text()
+
+    manifest = read_manifest(folder)
+    assert manifest["status"] == "complete"
+    assert manifest["inputs"]["checkpoint"]["name"] == "tiny"
+    assert len(manifest["checkpoints"][0]["sha256"]) == 64
+    assert manifest["library"]["version"] >= 1
+    assert "commit" in manifest["environment"]["git"]
+    for plot in manifest["plots"]:
+        assert plot["clip_id"] and plot["clip_source_sha256"] and plot["depth_key"]
+        assert plot["seed"] is not None and plot["params"]["steps"] == 3
+    assert manifest["plots"][0]["seed"] == 5
+
+    registry = LineageRegistry(studio.workspace)
+    tree = registry.tree(summary["render_id"])
+    assert [p["clip"]["id"] for p in tree["plots"]] == [p["clip_id"] for p in manifest["plots"]]
+    assert registry.renders_using(manifest["plots"][1]["clip_id"]) == [summary["render_id"]]
+
+
+def test_an_unchanged_story_is_reused_and_a_changed_one_reuses_its_shots(
+    studio: Settings, tmp_path: Path
+) -> None:
+    story = Path(studio.workspace).parent / "story.yaml"
+    first = _render(studio, story)
+    again = _render(studio, story)
+    assert again["reused"] and again["render_id"] == first["render_id"]
+
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(STORY.replace("slides sideways in the snow", "slides sideways on snow"))
+    changed = _render(studio, edited)
+    assert changed["render_id"] != first["render_id"]
+    plots = read_manifest(changed["manifest"])["plots"]
+    assert plots[0]["candidates"][0]["cached"] is True
+    assert (
+        plots[0]["frames_sha256"] == read_manifest(first["manifest"])["plots"][0]["frames_sha256"]
+    )
+
+
+def test_reproduce_is_identical_and_refuses_a_changed_checkpoint(studio: Settings) -> None:
+    story = Path(studio.workspace).parent / "story.yaml"
+    summary = _render(studio, story, seed=11)
+    result = reproduce_render(summary["render_id"][:10], studio.resolved())
+    assert result["identical"] is True
+    assert all(p["identical"] for p in result["plots"])
+
+    weights = next((Path(studio.checkpoints) / "t2v-tiny" / "unet").glob("*.safetensors"))
+    original = weights.read_bytes()
+    try:
+        tampered = bytearray(original)
+        tampered[-5] ^= 0xFF
+        weights.write_bytes(bytes(tampered))
+        with pytest.raises(RenderError, match="checkpoint 'tiny'.*changed"):
+            reproduce_render(summary["render_id"], studio.resolved())
+    finally:
+        weights.write_bytes(original)
+
+
+def test_rerender_on_another_checkpoint_keeps_clips_and_compares(studio: Settings) -> None:
+    story = Path(studio.workspace).parent / "story.yaml"
+    base = _render(studio, story)
+    other = rerender(base["render_id"], "alt", studio.resolved(), use_ray=False)
+    assert other["render_id"] != base["render_id"]
+    old, new = read_manifest(base["manifest"]), read_manifest(other["manifest"])
+    assert [p["clip_id"] for p in old["plots"]] == [p["clip_id"] for p in new["plots"]]
+    assert new["inputs"]["checkpoint"]["name"] == "alt"
+    page = Path(other["comparison"]).read_text()
+    assert base["render_id"] in page and other["render_id"] in page
+    assert LineageRegistry(studio.workspace).renders_using("alt") == [other["render_id"]]
+
+
+def test_candidates_render_side_by_side(studio: Settings, tmp_path: Path) -> None:
+    story = Path(studio.workspace).parent / "story.yaml"
+    summary = _render(studio, story, candidates=2, out=str(tmp_path / "renders"))
+    manifest = read_manifest(summary["manifest"])
+    assert all(len(p["candidates"]) == 2 for p in manifest["plots"])
+    frames = read_mp4(Path(summary["folder"]) / manifest["plots"][0]["video"])
+    assert frames.shape[2] >= 2 * 16  # two candidates side by side
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_plots_on_ray_actors_match_in_process(studio: Settings, tmp_path: Path) -> None:
+    story = Path(studio.workspace).parent / "story.yaml"
+    local = _render(studio, story, seed=21, out=str(tmp_path / "a"))
+    fresh = Settings(**{**studio.resolved(), "workspace": str(tmp_path / "ws2")})
+    shutil.copytree(Path(studio.lancedb), Path(fresh.workspace) / "lancedb")
+    remote = _render(fresh, story, seed=21, out=str(tmp_path / "b"), use_ray=True)
+    assert remote["render_id"] == local["render_id"]
+    a, b = read_manifest(local["manifest"]), read_manifest(remote["manifest"])
+    assert [p["frames_sha256"] for p in a["plots"]] == [p["frames_sha256"] for p in b["plots"]]
+    assert not any(c["cached"] for p in b["plots"] for c in p["candidates"])
+
+
+def test_a_story_naming_a_missing_clip_fails_without_a_finished_folder(
+    studio: Settings, tmp_path: Path
+) -> None:
+    story = tmp_path / "pinned.yaml"
+    story.write_text("title: t\nplots:\n  - text: a ball\n    clip_id: nope\n")
+    out = tmp_path / "renders"
+    with pytest.raises(RenderError, match="pinned.yaml:3: plot 0 pins clip 'nope'"):
+        _render(studio, story, out=str(out))
+    assert not out.exists() or not any(out.iterdir())

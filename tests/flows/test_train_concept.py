@@ -1,0 +1,99 @@
+"""Flow `train_concept` and the `concept train` / `concept list` commands on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from story.flows.train_concept import concept_list_command, concept_train_command, train_concept
+from story.models.t2v import random_tiny
+from story.settings import Settings
+from story.tasks import miniworld
+from story.tasks.concepts import ConceptPack, checkpoint_fingerprint
+
+
+def concept_app() -> typer.Typer:
+    """The commands as the `story` CLI registers them: `story concept train|list`."""
+    app = typer.Typer()
+    concept = typer.Typer()
+    concept.command("train")(concept_train_command)
+    concept.command("list")(concept_list_command)
+    app.add_typer(concept, name="concept")
+    return app
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        spec = miniworld.sample_scene(i, frames=1, height=32, width=32, shape="sphere")
+        Image.fromarray(miniworld.render(spec).rgb[0]).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    return random_tiny(text_dim=384, frames=4).save_pretrained(tmp_path / "ckpt")
+
+
+def test_flow_trains_a_pack_into_the_workspace(
+    prefect_harness, settings: Settings, images: Path, checkpoint: Path, capfd
+) -> None:
+    summary = train_concept(
+        "bob",
+        str(images),
+        "sphere",
+        settings.resolved(),
+        method="timeinv_lora",
+        steps=2,
+        buckets=2,
+        checkpoint=str(checkpoint),
+    )
+    pack_dir = Path(settings.workspace) / "concepts" / "bob"
+    assert summary["pack"] == str(pack_dir) and summary["steps"] == 2
+    assert [row["step"] for row in summary["loss_curve"]] == [2]
+    pack = ConceptPack.load(pack_dir)
+    assert pack.base_checkpoint == checkpoint_fingerprint(checkpoint)
+    assert pack.table.shape == (2, 384) and pack.lora
+
+    app = concept_app()
+    capfd.readouterr()
+    result = CliRunner().invoke(
+        app, ["concept", "list", "--workspace", str(settings.workspace), "--json"]
+    )
+    assert result.exit_code == 0
+    listed = json.loads(capfd.readouterr().out)
+    assert [(c["name"], c["method"], c["steps"]) for c in listed["concepts"]] == [
+        ("bob", "timeinv_lora", 2)
+    ]
+
+
+def test_train_command_names_a_bad_image_folder(tmp_path: Path, capfd) -> None:
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("nothing to see")
+    capfd.readouterr()
+    result = CliRunner().invoke(
+        concept_app(),
+        [
+            "concept",
+            "train",
+            "bob",
+            "--images",
+            str(empty),
+            "--class-word",
+            "sphere",
+            "--workspace",
+            str(tmp_path / "ws"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 2
+    error = json.loads(capfd.readouterr().out)["error"]
+    assert str(empty) in error and "no images" in error

@@ -1,0 +1,186 @@
+"""Concepts: images -> pack -> load -> render `<name>`; refusals and bad image folders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from story.models.t2v import StructureT2V, random_tiny
+from story.models.timeinv import lora_adapters
+from story.tasks import miniworld
+from story.tasks.concepts import (
+    ConceptError,
+    ConceptPack,
+    ConceptParams,
+    TrainingClip,
+    checkpoint_fingerprint,
+    list_packs,
+    load_concepts,
+    model_fingerprint,
+    read_concept_images,
+    render_with_concepts,
+    train_concept,
+    unload_concepts,
+)
+from story.tasks.hashing import sha256_file
+from story.tasks.synthesize import synthesize
+from tests.models.t2v_stubs import HashTextEncoder
+
+
+def flat_depth(frames: np.ndarray) -> np.ndarray:
+    return np.zeros(frames.shape[:3], np.float32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(seed: int = 0) -> StructureT2V:
+    bundle = random_tiny(text_dim=16, frames=4, seed=seed).eval()
+    bundle.set_text_encoder(HashTextEncoder(16))
+    return bundle
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "bob"
+    folder.mkdir()
+    for i, background in enumerate(("grass", "snow", "sand")):
+        spec = miniworld.sample_scene(
+            i,
+            frames=1,
+            height=32,
+            width=32,
+            n_objects=1,
+            shape="sphere",
+            colour="red",
+            texture="striped",
+            secondary="white",
+            background=background,
+        )
+        Image.fromarray(miniworld.render(spec).rgb[0]).save(folder / f"bob_{i}.png")
+    return folder
+
+
+def test_train_save_load_and_render_a_concept(images: Path, tmp_path: Path) -> None:
+    model = tiny()
+    params = ConceptParams(method="timeinv_lora", steps=3, batch=2, buckets=4, log_every=1)
+    result = train_concept(
+        model, "bob", images, "sphere", params, out=tmp_path / "packs" / "bob", depth=flat_depth
+    )
+    assert lora_adapters(model.unet) == set(), "training must leave the model unchanged"
+    assert [row["step"] for row in result.loss_curve] == [1, 2, 3]
+    pack = ConceptPack.load(tmp_path / "packs" / "bob")
+    assert pack.token == "<bob>" and pack.table.shape == (4, 16) and pack.lora
+    assert not torch.allclose(pack.table, pack.table[:1].expand(4, -1)), "rows train separately"
+
+    guide = np.linspace(-1, 1, 4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+    with pytest.raises(ValueError, match="no concept packs are loaded"):
+        synthesize(model, "a <bob> on the grass", guide, steps=3)
+    frames = render_with_concepts(
+        model, "a <bob> on the grass", guide, {"bob": tmp_path / "packs" / "bob"}, steps=3
+    )
+    assert frames.shape == (4, 16, 16, 3) and frames.dtype == np.uint8
+    again = synthesize(model, "a <bob> on the grass", guide, steps=3)
+    assert np.array_equal(frames, again), "the loaded concept stays loaded and renders the same"
+    plain = synthesize(model, "a sphere on the grass", guide, steps=3)
+    assert not np.array_equal(frames, plain)
+    with pytest.raises(ConceptError, match="<alice>"):
+        synthesize(model, "a <alice> on the grass", guide, steps=3)
+    unload_concepts(model)
+    assert lora_adapters(model.unet) == set()
+
+
+def test_pack_json_carries_the_hashes(images: Path, tmp_path: Path) -> None:
+    model = tiny()
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    reloaded = StructureT2V.from_pretrained(folder, device="cpu")
+    assert model_fingerprint(reloaded) == checkpoint_fingerprint(folder)
+    params = ConceptParams(method="ti", steps=1, batch=1)
+    out = tmp_path / "pack"
+    train_concept(model, "bob", images, "sphere", params, out=out, depth=flat_depth)
+    meta = json.loads((out / "concept.json").read_text())
+    assert meta["base_checkpoint"] == checkpoint_fingerprint(folder)
+    assert {(i["file"], i["sha256"]) for i in meta["images"]} == {
+        (p.name, sha256_file(p)) for p in images.iterdir()
+    }
+    assert meta["weights_sha256"] == sha256_file(out / "concept.safetensors")
+    assert meta["token"] == "<bob>" and meta["class_word"] == "sphere" and meta["method"] == "ti"
+    assert meta["params"]["steps"] == 1 and len(meta["loss_curve"]) == 1
+
+
+def test_a_pack_refuses_another_checkpoint(images: Path, tmp_path: Path) -> None:
+    trained_on = tiny(seed=0)
+    pack = train_concept(
+        trained_on, "bob", images, "sphere", ConceptParams(method="none"), depth=flat_depth
+    ).pack
+    other = tiny(seed=1)
+    with pytest.raises(ConceptError) as err:
+        load_concepts(other, {"bob": pack})
+    message = str(err.value)
+    assert model_fingerprint(trained_on) in message and model_fingerprint(other) in message
+    assert lora_adapters(other.unet) == set()
+
+
+@pytest.mark.parametrize(
+    ("method", "rows", "has_lora"),
+    [("none", 1, False), ("ti", 1, False), ("ti_lora", 1, True), ("timeinv", 3, False)],
+)
+def test_each_method_trains_what_it_says(
+    images: Path, method: str, rows: int, has_lora: bool
+) -> None:
+    model = tiny()
+    params = ConceptParams(method=method, steps=1, batch=1, buckets=3)
+    clip = TrainingClip(torch.zeros(3, 4, 16, 16), torch.zeros(1, 4, 16, 16), "a blue cube")
+    result = train_concept(
+        model, "bob", images, "sphere", params, depth=flat_depth, regularization=[clip]
+    )
+    assert result.pack.table.shape[0] == rows
+    assert bool(result.pack.lora) == has_lora
+    assert result.pack.meta["steps"] == (0 if method == "none" else 1)
+
+
+def test_registry_lists_packs(images: Path, tmp_path: Path) -> None:
+    model = tiny()
+    for name, method in (("bob", "ti"), ("eve", "none")):
+        params = ConceptParams(method=method, steps=1, batch=1)
+        train_concept(
+            model, name, images, "sphere", params, out=tmp_path / "packs" / name, depth=flat_depth
+        )
+    rows = list_packs(tmp_path / "packs")
+    assert [(r["name"], r["method"], r["images"]) for r in rows] == [
+        ("bob", "ti", 3),
+        ("eve", "none", 3),
+    ]
+    assert list_packs(tmp_path / "nowhere") == []
+
+
+def test_bad_image_folders_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConceptError, match="missing.*not found"):
+        read_concept_images(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConceptError, match=r"empty: no images"):
+        read_concept_images(empty)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "notes.txt").write_text("not a picture")
+    with pytest.raises(ConceptError, match=r"texts: no images .*notes.txt"):
+        read_concept_images(texts)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "face.png").write_bytes(b"not a png at all")
+    with pytest.raises(ConceptError, match=r"face.png: unreadable image"):
+        read_concept_images(broken)
+    with pytest.raises(ConceptError, match="concept name"):
+        train_concept(tiny(), "bad name", broken, "sphere", ConceptParams(method="none"))
