@@ -6,7 +6,8 @@ depth comes from other scenes (a sphere moving in different ways, other cameras)
 pixels, with the guide's object mask as the place the character should be:
 - fidelity: histogram intersection of palette-colour labels inside the mask with bob's own
   (measured on rendered bob scenes), the mean RGB distance to bob's mean colour, and how often
-  the dominant colour inside the mask is bob's red;
+  the dominant colour inside the mask is bob's red; the same histogram intersection over every
+  non-background pixel (`fidelity_anywhere`, placement-free) and the red + white share there;
 - prompt alignment: the background named by the prompt, read from pixels (story.tasks.quality);
 - structure: IoU of red pixels with the guide's object mask.
 A `described` row spells bob out in words ("a red striped sphere") as a reference. A tau sweep
@@ -100,13 +101,29 @@ def guide_shots(n: int, frames: int, size: int) -> list[dict]:
     return shots
 
 
+def object_pixels(render: np.ndarray, background: str, tolerance: float = 45.0) -> np.ndarray:
+    """(N, 3) pixels below the sky rows that are not the background's ground or sky colour."""
+    body = render[:, max(1, render.shape[1] // 5) :].astype(np.float64)
+    ground, sky = (np.array(c, np.float64) for c in miniworld.BACKGROUNDS[background])
+    far = (np.linalg.norm(body - ground, axis=-1) >= tolerance) & (
+        np.linalg.norm(body - sky, axis=-1) >= tolerance
+    )
+    return body[far]
+
+
 def score(render: np.ndarray, shot: dict, ref_hist: np.ndarray, ref_mean: np.ndarray) -> dict:
     inside = render[shot["mask"]]
     hist = label_histogram(inside)
+    painted = object_pixels(render, shot["background"])
+    anywhere = label_histogram(painted) if len(painted) else np.zeros_like(ref_hist)
     labels = pixel_colour_labels(inside)
     top = COLOUR_NAMES[int(np.bincount(labels.ravel(), minlength=len(COLOUR_NAMES)).argmax())]
     return {
         "fidelity_hist": float(np.minimum(hist, ref_hist).sum()),
+        "fidelity_anywhere": float(np.minimum(anywhere, ref_hist).sum()),
+        "red_white_share": float(
+            anywhere[COLOUR_NAMES.index("red")] + anywhere[COLOUR_NAMES.index("white")]
+        ),
         "colour_distance": float(np.linalg.norm(inside.astype(np.float64).mean(0) - ref_mean)),
         "red_dominant": float(top == "red"),
         "background_ok": float(background_of(render) == shot["background"]),
@@ -217,6 +234,7 @@ def main() -> None:
             "train_s": round(train_s, 1),
             "render_s": round(time.monotonic() - tick, 1),
             "final_loss": trained.loss_curve[-1]["loss"] if trained.loss_curve else None,
+            "loss_curve": [round(r["loss"], 4) for r in trained.loss_curve],
         }
         if method.startswith("timeinv"):
             entry["table"] = table_spread(trained.pack.table)

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
 
     workspace: Path = Field(default=Path("workspace"), description="Root for caches and renders.")
     lancedb_uri: str | None = Field(
-        default=None, description="LanceDB URI (local dir or s3://...); default <workspace>/lancedb."
+        default=None,
+        description="LanceDB URI (local dir or s3://...); default <workspace>/lancedb.",
     )
     clips_table: str = "clips"
     storage_options: dict[str, str] = Field(

@@ -298,6 +298,16 @@ def render_command(
     tau: Annotated[
         int | None, typer.Option(min=0, max=1000, help="Structure only for steps t >= tau.")
     ] = None,
+    prompt_frames: Annotated[
+        int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
+    ] = 2,
+    alpha: Annotated[
+        float, typer.Option(min=0.0, help="Long shots: weight of reused past noise.")
+    ] = 1.0,
+    beta: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Long shots: fraction of steps pinning prompt frames."),
+    ] = 0.6,
     ray: Annotated[
         bool, typer.Option("--ray/--no-ray", help="Fan plots out on Ray actors.")
     ] = True,
@@ -309,7 +319,13 @@ def render_command(
     from story.flows.render_story import render_story
     from story.tasks.errors import StoryError
 
-    params: dict[str, Any] = {"steps": steps, "guidance": guidance}
+    params: dict[str, Any] = {
+        "steps": steps,
+        "guidance": guidance,
+        "prompt_frames": prompt_frames,
+        "alpha": alpha,
+        "beta": beta,
+    }
     if tau is not None:
         params["tau"] = tau
     with json_stdout(as_json) as emit:

@@ -13,6 +13,7 @@ with the timestep (TimeInv concept tokens); the callable is asked once per denoi
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,8 +53,13 @@ def sample_latents(
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     stats: SamplerStats | None = None,
+    after_step: Callable[[int, DDIMScheduler, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Denoise (B, C, T, h, w) latents for B prompts; `structure`: (B, C_s, T, H, W) in [-1, 1]."""
+    """Denoise (B, C, T, h, w) latents for B prompts; `structure`: (B, C_s, T, H, W) in [-1, 1].
+
+    `after_step(step_index, scheduler, x)` may edit the latents after each denoising step (the
+    long-shot continuation pins its prompt frames this way).
+    """
     if not 0 <= tau <= 1000:
         raise ValueError(f"tau must be a timestep in 0..1000, got {tau}")
     if steps < 1:
@@ -77,7 +83,7 @@ def sample_latents(
     states = states.to(model.device)
     guided = structure is not None and strength != 0.0
     features = None
-    for t in scheduler.timesteps:
+    for step, t in enumerate(scheduler.timesteps):
         if guided and int(t) >= tau:
             if features is None:
                 features = model.encode_structure(structure)
@@ -97,5 +103,7 @@ def sample_latents(
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance * (cond - uncond)
         x = scheduler.step(pred, t, x).prev_sample
+        if after_step is not None:
+            x = after_step(step, scheduler, x)
         stats.steps += 1
     return x

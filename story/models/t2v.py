@@ -8,6 +8,7 @@ the clip geometry and latent scaling. The text encoder itself is not stored: it 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -183,10 +184,8 @@ class StructureT2V(nn.Module):
         for name in ("vae", "unet", "structure_encoder"):
             module = getattr(self, name)
             if half:
-                state = {k: v.half() for k, v in module.state_dict().items()}
-                module.save_pretrained(root / name, state_dict=state, safe_serialization=True)
-            else:
-                module.save_pretrained(root / name, safe_serialization=True)
+                module = copy.deepcopy(module).half()
+            module.save_pretrained(root / name, safe_serialization=True)
         self.scheduler.save_pretrained(root / "scheduler")
         index = {
             "_class_name": type(self).__name__,

@@ -243,6 +243,11 @@ def remove_lora(unet: nn.Module, adapter: str) -> None:
     for layer in _lora_layers(unet):
         if adapter in layer.lora_A:
             layer.delete_adapter(adapter)
+    configs = getattr(unet, "peft_config", None)
+    if isinstance(configs, dict):
+        configs.pop(adapter, None)
+        if not configs:
+            del unet.peft_config
     set_active_loras(unet, [])
 
 

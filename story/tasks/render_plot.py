@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from story.models.long_shot import ReuseDiffuse
 from story.settings import Settings
 from story.tasks.depth_store import DepthStore, get_or_compute_depth, make_key
 from story.tasks.errors import StoryError
@@ -179,16 +180,60 @@ class PlotRenderer:
         )
 
     def synthesize(self, job: PlotJob, structure: np.ndarray) -> np.ndarray:
+        """One clip, or a long shot continued clip by clip with Reuse-and-Diffuse."""
         from story.tasks.synthesize import synthesize
 
         p = job.params
-        return synthesize(
-            self.model,
-            job.prompt,
-            structure,
-            seed=job.seed,
-            steps=int(p.get("steps", 25)),
-            guidance=float(p.get("guidance", 4.0)),
-            tau=int(p.get("tau", 0)),
-            strength=float(p.get("strength", 1.0)),
+        common = {
+            "seed": job.seed,
+            "steps": int(p.get("steps", 25)),
+            "guidance": float(p.get("guidance", 4.0)),
+            "tau": int(p.get("tau", 0)),
+            "strength": float(p.get("strength", 1.0)),
+        }
+        if structure.shape[0] <= self.model.config.frames:
+            return synthesize(self.model, job.prompt, structure, **common)
+        continuation = ReuseDiffuse(
+            prompt_frames=int(p.get("prompt_frames", ReuseDiffuse.prompt_frames)),
+            alpha=float(p.get("alpha", ReuseDiffuse.alpha)),
+            beta=float(p.get("beta", ReuseDiffuse.beta)),
         )
+        return synthesize_long(self.model, job.prompt, structure, continuation, **common)
+
+
+def synthesize_long(
+    model: Any,
+    prompt: str,
+    structure: np.ndarray,
+    continuation: ReuseDiffuse,
+    *,
+    seed: int,
+    steps: int,
+    guidance: float,
+    tau: int,
+    strength: float,
+) -> np.ndarray:
+    """A (T, H, W) guide longer than the model's clip -> (T, H, W, 3) uint8 frames."""
+    import torch
+
+    from story.models.long_shot import sample_long
+    from story.models.vae import vae_output_to_frames
+    from story.tasks.synthesize import resize_structure
+
+    cfg = model.config
+    guide = resize_structure(structure, cfg.height, cfg.width)[None].to(model.device)
+    with torch.no_grad():
+        video = sample_long(
+            model,
+            model.encode_prompts([prompt]),
+            model.encode_prompts([""]),
+            guide,
+            guide.shape[2],
+            params=continuation,
+            steps=steps,
+            guidance=guidance,
+            tau=tau,
+            strength=strength,
+            seed=seed,
+        )
+    return vae_output_to_frames(video[0].permute(1, 0, 2, 3)).cpu().numpy()

@@ -465,6 +465,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in (
         "steps",
         "batch",
+        "warmup",
         "checkpoint_every",
         "eval_every",
         "eval_scenes",

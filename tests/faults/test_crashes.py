@@ -3,7 +3,6 @@ the lineage registry killed while others append. Nothing may be lost or stored t
 
 from __future__ import annotations
 
-import itertools
 import json
 import multiprocessing
 import os
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import lancedb
 import numpy as np
@@ -26,13 +24,13 @@ from story.tasks.index import ClipIndex
 from story.tasks.lineage import (
     LineageError,
     LineageRegistry,
-    build_manifest,
     manifest_assets,
     read_manifest,
     write_manifest,
 )
 from story.tasks.script import load_story
 from tests.faults.conftest import REPO, STORIES, Recorder
+from tests.faults.lineage_writer import register_renders, render_manifest
 from tests.flows.library_fixture import write_clip
 
 SHARD_SIZE = 4
@@ -218,32 +216,13 @@ def test_a_ray_actor_killed_mid_batch_has_its_item_retried(tmp_path: Path, fault
     assert errors == []
 
 
-def _register(workspace: str, worker: int, rounds: int | None) -> None:
-    """Register this worker's renders; `rounds=None` keeps going until the process is killed."""
-    story = load_story(STORIES / "good_basic.yaml")
-    registry = LineageRegistry(workspace)
-    for n in itertools.count() if rounds is None else range(rounds):
-        registry.add_render(_manifest(story, f"{worker}-{n}"))
-
-
-def _manifest(story: Any, tag: str) -> dict[str, Any]:
-    return build_manifest(
-        inputs={"story": story.content_hash(), "tag": tag},
-        story=story,
-        plots=[{"index": p.index, "clip_id": f"clip-{tag}-{p.index}"} for p in story.plots],
-        outputs={"video": "story.mp4"},
-        environment={"git": {"commit": None, "dirty": None}},
-    )
-
-
 def test_lineage_writers_killed_mid_append_leave_a_consistent_registry(
     tmp_path: Path, fault: Recorder
 ) -> None:
-    # fork: the writers need nothing but the registry code this process has already imported.
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     rounds = 20
     workers = [
-        context.Process(target=_register, args=(str(tmp_path), w, None if w < 2 else rounds))
+        context.Process(target=register_renders, args=(str(tmp_path), w, None if w < 2 else rounds))
         for w in range(4)
     ]
     for process in workers:
@@ -259,8 +238,10 @@ def test_lineage_writers_killed_mid_append_leave_a_consistent_registry(
     codes = [p.exitcode for p in workers]
 
     story = load_story(STORIES / "good_basic.yaml")
-    survivors = {_manifest(story, f"{w}-{n}")["render_id"] for w in (2, 3) for n in range(rounds)}
-    after = _manifest(story, "after-the-crash")
+    survivors = {
+        render_manifest(story, f"{w}-{n}")["render_id"] for w in (2, 3) for n in range(rounds)
+    }
+    after = render_manifest(story, "after-the-crash")
     added = registry.add_render(after)
     keys = [(r["render_id"], r["kind"], r["asset_id"]) for r in registry.edges()]
     renders = set(registry.renders())
@@ -316,7 +297,7 @@ def test_a_full_disk_leaves_no_partial_file_and_no_render_marked_complete(
         for p in story.plots
     ]
     out = tmp_path / "render"
-    manifest = _manifest(story, "full-disk")
+    manifest = render_manifest(story, "full-disk")
 
     _disk_full_at(out / "story.mp4")
     with pytest.raises(AssemblyError) as video_error:

@@ -162,3 +162,15 @@ def test_a_story_naming_a_missing_clip_fails_without_a_finished_folder(
     with pytest.raises(RenderError, match="pinned.yaml:3: plot 0 pins clip 'nope'"):
         _render(studio, story, out=str(out))
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_long_plot_continues_clip_by_clip(studio: Settings, tmp_path: Path) -> None:
+    story = tmp_path / "long.yaml"
+    story.write_text(
+        "title: long\nplots:\n  - text: A red ball bounces on the grass\n    frames: 10\n"
+    )
+    summary = _render(studio, story, out=str(tmp_path / "renders"))
+    manifest = read_manifest(summary["manifest"])
+    assert manifest["plots"][0]["frames"] == 10
+    assert read_mp4(summary["video"]).shape[0] == 10
+    assert len(manifest["plots"][0]["frame_indices"]) == 10

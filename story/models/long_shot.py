@@ -1,0 +1,153 @@
+"""Long shots, clip by clip, with Reuse-and-Diffuse (VidRD).
+
+A shot longer than the model's clip length is rendered as overlapping clips. Each new clip
+starts with M prompt frames: the last M latent frames of the clip before it. Three mechanisms
+keep the seams invisible:
+
+- frame-level noise reversion: the new clip's starting noise is the previous clip's starting
+  noise in reversed frame order (its prompt frames keep the exact noise they were made from);
+- past-dependent noise sampling: for the frames after the prompt frames, that reversed noise is
+  mixed with fresh noise, `(alpha * reused + fresh) / sqrt(1 + alpha^2)`, so alpha sets how
+  much of the past the new frames inherit (0 = fresh noise only);
+- denoising with staged guidance: for the first `beta` fraction of the denoising steps the
+  prompt frames are pinned to the previous clip's latents, noised to the current step's level;
+  afterwards they are left to the model so the new frames and the old ones settle together.
+
+The frames of a continued clip that duplicate the prompt frames are dropped when clips are
+joined, so the output has exactly the requested length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from diffusers import DDIMScheduler
+
+from story.models.sampler import SamplerStats, initial_noise, sample_latents
+from story.models.t2v import StructureT2V
+
+
+@dataclass(frozen=True)
+class ReuseDiffuse:
+    """Continuation parameters: M prompt frames, noise reuse alpha, guided fraction beta."""
+
+    prompt_frames: int = 2
+    alpha: float = 1.0
+    beta: float = 0.6
+    noise_reversion: bool = True
+
+    def check(self, clip_frames: int) -> None:
+        if not 1 <= self.prompt_frames < clip_frames:
+            raise ValueError(
+                f"prompt_frames must be in 1..{clip_frames - 1} for {clip_frames}-frame clips, "
+                f"got {self.prompt_frames}"
+            )
+        if self.alpha < 0 or not 0.0 <= self.beta <= 1.0:
+            raise ValueError(
+                f"alpha must be >= 0 and beta in [0, 1], got {self.alpha}, {self.beta}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def clip_starts(total: int, length: int, prompt_frames: int) -> list[int]:
+    """Start frame of each clip: the first at 0, each next one M frames before the last end."""
+    if total <= length:
+        return [0]
+    starts = [0]
+    while starts[-1] + length < total:
+        starts.append(min(starts[-1] + length - prompt_frames, total - length))
+    return starts
+
+
+def continuation_noise(
+    previous: torch.Tensor, params: ReuseDiffuse, generator: torch.Generator, overlap: int
+) -> torch.Tensor:
+    """Starting noise of the next clip, whose first `overlap` frames repeat the previous clip's
+    last ones: those keep their own noise, the rest reuse the reversed past plus fresh noise."""
+    m = overlap
+    reused = previous.flip(2) if params.noise_reversion else previous
+    fresh = torch.randn(previous.shape, generator=generator, dtype=previous.dtype)
+    mixed = (params.alpha * reused + fresh.to(previous.device)) / math.sqrt(1 + params.alpha**2)
+    noise = mixed.clone()
+    noise[:, :, :m] = previous[:, :, -m:]
+    return noise
+
+
+def _pin_prompt_frames(prompt: torch.Tensor, noise: torch.Tensor, guided_steps: int):
+    """An `after_step` hook holding the first M latent frames on the previous clip's path."""
+    m = prompt.shape[2]
+
+    def hook(step: int, scheduler: DDIMScheduler, x: torch.Tensor) -> torch.Tensor:
+        if step >= guided_steps:
+            return x
+        timesteps = scheduler.timesteps
+        x = x.clone()
+        if step + 1 < len(timesteps):
+            level = timesteps[step + 1].reshape(1)
+            x[:, :, :m] = scheduler.add_noise(prompt, noise[:, :, :m], level)
+        else:
+            x[:, :, :m] = prompt
+        return x
+
+    return hook
+
+
+@torch.no_grad()
+def sample_long(
+    model: StructureT2V,
+    text_states: torch.Tensor,
+    null_states: torch.Tensor | None,
+    structure: torch.Tensor | None,
+    total: int,
+    *,
+    params: ReuseDiffuse | None = None,
+    steps: int = 25,
+    guidance: float = 4.0,
+    tau: int = 0,
+    strength: float = 1.0,
+    seed: int = 0,
+    stats: SamplerStats | None = None,
+) -> torch.Tensor:
+    """Decoded video (B, 3, total, H, W) in [-1, 1]; `structure` (B, C, total, H, W) or None."""
+    params = params or ReuseDiffuse()
+    length = model.config.frames
+    params.check(length)
+    if total < length:
+        raise ValueError(f"a long shot needs at least {length} frames, got {total}")
+    generator = torch.Generator().manual_seed(seed)
+    pieces: list[torch.Tensor] = []
+    latents: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    done = 0
+    guided_steps = round(params.beta * steps)
+    for start in clip_starts(total, length, params.prompt_frames):
+        window = None if structure is None else structure[:, :, start : start + length]
+        if latents is None:
+            noise = initial_noise(model, text_states.shape[0], generator)
+            hook = None
+        else:
+            overlap = done - start
+            noise = continuation_noise(noise, params, generator, overlap)
+            prompt = latents[:, :, length - overlap :]
+            hook = _pin_prompt_frames(prompt, noise[:, :, :overlap], guided_steps)
+        latents = sample_latents(
+            model,
+            text_states,
+            null_states,
+            window,
+            steps=steps,
+            guidance=guidance,
+            tau=tau,
+            strength=strength,
+            latents=noise,
+            stats=stats,
+            after_step=hook,
+        )
+        video = model.decode_latents(latents)
+        pieces.append(video[:, :, done - start :])
+        done = start + length
+    return torch.cat(pieces, dim=2)
