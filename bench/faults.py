@@ -1,9 +1,9 @@
 """The faults table: run tests/faults, print `case | expected | observed | held`, write JSON.
 
 `python -m bench.faults [--fast]`: --fast runs the CI cases only (pytest `-m "not slow"`), the
-default runs the slow ones too (the repeated kill -9 and the heavy story fuzz). Each fault test
+default runs the slow ones too (repeated kill -9, the heavy story fuzz, real renders). Each test
 records its rows as junit-xml properties; a test without rows becomes one row from `CASES`.
-Render-dependent cases that cannot run until `story render` exists are listed as pending.
+Cases not automated yet are listed as pending.
 Writes bench/results/faults.json.
 """
 
@@ -32,6 +32,10 @@ CASES = {
         "story: absurd frames / seed / tau values (13 forms)",
         "refused at their line",
     ),
+    "test_unicode_line_breaks_do_not_shift_the_reported_line": (
+        "story: NEL / LS / PS characters before an error",
+        "the error names the line an editor shows",
+    ),
     "test_fuzz_mutated_stories_raise_only_story_errors_naming_a_real_line": (
         "story fuzz: 50 mutated good stories (hypothesis)",
         "only StoryScriptError, naming a real line",
@@ -48,13 +52,8 @@ CASES = {
 
 PENDING = [
     (
-        "crash: unwritable or full output folder during a real `story render`",
+        "render: disk full while a real `story render` writes its outputs",
         "clear error, no partial render marked complete",
-    ),
-    ("concurrency: 4 `story render` at once", "4 complete manifests, consistent lineage"),
-    (
-        "checkpoint changed under a pinned hash -> `story reproduce`",
-        "refuses and says which file changed",
     ),
 ]
 
@@ -133,8 +132,7 @@ def run(fast: bool) -> dict[str, Any]:
             raise SystemExit(f"pytest wrote no report (exit {proc.returncode})")
         rows = rows_from_junit(junit)
     rows += [
-        {"case": c, "expected": e, "observed": "not run: needs `story render`", "held": "pending"}
-        for c, e in PENDING
+        {"case": c, "expected": e, "observed": "not run yet", "held": "pending"} for c, e in PENDING
     ]
     counts = {h: sum(r["held"] == h for r in rows) for h in ("yes", "no", "pending")}
     return {

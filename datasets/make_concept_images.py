@@ -1,7 +1,8 @@
 """Render the example character "bob" (a red sphere with white stripes) in a few different scenes.
 
-Writes datasets/concepts/bob/bob_<i>.png (64x64, first frame of a static-camera scene, bob large
-and near the centre, each on a different background). Run: python datasets/make_concept_images.py
+Writes datasets/concepts/bob/bob_<i>.png (64x64, first frame of a static-camera scene, bob near
+the centre, each on a different background) and bob_<i>.mask.png, bob's object mask.
+Run: python datasets/make_concept_images.py
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main() -> None:
     for i, background in enumerate(BACKGROUNDS):
         clip = miniworld.render(bob_scene(100 + i, background, args.size))
         Image.fromarray(clip.rgb[0]).save(out / f"bob_{i}.png")
+        Image.fromarray((clip.masks[0] == 1).astype(np.uint8) * 255).save(out / f"bob_{i}.mask.png")
     print(f"wrote {len(BACKGROUNDS)} images to {out}")
 
 

@@ -317,6 +317,17 @@ def _summary(folder: Path, manifest: dict[str, Any], reused: bool) -> dict[str, 
     }
 
 
+def ensure_writable(folder: Path) -> None:
+    """Fail before any synthesis when the renders folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RenderError(f"{folder}: cannot write renders here: {exc.strerror or exc}") from exc
+
+
 def render_plan(
     story: Story,
     settings: Settings,
@@ -342,6 +353,7 @@ def render_plan(
             log.info("render %s is up to date: reusing it", rid)
             return _summary(final, manifest, reused=True)
 
+    ensure_writable(out_root)
     t0 = time.perf_counter()
     results = run_plots(settings, checkpoint, planned["jobs"], use_ray, use_cache)
     synth_s = time.perf_counter() - t0

@@ -13,7 +13,6 @@ with the timestep (TimeInv concept tokens); the callable is asked once per denoi
 from __future__ import annotations
 
 from collections.abc import Callable
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch

@@ -23,7 +23,8 @@ import copy
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from story.models.timeinv import (
     SPATIAL_ATTENTION,
     ConceptConditioner,
     TimeInvTable,
+    active_loras,
     add_lora,
     class_word_embedding,
     concept_names,
@@ -62,6 +64,7 @@ PACK_WEIGHTS = "concept.safetensors"
 PACK_META = "concept.json"
 PACK_FORMAT = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MASK_SUFFIX = ".mask.png"
 TEMPLATES: tuple[str, ...] = (
     "<name>",
     "a <name>",
@@ -87,12 +90,13 @@ class ConceptParams:
     steps: int = 400
     batch: int = 4
     buckets: int = DEFAULT_BUCKETS
-    lr_table: float = 3e-3
-    lr_lora: float = 1e-3
+    lr_table: float = 5e-4
+    lr_lora: float = 2e-4
     lora_rank: int = 4
     lora_alpha: float = 4.0
     min_snr_gamma: float = 5.0
     structure_dropout: float = 0.3
+    object_weight: float = 4.0
     reg_clips: int = 0
     reg_weight: float = 0.5
     crop_scale: float = 0.8
@@ -137,16 +141,21 @@ def check_name(name: str) -> str:
 
 @dataclass
 class ConceptImages:
-    """The training images as (H, W, 3) uint8 arrays, with their files and sha256."""
+    """The training images as (H, W, 3) uint8 arrays, their files and sha256, and optional object
+    masks ((H, W) bool, from `<stem>.mask.png` next to an image) that weight the loss."""
 
     folder: Path
     files: list[Path]
     images: list[np.ndarray]
     sha256: list[str]
+    masks: list[np.ndarray | None] = field(default_factory=list)
 
 
 def read_concept_images(folder: str | Path, size: int = 64) -> ConceptImages:
-    """Every image in `folder` (png/jpg/bmp/webp), square-cropped and resized to `size`."""
+    """Every image in `folder` (png/jpg/bmp/webp), square-cropped and resized to `size`.
+
+    `<stem>.mask.png` files are not images but the object masks of `<stem>.*` (white = object).
+    """
     from PIL import Image, UnidentifiedImageError
 
     root = Path(folder)
@@ -155,24 +164,34 @@ def read_concept_images(folder: str | Path, size: int = 64) -> ConceptImages:
     if not root.is_dir():
         raise ConceptError(f"{root}: not a folder (give the folder holding the concept images)")
     entries = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        p
+        for p in entries
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.lower().endswith(MASK_SUFFIX)
+    ]
     if not files:
         found = ", ".join(p.name for p in entries[:5]) or "nothing"
         raise ConceptError(
             f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the concept folder; found {found}"
         )
-    images = []
-    for path in files:
+
+    def square(path: Path, mode: str):
         try:
             with Image.open(path) as handle:
-                rgb = handle.convert("RGB")
+                picture = handle.convert(mode)
         except (UnidentifiedImageError, OSError, ValueError) as err:
             raise ConceptError(f"{path}: unreadable image: {err}") from err
-        w, h = rgb.size
+        w, h = picture.size
         side = min(w, h)
         box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-        images.append(np.asarray(rgb.crop(box).resize((size, size), Image.BICUBIC), np.uint8))
-    return ConceptImages(root, files, images, [sha256_file(p) for p in files])
+        return np.asarray(picture.crop(box).resize((size, size), Image.BICUBIC))
+
+    images, masks = [], []
+    for path in files:
+        images.append(square(path, "RGB").astype(np.uint8))
+        mask_path = path.with_name(path.stem + MASK_SUFFIX)
+        masks.append(square(mask_path, "L") > 127 if mask_path.is_file() else None)
+    return ConceptImages(root, files, images, [sha256_file(p) for p in files], masks)
 
 
 # --- checkpoint fingerprint -----------------------------------------------------------------
@@ -348,6 +367,7 @@ class PseudoVideos:
     def __init__(
         self,
         images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None],
         depth: Callable[[np.ndarray], np.ndarray],
         frames: int,
         height: int,
@@ -359,21 +379,29 @@ class PseudoVideos:
             torch.from_numpy(np.array(i, np.float32)).permute(2, 0, 1) / 255 for i in images
         ]
         self.depths = [torch.from_numpy(np.asarray(depth(i[None]), np.float32)[0]) for i in images]
+        self.masks = [
+            torch.ones(i.shape[:2]) if m is None else torch.from_numpy(m.astype(np.float32))
+            for i, m in zip(images, list(masks) or [None] * len(images), strict=True)
+        ]
 
-    def clip(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random crop / flip / jitter of image `index` as (video, structure)."""
-        image, disparity = self.images[index], self.depths[index]
+    def clip(
+        self, index: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A random crop / flip / jitter of image `index` as (video, structure, object mask)."""
+        image, disparity, mask = self.images[index], self.depths[index], self.masks[index]
         _, h, w = image.shape
         scale = rng.uniform(self.params.crop_scale, 1.0)
         ch, cw = max(2, int(round(h * scale))), max(2, int(round(w * scale)))
         top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
         image = image[:, top : top + ch, left : left + cw]
         disparity = disparity[top : top + ch, left : left + cw]
+        mask = mask[top : top + ch, left : left + cw]
         if rng.random() < 0.5:
-            image, disparity = image.flip(-1), disparity.flip(-1)
+            image, disparity, mask = image.flip(-1), disparity.flip(-1), mask.flip(-1)
         size = (self.height, self.width)
         image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
         disparity = F.interpolate(disparity[None, None], size=size, mode="bilinear")[0, 0]
+        mask = F.interpolate(mask[None, None], size=size, mode="bilinear")[0]
         jitter = self.params.jitter
         brightness = rng.uniform(1 - jitter, 1 + jitter)
         contrast = rng.uniform(1 - jitter, 1 + jitter)
@@ -381,7 +409,12 @@ class PseudoVideos:
         video = (image.clamp(0, 1) * 2 - 1)[:, None].expand(-1, self.frames, -1, -1)
         guide = normalize_structure(disparity[None], mode="frame")
         structure = guide[None].expand(-1, self.frames, -1, -1)
-        return video.contiguous(), structure.contiguous()
+        return video.contiguous(), structure.contiguous(), mask
+
+
+def _mask_sha256(image: Path) -> str | None:
+    mask = image.with_name(image.stem + MASK_SUFFIX)
+    return sha256_file(mask) if mask.is_file() else None
 
 
 def regularization_clips(
@@ -430,8 +463,13 @@ def concept_loss(
     weights: torch.Tensor,
     gamma: float,
     generator: torch.Generator | None = None,
+    pixel_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The base model's denoising loss (same target and min-SNR weights) at given timesteps."""
+    """The base model's denoising loss (same target and min-SNR weights) at given timesteps.
+
+    `pixel_weights` (B, 1, H, W) at any resolution weight the error per latent pixel (e.g. the
+    object up-weighted), normalised per clip so the loss scale stays the same.
+    """
     scheduler = model.scheduler
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
@@ -439,7 +477,12 @@ def concept_loss(
     target = scheduler.get_velocity(latents, noise, timesteps) if v_pred else noise
     features = model.encode_structure(structure) if structure is not None else None
     pred = model.predict(noisy, timesteps, text, features)
-    per_clip = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3, 4))
+    error = F.mse_loss(pred, target, reduction="none")
+    if pixel_weights is None:
+        per_clip = error.mean(dim=(1, 2, 3, 4))
+    else:
+        w = F.adaptive_avg_pool2d(pixel_weights.to(error.device), error.shape[-2:])[:, :, None]
+        per_clip = (error * w).mean(dim=(1, 2, 3, 4)) / w.mean(dim=(1, 2, 3, 4))
     acp = scheduler.alphas_cumprod.to(latents.device)
     snr_weight = min_snr_weight(acp, timesteps, gamma, v_pred)
     return (per_clip * snr_weight * weights).sum() / weights.sum()
@@ -539,7 +582,7 @@ def _train(
         groups.append({"params": lora_parameters(work.unet, name), "lr": params.lr_lora})
     cfg = work.config
     videos = PseudoVideos(
-        data.images, depth or default_depth(), cfg.frames, cfg.height, cfg.width, params
+        data.images, data.masks, depth or default_depth(), cfg.frames, cfg.height, cfg.width, params
     )
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     trainable = [p for group in groups for p in group["params"]]
@@ -555,8 +598,9 @@ def _train(
             TEMPLATES[int(rng.integers(len(TEMPLATES)))].replace("<name>", f"<{name}>")
             for _ in picks
         ]
-        video = torch.stack([v for v, _ in pairs])
-        structure = torch.stack([s for _, s in pairs])
+        video = torch.stack([v for v, _, _ in pairs])
+        structure = torch.stack([s for _, s, _ in pairs])
+        objects = torch.stack([m for _, _, m in pairs])
         reg = (
             [regularization[int(i)] for i in rng.integers(0, len(regularization), 1)]
             if regularization
@@ -566,6 +610,7 @@ def _train(
         if reg:
             video = torch.cat([video, torch.stack([c.video for c in reg])])
             structure = torch.cat([structure, torch.stack([c.structure for c in reg])])
+            objects = torch.cat([objects, torch.ones(n_reg, *objects.shape[1:])])
         total = video.shape[0]
         timesteps = torch.randint(
             0, work.scheduler.config.num_train_timesteps, (total,), generator=generator
@@ -592,6 +637,7 @@ def _train(
             weights.to(work.device),
             params.min_snr_gamma,
             generator,
+            pixel_weights=1.0 + params.object_weight * objects,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -610,7 +656,8 @@ def _train(
         "steps": steps,
         "loss_curve": curve,
         "images": [
-            {"file": p.name, "sha256": h} for p, h in zip(data.files, data.sha256, strict=True)
+            {"file": p.name, "sha256": h, "mask_sha256": _mask_sha256(p)}
+            for p, h in zip(data.files, data.sha256, strict=True)
         ],
         "images_folder": str(data.folder),
         "text_encoder": cfg.text_encoder,
@@ -641,7 +688,7 @@ def _train(
 
 
 class ConceptSet:
-    """The concepts loaded on one model; `conditioning(prompt)` is what `synthesize` asks for."""
+    """The concepts loaded on one model; `applied(prompt)` is what `synthesize` asks for."""
 
     def __init__(self, model: StructureT2V) -> None:
         self.model = model
@@ -669,13 +716,13 @@ class ConceptSet:
         self.packs[pack.name] = pack
         self.tables[pack.name] = TimeInvTable(pack.table).requires_grad_(False)
 
-    def conditioning(self, prompt: str) -> torch.Tensor | ConceptConditioner:
-        """Text states of a prompt; per timestep if it names concepts, whose LoRAs get enabled."""
+    @contextmanager
+    def applied(self, prompt: str) -> Iterator[torch.Tensor | ConceptConditioner]:
+        """Text states of a prompt; per timestep, with the named concepts' LoRA on, in the block."""
         names = concept_names(prompt)
-        loras = [n for n in names if n in self.packs and self.packs[n].lora]
         if not names:
-            set_active_loras(self.model.unet, [])
-            return self.model.encode_prompts([prompt])
+            yield self.model.encode_prompts([prompt])
+            return
         cfg = self.model.config
         encoder = self.model.text_encoder()
         try:
@@ -684,10 +731,11 @@ class ConceptSet:
             )
         except ValueError as err:
             raise ConceptError(str(err)) from err
-        set_active_loras(self.model.unet, loras)
-        return ConceptConditioner(
-            encoder, tokens, self.tables, cfg.max_text_length, self.model.device
-        )
+        loras = [n for n in names if self.packs[n].lora]
+        with active_loras(self.model.unet, loras):
+            yield ConceptConditioner(
+                encoder, tokens, self.tables, cfg.max_text_length, self.model.device
+            )
 
     def remove(self) -> None:
         """Take every LoRA adapter out of the U-Net again."""

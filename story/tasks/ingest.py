@@ -19,8 +19,8 @@ import numpy as np
 
 from story.tasks.errors import MediaError, StoryError
 from story.tasks.manifest import ManifestRow
-from story.tasks.object_store import configure_fsspec
 from story.tasks.media import VideoReader, make_clip_id, sample_indices, source_hash
+from story.tasks.object_store import configure_fsspec
 from story.tasks.shots import Shot, detect_shots, split_range
 
 

@@ -119,6 +119,7 @@ class ClipQuality:
     object_iou: float
     temporal_ratio: float
     depth_error: float | None = None
+    object_depth_error: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,8 +133,10 @@ def clip_quality(
     reference: np.ndarray | None = None,
     guide: np.ndarray | None = None,
     estimate_depth: Callable[[np.ndarray], np.ndarray] | None = None,
+    objects: np.ndarray | None = None,
 ) -> ClipQuality:
-    """Score one (T, H, W, 3) uint8 render; `object_mask` is the guide's main-object mask."""
+    """Score one (T, H, W, 3) uint8 render; `object_mask` is the guide's main-object mask,
+    `objects` (all objects) restricts a second depth error to where the guide has objects."""
     h, w = render.shape[1:3]
     sky_rows = max(1, h // 5)
     body = render[:, sky_rows:]
@@ -141,9 +144,12 @@ def clip_quality(
     in_place = dominant_colour(render[object_mask]) if object_mask.any() else None
     ref_change = temporal_change(reference) if reference is not None else 0.0
     change = temporal_change(render)
-    error = None
+    error = object_error = None
     if estimate_depth is not None and guide is not None:
-        error = depth_error(estimate_depth(render), guide)
+        estimated = estimate_depth(render)
+        error = depth_error(estimated, guide)
+        if objects is not None and objects.any():
+            object_error = depth_error(estimated[objects], guide[objects])
     return ClipQuality(
         colour_ok=float(colour in anywhere),
         colour_in_place_ok=float(in_place == colour),
@@ -151,6 +157,7 @@ def clip_quality(
         object_iou=colour_mask_iou(render, colour, object_mask),
         temporal_ratio=change / ref_change if ref_change > 0 else float(change == 0),
         depth_error=error,
+        object_depth_error=object_error,
     )
 
 

@@ -520,19 +520,25 @@ class _Yaml:
         self.line_offset = line_offset
         self._seen: set[int] = set()
         self._constructor = yaml.constructor.SafeConstructor()
+        self._text = ""
+
+    def _mark_line(self, mark: yaml.Mark) -> int:
+        """The mark's line counting only newlines (YAML also breaks lines at NEL, LS and PS)."""
+        return self._text.count("\n", 0, mark.index) + 1 + self.line_offset
 
     def line(self, node: yaml.Node) -> int:
-        return node.start_mark.line + 1 + self.line_offset
+        return self._mark_line(node.start_mark)
 
     def error(self, node: yaml.Node, problem: str) -> StoryScriptError:
         return StoryScriptError(self.path, self.line(node), problem)
 
     def compose(self, text: str) -> yaml.Node | None:
+        self._text = text
         try:
             return yaml.compose(text, Loader=_LOADER)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 + self.line_offset if mark else self.line_offset + 1
+            line = self._mark_line(mark) if mark else self.line_offset + 1
             problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
             raise StoryScriptError(self.path, line, f"broken YAML: {problem}") from exc
         except (yaml.YAMLError, RecursionError, ValueError) as exc:

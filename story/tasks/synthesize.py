@@ -11,7 +11,8 @@ Prompts may name character concepts `<name>` once their packs are loaded on the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +52,23 @@ def resize_structure(structure: np.ndarray, height: int, width: int) -> torch.Te
     return x.permute(1, 0, 2, 3).clamp(-1, 1)
 
 
-def prompt_states(model: StructureT2V, prompt: str) -> torch.Tensor | Callable[[int], torch.Tensor]:
-    """A prompt's text states; a per-timestep callable when it names concepts loaded on `model`."""
+@contextmanager
+def prompt_conditioning(
+    model: StructureT2V, prompt: str
+) -> Iterator[torch.Tensor | Callable[[int], torch.Tensor]]:
+    """A prompt's text states; per timestep (with the concepts' LoRA on) while it names concepts
+    loaded on `model`, which are switched off again on leaving the block."""
     concepts = getattr(model, "concepts", None)
     if concepts is not None:
-        return concepts.conditioning(prompt)
+        with concepts.applied(prompt) as states:
+            yield states
+        return
     if concept_names(prompt):
         raise ValueError(
             f"prompt {prompt!r} names concept(s) {concept_names(prompt)} but no concept packs are "
             "loaded: story.tasks.concepts.load_concepts(model, packs) first"
         )
-    return model.encode_prompts([prompt])
+    yield model.encode_prompts([prompt])
 
 
 def _windows(total: int, length: int) -> list[tuple[int, int]]:
@@ -108,35 +115,35 @@ def synthesize(
         total = frames or cfg.frames
     if total < 1:
         raise ValueError("nothing to render: the guide has no frames")
-    text = prompt_states(model, prompt)
-    null = model.encode_prompts([negative_prompt])
-    out = []
-    done = 0
-    for start, end in _windows(total, cfg.frames):
-        window = None
-        if guide is not None:
-            window = guide[:, start:end]
-            if window.shape[1] < cfg.frames:
-                pad = window[:, -1:].expand(-1, cfg.frames - window.shape[1], -1, -1)
-                window = torch.cat([window, pad], dim=1)
-            window = window[None]
-        generator = torch.Generator().manual_seed(seed)
-        latents = sample_latents(
-            model,
-            text,
-            null,
-            window,
-            steps=steps,
-            guidance=guidance,
-            tau=tau,
-            strength=strength,
-            generator=generator,
-            stats=stats,
-        )
-        video = model.decode_latents(latents)[0]
-        clip = video.permute(1, 0, 2, 3)[done - start : end - start]
-        out.append(clip)
-        done = end
+    with prompt_conditioning(model, prompt) as text:
+        null = model.encode_prompts([negative_prompt])
+        out = []
+        done = 0
+        for start, end in _windows(total, cfg.frames):
+            window = None
+            if guide is not None:
+                window = guide[:, start:end]
+                if window.shape[1] < cfg.frames:
+                    pad = window[:, -1:].expand(-1, cfg.frames - window.shape[1], -1, -1)
+                    window = torch.cat([window, pad], dim=1)
+                window = window[None]
+            generator = torch.Generator().manual_seed(seed)
+            latents = sample_latents(
+                model,
+                text,
+                null,
+                window,
+                steps=steps,
+                guidance=guidance,
+                tau=tau,
+                strength=strength,
+                generator=generator,
+                stats=stats,
+            )
+            video = model.decode_latents(latents)[0]
+            clip = video.permute(1, 0, 2, 3)[done - start : end - start]
+            out.append(clip)
+            done = end
     video = torch.cat(out)
     if size is not None and tuple(size) != tuple(video.shape[-2:]):
         video = F.interpolate(video, size=tuple(size), mode="bilinear", align_corners=False)

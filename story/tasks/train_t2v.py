@@ -58,6 +58,7 @@ class TrainConfig:
     caption_dropout: float = 0.1
     structure_dropout: float = 0.3
     min_snr_gamma: float = 5.0
+    cubic_timesteps: bool = False
     frames: int = 8
     height: int = 32
     width: int = 32
@@ -163,12 +164,22 @@ def diffusion_loss(
     structure: torch.Tensor | None,
     gamma: float,
     generator: torch.Generator | None = None,
+    cubic: bool = False,
 ) -> torch.Tensor:
-    """One denoising loss on a batch of clean latents; structure None means text only."""
+    """One denoising loss on a batch of clean latents; structure None means text only.
+
+    `gamma` > 0 applies min-SNR weighting, else every timestep weighs the same. `cubic` draws
+    t = (1 - u^3) T (T2I-Adapter), favouring the noisy steps where the layout is decided.
+    """
     scheduler = model.scheduler
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=latents.device)
+    steps = scheduler.config.num_train_timesteps
+    if cubic:
+        u = torch.rand(b, generator=generator, device=latents.device)
+        t = ((1 - u**3) * steps).long().clamp(0, steps - 1)
+    else:
+        t = torch.randint(0, steps, (b,), device=latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     v_pred = model.config.prediction_type == "v_prediction"
     target = scheduler.get_velocity(latents, noise, t) if v_pred else noise
@@ -176,6 +187,8 @@ def diffusion_loss(
     pred = model.predict(noisy, t, text, features)
     per_clip = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3, 4))
     acp = scheduler.alphas_cumprod.to(latents.device)
+    if gamma <= 0:
+        return per_clip.mean()
     return (per_clip * min_snr_weight(acp, t, gamma, v_pred)).mean()
 
 
@@ -365,7 +378,9 @@ class Trainer:
             cfg.stage == "joint" and self.rng.random() >= cfg.structure_dropout
         ):
             structure = batch.structure
-        return diffusion_loss(self.model, latents, text, structure, cfg.min_snr_gamma)
+        return diffusion_loss(
+            self.model, latents, text, structure, cfg.min_snr_gamma, cubic=cfg.cubic_timesteps
+        )
 
     def run(self, log=print) -> int:
         """Train to `steps` (or `max_minutes` of this session); returns the final step."""
@@ -503,6 +518,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             nargs="+",
             default=list(getattr(defaults, name)),
         )
+    parser.add_argument(
+        "--cubic-timesteps", action="store_true", help="favour noisy steps (structure stages)"
+    )
     parser.add_argument("--depth-model", default=defaults.depth_model)
     parser.add_argument("--text-encoder", default=defaults.text_encoder)
     parser.add_argument("--checkpoints", default=None)

@@ -7,12 +7,10 @@ normal pytest run without a second implementation of the checks.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -23,23 +21,19 @@ STORIES = TEST_FILES / "stories"
 Recorder = Callable[..., bool]
 
 
-def media_maker() -> ModuleType:
-    """tests/test_files/make_test_files.py as a module (it is a script, not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "make_test_files", TEST_FILES / "make_test_files.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def child_env() -> dict[str, str]:
+    """The child reports to this session's Prefect test server instead of starting its own."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+    return env
 
 
-def tree_snapshot(root: Path, skip: tuple[Path, ...] = ()) -> set[str]:
-    """Every file and folder under `root` (not following symlinks), minus the `skip` subtrees."""
-    skipped = {str(s) for s in skip}
+def tree_snapshot(root: Path) -> set[str]:
+    """Every file and folder under `root` (not following symlinks)."""
     found: set[str] = set()
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skipped]
         found.update(os.path.join(folder, name) for name in dirs + files)
     return found
 

@@ -158,6 +158,17 @@ def test_absurd_numbers_are_refused_at_their_line(field: str, value: str, tmp_pa
     assert field in caught.value.problem
 
 
+@pytest.mark.parametrize("breaker", ["\x85", "\u2028", "\u2029"])
+def test_unicode_line_breaks_do_not_shift_the_reported_line(breaker: str, tmp_path: Path) -> None:
+    # YAML also ends lines at NEL, LS and PS; editors and `grep -n` count newlines only.
+    path = tmp_path / "story.yaml"
+    body = "plots:\n  - a ball rolls\n  - text: a cube\n    oops: 1\n"
+    path.write_text(f'title: "a{breaker}b"\n' + body)
+    with pytest.raises(StoryScriptError) as caught:
+        load_story(path)
+    assert caught.value.line == 5, caught.value
+
+
 _YAMLISH = [
     "&a",
     "*a",

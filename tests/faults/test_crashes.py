@@ -29,7 +29,7 @@ from story.tasks.lineage import (
     write_manifest,
 )
 from story.tasks.script import load_story
-from tests.faults.conftest import REPO, STORIES, Recorder
+from tests.faults.conftest import STORIES, Recorder, child_env
 from tests.faults.lineage_writer import register_renders, render_manifest
 from tests.flows.library_fixture import write_clip
 
@@ -65,15 +65,6 @@ def index_command(manifest: Path, workspace: Path) -> list[str]:
         "--no-ray",
         "--json",
     ]
-
-
-def child_env() -> dict[str, str]:
-    """The child reports to this session's Prefect test server instead of starting its own."""
-    from prefect.settings import PREFECT_API_URL
-
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
-    return env
 
 
 def finished_shards(workspace: Path) -> int:

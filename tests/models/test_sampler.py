@@ -12,7 +12,7 @@ from tests.models.t2v_stubs import HashTextEncoder
 
 @pytest.fixture(scope="module")
 def model() -> StructureT2V:
-    bundle = random_tiny(text_dim=16).eval()
+    bundle = random_tiny(text_dim=16, frames=2).eval()
     for projection in bundle.structure_encoder.projections:
         torch.nn.init.normal_(projection.weight, std=0.5)
     bundle.set_text_encoder(HashTextEncoder(16))

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from story.models.t2v import StructureT2V, random_tiny
-from story.models.timeinv import lora_adapters
+from story.models.timeinv import active_loras, lora_adapters
 from story.tasks import miniworld
 from story.tasks.concepts import (
     ConceptError,
@@ -84,6 +84,8 @@ def test_train_save_load_and_render_a_concept(images: Path, tmp_path: Path) -> N
     assert pack.token == "<bob>" and pack.table.shape == (4, 16) and pack.lora
     assert not torch.allclose(pack.table, pack.table[:1].expand(4, -1)), "rows train separately"
 
+    x, t, states = torch.randn(1, *model.latent_shape), torch.tensor([500]), torch.randn(1, 8, 16)
+    base = model.predict(x, t, states)
     guide = np.linspace(-1, 1, 4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
     with pytest.raises(ValueError, match="no concept packs are loaded"):
         synthesize(model, "a <bob> on the grass", guide, steps=3)
@@ -95,6 +97,9 @@ def test_train_save_load_and_render_a_concept(images: Path, tmp_path: Path) -> N
     assert np.array_equal(frames, again), "the loaded concept stays loaded and renders the same"
     plain = synthesize(model, "a sphere on the grass", guide, steps=3)
     assert not np.array_equal(frames, plain)
+    with active_loras(model.unet, ["bob"]):
+        assert not torch.allclose(model.predict(x, t, states), base, atol=1e-5)
+    assert torch.allclose(model.predict(x, t, states), base, atol=1e-5), "LoRA off after render"
     with pytest.raises(ConceptError, match="<alice>"):
         synthesize(model, "a <alice> on the grass", guide, steps=3)
     unload_concepts(model)
@@ -165,6 +170,16 @@ def test_registry_lists_packs(images: Path, tmp_path: Path) -> None:
     assert list_packs(tmp_path / "nowhere") == []
 
 
+def test_object_masks_are_read_next_to_their_images(images: Path) -> None:
+    mask = np.zeros((32, 32), np.uint8)
+    mask[10:20, 12:22] = 255
+    Image.fromarray(mask).save(images / "bob_1.mask.png")
+    data = read_concept_images(images, size=32)
+    assert [p.name for p in data.files] == ["bob_0.png", "bob_1.png", "bob_2.png"]
+    assert data.masks[0] is None and data.masks[2] is None
+    assert data.masks[1].sum() == 100 and data.masks[1][15, 15]
+
+
 def test_bad_image_folders_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConceptError, match="missing.*not found"):
         read_concept_images(tmp_path / "missing")
@@ -184,3 +199,45 @@ def test_bad_image_folders_are_named(tmp_path: Path) -> None:
         read_concept_images(broken)
     with pytest.raises(ConceptError, match="concept name"):
         train_concept(tiny(), "bad name", broken, "sphere", ConceptParams(method="none"))
+
+
+def test_regularization_clips_come_from_the_library(settings, tmp_path: Path) -> None:
+    import av
+
+    from story.models.text_encoder import load_text_encoder
+    from story.tasks.concepts import regularization_clips
+    from story.tasks.index import ClipIndex
+
+    encoder = load_text_encoder("minilm", device="cpu")
+    captions = ["a red sphere rolls on the grass", "a blue cube slides on the snow"]
+    rows = []
+    for i, (caption, vector) in enumerate(
+        zip(captions, encoder.embed_sentences(captions), strict=True)
+    ):
+        uri = tmp_path / f"clip{i}.mp4"
+        with av.open(str(uri), "w") as container:
+            stream = container.add_stream("libx264", rate=8)
+            stream.height = stream.width = 32
+            stream.pix_fmt = "yuv420p"
+            for t in range(8):
+                frame = np.full((32, 32, 3), 30 * t, np.uint8)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, "rgb24")))
+            container.mux(stream.encode())
+        rows.append(
+            {
+                "clip_id": f"clip-{i}",
+                "uri": str(uri),
+                "frame_indices": [0, 2, 4, 6],
+                "caption": caption,
+                "text_vector": vector.tolist(),
+                "start": 0.0,
+                "end": 1.0,
+                "duration": 1.0,
+            }
+        )
+    index = ClipIndex(settings.lancedb, settings.clips_table)
+    index.add(rows)
+    clips = regularization_clips(index, encoder, "sphere", 1, flat_depth, 4, 16, 16)
+    assert [c.caption for c in clips] == [captions[0]]
+    assert clips[0].video.shape == (3, 4, 16, 16) and clips[0].structure.shape == (1, 4, 16, 16)
+    assert clips[0].video[:, 0].mean() < clips[0].video[:, -1].mean(), "frames in time order"

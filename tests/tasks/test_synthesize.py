@@ -16,19 +16,19 @@ CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "t2v-tiny"
 
 @pytest.fixture(scope="module")
 def model():
-    bundle = random_tiny(text_dim=16, frames=4).eval()
+    bundle = random_tiny(text_dim=16, frames=2).eval()
     bundle.set_text_encoder(HashTextEncoder(16))
     return bundle
 
 
 def test_long_guides_render_window_by_window(model) -> None:
-    guide = np.random.default_rng(0).uniform(-1, 1, (7, 24, 20)).astype(np.float32)
+    guide = np.random.default_rng(0).uniform(-1, 1, (5, 24, 20)).astype(np.float32)
     frames = synthesize(model, "a blue cone", guide, seed=2, steps=2, size=(32, 32))
-    assert frames.shape == (7, 32, 32, 3) and frames.dtype == np.uint8
-    again = synthesize(model, "a blue cone", guide, seed=2, steps=2, size=(32, 32))
-    assert np.array_equal(frames, again)
-    short = synthesize(model, "a blue cone", guide[:3], seed=2, steps=2)
-    assert short.shape == (3, 16, 16, 3)
+    assert frames.shape == (5, 32, 32, 3) and frames.dtype == np.uint8
+    first_window = synthesize(model, "a blue cone", guide[:2], seed=2, steps=2, size=(32, 32))
+    assert np.array_equal(frames[:2], first_window)
+    short = synthesize(model, "a blue cone", guide[:1], seed=2, steps=2)
+    assert short.shape == (1, 16, 16, 3)
 
 
 def test_text_only_and_bad_guides(model) -> None:
@@ -39,19 +39,17 @@ def test_text_only_and_bad_guides(model) -> None:
         synthesize(model, "a cube", np.zeros((4, 3, 16, 16), np.float32), steps=2)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="no bundled checkpoint")
-def test_bundled_model_paints_the_prompted_colour_on_the_guide() -> None:
-    from story.tasks.quality import dominant_colour
+def test_bundled_model_renders_the_prompted_background_on_the_guide() -> None:
+    from story.tasks.quality import background_of
     from story.tasks.t2v_data import held_out_scenes, miniworld_structure
 
     model = load_t2v(CHECKPOINT, device="cpu")
     cfg = model.config
-    hits = 0
-    scenes = held_out_scenes(4, cfg.frames, cfg.height, cfg.width)
-    for scene in scenes:
-        frames = synthesize(
-            model, scene.caption, miniworld_structure(scene.depth), seed=0, steps=10
-        )
+    for scene in held_out_scenes(2, cfg.frames, cfg.height, cfg.width):
+        guide = miniworld_structure(scene.depth)
+        frames = synthesize(model, scene.caption, guide, seed=0, steps=10)
         assert frames.shape == (cfg.frames, cfg.height, cfg.width, 3)
-        hits += dominant_colour(frames[scene.masks == 1]) == scene.spec.objects[0].colour
-    assert hits >= 3
+        assert background_of(frames) == scene.spec.background
+        assert np.array_equal(frames, synthesize(model, scene.caption, guide, seed=0, steps=10))
