@@ -185,7 +185,7 @@ def bucketing_cost(model, table: torch.Tensor, sample_steps: int) -> dict:
 
 
 def make_grid(rows: dict[str, list[np.ndarray]], guides: list[np.ndarray], out: Path) -> None:
-    """One row per method (middle frame of each shot), guide depth on top, x3 nearest."""
+    """Guide depth on top, then one row per method (middle frame of each shot), x3 nearest."""
     mid = guides[0].shape[0] // 2
     depth_row = [
         np.repeat(((g[mid] + 1) * 127.5).clip(0, 255).astype(np.uint8)[..., None], 3, -1)
@@ -300,6 +300,7 @@ def main() -> None:
         "bucket_width_timesteps": 1000 // packs["timeinv"].table.shape[0],
         "cost": bucketing_cost(model, packs["timeinv"].table, args.sample_steps),
     }
+    results["grid_rows"] = ["guide depth", *grid]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     make_grid(grid, [s["guide"] for s in shots], GRID)

@@ -453,7 +453,7 @@ def demo_command(
     ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
-    """The main job on the embedded default: build and index the sample library, then search it."""
+    """The main job on the embedded default: index the sample library, render the example story."""
     from story.flows.demo import run_demo
 
     with json_stdout(as_json) as emit:

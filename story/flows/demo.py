@@ -1,4 +1,4 @@
-"""The main job on the embedded default: sample library -> clip index -> a few searches."""
+"""The main job on the embedded default: sample library -> clip index -> a story render."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from story.settings import REPO_ROOT, Settings
 
 SAMPLE_DIR = REPO_ROOT / "datasets" / "sample_library"
 BUILD_SCRIPT = REPO_ROOT / "datasets" / "build_sample_library.py"
+EXAMPLE_STORY = REPO_ROOT / "datasets" / "stories" / "lighthouse.yaml"
 
 
 def ensure_sample_library() -> str:
@@ -26,8 +27,9 @@ def ensure_sample_library() -> str:
 
 
 def run_demo(settings: Settings, queries: Sequence[str], use_ray: bool = True) -> dict[str, Any]:
-    """Index the sample library and search it; returns the report (and a printable text)."""
+    """Index the sample library, search it, render the example story; returns the report."""
     from story.flows.build_index import build_index
+    from story.flows.render_story import render_story
     from story.models.text_encoder import load_text_encoder
     from story.tasks.index import ClipIndex
     from story.tasks.search import search
@@ -39,6 +41,7 @@ def run_demo(settings: Settings, queries: Sequence[str], use_ray: bool = True) -
     )
     encoder = load_text_encoder("minilm", device=settings.device)
     results = {q: [h.to_dict() for h in search(index, encoder, q, k=3)] for q in queries}
+    render = render_story(str(EXAMPLE_STORY), settings.resolved(), use_ray=use_ray)
 
     lines = [
         f"clip library: {summary['rows']} clips in {summary['lancedb_uri']} "
@@ -49,4 +52,12 @@ def run_demo(settings: Settings, queries: Sequence[str], use_ray: bool = True) -
         lines.append(f"\nsearch: {query!r}")
         for rank, hit in enumerate(hits, 1):
             lines.append(f"  {rank}. {hit['score']:.4f}  {hit['caption']}  ({hit['uri']})")
-    return {"index": summary, "searches": results, "text": "\n".join(lines)}
+    state = "reused (unchanged)" if render["reused"] else "rendered"
+    lines += [
+        f"\nstory {EXAMPLE_STORY.name}: render {render['render_id']} {state}",
+        f"  video       {render['video']}",
+        f"  storyboard  {render['storyboard']}",
+        f"  timeline    {render['timeline']}",
+        f"  manifest    {render['manifest']}",
+    ]
+    return {"index": summary, "searches": results, "render": render, "text": "\n".join(lines)}

@@ -223,10 +223,15 @@ class StructureT2V(nn.Module):
 
 
 def checkpoint_id(folder: str | Path, length: int = 12) -> str:
-    """`<folder name>@<sha256 prefix>` of the index, configs and weights: a render-id input."""
+    """`<folder name>@<sha256 prefix>` of the index, configs and weights (not of notes such as
+    metrics.json): an input of every render id."""
     root = Path(folder)
-    files = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")
+    files = [root / INDEX_FILE] if (root / INDEX_FILE).is_file() else []
+    files += sorted(
+        p
+        for name in SUBFOLDERS
+        for p in (root / name).glob("*")
+        if p.is_file() and p.suffix in (".json", ".safetensors")
     )
     if not files:
         raise FileNotFoundError(f"{root}: no model files to identify")

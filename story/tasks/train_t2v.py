@@ -383,7 +383,7 @@ class Trainer:
         )
 
     def run(self, log=print) -> int:
-        """Train to `steps` (or `max_minutes` of this session); returns the final step."""
+        """Train to `steps` (or `max_minutes` of this invocation); returns the final step."""
         cfg = self.cfg
         torch.set_num_threads(cfg.threads)
         self.trained.train()
