@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     clips_table: str = "clips"
     storage_options: dict[str, str] = Field(
         default_factory=dict,
-        description="Object-store options for LanceDB/fsspec (endpoint, region, keys), JSON in env.",
+        description="Object-store options for LanceDB/fsspec (endpoint, keys); JSON in env.",
     )
     checkpoints: Path = Field(
         default=REPO_ROOT / "checkpoints", description="Folder of named model checkpoints."
@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     )
     ray_workers: int = Field(default=2, ge=1, description="Actors per fan-out.")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    torch_threads: int = Field(
+        default=1,
+        ge=0,
+        description="CPU threads per model worker (0 = torch's default). One per worker scales "
+        "by adding workers and avoids thread oversubscription on shared cores.",
+    )
 
     @property
     def lancedb(self) -> str:

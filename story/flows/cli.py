@@ -352,6 +352,52 @@ def render_command(
         typer.echo(f"  {key:10s} {summary[key]}")
 
 
+@app.command("shot")
+def shot_command(
+    query: Annotated[str, typer.Option("--query", "-q", help="What motion/layout to retrieve.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the shot should look like.")],
+    tau: Annotated[
+        int | None, typer.Option(min=0, max=1000, help="Structure only for steps t >= tau.")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Noise seed.")] = 0,
+    frames: Annotated[int | None, typer.Option(min=1, max=256, help="Shot length.")] = None,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="Denoising steps.")] = 25,
+    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint name.")] = "tiny",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One plot end to end: retrieve a clip, take its depth, render the prompt on it."""
+    from story.flows.render_story import render_shot
+    from story.tasks.errors import StoryError
+
+    with json_stdout(as_json) as emit:
+        settings = make_settings(workspace, lancedb)
+        try:
+            result = render_shot(
+                query,
+                prompt,
+                settings.resolved(),
+                out=str(out) if out else None,
+                seed=seed,
+                tau=tau,
+                frames=frames,
+                checkpoint=checkpoint,
+                params={"steps": steps},
+            )
+        except (StoryError, FileNotFoundError) as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(result)
+            return
+    typer.echo(f"shot on clip {result['clip_id']} ({result['clip_uri']})")
+    typer.echo(f"  video     {result['video']}")
+    typer.echo(f"  manifest  {result['manifest']}")
+
+
 @app.command("reproduce")
 def reproduce_command(
     render: Annotated[str, typer.Argument(help="Render id (or a unique prefix).")],
@@ -438,6 +484,18 @@ def lineage_command(
             emit(doc)
             return
     typer.echo(json.dumps(doc, indent=2, default=str))
+
+
+def _register_concept_commands() -> None:
+    from story.flows.train_concept import concept_list_command, concept_train_command
+
+    concept = typer.Typer(help="Character concepts: TimeInv token tables + LoRA.")
+    concept.command("train")(concept_train_command)
+    concept.command("list")(concept_list_command)
+    app.add_typer(concept, name="concept")
+
+
+_register_concept_commands()
 
 
 DEMO_QUERIES = (

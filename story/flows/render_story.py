@@ -437,3 +437,46 @@ def render_story(
     manifest = read_manifest(summary["manifest"])
     _publish(summary, manifest["plots"])
     return summary
+
+
+@flow(name="render_shot")
+def render_shot(
+    query: str,
+    prompt: str,
+    settings: dict[str, Any] | None = None,
+    out: str | None = None,
+    seed: int = 0,
+    tau: int | None = None,
+    frames: int | None = None,
+    checkpoint: str = "tiny",
+    params: dict[str, Any] | None = None,
+    use_ray: bool = False,
+) -> dict[str, Any]:
+    """One plot end to end: retrieve -> depth -> synthesize -> mp4 + manifest."""
+    resolved = Settings(**(settings or {}))
+    if not query.strip() or not prompt.strip():
+        raise RenderError("a shot needs a non-empty query and prompt")
+    plot = Plot(
+        index=0, text=prompt, query=query, prompt=prompt, frames=frames, seed=seed, tau=tau, line=0
+    )
+    story = Story(title=prompt, characters={}, plots=(plot,), source="<shot>", fmt="yaml")
+    out_root = Path(out) if out else Path(resolved.workspace) / "renders"
+    summary = render_plan(
+        story,
+        resolved,
+        out_root,
+        seed=seed,
+        checkpoint=checkpoint,
+        candidates=1,
+        pins={},
+        params=params or {},
+        use_ray=use_ray,
+    )
+    manifest = read_manifest(summary["manifest"])
+    plot_entry = manifest["plots"][0]
+    return {
+        **summary,
+        "video": str(Path(summary["folder"]) / plot_entry["video"]),
+        "clip_id": plot_entry["clip_id"],
+        "clip_uri": plot_entry["clip_uri"],
+    }

@@ -17,3 +17,9 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def set_torch_threads(threads: int) -> None:
+    """Pin torch's CPU threads for this worker (0 keeps torch's default)."""
+    if threads > 0:
+        torch.set_num_threads(threads)

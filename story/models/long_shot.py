@@ -20,6 +20,7 @@ joined, so the output has exactly the requested length.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -99,7 +100,7 @@ def _pin_prompt_frames(prompt: torch.Tensor, noise: torch.Tensor, guided_steps: 
 @torch.no_grad()
 def sample_long(
     model: StructureT2V,
-    text_states: torch.Tensor,
+    text_states: torch.Tensor | Callable[[int], torch.Tensor],
     null_states: torch.Tensor | None,
     structure: torch.Tensor | None,
     total: int,
@@ -127,7 +128,8 @@ def sample_long(
     for start in clip_starts(total, length, params.prompt_frames):
         window = None if structure is None else structure[:, :, start : start + length]
         if latents is None:
-            noise = initial_noise(model, text_states.shape[0], generator)
+            batch = (text_states(999) if callable(text_states) else text_states).shape[0]
+            noise = initial_noise(model, batch, generator)
             hook = None
         else:
             overlap = done - start

@@ -73,12 +73,14 @@ class ClipIngestor:
     """Loads encoders once; turns manifest rows into clip-table rows."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
+        from story.models.device import set_torch_threads
         from story.models.text_encoder import load_text_encoder
         from story.models.visual_encoder import load_visual_encoder
         from story.settings import Settings
 
         self.settings = Settings(**settings)
         configure_fsspec(self.settings.storage_options)
+        set_torch_threads(self.settings.torch_threads)
         self.text_encoder = load_text_encoder("minilm", device=self.settings.device)
         self.visual_encoder = load_visual_encoder(self.settings)
         self._hashes: dict[str, str] = {}

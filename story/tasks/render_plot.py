@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from story.models.device import set_torch_threads
 from story.models.long_shot import ReuseDiffuse
 from story.settings import Settings
 from story.tasks.depth_store import DepthStore, get_or_compute_depth, make_key
@@ -110,6 +111,7 @@ class PlotRenderer:
 
         self.settings = Settings(**settings)
         self.use_cache = use_cache
+        set_torch_threads(self.settings.torch_threads)
         folder = resolve_checkpoint(checkpoint, self.settings.checkpoints)
         self.checkpoint = checkpoint
         self.checkpoint_sha256 = checkpoint_sha256(folder)
@@ -191,6 +193,10 @@ class PlotRenderer:
             "tau": int(p.get("tau", 0)),
             "strength": float(p.get("strength", 1.0)),
         }
+        if job.concepts:
+            from story.tasks.concepts import load_concepts
+
+            load_concepts(self.model, job.concepts)
         if structure.shape[0] <= self.model.config.frames:
             return synthesize(self.model, job.prompt, structure, **common)
         continuation = ReuseDiffuse(
@@ -218,14 +224,14 @@ def synthesize_long(
 
     from story.models.long_shot import sample_long
     from story.models.vae import vae_output_to_frames
-    from story.tasks.synthesize import resize_structure
+    from story.tasks.synthesize import prompt_conditioning, resize_structure
 
     cfg = model.config
     guide = resize_structure(structure, cfg.height, cfg.width)[None].to(model.device)
-    with torch.no_grad():
+    with torch.no_grad(), prompt_conditioning(model, prompt) as text:
         video = sample_long(
             model,
-            model.encode_prompts([prompt]),
+            text,
             model.encode_prompts([""]),
             guide,
             guide.shape[2],
