@@ -78,6 +78,25 @@ def fail(message: str, as_json: bool, emit: Callable[[Any], None]) -> None:
     raise typer.Exit(code=2)
 
 
+def run_command(
+    as_json: bool, work: Callable[[], Any], errors: tuple[type[BaseException], ...] = ()
+) -> Any:
+    """Run a command's work: --json prints its result (or the error) as the one document and
+    returns None; otherwise the result comes back for a text report. A StoryError (or one of
+    `errors`) becomes a clear message and exit code 2."""
+    from story.tasks.errors import StoryError
+
+    with json_stdout(as_json) as emit:
+        try:
+            result = work()
+        except (StoryError, *errors) as exc:
+            fail(str(exc), as_json, emit)
+        if as_json:
+            emit(result)
+            return None
+    return result
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -197,18 +216,11 @@ def plots_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Show how a story splits into plots (query and prompt per plot), as editable YAML."""
-    from story.tasks.errors import StoryError
     from story.tasks.script import plots_command_impl
 
-    with json_stdout(as_json) as emit:
-        try:
-            result = plots_command_impl(story_file)
-        except StoryError as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(result)
-            return
-    typer.echo(result["yaml"])
+    result = run_command(as_json, lambda: plots_command_impl(story_file))
+    if result is not None:
+        typer.echo(result["yaml"])
 
 
 def synthesis_size(settings: Settings, checkpoint: str = "tiny") -> tuple[int, int]:
@@ -251,27 +263,25 @@ def depth_command(
 ) -> None:
     """Precompute per-frame depth (or edges / motion) for the library (flow `precompute_depth`)."""
     from story.flows.precompute_depth import precompute_depth
-    from story.tasks.errors import StoryError
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        default_h, default_w = synthesis_size(settings)
-        try:
-            summary = precompute_depth(
-                settings.resolved(),
-                query=query,
-                top_k=top_k if query else None,
-                model=model or settings.depth_model,
-                workers=workers,
-                use_ray=ray,
-                size=(height or default_h, width or default_w),
-                normalize=normalize,
-            )
-        except (StoryError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(summary)
-            return
+    settings = make_settings(workspace, lancedb)
+    default_h, default_w = synthesis_size(settings)
+    summary = run_command(
+        as_json,
+        lambda: precompute_depth(
+            settings.resolved(),
+            query=query,
+            top_k=top_k if query else None,
+            model=model or settings.depth_model,
+            workers=workers,
+            use_ray=ray,
+            size=(height or default_h, width or default_w),
+            normalize=normalize,
+        ),
+        (FileNotFoundError, ValueError),
+    )
+    if summary is None:
+        return
     typer.echo(
         f"{summary['clips']} clips with {summary['model_id']}: {summary['computed']} computed, "
         f"{summary['cached']} cached, {len(summary['failed'])} failed"
@@ -317,7 +327,6 @@ def render_command(
 ) -> None:
     """Render a story into renders/<render_id>/ (flow `render_story`)."""
     from story.flows.render_story import render_story
-    from story.tasks.errors import StoryError
 
     params: dict[str, Any] = {
         "steps": steps,
@@ -328,24 +337,23 @@ def render_command(
     }
     if tau is not None:
         params["tau"] = tau
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        try:
-            summary = render_story(
-                str(story_file),
-                settings.resolved(),
-                out=str(out) if out else None,
-                seed=seed,
-                checkpoint=checkpoint,
-                candidates=candidates,
-                params=params,
-                use_ray=ray,
-            )
-        except (StoryError, FileNotFoundError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(summary)
-            return
+    settings = make_settings(workspace, lancedb)
+    summary = run_command(
+        as_json,
+        lambda: render_story(
+            str(story_file),
+            settings.resolved(),
+            out=str(out) if out else None,
+            seed=seed,
+            checkpoint=checkpoint,
+            candidates=candidates,
+            params=params,
+            use_ray=ray,
+        ),
+        (FileNotFoundError,),
+    )
+    if summary is None:
+        return
     state = "up to date, reused" if summary["reused"] else "rendered"
     typer.echo(f"render {summary['render_id']} {state}")
     for key in ("video", "storyboard", "timeline", "manifest"):
@@ -372,27 +380,25 @@ def shot_command(
 ) -> None:
     """One plot end to end: retrieve a clip, take its depth, render the prompt on it."""
     from story.flows.render_story import render_shot
-    from story.tasks.errors import StoryError
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        try:
-            result = render_shot(
-                query,
-                prompt,
-                settings.resolved(),
-                out=str(out) if out else None,
-                seed=seed,
-                tau=tau,
-                frames=frames,
-                checkpoint=checkpoint,
-                params={"steps": steps},
-            )
-        except (StoryError, FileNotFoundError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(result)
-            return
+    settings = make_settings(workspace, lancedb)
+    result = run_command(
+        as_json,
+        lambda: render_shot(
+            query,
+            prompt,
+            settings.resolved(),
+            out=str(out) if out else None,
+            seed=seed,
+            tau=tau,
+            frames=frames,
+            checkpoint=checkpoint,
+            params={"steps": steps},
+        ),
+        (FileNotFoundError,),
+    )
+    if result is None:
+        return
     typer.echo(f"shot on clip {result['clip_id']} ({result['clip_uri']})")
     typer.echo(f"  video     {result['video']}")
     typer.echo(f"  manifest  {result['manifest']}")
@@ -407,17 +413,11 @@ def reproduce_command(
 ) -> None:
     """Re-render from the manifest alone and report whether every frame is identical."""
     from story.flows.reproduce import reproduce_render
-    from story.tasks.errors import StoryError
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        try:
-            result = reproduce_render(render, settings.resolved())
-        except StoryError as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(result)
-            return
+    settings = make_settings(workspace, lancedb)
+    result = run_command(as_json, lambda: reproduce_render(render, settings.resolved()))
+    if result is None:
+        return
     verdict = "identical" if result["identical"] else "DIFFERENT"
     typer.echo(f"render {result['render_id']}: {verdict}")
     for plot in result["plots"]:
@@ -439,17 +439,13 @@ def rerender_command(
 ) -> None:
     """Render the same story, clips and seeds on another checkpoint, with a comparison page."""
     from story.flows.reproduce import rerender
-    from story.tasks.errors import StoryError
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        try:
-            result = rerender(render, checkpoint, settings.resolved(), use_ray=ray)
-        except StoryError as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(result)
-            return
+    settings = make_settings(workspace, lancedb)
+    result = run_command(
+        as_json, lambda: rerender(render, checkpoint, settings.resolved(), use_ray=ray)
+    )
+    if result is None:
+        return
     typer.echo(f"render {result['render_id']} on {checkpoint} (from {result['original']})")
     typer.echo(f"  comparison {result['comparison']}")
 
