@@ -10,7 +10,6 @@ at steps with t >= tau and whose residuals are scaled by the structure strength.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,11 +22,10 @@ from diffusers import (
     UNet2DConditionModel,
     UNetMotionModel,
 )
-from torch import nn
 
 from story.models.device import pick_device
-from story.models.t2v import T2VConfig, default_scheduler, pad_states
-from story.models.vae import decode_video, downsample_factor
+from story.models.t2v import T2VConfig, VideoModelBase, default_scheduler
+from story.models.vae import decode_video
 
 BACKEND_FILE = "backend.json"
 
@@ -39,7 +37,7 @@ class DepthCondition:
         self.images = images
 
 
-class AnimateDiffDepth(nn.Module):
+class AnimateDiffDepth(VideoModelBase):
     """AnimateDiff video U-Net guided by a depth ControlNet; latents (B, 4, T, H/8, W/8)."""
 
     def __init__(
@@ -116,33 +114,6 @@ class AnimateDiffDepth(nn.Module):
         index = {"_class_name": type(self).__name__, **asdict(self.config)}
         (root / BACKEND_FILE).write_text(json.dumps(index, indent=2) + "\n")
         return root
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int, int]:
-        f = downsample_factor(self.vae)
-        c = self.unet.config.in_channels
-        return (c, self.config.frames, self.config.height // f, self.config.width // f)
-
-    def text_encoder(self):
-        if self._text_encoder is None:
-            from story.models.text_encoder import load_text_encoder
-
-            self._text_encoder = load_text_encoder(self.config.text_encoder, device="cpu")
-        return self._text_encoder
-
-    def set_text_encoder(self, encoder) -> None:
-        self._text_encoder = encoder
-
-    @torch.no_grad()
-    def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
-        encoder = self.text_encoder()
-        ids, mask = encoder.tokenize(list(texts), self.config.max_text_length)
-        states = encoder.hidden_states(input_ids=ids, attention_mask=mask)
-        return pad_states(states, mask, self.config.max_text_length).to(self.device)
 
     def encode_structure(self, structure: torch.Tensor) -> DepthCondition:
         """(B, 1, T, H, W) disparity in [-1, 1] -> per-frame RGB depth images in [0, 1]."""

@@ -64,7 +64,45 @@ def default_scheduler(prediction_type: str = "v_prediction") -> DDIMScheduler:
     )
 
 
-class StructureT2V(nn.Module):
+class VideoModelBase(nn.Module):
+    """What every video backend shares: device, latent shape and prompt encoding.
+
+    Subclasses set `vae`, `unet`, `config` (a T2VConfig) and `_text_encoder`.
+    """
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """(C, T, h, w) of one clip's latents."""
+        f = downsample_factor(self.vae)
+        c = self.unet.config.in_channels
+        return (c, self.config.frames, self.config.height // f, self.config.width // f)
+
+    def text_encoder(self):
+        """The named text encoder, loaded once on first use."""
+        if self._text_encoder is None:
+            from story.models.text_encoder import load_text_encoder
+
+            self._text_encoder = load_text_encoder(self.config.text_encoder, device="cpu")
+        return self._text_encoder
+
+    def set_text_encoder(self, encoder) -> None:
+        """Use an already loaded text encoder (shared with retrieval, or a test stub)."""
+        self._text_encoder = encoder
+
+    @torch.no_grad()
+    def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(B, max_text_length, dim) token states; padding rows are zero so batching is exact."""
+        encoder = self.text_encoder()
+        ids, mask = encoder.tokenize(list(texts), self.config.max_text_length)
+        states = encoder.hidden_states(input_ids=ids, attention_mask=mask)
+        return pad_states(states, mask, self.config.max_text_length).to(self.device)
+
+
+class StructureT2V(VideoModelBase):
     """The whole model; `predict` is one denoiser call with optional structure features added."""
 
     def __init__(
@@ -117,37 +155,6 @@ class StructureT2V(nn.Module):
             hidden_channels=encoder_hidden,
         )
         return cls(vae, unet, encoder, default_scheduler(config.prediction_type), config)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int, int]:
-        """(C, T, h, w) of one clip's latents."""
-        f = downsample_factor(self.vae)
-        c = self.unet.config.in_channels
-        return (c, self.config.frames, self.config.height // f, self.config.width // f)
-
-    def text_encoder(self):
-        """The named text encoder, loaded once on first use."""
-        if self._text_encoder is None:
-            from story.models.text_encoder import load_text_encoder
-
-            self._text_encoder = load_text_encoder(self.config.text_encoder, device="cpu")
-        return self._text_encoder
-
-    def set_text_encoder(self, encoder) -> None:
-        """Use an already loaded text encoder (shared with retrieval, or a test stub)."""
-        self._text_encoder = encoder
-
-    @torch.no_grad()
-    def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
-        """(B, max_text_length, dim) token states; padding rows are zero so batching is exact."""
-        encoder = self.text_encoder()
-        ids, mask = encoder.tokenize(list(texts), self.config.max_text_length)
-        states = encoder.hidden_states(input_ids=ids, attention_mask=mask)
-        return pad_states(states, mask, self.config.max_text_length).to(self.device)
 
     def predict(
         self,
