@@ -33,9 +33,8 @@ from story.models.depth import load_depth_estimator
 from story.models.sampler import sample_latents
 from story.models.t2v import StructureT2V
 from story.tasks.quality import (
-    ClipQuality,
-    clip_quality,
     mean_quality,
+    scene_quality,
     shape_in_place,
 )
 from story.tasks.synthesize import load_t2v, render_batch
@@ -48,22 +47,10 @@ CHECKPOINTS = REPO / "checkpoints"
 
 
 def _score(renders, scenes, guides, estimate) -> dict[str, float]:
-    rows: list[ClipQuality] = []
+    rows = scene_quality(renders, scenes, guides, estimate, object_depth=True)
     shapes = []
-    for render, scene, guide in zip(renders, scenes, guides, strict=True):
+    for render, scene in zip(renders, scenes, strict=True):
         main = scene.spec.objects[0]
-        rows.append(
-            clip_quality(
-                render,
-                main.colour,
-                scene.spec.background,
-                scene.masks == 1,
-                reference=scene.rgb,
-                guide=guide,
-                estimate_depth=estimate,
-                objects=scene.masks > 0,
-            )
-        )
         shapes.append(float(shape_in_place(render, main.colour, scene.spec) == main.shape))
     out = mean_quality(rows)
     out["shape_in_place_ok"] = float(np.mean(shapes))

@@ -132,21 +132,20 @@ def index_command(
     """Ingest a clip manifest into the clip library (flow `build_index`)."""
     from story.tasks.errors import StoryError
 
-    with json_stdout(as_json) as emit:
+    settings = make_settings(
+        workspace, lancedb, shard_size=shard_size, ivf_pq_min_rows=ivf_pq_min_rows
+    )
+
+    def work() -> dict[str, Any]:
         if not manifest.exists():
-            fail(f"{manifest}: manifest not found", as_json, emit)
-        settings = make_settings(
-            workspace, lancedb, shard_size=shard_size, ivf_pq_min_rows=ivf_pq_min_rows
-        )
+            raise StoryError(f"{manifest}: manifest not found")
         from story.flows.build_index import build_index
 
-        try:
-            summary = build_index(str(manifest.resolve()), settings.resolved(), use_ray=ray)
-        except StoryError as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(summary)
-            return
+        return build_index(str(manifest.resolve()), settings.resolved(), use_ray=ray)
+
+    summary = run_command(as_json, work)
+    if summary is None:
+        return
     typer.echo(
         f"{summary['rows']} rows in '{summary['table']}' (version {summary['table_version']}), "
         f"{summary['added']} added, {len(summary['quarantined'])} quarantined"
@@ -175,38 +174,33 @@ def search_command(
     from story.tasks.index import ClipIndex
     from story.tasks.search import SearchFilters, search
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        filters = SearchFilters(
-            min_duration=min_duration,
-            max_duration=max_duration,
-            min_aspect=min_aspect,
-            max_aspect=max_aspect,
-            source=source,
+    settings = make_settings(workspace, lancedb)
+    filters = SearchFilters(
+        min_duration=min_duration,
+        max_duration=max_duration,
+        min_aspect=min_aspect,
+        max_aspect=max_aspect,
+        source=source,
+    )
+
+    def work() -> list[dict[str, Any]]:
+        index = ClipIndex(
+            settings.lancedb,
+            settings.clips_table,
+            storage_options=settings.storage_options or None,
         )
-        try:
-            index = ClipIndex(
-                settings.lancedb,
-                settings.clips_table,
-                storage_options=settings.storage_options or None,
+        if index.count() == 0:
+            raise StoryError(
+                f"{settings.lancedb}: the clip library is empty; run `story index` first"
             )
-            if index.count() == 0:
-                fail(
-                    f"{settings.lancedb}: the clip library is empty; run `story index` first",
-                    as_json,
-                    emit,
-                )
-            encoder = load_text_encoder("minilm", device=settings.device)
-            hits = search(index, encoder, query, k=k, filters=filters, mode=mode)
-        except (StoryError, ValueError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit([h.to_dict() for h in hits])
-            return
-    for rank, hit in enumerate(hits, 1):
+        encoder = load_text_encoder("minilm", device=settings.device)
+        return [h.to_dict() for h in search(index, encoder, query, k=k, filters=filters, mode=mode)]
+
+    hits = run_command(as_json, work, (ValueError,))
+    for rank, hit in enumerate(hits or [], 1):
         typer.echo(
-            f"{rank:2d}. {hit.score:.4f}  {hit.clip_id}  [{hit.start:.2f}-{hit.end:.2f}s]  "
-            f"{hit.caption}\n      {hit.uri}"
+            f"{rank:2d}. {hit['score']:.4f}  {hit['clip_id']}  "
+            f"[{hit['start']:.2f}-{hit['end']:.2f}s]  {hit['caption']}\n      {hit['uri']}"
         )
 
 
@@ -225,13 +219,11 @@ def plots_command(
 
 def synthesis_size(settings: Settings, checkpoint: str = "tiny") -> tuple[int, int]:
     """The frame size the synthesis checkpoint renders at (structure is stored at that size)."""
-    from story.tasks.render_plot import T2V_PRESETS
+    from story.tasks.render_plot import T2V_PRESETS, checkpoint_config
 
-    index = (
-        Path(settings.checkpoints) / T2V_PRESETS.get(checkpoint, checkpoint) / "model_index.json"
-    )
-    if index.is_file():
-        config = json.loads(index.read_text())
+    folder = Path(settings.checkpoints) / T2V_PRESETS.get(checkpoint, checkpoint)
+    if (folder / "model_index.json").is_file():
+        config = checkpoint_config(folder)
         return int(config["height"]), int(config["width"])
     return 64, 64
 
@@ -464,22 +456,17 @@ def lineage_command(
     from story.tasks.errors import StoryError
     from story.tasks.lineage import LineageRegistry
 
-    with json_stdout(as_json) as emit:
+    def work() -> dict[str, Any]:
         if (render is None) == (asset is None):
-            fail("give a RENDER id or --asset ID (one of them)", as_json, emit)
+            raise StoryError("give a RENDER id or --asset ID (one of them)")
         registry = LineageRegistry(make_settings(workspace).workspace)
-        try:
-            doc: Any = (
-                {"asset": asset, "renders": registry.renders_using(asset)}
-                if asset is not None
-                else registry.tree(render)
-            )
-        except StoryError as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(doc)
-            return
-    typer.echo(json.dumps(doc, indent=2, default=str))
+        if asset is not None:
+            return {"asset": asset, "renders": registry.renders_using(asset)}
+        return registry.tree(render)
+
+    doc = run_command(as_json, work)
+    if doc is not None:
+        typer.echo(json.dumps(doc, indent=2, default=str))
 
 
 def _register_concept_commands() -> None:
@@ -510,13 +497,10 @@ def demo_command(
     """The main job on the embedded default: index the sample library, render the example story."""
     from story.flows.demo import run_demo
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace)
-        report = run_demo(settings, DEMO_QUERIES, use_ray=ray)
-        if as_json:
-            emit(report)
-            return
-    typer.echo(report["text"])
+    settings = make_settings(workspace)
+    report = run_command(as_json, lambda: run_demo(settings, DEMO_QUERIES, use_ray=ray))
+    if report is not None:
+        typer.echo(report["text"])
 
 
 @app.command("ingest-new")
@@ -539,21 +523,19 @@ def ingest_new_command(
     from story.tasks.manifest import is_remote
     from story.tasks.object_store import exists
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace, lancedb)
-        if drop_folder is not None and not is_remote(drop_folder):
-            drop_folder = str(Path(drop_folder).expanduser().absolute())
-        if drop_folder is not None and not exists(drop_folder, settings.storage_options):
-            fail(f"drop folder {drop_folder}: no such folder", as_json, emit)
-        try:
-            summary = ingest_new(
-                settings.resolved(), drop_folder=drop_folder, manifest=manifest, use_ray=ray
-            )
-        except (StoryError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(summary)
-            return
+    settings = make_settings(workspace, lancedb)
+    folder = drop_folder
+    if folder is not None and not is_remote(folder):
+        folder = str(Path(folder).expanduser().absolute())
+
+    def work() -> dict[str, Any]:
+        if folder is not None and not exists(folder, settings.storage_options):
+            raise StoryError(f"drop folder {folder}: no such folder")
+        return ingest_new(settings.resolved(), drop_folder=folder, manifest=manifest, use_ray=ray)
+
+    summary = run_command(as_json, work, (FileNotFoundError, ValueError))
+    if summary is None:
+        return
     typer.echo(
         f"{summary['seen']} items seen, {summary['new']} new: +{summary['added']} rows "
         f"({summary['rows']} in the table, version {summary['table_version']})"

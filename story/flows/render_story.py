@@ -8,7 +8,6 @@ render id and is returned as is; changed stories still reuse stored depth and ca
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from story.tasks.render_plot import (
     PlotRenderer,
     PlotResult,
     RenderError,
+    checkpoint_config,
     checkpoint_sha256,
     resolve_checkpoint,
 )
@@ -50,11 +50,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except Exception:  # noqa: BLE001 - outside a run, log normally
         return logging.getLogger(__name__)
-
-
-def _model_frames(folder: Path) -> int:
-    config = json.loads((folder / "model_index.json").read_text())
-    return int(config.get("config", config).get("frames", 8))
 
 
 def retrieve(
@@ -136,7 +131,7 @@ def plan(
     t0 = time.perf_counter()
     folder = resolve_checkpoint(checkpoint, settings.checkpoints)
     ckpt_sha = checkpoint_sha256(folder)
-    model_frames = _model_frames(folder)
+    model_frames = int(checkpoint_config(folder)["frames"])
     chosen, table_version = retrieve(story, settings, candidates, pins)
     concepts = concept_folders(story, settings)
     jobs = []

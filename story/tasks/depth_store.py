@@ -185,8 +185,12 @@ def get_or_compute_depth(
     *,
     size: tuple[int, int] | None = None,
     normalize: str = "frame",
+    frames: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The clip's structure from the store, computing and storing it first when missing."""
+    """The clip's structure from the store, computing and storing it first when missing.
+
+    `frames`: the clip's frames at its indices when the caller already decoded them.
+    """
     from story.tasks.media import read_frames
 
     clip_id, uri, indices = clip_fields(clip)
@@ -196,7 +200,8 @@ def get_or_compute_depth(
             return store.get(key)
         except StructureStoreError:
             pass  # a damaged entry is recomputed and overwritten below
-    frames = read_frames(uri, indices)
+    if frames is None:
+        frames = read_frames(uri, indices)
     array = estimator.estimate(frames, size=size, normalize=normalize)
     store.put(key, array, {"uri": uri})
     return store.get(key)

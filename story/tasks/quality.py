@@ -170,6 +170,30 @@ def _background_like(frames: np.ndarray, background: str, tolerance: float = 45.
     return near_ground | near_sky
 
 
+def scene_quality(
+    renders: list[np.ndarray] | np.ndarray,
+    scenes: list[miniworld.RenderedClip],
+    guides: list[np.ndarray] | np.ndarray,
+    estimate_depth: Callable[[np.ndarray], np.ndarray] | None = None,
+    object_depth: bool = False,
+) -> list[ClipQuality]:
+    """Score renders of miniature-world scenes against each scene's truth (main object colour,
+    background, mask, frames) and its structure guide; `object_depth` adds the on-object error."""
+    return [
+        clip_quality(
+            render,
+            scene.spec.objects[0].colour,
+            scene.spec.background,
+            scene.masks == 1,
+            reference=scene.rgb,
+            guide=guide,
+            estimate_depth=estimate_depth,
+            objects=scene.masks > 0 if object_depth else None,
+        )
+        for render, scene, guide in zip(renders, scenes, guides, strict=True)
+    ]
+
+
 def mean_quality(rows: list[ClipQuality]) -> dict[str, float]:
     """Average each metric over clips (depth error only where measured)."""
     out: dict[str, float] = {}

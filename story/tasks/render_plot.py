@@ -7,6 +7,7 @@ determines their frames, so re-rendering an unchanged story reuses them.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,11 @@ def resolve_checkpoint(name: str, checkpoints: str | Path) -> Path:
     if not (folder / "model_index.json").is_file():
         raise RenderError(f"checkpoint {name!r}: no model at {folder} (model_index.json missing)")
     return folder
+
+
+def checkpoint_config(folder: str | Path) -> dict[str, Any]:
+    """A synthesis checkpoint's geometry and settings (its model_index.json), without weights."""
+    return json.loads((Path(folder) / "model_index.json").read_text())
 
 
 def checkpoint_sha256(folder: str | Path) -> str:
@@ -155,7 +161,9 @@ class PlotRenderer:
         key = make_key(clip["clip_id"], estimator.model_id, job.frame_indices, size).digest
         retrieved = read_frames(clip["uri"], job.frame_indices)
         if self.use_cache:
-            structure = get_or_compute_depth(self.store, estimator, clip, size=size)
+            structure = get_or_compute_depth(
+                self.store, estimator, clip, size=size, frames=retrieved
+            )
         else:
             # Quantised exactly as the store keeps it, so a fresh run matches a cached one.
             fresh = estimator.estimate(retrieved, size=size)

@@ -195,7 +195,7 @@ def evaluate_model(
     estimate_depth=None,
 ) -> dict[str, float]:
     """Mean quality over the held-out miniature-world scenes (seeds never used in training)."""
-    from story.tasks.quality import clip_quality, mean_quality
+    from story.tasks.quality import mean_quality, scene_quality
     from story.tasks.t2v_data import held_out_scenes, miniworld_structure
 
     cfg = model.config
@@ -213,18 +213,4 @@ def evaluate_model(
         tau=tau,
         strength=strength,
     )
-    rows = []
-    for scene, render, guide in zip(scenes, renders, guides, strict=True):
-        main = scene.spec.objects[0]
-        rows.append(
-            clip_quality(
-                render,
-                main.colour,
-                scene.spec.background,
-                scene.masks == 1,
-                reference=scene.rgb,
-                guide=guide,
-                estimate_depth=estimate_depth,
-            )
-        )
-    return mean_quality(rows)
+    return mean_quality(scene_quality(renders, scenes, guides, estimate_depth))
