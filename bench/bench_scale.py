@@ -42,9 +42,11 @@ from bench.bench_search import (
     time_queries,
 )
 from story.tasks.index import ClipIndex, clip_schema, ivf_pq_config
+from story.tasks.search import default_nprobes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
-SETTINGS = [(20, 40), (40, 80)]
+SETTINGS = [(20, 40, 10), (40, 80, 10), (80, 80, 10)]
+PRODUCT_POOL = 50  # story.tasks.search asks for max(4k, 50) rows, refine factor 20
 
 
 def rss_mib() -> float:
@@ -283,11 +285,14 @@ def main() -> None:
     table = index.table
     time_queries(table, queries[:10], 20, 10)
     search = []
-    for nprobes, refine in SETTINGS:
-        latencies, found = time_queries(table, queries, nprobes, refine)
+    product = (default_nprobes(args.rows, base.shape[1]), 20, PRODUCT_POOL)
+    for nprobes, refine, limit in [*SETTINGS, product]:
+        latencies, found = time_queries(table, queries, nprobes, refine, limit)
         row = {
             "nprobes": nprobes,
             "refine_factor": refine,
+            "limit": limit,
+            "product_default": (nprobes, refine, limit) == product,
             **summarise(latencies),
             "recall_at_10": round(recall_at_10(found, exact), 4),
         }

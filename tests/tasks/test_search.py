@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from story.models.text_encoder import MiniLMTextEncoder, load_text_encoder
-from story.tasks.index import ClipIndex
+from story.tasks.index import ClipIndex, ivf_pq_config
 from story.tasks.search import SearchError, SearchFilters, reciprocal_rank_fusion, search
 
 CAPTIONS = [
@@ -204,3 +204,15 @@ def test_a_visual_encoder_adds_the_visual_column_to_the_fusion(
     ]
     assert text_only[0] == "v0" and set(fused) == set(text_only)
     assert fused.index(f"v{last}") < text_only.index(f"v{last}")
+
+
+def test_default_nprobes_grows_with_the_library():
+    from story.tasks.search import MIN_NPROBES, default_nprobes
+
+    small = default_nprobes(1_000, 384)
+    million = default_nprobes(1_000_000, 384)
+    ten_million = default_nprobes(10_000_000, 384)
+    assert small == million == MIN_NPROBES
+    assert ten_million > million
+    partitions = ivf_pq_config(10_000_000, 384).num_partitions
+    assert ten_million * 20 >= partitions
