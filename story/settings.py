@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         description="LanceDB URI (local dir or s3://...); default <workspace>/lancedb.",
     )
     clips_table: str = "clips"
+    depth_store_uri: str | None = Field(
+        default=None,
+        description="Depth store (local dir or s3://bucket/prefix, reached with storage_options); "
+        "default <workspace>/depth.",
+    )
     storage_options: dict[str, str] = Field(
         default_factory=dict,
         description="Object-store options for LanceDB/fsspec (endpoint, keys); JSON in env.",
@@ -56,6 +61,13 @@ class Settings(BaseSettings):
         default=None, description="Ray cluster address; None starts or joins a local one."
     )
     ray_workers: int = Field(default=2, ge=1, description="Actors per fan-out.")
+    worker_idle_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Warm synthesis workers (models loaded, kept between renders; shared by "
+        "`story render` processes on a cluster) exit after this many idle seconds, freeing "
+        "their CPU/GPU; 0 stops them after every render. `story workers stop` frees them now.",
+    )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     torch_threads: int = Field(
         default=1,
@@ -67,6 +79,10 @@ class Settings(BaseSettings):
     @property
     def lancedb(self) -> str:
         return self.lancedb_uri or str(self.workspace / "lancedb")
+
+    @property
+    def depth_store(self) -> str:
+        return self.depth_store_uri or str(self.workspace / "depth")
 
     def resolved(self) -> dict:
         """JSON-friendly snapshot saved next to outputs."""

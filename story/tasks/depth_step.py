@@ -11,7 +11,6 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,8 +88,8 @@ class DepthWorker:
         self.model_id = self.estimator.model_id
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.normalize = normalize
-        self.store = DepthStore(
-            Path(store_root) if store_root else self.settings.workspace / "depth"
+        self.store = (
+            DepthStore(store_root) if store_root else DepthStore.from_settings(self.settings)
         )
 
     def key(self, job: DepthJob) -> str:

@@ -20,6 +20,7 @@ from story.models.long_shot import ReuseDiffuse
 from story.settings import Settings
 from story.tasks.depth_store import DepthStore, get_or_compute_depth, make_key
 from story.tasks.errors import StoryError
+from story.tasks.hash_cache import hash_cache
 from story.tasks.hashing import sha256_json, sha256_tree
 from story.tasks.media import read_frames
 
@@ -45,9 +46,14 @@ def checkpoint_config(folder: str | Path) -> dict[str, Any]:
     return json.loads((Path(folder) / "model_index.json").read_text())
 
 
-def checkpoint_sha256(folder: str | Path) -> str:
-    """Content hash of a checkpoint folder: what manifests pin and caches key on."""
-    return sha256_tree(folder)
+def checkpoint_sha256(folder: str | Path, workspace: str | Path | None = None) -> str:
+    """Content hash of a checkpoint folder: what manifests pin and caches key on.
+
+    With a workspace, files whose stat is unchanged since they were last hashed are not re-read.
+    """
+    if workspace is None:
+        return sha256_tree(folder)
+    return hash_cache(workspace).tree(folder)
 
 
 @dataclass(frozen=True)
@@ -120,9 +126,9 @@ class PlotRenderer:
         set_torch_threads(self.settings.torch_threads)
         folder = resolve_checkpoint(checkpoint, self.settings.checkpoints)
         self.checkpoint = checkpoint
-        self.checkpoint_sha256 = checkpoint_sha256(folder)
+        self.checkpoint_sha256 = checkpoint_sha256(folder, self.settings.workspace)
         self.model = load_t2v(folder, device=self.settings.device)
-        self.store = DepthStore(Path(self.settings.workspace) / "depth")
+        self.store = DepthStore.from_settings(self.settings)
         self.shots = ShotCache(Path(self.settings.workspace) / "shots")
         self._estimators: dict[str, Any] = {}
 

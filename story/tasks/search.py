@@ -107,9 +107,7 @@ def default_nprobes(rows: int, dim: int) -> int:
     return max(MIN_NPROBES, math.ceil(partitions / PROBE_SHARE))
 
 
-def _validate(
-    query: str, k: int, mode: str, nprobes: int | None, refine_factor: int | None
-) -> str:
+def _validate(query: str, k: int, mode: str, nprobes: int | None, refine_factor: int | None) -> str:
     if not isinstance(query, str) or not query.strip():
         raise SearchError("the search query is empty: describe the clip you want")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:

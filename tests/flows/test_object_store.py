@@ -1,4 +1,4 @@
-"""Clip library, depth entry and DVC remote on an S3-compatible store (moto on 127.0.0.1)."""
+"""Clip library, depth store, a render and a DVC remote on an S3-compatible store (moto)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,19 @@ import pytest
 
 from story.flows.build_index import build_index
 from story.flows.ingest_new import ingest_new
+from story.flows.precompute_depth import precompute_depth
 from story.models.text_encoder import load_text_encoder
 from story.settings import Settings
-from story.tasks.depth_store import DepthStore, make_key
+from story.tasks.depth_store import DepthStore, StructureStoreError, make_key
 from story.tasks.index import ClipIndex
+from story.tasks.lineage import read_manifest
 from story.tasks.object_store import (
     ObjectStoreError,
     configure_fsspec,
-    exists,
     get_file,
     list_files,
     put_file,
+    write_bytes,
 )
 from story.tasks.search import search
 from tests.flows.library_fixture import SCENES, build_library, write_clip
@@ -148,20 +150,99 @@ def test_ingest_new_takes_only_new_files_from_an_object_store_drop_folder(
     assert rows.loc[f"{drop}/snow_cube.mp4", "caption"] == "snow cube"
 
 
-def test_a_depth_entry_round_trips_through_the_store(s3, tmp_path) -> None:
-    store = DepthStore(tmp_path / "depth")
+def test_the_depth_store_keeps_entries_in_object_storage(s3, tmp_path) -> None:
+    store = DepthStore(f"s3://{BUCKET}/depth", s3, cache=tmp_path / "cache")
     key = make_key("clip0", "tiny-depth@abc", range(0, 16, 4), (8, 8))
     depth = np.random.default_rng(0).random((4, 8, 8)).astype(np.float32)
-    local = store.put(key, depth)
-    remote = f"s3://{BUCKET}/depth/{local.relative_to(store.root).as_posix()}"
+    assert not store.has(key) and store.missing([key]) == [key.digest]
+    with pytest.raises(StructureStoreError, match=f"s3://{BUCKET}/depth/.*no stored structure"):
+        store.get(key)
 
-    put_file(local, remote, s3)
-    assert exists(remote, s3)
-    back = DepthStore(tmp_path / "elsewhere")
-    get_file(remote, back.path(key), s3)
-    np.testing.assert_allclose(back.get(key), depth, atol=1e-3)
+    where = store.put(key, depth, {"uri": "s3://studio/lib/a.mp4"})
+    assert where == f"s3://{BUCKET}/depth/{key.digest[:2]}/{key.digest}.npz"
+    assert sorted(_objects(s3, "depth")) == [
+        f"depth/{key.digest[:2]}/{key.digest}.json",
+        f"depth/{key.digest[:2]}/{key.digest}.npz",
+    ]
+    elsewhere = DepthStore(f"s3://{BUCKET}/depth/", s3, cache=tmp_path / "other-cache")
+    assert elsewhere.has(key) and list(elsewhere.keys()) == [key.digest]
+    np.testing.assert_allclose(elsewhere.get(key), depth, atol=1e-3)
+    assert (tmp_path / "other-cache" / key.digest[:2] / f"{key.digest}.npz").is_file()
+    assert elsewhere.meta(key)["clip_id"] == "clip0"
+    assert elsewhere.meta(key)["uri"] == "s3://studio/lib/a.mp4"
+
+    # A damaged object with no cached copy is reported, naming it (get-or-compute redoes it).
+    write_bytes(str(where), b"not a zip", s3)
+    fresh = DepthStore(f"s3://{BUCKET}/depth", s3, cache=tmp_path / "third-cache")
+    with pytest.raises(StructureStoreError, match=f"{where}: unreadable"):
+        fresh.get(key)
     with pytest.raises(ObjectStoreError, match="no such object"):
         get_file(f"s3://{BUCKET}/depth/none.npz", tmp_path / "x.npz", s3)
+
+
+def _depth_library(root: Path, s3: dict[str, str]) -> Settings:
+    """Two indexed clips in a local library; depth goes to s3://studio/<root name>/."""
+    library = build_library(root / "library", n_good=2, with_bad=False)
+    settings = Settings(
+        workspace=root / "ws", depth_store_uri=f"s3://{BUCKET}/{root.name}", storage_options=s3
+    )
+    build_index(str(library.manifest), settings.resolved(), use_ray=False)
+    return settings
+
+
+def test_precomputed_depth_lives_in_object_storage_and_reads_back_identical(s3, tmp_path) -> None:
+    settings = _depth_library(tmp_path, s3)
+    first = precompute_depth(settings.resolved(), use_ray=False, size=(16, 16))
+    assert (first["computed"], first["cached"], first["failed"]) == (2, 0, [])
+    assert first["store"] == f"s3://{BUCKET}/{tmp_path.name}"
+    assert len([o for o in _objects(s3, tmp_path.name) if o.endswith(".npz")]) == 2
+    assert not (tmp_path / "ws" / "depth").exists()
+
+    again = precompute_depth(settings.resolved(), use_ray=False, size=(16, 16))
+    assert (again["computed"], again["cached"]) == (0, 2)
+
+    # The same precompute into a local folder gives the same arrays as a reader of the bucket.
+    local = Settings(workspace=tmp_path / "local", lancedb_uri=settings.lancedb)
+    precompute_depth(local.resolved(), use_ray=False, size=(16, 16))
+    on_disk = DepthStore.from_settings(local)
+    reader = DepthStore.from_settings(
+        Settings(**{**settings.resolved(), "workspace": str(tmp_path / "reader")})
+    )
+    keys = sorted(reader.keys())
+    assert keys == sorted(on_disk.keys()) and len(keys) == 2
+    for key in keys:
+        assert np.array_equal(reader.get(key), on_disk.get(key))
+        assert reader.meta(key)["clip_id"] == on_disk.meta(key)["clip_id"]
+
+
+def test_a_render_takes_its_depth_from_object_storage(s3, tmp_path) -> None:
+    from PIL import Image
+
+    from story.tasks.storyboard import colorize_structure, film_strip
+    from tests.flows.studio_fixture import build_studio, render
+
+    uri = f"s3://{BUCKET}/render-depth"
+    studio = build_studio(tmp_path, checkpoints=(), depth_store_uri=uri, storage_options=s3)
+    first = render(studio, "ball")
+    key = read_manifest(first["manifest"])["plots"][0]["depth_key"]
+    store = DepthStore(uri, s3)
+    assert store.has(key) and list(store.keys()) == [key]
+    assert not (Path(studio.workspace) / "depth").exists()
+
+    # A corrected depth map published to the bucket is what a render elsewhere is guided by.
+    frames, height, width = store.get(key).shape
+    marker = np.broadcast_to(np.linspace(-1, 1, width, dtype=np.float32), (frames, height, width))
+    store.put(key, marker)
+    elsewhere = Settings(**{**studio.resolved(), "workspace": str(tmp_path / "elsewhere")})
+    second = render(elsewhere, str(tmp_path / "ball.yaml"))
+    assert list(store.keys()) == [key], "the stored entry was used, not computed again"
+
+    def guide(summary: dict) -> np.ndarray:
+        return np.asarray(Image.open(Path(summary["folder"]) / "storyboard/plot_000_structure.png"))
+
+    expected = film_strip(colorize_structure(marker.astype(np.float16).astype(np.float32)))
+    assert np.array_equal(guide(second)[..., :3], expected)
+    assert not np.array_equal(guide(first)[..., :3], expected)
 
 
 def test_dvc_push_and_pull_through_an_s3_remote(s3, tmp_path, monkeypatch) -> None:
