@@ -516,7 +516,7 @@ def lineage_command(
 
 
 def _register_concept_commands() -> None:
-    from story.flows.train_concept import concept_list_command, concept_train_command
+    from story.flows.concept_cli import concept_list_command, concept_train_command
 
     concept = typer.Typer(help="Character concepts: TimeInv token tables + LoRA.")
     concept.command("train")(concept_train_command)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -24,11 +23,9 @@ from prefect.artifacts import (
 
 from story.settings import Settings
 from story.tasks.concepts import (
-    METHODS,
     ConceptParams,
     check_name,
     default_depth,
-    list_packs,
     model_fingerprint,
     read_concept_images,
     regularization_clips,
@@ -149,84 +146,3 @@ def train_concept(
         description=f"concept <{name}>",
     )
     return summary
-
-
-def concept_train_command(
-    name: Annotated[str, typer.Argument(help="Concept name; prompts write it <name>.")],
-    images: Annotated[Path, typer.Option("--images", help="Folder of 3-10 images.")],
-    class_word: Annotated[
-        str, typer.Option("--class-word", help="What it is (e.g. sphere): the starting point.")
-    ],
-    method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "timeinv_lora",
-    steps: Annotated[int, typer.Option(min=0, help="Training steps.")] = 400,
-    buckets: Annotated[int, typer.Option(min=1, help="TimeInv timestep buckets.")] = 10,
-    reg_clips: Annotated[
-        int, typer.Option(min=0, help="Regularisation clips retrieved by the class word.")
-    ] = 0,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
-    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint: tiny or a folder.")] = (
-        "tiny"
-    ),
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Pack folder (default <workspace>/concepts/NAME).")
-    ] = None,
-    workspace: Annotated[Path | None, typer.Option(help="Workspace folder.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-) -> None:
-    """Train a character concept from a few images (flow `train_concept`)."""
-    from story.flows.cli import fail, json_stdout, make_settings
-
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace)
-        try:
-            summary = train_concept(
-                name,
-                str(images),
-                class_word,
-                settings.resolved(),
-                method=method,
-                steps=steps,
-                buckets=buckets,
-                reg_clips=reg_clips,
-                seed=seed,
-                checkpoint=checkpoint,
-                out=str(out) if out else None,
-            )
-        except (StoryError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(summary)
-            return
-    typer.echo(
-        f"<{summary['name']}> ({summary['method']}, {summary['steps']} steps, final loss "
-        f"{summary['final_loss']}) -> {summary['pack']}"
-    )
-
-
-def concept_list_command(
-    folder: Annotated[
-        Path | None, typer.Option("--folder", help="Packs folder (default <workspace>/concepts).")
-    ] = None,
-    workspace: Annotated[Path | None, typer.Option(help="Workspace folder.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-) -> None:
-    """List the concept packs in a folder."""
-    from story.flows.cli import fail, json_stdout, make_settings
-
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace)
-        root = folder or concepts_folder(settings)
-        try:
-            rows = list_packs(root)
-        except StoryError as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit({"folder": str(root), "concepts": rows})
-            return
-    if not rows:
-        typer.echo(f"no concept packs in {root}")
-    for row in rows:
-        typer.echo(
-            f"<{row['name']}>  {row['method']}  {row['steps']} steps  class {row['class_word']}  "
-            f"checkpoint {row['base_checkpoint']}  {row['path']}"
-        )

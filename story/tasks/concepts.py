@@ -55,11 +55,11 @@ from story.models.timeinv import (
     set_active_loras,
     tokenize_concepts,
 )
+from story.tasks.concept_methods import METHODS
 from story.tasks.errors import StoryError
 from story.tasks.hashing import sha256_bytes, sha256_file
 from story.tasks.train_t2v import min_snr_weight
 
-METHODS: tuple[str, ...] = ("none", "ti", "ti_lora", "timeinv", "timeinv_lora")
 PACK_WEIGHTS = "concept.safetensors"
 PACK_META = "concept.json"
 PACK_FORMAT = 1

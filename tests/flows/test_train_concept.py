@@ -10,7 +10,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from story.flows.train_concept import concept_list_command, concept_train_command, train_concept
+from story.flows.concept_cli import concept_list_command, concept_train_command
+from story.flows.train_concept import train_concept
 from story.models.t2v import random_tiny
 from story.settings import Settings
 from story.tasks import miniworld
