@@ -7,13 +7,13 @@ shard's rows are written once as it completes, and clip ids de-duplicate anythin
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from story.flows.logs import run_logger
 from story.flows.ray_pool import ensure_ray, run_local, run_on_actors
 from story.settings import Settings
 from story.tasks.index import ClipIndex
@@ -23,13 +23,6 @@ from story.tasks.manifest import read_manifest
 from story.tasks.object_store import configure_fsspec
 
 TEXT_DIM = 384
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run, log normally
-        return logging.getLogger(__name__)
 
 
 @task(name="plan-shards")
@@ -49,7 +42,7 @@ def ingest_shards(
     settings: Settings, manifest: str, jobs: list[ShardJob], use_ray: bool
 ) -> dict[str, Any]:
     """Run the shards not yet finished and write each one as soon as it completes."""
-    log = _logger()
+    log = run_logger(__name__)
     index = ClipIndex(
         settings.lancedb,
         settings.clips_table,

@@ -14,16 +14,16 @@ from a sidecar of the same stem: `.txt` (the caption) or `.json` (`caption`, `so
 from __future__ import annotations
 
 import json
-import logging
 import posixpath
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from story.flows.build_index import TEXT_DIM, ingest_shards
+from story.flows.logs import run_logger
 from story.settings import Settings
 from story.tasks.errors import ManifestError, StoryError
 from story.tasks.hashing import sha256_json
@@ -42,13 +42,6 @@ from story.tasks.object_store import (
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 RANGE_SLACK_S = 0.05  # shot bounds are frame-rounded; a stored row this far outside still counts
 URI_CHUNK = 200
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run, log normally
-        return logging.getLogger(__name__)
 
 
 def _sidecar(video: str, siblings: set[str], storage_options: dict[str, str]) -> dict[str, Any]:
@@ -187,7 +180,7 @@ def ingest_new(
     configure_fsspec(resolved.storage_options)
     if drop_folder is not None and not exists(drop_folder, resolved.storage_options):
         raise StoryError(f"drop folder {drop_folder}: no such folder")
-    log = _logger()
+    log = run_logger(__name__)
     new, seen = find_new(resolved, drop_folder, manifest)
     log.info("%d items seen, %d new", seen, len(new))
     generated = str(write_manifest(resolved, new)) if new else None

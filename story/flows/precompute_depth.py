@@ -8,15 +8,15 @@ reason while the others complete.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from story.flows.logs import run_logger
 from story.flows.ray_pool import ensure_ray, run_local, run_on_actors
 from story.settings import Settings
 from story.tasks.depth_step import DepthJob, DepthWorker, failure_detail, failure_reason
@@ -28,13 +28,6 @@ from story.tasks.structure import resolve_structure_model_id
 CLIP_COLUMNS = ["clip_id", "uri", "frame_indices"]
 BATCH_CLIPS = 8
 LOCAL_BATCH_CLIPS = 64  # in-process there is no other worker to share with: keep the pipe full
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run, log normally
-        return logging.getLogger(__name__)
 
 
 @task(name="select-clips", cache_policy=NO_CACHE)
@@ -79,7 +72,7 @@ def run_jobs(
     use_ray: bool,
 ) -> dict[str, Any]:
     """Skip stored keys, fan the rest out, and total what happened."""
-    log = _logger()
+    log = run_logger(__name__)
     t0 = time.perf_counter()
     model_id = resolve_structure_model_id(model, settings.checkpoints)
     store = DepthStore.from_settings(settings)

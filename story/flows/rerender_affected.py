@@ -14,12 +14,11 @@ and the others go on.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -27,6 +26,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from story.flows.logs import run_logger
 from story.flows.render_story import concept_folders
 from story.flows.reproduce import find_render, rerender
 from story.settings import Settings
@@ -38,13 +38,6 @@ from story.tasks.script import Story
 
 ASSET_KINDS = ("checkpoint", "concept")
 PREFIX_MIN = 8  # an id prefix this long names an asset, as in `story lineage --asset`
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run, log normally
-        return logging.getLogger(__name__)
 
 
 def _reason(exc: BaseException) -> str:
@@ -213,7 +206,7 @@ def rerender_affected(
     use_ray: bool = True,
 ) -> dict[str, Any]:
     """Re-render every render that used a checkpoint or concept pack on the new version."""
-    log = _logger()
+    log = run_logger(__name__)
     resolved = Settings(**(settings or {}))
     if not asset.strip():
         raise StoryError("give the asset: a checkpoint or concept pack name, sha256 or prefix")

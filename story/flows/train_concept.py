@@ -8,12 +8,11 @@ artifacts.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -21,6 +20,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from story.flows.logs import run_logger
 from story.settings import Settings
 from story.tasks.concepts import (
     ConceptParams,
@@ -34,13 +34,6 @@ from story.tasks.concepts import train_concept as train_concept_task
 from story.tasks.errors import StoryError
 
 PROGRESS_EVERY = 10
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run, log normally
-        return logging.getLogger(__name__)
 
 
 def concepts_folder(settings: Settings) -> Path:
@@ -80,7 +73,7 @@ def train_concept(
     """Train `<name>` from the images in `images`; returns the pack's summary."""
     from story.tasks.synthesize import load_t2v
 
-    log = _logger()
+    log = run_logger(__name__)
     resolved = Settings(**(settings or {}))
     check_name(name)
     params = ConceptParams(
