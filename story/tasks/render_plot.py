@@ -211,49 +211,9 @@ class PlotRenderer:
             from story.tasks.concepts import load_concepts
 
             load_concepts(self.model, job.concepts)
-        if structure.shape[0] <= self.model.config.frames:
-            return synthesize(self.model, job.prompt, structure, **common)
         continuation = ReuseDiffuse(
             prompt_frames=int(p.get("prompt_frames", ReuseDiffuse.prompt_frames)),
             alpha=float(p.get("alpha", ReuseDiffuse.alpha)),
             beta=float(p.get("beta", ReuseDiffuse.beta)),
         )
-        return synthesize_long(self.model, job.prompt, structure, continuation, **common)
-
-
-def synthesize_long(
-    model: Any,
-    prompt: str,
-    structure: np.ndarray,
-    continuation: ReuseDiffuse,
-    *,
-    seed: int,
-    steps: int,
-    guidance: float,
-    tau: int,
-    strength: float,
-) -> np.ndarray:
-    """A (T, H, W) guide longer than the model's clip -> (T, H, W, 3) uint8 frames."""
-    import torch
-
-    from story.models.long_shot import sample_long
-    from story.models.vae import vae_output_to_frames
-    from story.tasks.synthesize import prompt_conditioning, resize_structure
-
-    cfg = model.config
-    guide = resize_structure(structure, cfg.height, cfg.width)[None].to(model.device)
-    with torch.no_grad(), prompt_conditioning(model, prompt) as text:
-        video = sample_long(
-            model,
-            text,
-            model.encode_prompts([""]),
-            guide,
-            guide.shape[2],
-            params=continuation,
-            steps=steps,
-            guidance=guidance,
-            tau=tau,
-            strength=strength,
-            seed=seed,
-        )
-    return vae_output_to_frames(video[0].permute(1, 0, 2, 3)).cpu().numpy()
+        return synthesize(self.model, job.prompt, structure, continuation=continuation, **common)

@@ -2,8 +2,7 @@
 
 `synthesize` takes a prompt and a (T, H, W) structure map in [-1, 1] (normalised disparity, the
 depth step's output) and returns uint8 frames. The model renders `config.frames` frames at a time;
-a longer guide is rendered window by window with the same seed (long-shot continuation with
-Reuse-and-Diffuse is a separate step).
+a longer guide is continued clip by clip with Reuse-and-Diffuse (`story.models.long_shot`).
 
 Prompts may name character concepts `<name>` once their packs are loaded on the model
 (`story.tasks.concepts.load_concepts`): the prompt then conditions per timestep (TimeInv).
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from story.models.long_shot import ReuseDiffuse, sample_long
 from story.models.sampler import SamplerStats, sample_latents
 from story.models.t2v import StructureT2V
 from story.models.timeinv import concept_names
@@ -71,14 +71,9 @@ def prompt_conditioning(
     yield model.encode_prompts([prompt])
 
 
-def _windows(total: int, length: int) -> list[tuple[int, int]]:
-    """Consecutive [start, end) windows of `length` covering `total` (the last one shifted back)."""
-    if total <= length:
-        return [(0, total)]
-    starts = list(range(0, total - length + 1, length))
-    if starts[-1] + length < total:
-        starts.append(total - length)
-    return [(s, s + length) for s in starts]
+def default_continuation(clip_frames: int) -> ReuseDiffuse:
+    """Reuse-and-Diffuse defaults, with M prompt frames capped below the model's clip length."""
+    return ReuseDiffuse(prompt_frames=min(ReuseDiffuse.prompt_frames, clip_frames - 1))
 
 
 @torch.no_grad()
@@ -96,11 +91,14 @@ def synthesize(
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     stats: SamplerStats | None = None,
+    continuation: ReuseDiffuse | None = None,
 ) -> np.ndarray:
     """Prompt + (T, H, W) guide in [-1, 1] (None: text only) -> (T, H', W', 3) uint8 frames.
 
     `frames` sets T when there is no guide (default: the model's clip length); `size` resizes
-    the output (H', W'), default the model's resolution.
+    the output (H', W'), default the model's resolution. A T longer than the model's clip is
+    continued clip by clip with Reuse-and-Diffuse (`continuation`, default
+    `default_continuation`); a shorter guide is padded with its last frame.
     """
     cfg = model.config
     if structure is not None:
@@ -117,17 +115,26 @@ def synthesize(
         raise ValueError("nothing to render: the guide has no frames")
     with prompt_conditioning(model, prompt) as text:
         null = model.encode_prompts([negative_prompt])
-        out = []
-        done = 0
-        for start, end in _windows(total, cfg.frames):
+        if total > cfg.frames:
+            video = sample_long(
+                model,
+                text,
+                null,
+                None if guide is None else guide[None].to(model.device),
+                total,
+                params=continuation or default_continuation(cfg.frames),
+                steps=steps,
+                guidance=guidance,
+                tau=tau,
+                strength=strength,
+                seed=seed,
+                stats=stats,
+            )[0].permute(1, 0, 2, 3)
+        else:
             window = None
             if guide is not None:
-                window = guide[:, start:end]
-                if window.shape[1] < cfg.frames:
-                    pad = window[:, -1:].expand(-1, cfg.frames - window.shape[1], -1, -1)
-                    window = torch.cat([window, pad], dim=1)
-                window = window[None]
-            generator = torch.Generator().manual_seed(seed)
+                pad = guide[:, -1:].expand(-1, cfg.frames - total, -1, -1)
+                window = torch.cat([guide, pad], dim=1)[None]
             latents = sample_latents(
                 model,
                 text,
@@ -137,14 +144,10 @@ def synthesize(
                 guidance=guidance,
                 tau=tau,
                 strength=strength,
-                generator=generator,
+                generator=torch.Generator().manual_seed(seed),
                 stats=stats,
             )
-            video = model.decode_latents(latents)[0]
-            clip = video.permute(1, 0, 2, 3)[done - start : end - start]
-            out.append(clip)
-            done = end
-    video = torch.cat(out)
+            video = model.decode_latents(latents)[0].permute(1, 0, 2, 3)[:total]
     if size is not None and tuple(size) != tuple(video.shape[-2:]):
         video = F.interpolate(video, size=tuple(size), mode="bilinear", align_corners=False)
     return vae_output_to_frames(video).cpu().numpy()

@@ -21,7 +21,7 @@ def model():
     return bundle
 
 
-def test_long_guides_render_window_by_window(model) -> None:
+def test_long_guides_continue_clip_by_clip(model) -> None:
     guide = np.random.default_rng(0).uniform(-1, 1, (5, 24, 20)).astype(np.float32)
     frames = synthesize(model, "a blue cone", guide, seed=2, steps=2, size=(32, 32))
     assert frames.shape == (5, 32, 32, 3) and frames.dtype == np.uint8
@@ -29,6 +29,19 @@ def test_long_guides_render_window_by_window(model) -> None:
     assert np.array_equal(frames[:2], first_window)
     short = synthesize(model, "a blue cone", guide[:1], seed=2, steps=2)
     assert short.shape == (1, 16, 16, 3)
+
+
+def test_long_guides_follow_the_continuation_parameters(model) -> None:
+    from story.models.long_shot import ReuseDiffuse
+
+    guide = np.random.default_rng(1).uniform(-1, 1, (4, 16, 16)).astype(np.float32)
+    kw = dict(seed=3, steps=3)
+    reuse = synthesize(model, "a red ball", guide, continuation=ReuseDiffuse(1, 1.0, 0.6), **kw)
+    fresh = synthesize(model, "a red ball", guide, continuation=ReuseDiffuse(1, 0.0, 0.0), **kw)
+    assert np.array_equal(reuse[:2], fresh[:2])  # the first clip does not depend on them
+    assert not np.array_equal(reuse[2:], fresh[2:])
+    with pytest.raises(ValueError, match="prompt_frames"):
+        synthesize(model, "a red ball", guide, continuation=ReuseDiffuse(2, 1.0, 0.6), **kw)
 
 
 def test_text_only_and_bad_guides(model) -> None:
