@@ -32,6 +32,9 @@ WorkspaceOpt = Annotated[
 LanceOpt = Annotated[
     str | None, typer.Option("--lancedb", help="LanceDB URI (env STORY_LANCEDB_URI).")
 ]
+RayFlag = Annotated[
+    bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors (--no-ray: in-process).")
+]
 
 
 def make_settings(
@@ -126,7 +129,7 @@ def index_command(
     ivf_pq_min_rows: Annotated[
         int | None, typer.Option(help="Build an IVF-PQ index from this many rows.")
     ] = None,
-    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
+    ray: RayFlag = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest a clip manifest into the clip library (flow `build_index`)."""
@@ -248,7 +251,7 @@ def depth_command(
     ] = None,
     normalize: Annotated[str, typer.Option(help="frame | clip (clip does not flicker).")] = "frame",
     workers: Annotated[int | None, typer.Option(min=1, help="Actors (default: settings).")] = None,
-    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
+    ray: RayFlag = True,
     workspace: WorkspaceOpt = None,
     lancedb: LanceOpt = None,
     as_json: JsonFlag = False,
@@ -310,9 +313,7 @@ def render_command(
         float,
         typer.Option(min=0.0, max=1.0, help="Long shots: fraction of steps pinning prompt frames."),
     ] = 0.6,
-    ray: Annotated[
-        bool, typer.Option("--ray/--no-ray", help="Fan plots out on Ray actors.")
-    ] = True,
+    ray: RayFlag = True,
     workspace: WorkspaceOpt = None,
     lancedb: LanceOpt = None,
     as_json: JsonFlag = False,
@@ -423,9 +424,7 @@ def reproduce_command(
 def rerender_command(
     render: Annotated[str, typer.Argument(help="Render id (or a unique prefix).")],
     checkpoint: Annotated[str, typer.Option(help="The new synthesis checkpoint name.")],
-    ray: Annotated[
-        bool, typer.Option("--ray/--no-ray", help="Fan plots out on Ray actors.")
-    ] = True,
+    ray: RayFlag = True,
     workspace: WorkspaceOpt = None,
     lancedb: LanceOpt = None,
     as_json: JsonFlag = False,
@@ -458,9 +457,7 @@ def rerender_affected_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only list the affected renders.")
     ] = False,
-    ray: Annotated[
-        bool, typer.Option("--ray/--no-ray", help="Fan plots out on Ray actors.")
-    ] = True,
+    ray: RayFlag = True,
     workspace: WorkspaceOpt = None,
     lancedb: LanceOpt = None,
     as_json: JsonFlag = False,
@@ -570,7 +567,7 @@ DEMO_QUERIES = (
 @app.command("demo")
 def demo_command(
     workspace: WorkspaceOpt = None,
-    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
+    ray: RayFlag = True,
     as_json: JsonFlag = False,
 ) -> None:
     """The main job on the embedded default: index the sample library, render the example story."""
@@ -591,7 +588,7 @@ def ingest_new_command(
     manifest: Annotated[
         str | None, typer.Option("--manifest", "-m", help="A manifest that may have new rows.")
     ] = None,
-    ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Fan out on Ray actors.")] = True,
+    ray: RayFlag = True,
     workspace: WorkspaceOpt = None,
     lancedb: LanceOpt = None,
     as_json: JsonFlag = False,

@@ -568,6 +568,17 @@ def _remember(
         remember_request(settings, out_root, request, rid)
 
 
+def _prepare(
+    story: str, settings: dict[str, Any] | None, out: str | None, candidates: int
+) -> tuple[Settings, Story, Path]:
+    """The settings, the parsed story and the renders root of a `render_story` call."""
+    resolved = Settings(**(settings or {}))
+    if candidates < 1:
+        raise RenderError(f"candidates must be >= 1, got {candidates}")
+    script = load_story(story, max_frames=resolved.max_plot_frames)
+    return resolved, script, Path(out) if out else Path(resolved.workspace) / "renders"
+
+
 @flow(name="render_story")
 def render_story(
     story: str,
@@ -580,11 +591,7 @@ def render_story(
     use_ray: bool = True,
 ) -> dict[str, Any]:
     """Render a story script into `renders/<render_id>/` and register its lineage."""
-    resolved = Settings(**(settings or {}))
-    if candidates < 1:
-        raise RenderError(f"candidates must be >= 1, got {candidates}")
-    script = load_story(story, max_frames=resolved.max_plot_frames)
-    out_root = Path(out) if out else Path(resolved.workspace) / "renders"
+    resolved, script, out_root = _prepare(story, settings, out, candidates)
     summary = render_plan(
         script,
         resolved,
@@ -614,14 +621,11 @@ def render_story_if_changed(
     """What `story render` runs: a request seen before whose render is complete comes back at
     once, without a flow run (nothing is rendered, so nothing is logged); anything else runs
     the `render_story` flow."""
-    resolved = Settings(**(settings or {}))
-    if candidates >= 1:
-        script = load_story(story, max_frames=resolved.max_plot_frames)
-        out_root = Path(out) if out else Path(resolved.workspace) / "renders"
-        request = request_inputs(script, resolved, seed, checkpoint, candidates, {}, params or {})
-        found = find_up_to_date(resolved, out_root, request)
-        if found is not None:
-            return _summary(*found, reused=True)
+    resolved, script, out_root = _prepare(story, settings, out, candidates)
+    request = request_inputs(script, resolved, seed, checkpoint, candidates, {}, params or {})
+    found = find_up_to_date(resolved, out_root, request)
+    if found is not None:
+        return _summary(*found, reused=True)
     return render_story(
         story,
         settings,

@@ -21,6 +21,22 @@ STORIES = TEST_FILES / "stories"
 Recorder = Callable[..., bool]
 
 
+class DiesOnce:
+    """A worker whose first call anywhere kills its own process, as an OOM kill would."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def process(self, item: int) -> tuple[int, int]:
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return item, os.getpid()
+        os.write(fd, str(item).encode())
+        os.close(fd)
+        os._exit(1)
+
+
 def child_env() -> dict[str, str]:
     """The child reports to this session's Prefect test server instead of starting its own."""
     from prefect.settings import PREFECT_API_URL

@@ -29,7 +29,7 @@ from story.tasks.lineage import (
     write_manifest,
 )
 from story.tasks.script import load_story
-from tests.faults.conftest import STORIES, Recorder, child_env
+from tests.faults.conftest import STORIES, DiesOnce, Recorder, child_env
 from tests.faults.lineage_writer import register_renders, render_manifest
 from tests.flows.library_fixture import write_clip
 
@@ -170,22 +170,6 @@ def test_repeated_kill_9_then_cli_resume_matches_a_clean_build(
     assert progress == sorted(progress)
     assert (duplicates, missing) == (0, 0)
     assert summary["rows"] == 60
-
-
-class DiesOnce:
-    """A worker whose first call anywhere kills its own process, as an OOM kill would."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def process(self, item: int) -> tuple[int, int]:
-        try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return item, os.getpid()
-        os.write(fd, str(item).encode())
-        os.close(fd)
-        os._exit(1)
 
 
 @pytest.mark.usefixtures("ray_local")

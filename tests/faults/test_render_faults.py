@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,12 @@ from typer.testing import CliRunner
 from story.flows.build_index import build_index
 from story.flows.cli import app
 from story.flows.render_story import render_story
-from story.models.t2v import random_tiny
-from story.settings import REPO_ROOT, Settings
+from story.settings import Settings
 from story.tasks.errors import StoryError
 from story.tasks.lineage import LineageRegistry, read_manifest
 from tests.faults.conftest import REPO, Recorder, child_env
 from tests.flows.library_fixture import build_library
+from tests.flows.studio_fixture import write_checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -40,9 +39,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """An indexed library of four clips, a tiny random checkpoint and the bundled depth net."""
     root = tmp_path_factory.mktemp("studio")
     library = build_library(root / "library", n_good=4, with_bad=False)
-    checkpoints = root / "checkpoints"
-    random_tiny(frames=4, size=16, seed=0).save_pretrained(checkpoints / "t2v-tiny")
-    shutil.copytree(REPO_ROOT / "checkpoints" / "depth-tiny", checkpoints / "depth-tiny")
+    checkpoints = write_checkpoints(root / "checkpoints")
     settings = Settings(workspace=root / "ws", checkpoints=checkpoints)
     build_index(str(library.manifest), settings.resolved(), use_ray=False)
     (root / "story.yaml").write_text(STORY)

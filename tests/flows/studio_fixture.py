@@ -22,17 +22,23 @@ STORIES = {
 }
 
 
+def write_checkpoints(folder: Path, extra: tuple[str, ...] = ()) -> Path:
+    """`folder` with a random tiny `t2v-tiny` (4 frames, 16x16), one more per name in `extra`
+    (seeds 1, 2, ...) and the bundled depth net."""
+    random_tiny(frames=4, size=16, seed=0).save_pretrained(folder / "t2v-tiny")
+    for seed, name in enumerate(extra, 1):
+        random_tiny(frames=4, size=16, seed=seed).save_pretrained(folder / name)
+    shutil.copytree(REPO_ROOT / "checkpoints" / "depth-tiny", folder / "depth-tiny")
+    return folder
+
+
 def build_studio(root: Path, checkpoints: tuple[str, ...] = ("alt", "next"), **extra) -> Settings:
     """Library (4 clips) indexed into `root/ws`; `tiny` plus the named random checkpoints.
 
     Every checkpoint renders 4 frames of 16x16; `extra` goes into the settings.
     """
     library = build_library(root / "library", n_good=4, with_bad=False)
-    folder = root / "checkpoints"
-    random_tiny(frames=4, size=16, seed=0).save_pretrained(folder / "t2v-tiny")
-    for seed, name in enumerate(checkpoints, 1):
-        random_tiny(frames=4, size=16, seed=seed).save_pretrained(folder / name)
-    shutil.copytree(REPO_ROOT / "checkpoints" / "depth-tiny", folder / "depth-tiny")
+    folder = write_checkpoints(root / "checkpoints", checkpoints)
     settings = Settings(workspace=root / "ws", checkpoints=folder, ray_workers=2, **extra)
     build_index(str(library.manifest), settings.resolved(), use_ray=False)
     for name, text in STORIES.items():

@@ -13,6 +13,7 @@ import pytest
 
 from story.flows.ray_pool import WarmPool, actor_options, run_on_actors, warm_pool
 from story.settings import Settings
+from tests.faults.conftest import DiesOnce
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -26,22 +27,6 @@ class CountsLoads:
 
     def process(self, item: int) -> tuple[int, int]:
         return item, os.getpid()
-
-
-class DiesOnce:
-    """A worker whose first call anywhere kills its own process, as an OOM kill would."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def process(self, item: int) -> tuple[int, int]:
-        try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return item, os.getpid()
-        os.write(fd, str(item).encode())
-        os.close(fd)
-        os._exit(1)
 
 
 def _run(pool: WarmPool | None, worker: type, init: dict, items: list, **kwargs) -> list:

@@ -11,12 +11,12 @@ import pytest
 from story.flows.build_index import build_index
 from story.flows.render_story import render_story
 from story.flows.reproduce import reproduce_render, rerender
-from story.models.t2v import random_tiny
-from story.settings import REPO_ROOT, Settings
+from story.settings import Settings
 from story.tasks.assemble import read_mp4
 from story.tasks.lineage import LineageRegistry, read_manifest
 from story.tasks.render_plot import RenderError
 from tests.flows.library_fixture import build_library
+from tests.flows.studio_fixture import write_checkpoints
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -35,10 +35,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """An indexed library, two tiny random checkpoints and the bundled depth net."""
     root = tmp_path_factory.mktemp("studio")
     library = build_library(root / "library", n_good=4, with_bad=False)
-    checkpoints = root / "checkpoints"
-    random_tiny(frames=4, size=16, seed=0).save_pretrained(checkpoints / "t2v-tiny")
-    random_tiny(frames=4, size=16, seed=1).save_pretrained(checkpoints / "alt")
-    shutil.copytree(REPO_ROOT / "checkpoints" / "depth-tiny", checkpoints / "depth-tiny")
+    checkpoints = write_checkpoints(root / "checkpoints", ("alt",))
     settings = Settings(workspace=root / "ws", checkpoints=checkpoints, ray_workers=2)
     build_index(str(library.manifest), settings.resolved(), use_ray=False)
     (root / "story.yaml").write_text(STORY)

@@ -15,11 +15,11 @@ from story.flows import render_story as render_story_module
 from story.flows.build_index import build_index
 from story.flows.ray_pool import warm_pool
 from story.flows.render_story import render_story
-from story.models.t2v import random_tiny
-from story.settings import REPO_ROOT, Settings
+from story.settings import Settings
 from story.tasks import hash_cache as hash_cache_module
 from story.tasks.lineage import LineageError, read_manifest
 from tests.flows.library_fixture import build_library, write_manifest
+from tests.flows.studio_fixture import write_checkpoints
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -37,9 +37,7 @@ FAST = {"steps": 2, "guidance": 2.0}
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Four indexed clips (a fifth kept back), a tiny random checkpoint, the bundled depth net."""
     root = tmp_path_factory.mktemp("reuse")
-    checkpoints = root / "checkpoints"
-    random_tiny(frames=4, size=16, seed=0).save_pretrained(checkpoints / "t2v-tiny")
-    shutil.copytree(REPO_ROOT / "checkpoints" / "depth-tiny", checkpoints / "depth-tiny")
+    checkpoints = write_checkpoints(root / "checkpoints")
     library = build_library(root / "library", n_good=5, with_bad=False)
     write_manifest(root / "library" / "first4.jsonl", library.good[:4], [])
     write_manifest(root / "library" / "fifth.jsonl", library.good[4:], [])
