@@ -13,6 +13,10 @@ pixels, with the guide's object mask as the place the character should be:
 A `described` row spells bob out in words ("a red striped sphere") as a reference. A tau sweep
 for TimeInv + LoRA shows how late structure guidance trades fidelity for structure (Fig. 5).
 Run: python -m bench.bench_concepts [--checkpoint DIR] [--steps N]
+
+`--sweep-lora-lr LR [LR ...]` instead picks the LoRA learning rate fairly: TimeInv + LoRA and
+TI + LoRA trained at each rate and scored on validation guide clips (other seeds than the
+benchmark's shots), written to bench/results/concepts_lora_sweep.json.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ RESULTS = ROOT / "bench" / "results" / "concepts.json"
 GRID = ROOT / "datasets" / "preview" / "concepts_grid.png"
 DEMO_PACK = ROOT / "checkpoints" / "concepts" / "bob"
 GUIDE_SEED = 30_000_000
+VALIDATION_SEED = 30_010_000
+SWEEP_RESULTS = ROOT / "bench" / "results" / "concepts_lora_sweep.json"
 TAUS = (0, 250, 500, 750, 1000)
 
 
@@ -79,13 +85,13 @@ def reference_look(size: int, n: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return label_histogram(allpx), allpx.astype(np.float64).mean(0)
 
 
-def guide_shots(n: int, frames: int, size: int) -> list[dict]:
+def guide_shots(n: int, frames: int, size: int, first_seed: int = GUIDE_SEED) -> list[dict]:
     """Guide clips from other scenes (sphere moving, varied cameras), one background each."""
     shots = []
     backgrounds = tuple(miniworld.BACKGROUNDS)
     for i in range(n):
         spec = miniworld.sample_scene(
-            GUIDE_SEED + i, frames=frames, height=size, width=size, n_objects=1, shape="sphere"
+            first_seed + i, frames=frames, height=size, width=size, n_objects=1, shape="sphere"
         )
         spec = replace(spec, background=backgrounds[i % len(backgrounds)])
         clip = miniworld.render(spec)
@@ -184,6 +190,47 @@ def bucketing_cost(model, table: torch.Tensor, sample_steps: int) -> dict:
     return out
 
 
+def lora_lr_sweep(model, args, images, ref_hist, ref_mean, phrase) -> dict:
+    """Both LoRA methods at each learning rate, scored on validation shots (not the bench's)."""
+    cfg = model.config
+    fingerprint = model_fingerprint(model)
+    shots = guide_shots(args.shots, cfg.frames, cfg.height, first_seed=VALIDATION_SEED)
+    rows: dict[str, dict] = {}
+    for method in ("timeinv_lora", "ti_lora"):
+        for lr in args.sweep_lora_lr:
+            params = ConceptParams(
+                method=method, steps=args.steps, threads=args.threads, lr_lora=lr
+            )
+            trained = train_concept(
+                model, "bob", images, "sphere", params, base_checkpoint=fingerprint
+            )
+            load_concepts(model, {"bob": trained.pack})
+            renders = render_all(
+                model,
+                lambda s: f"a <bob> {phrase[s['background']]}",
+                shots,
+                args.sample_steps,
+                0,
+                0,
+            )
+            unload_concepts(model)
+            scored = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
+            rows[f"{method} lr_lora={lr:g}"] = {
+                "method": method,
+                "lr_lora": lr,
+                **mean_rows(scored),
+                "final_loss": trained.loss_curve[-1]["loss"] if trained.loss_curve else None,
+            }
+            print(json.dumps(rows[f"{method} lr_lora={lr:g}"]), flush=True)
+    return {
+        "checkpoint_fingerprint": fingerprint,
+        "train_steps": args.steps,
+        "validation_seeds": [VALIDATION_SEED, VALIDATION_SEED + args.shots],
+        "sample_steps": args.sample_steps,
+        "rows": rows,
+    }
+
+
 def make_grid(rows: dict[str, list[np.ndarray]], guides: list[np.ndarray], out: Path) -> None:
     """Guide depth on top, then one row per method (middle frame of each shot), x3 nearest."""
     mid = guides[0].shape[0] // 2
@@ -208,6 +255,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save-demo", action="store_true", help="write the TimeInv+LoRA pack")
     parser.add_argument(
+        "--sweep-lora-lr",
+        type=float,
+        nargs="+",
+        help="only sweep the LoRA learning rate on validation shots",
+    )
+    parser.add_argument(
         "--bucketing-only", action="store_true", help="only re-measure the bucketing cost"
     )
     args = parser.parse_args()
@@ -226,6 +279,10 @@ def main() -> None:
     ref_hist, ref_mean = reference_look(cfg.height)
     shots = guide_shots(args.shots, cfg.frames, cfg.height)
     phrase = {bg: BACKGROUND_WORDS[bg][0] for bg in miniworld.BACKGROUNDS}
+    if args.sweep_lora_lr:
+        sweep = lora_lr_sweep(model, args, images, ref_hist, ref_mean, phrase)
+        SWEEP_RESULTS.write_text(json.dumps(sweep, indent=2) + "\n")
+        return
     results: dict = {
         "checkpoint": str(args.checkpoint),
         "checkpoint_fingerprint": fingerprint,

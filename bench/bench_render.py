@@ -9,8 +9,8 @@
   the direct compute of the same plots right after it; the overhead is the median of the
   pairs' ratios (robust to load drift on a shared machine). Reported too: the cold first flow
   run, the overhead against the compute the actor itself timed, and the overhead with
-  Prefect's flow-run heartbeats off (a Prefect 3.8 flow run waits up to 1 s at its end for
-  its heartbeat thread's 1-s sleep).
+  Prefect's flow-run heartbeats off (they stay on by default; `story.flows.engine` stops their
+  thread at once, where Prefect 3.8's own makes every run wait up to 1 s at its end).
 - rerender: the same story again (unchanged) vs the first render, both as `story render` runs
   them (`render_story_if_changed`: the up-to-date check, then the flow when needed); target
   <= 5%. The unchanged story through the `render_story` flow itself (as a deployment runs it:

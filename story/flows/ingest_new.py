@@ -18,11 +18,12 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from story.flows.build_index import TEXT_DIM, ingest_shards
+from story.flows.engine import flow
 from story.flows.logs import run_logger
 from story.settings import Settings
 from story.tasks.errors import ManifestError, StoryError

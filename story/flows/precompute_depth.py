@@ -12,10 +12,11 @@ import os
 import time
 from typing import Any
 
-from prefect import flow, task
+from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from story.flows.engine import flow
 from story.flows.logs import run_logger
 from story.flows.ray_pool import ensure_ray, run_local, run_on_actors
 from story.settings import Settings

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from story.flows.engine import flow
 from story.flows.logs import run_logger
 from story.flows.ray_pool import ensure_ray, run_local, run_on_actors, warm_pool
 from story.settings import REPO_ROOT, Settings
@@ -81,9 +81,16 @@ def retrieve(
     )
     if not index.exists or index.count() == 0:
         raise RenderError(f"{settings.lancedb}: the clip library is empty; run `story index`")
+
+    def pinned_ids(plot: Plot) -> list[str]:
+        return pins.get(plot.index) or ([plot.clip_id] if plot.clip_id else [])
+
+    queries = [plot.query for plot in story.plots if not pinned_ids(plot)]
+    encoder = text_encoder(settings.device) if queries else None
+    vectors = dict(zip(queries, encoder.embed_sentences(queries), strict=True)) if encoder else {}
     chosen: dict[int, list[dict[str, Any]]] = {}
     for plot in story.plots:
-        pinned = pins.get(plot.index) or ([plot.clip_id] if plot.clip_id else [])
+        pinned = pinned_ids(plot)
         if pinned:
             rows = [index.get(clip_id) for clip_id in pinned]
             missing = [c for c, row in zip(pinned, rows, strict=True) if row is None]
@@ -94,7 +101,7 @@ def retrieve(
                 )
             chosen[plot.index] = rows
             continue
-        hits = search(index, text_encoder(settings.device), plot.query, k=candidates)
+        hits = search(index, encoder, plot.query, k=candidates, text_vector=vectors[plot.query])
         if not hits:
             raise RenderError(
                 f"{story.source}:{plot.line}: no clip matches the query {plot.query!r}"

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
+from story.flows.engine import flow
 from story.flows.render_story import concept_folders, render_plan
 from story.settings import Settings
 from story.tasks.assemble import PlotRecord, read_mp4

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -26,6 +25,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from story.flows.engine import flow
 from story.flows.logs import run_logger
 from story.flows.render_story import concept_folders
 from story.flows.reproduce import find_render, rerender

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -20,6 +19,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from story.flows.engine import flow
 from story.flows.logs import run_logger
 from story.settings import Settings
 from story.tasks.concepts import (

@@ -188,8 +188,12 @@ def search(
     nprobes: int | None = None,
     refine_factor: int | None = 20,
     visual_encoder: Any = None,
+    text_vector: np.ndarray | None = None,
 ) -> list[Hit]:
     """Top-k clips for a text query; `score` is cosine similarity, BM25, or the fused RRF score.
+
+    `text_vector` is the query's embedding when the caller already has it (a story embeds all
+    its queries in one encoder batch); otherwise `encoder` embeds the query here.
 
     Each vector search fetches max(4k, 50) candidates and re-ranks `refine_factor` times as many
     with exact distances: the default re-ranks ~1000, which held recall@10 above 0.95 on 1M rows
@@ -219,7 +223,8 @@ def search(
             )
         return [_hit(row, row["_score"]) for row in _fts_rows(index, query, k, where)]
 
-    text_vector = encoder.embed_sentences([query])[0]
+    if text_vector is None:
+        text_vector = encoder.embed_sentences([query])[0]
     ranked = [_vector_rows(index, TEXT_VECTOR, text_vector, pool, where, nprobes, refine_factor)]
     if visual_encoder is not None and index.visual_dim is not None:
         visual_query = visual_encoder.embed_text([query])[0]

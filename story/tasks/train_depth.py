@@ -37,16 +37,21 @@ GRADIENT_WEIGHT = 0.5
 WARMUP = 0.05
 
 
-def render_clips(seeds: range | list[int], frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Miniature-world clips as (N, T, H, W, 3) uint8 RGB and (N, T, H, W) metric depth."""
+def render_clips(
+    seeds: range | list[int], frames: int, size: int, masks: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Miniature-world clips as (N, T, H, W, 3) uint8 RGB and (N, T, H, W) metric depth, and with
+    `masks` the (N, T, H, W) bool object masks too."""
     from story.tasks.miniworld import render, sample_scene
 
-    rgb, depth = [], []
+    rgb, depth, objects = [], [], []
     for seed in seeds:
         clip = render(sample_scene(int(seed), frames=frames, height=size, width=size))
         rgb.append(clip.rgb)
         depth.append(clip.depth)
-    return np.stack(rgb), np.stack(depth).astype(np.float32)
+        objects.append(clip.masks > 0)
+    out = (np.stack(rgb), np.stack(depth).astype(np.float32))
+    return (*out, np.stack(objects)) if masks else out
 
 
 def ssi_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -57,10 +62,16 @@ def ssi_normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - median[:, None, None]) / mad[:, None, None]
 
 
-def ssi_loss(pred: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
-    """Scale-and-shift-invariant L1 plus multi-scale gradient matching, as MiDaS trains."""
+def ssi_loss(
+    pred: torch.Tensor, disparity: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scale-and-shift-invariant L1 plus multi-scale gradient matching, as MiDaS trains; an
+    optional per-pixel `weight` (B, H, W) weighs the L1 term (e.g. up on object pixels)."""
     residual = ssi_normalise(pred) - ssi_normalise(disparity)
-    loss = residual.abs().mean()
+    if weight is None:
+        loss = residual.abs().mean()
+    else:
+        loss = (residual.abs() * weight).sum() / weight.sum()
     for scale in range(GRADIENT_SCALES):
         r = residual[:, :: 2**scale, :: 2**scale]
         gx = (r[:, :, 1:] - r[:, :, :-1]).abs().mean()
@@ -120,16 +131,25 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--train-clips must stay below the held-out seeds ({HELDOUT_SEED})")
 
     t0 = time.perf_counter()
-    rgb, depth = render_clips(range(args.train_clips), args.frames, args.size)
+    rgb, depth, objects = render_clips(range(args.train_clips), args.frames, args.size, True)
     render_s = time.perf_counter() - t0
     rgb = rgb.reshape(-1, *rgb.shape[2:])
+    objects = objects.reshape(-1, *objects.shape[2:])
     disparity = 1.0 / np.maximum(depth.reshape(-1, *depth.shape[2:]), 1e-3)
     print(f"rendered {len(rgb)} training frames in {render_s:.1f}s", flush=True)
 
-    config = TinyDepthConfig(
-        channels=tuple(args.channels), groups=args.groups, train_size=args.size
-    )
-    net = TinyDepthNet(config)
+    if args.init:
+        # Resume: the checkpoint's own shape wins over --channels / --groups.
+        net = TinyDepthNet.load(args.init).train()
+        if net.config.train_size != args.size:
+            raise ValueError(
+                f"{args.init}: trained at {net.config.train_size}px, --size is {args.size}"
+            )
+    else:
+        config = TinyDepthConfig(
+            channels=tuple(args.channels), groups=args.groups, train_size=args.size
+        )
+        net = TinyDepthNet(config)
     optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     budget = args.minutes * 60.0
     t_train = time.perf_counter()
@@ -141,9 +161,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         idx = rng.integers(0, len(rgb), args.batch)
         x = frames_to_unit(torch.from_numpy(augment(rgb[idx], rng)))
         target = torch.from_numpy(disparity[idx])
+        weight = 1.0 + args.object_weight * torch.from_numpy(objects[idx]).float()
         if rng.random() < 0.5:
-            x, target = x.flip(-1), target.flip(-1)
-        loss = ssi_loss(net(x), target)
+            x, target, weight = x.flip(-1), target.flip(-1), weight.flip(-1)
+        loss = ssi_loss(net(x), target, weight if args.object_weight else None)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -169,7 +190,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "train_seconds": round(train_s + prior.get("train_seconds", 0.0), 1),
         "render_seconds": round(render_s + prior.get("render_seconds", 0.0), 1),
         "steps": step + prior.get("steps", 0),
-        "sessions": [*prior.get("sessions", []), {"steps": step, "seconds": round(train_s, 1)}],
+        "sessions": [
+            *prior.get("sessions", []),
+            {
+                "steps": step,
+                "seconds": round(train_s, 1),
+                "lr": args.lr,
+                "object_weight": args.object_weight,
+            },
+        ],
         "batch": args.batch,
         "final_loss": round(float(np.mean(losses[-100:])), 4) if losses else None,
         "train_seeds": [0, args.train_clips],
@@ -198,7 +227,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", default=None, help="Start from this checkpoint folder.")
+    parser.add_argument("--init", default=None, help="Start from this checkpoint's weights.")
+    parser.add_argument(
+        "--object-weight",
+        type=float,
+        default=0.0,
+        help="Extra L1 weight on object pixels (objects are small; they carry the structure).",
+    )
     return parser.parse_args(argv)
 
 

@@ -105,6 +105,18 @@ def test_a_paraphrased_caption_finds_its_clip(
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+def test_queries_embedded_in_one_batch_find_the_same_clips(
+    library: ClipIndex, encoder: MiniLMTextEncoder
+) -> None:
+    queries = [query for query, _ in PARAPHRASES]
+    vectors = encoder.embed_sentences(queries)
+    for query, vector in zip(queries, vectors, strict=True):
+        alone = search(library, encoder, query, k=5)
+        batched = search(library, encoder, query, k=5, text_vector=vector)
+        assert [h.clip_id for h in batched] == [h.clip_id for h in alone]
+        assert [h.score for h in batched] == pytest.approx([h.score for h in alone])
+
+
 def test_an_exact_word_is_found_by_full_text(
     library: ClipIndex, encoder: MiniLMTextEncoder
 ) -> None:
