@@ -15,8 +15,8 @@ for TimeInv + LoRA shows how late structure guidance trades fidelity for structu
 Run: python -m bench.bench_concepts [--checkpoint DIR] [--steps N]
 
 `--sweep-lora-lr LR [LR ...]` instead picks the LoRA learning rate fairly: TimeInv + LoRA and
-TI + LoRA trained at each rate and scored on validation guide clips (other seeds than the
-benchmark's shots), written to bench/results/concepts_lora_sweep.json.
+TI + LoRA trained at each rate (0 = the method without LoRA) and scored on validation guide clips
+(other seeds than the benchmark's shots), added to bench/results/concepts_lora_sweep.json.
 """
 
 from __future__ import annotations
@@ -196,8 +196,10 @@ def lora_lr_sweep(model, args, images, ref_hist, ref_mean, phrase) -> dict:
     fingerprint = model_fingerprint(model)
     shots = guide_shots(args.shots, cfg.frames, cfg.height, first_seed=VALIDATION_SEED)
     rows: dict[str, dict] = {}
-    for method in ("timeinv_lora", "ti_lora"):
+    for lora_method in ("timeinv_lora", "ti_lora"):
         for lr in args.sweep_lora_lr:
+            # lr 0 is the same method without LoRA: the reference a LoRA rate has to beat.
+            method = lora_method if lr > 0 else lora_method.removesuffix("_lora")
             params = ConceptParams(
                 method=method, steps=args.steps, threads=args.threads, lr_lora=lr
             )
@@ -222,6 +224,15 @@ def lora_lr_sweep(model, args, images, ref_hist, ref_mean, phrase) -> dict:
                 "final_loss": trained.loss_curve[-1]["loss"] if trained.loss_curve else None,
             }
             print(json.dumps(rows[f"{method} lr_lora={lr:g}"]), flush=True)
+    if SWEEP_RESULTS.is_file():
+        # Rates swept earlier on the same model and validation shots stay in the table.
+        earlier = json.loads(SWEEP_RESULTS.read_text())
+        same = (earlier.get("checkpoint_fingerprint"), earlier.get("train_steps")) == (
+            fingerprint,
+            args.steps,
+        ) and earlier.get("validation_seeds") == [VALIDATION_SEED, VALIDATION_SEED + args.shots]
+        if same:
+            rows = {**earlier["rows"], **rows}
     return {
         "checkpoint_fingerprint": fingerprint,
         "train_steps": args.steps,
@@ -255,6 +266,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save-demo", action="store_true", help="write the TimeInv+LoRA pack")
     parser.add_argument(
+        "--lr-lora",
+        type=float,
+        default=None,
+        help="LoRA learning rate of both LoRA methods (default: ConceptParams'; pick it with "
+        "--sweep-lora-lr)",
+    )
+    parser.add_argument(
         "--sweep-lora-lr",
         type=float,
         nargs="+",
@@ -283,11 +301,12 @@ def main() -> None:
         sweep = lora_lr_sweep(model, args, images, ref_hist, ref_mean, phrase)
         SWEEP_RESULTS.write_text(json.dumps(sweep, indent=2) + "\n")
         return
+    rates = {"lr_lora": args.lr_lora} if args.lr_lora is not None else {}
     results: dict = {
         "checkpoint": str(args.checkpoint),
         "checkpoint_fingerprint": fingerprint,
         "train_steps": args.steps,
-        "params": asdict(ConceptParams(method="timeinv_lora", steps=args.steps)),
+        "params": asdict(ConceptParams(method="timeinv_lora", steps=args.steps, **rates)),
         "images_with_object_masks": sum(m is not None for m in images.masks),
         "shots": args.shots,
         "sample_steps": args.sample_steps,
@@ -314,7 +333,7 @@ def main() -> None:
     packs = {}
     for method in METHODS:
         tick = time.monotonic()
-        params = ConceptParams(method=method, steps=args.steps, threads=args.threads)
+        params = ConceptParams(method=method, steps=args.steps, threads=args.threads, **rates)
         trained = train_concept(model, "bob", images, "sphere", params, base_checkpoint=fingerprint)
         packs[method] = trained.pack
         train_s = time.monotonic() - tick

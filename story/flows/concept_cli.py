@@ -27,6 +27,12 @@ def concept_train_command(
         int, typer.Option(min=0, help="Regularisation clips retrieved by the class word.")
     ] = 0,
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    lr_table: Annotated[
+        float | None, typer.Option(min=0.0, help="Token-table learning rate (default 5e-4).")
+    ] = None,
+    lr_lora: Annotated[
+        float | None, typer.Option(min=0.0, help="LoRA learning rate (default 2e-4).")
+    ] = None,
     checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint: tiny or a folder.")] = (
         "tiny"
     ),
@@ -56,6 +62,8 @@ def concept_train_command(
                 seed=seed,
                 checkpoint=checkpoint,
                 out=str(out) if out else None,
+                lr_table=lr_table,
+                lr_lora=lr_lora,
             )
         except (StoryError, FileNotFoundError, ValueError) as exc:
             fail(str(exc), as_json, emit)

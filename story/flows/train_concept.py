@@ -69,15 +69,25 @@ def train_concept(
     seed: int = 0,
     checkpoint: str = "tiny",
     out: str | None = None,
+    lr_table: float | None = None,
+    lr_lora: float | None = None,
 ) -> dict[str, Any]:
-    """Train `<name>` from the images in `images`; returns the pack's summary."""
+    """Train `<name>` from the images in `images`; returns the pack's summary. Learning rates
+    left at None take `ConceptParams`' defaults."""
     from story.tasks.synthesize import load_t2v
 
     log = run_logger(__name__)
     resolved = Settings(**(settings or {}))
     check_name(name)
+    rates = {k: v for k, v in (("lr_table", lr_table), ("lr_lora", lr_lora)) if v is not None}
     params = ConceptParams(
-        method=method, steps=steps, buckets=buckets, reg_clips=reg_clips, seed=seed, threads=2
+        method=method,
+        steps=steps,
+        buckets=buckets,
+        reg_clips=reg_clips,
+        seed=seed,
+        threads=2,
+        **rates,
     )
     data = read_concept_images(images, params.source_size)
     tick = time.perf_counter()

@@ -122,6 +122,15 @@ def _prior_metrics(init: str | None) -> dict[str, Any]:
     return json.loads(path.read_text()) if path and path.is_file() else {}
 
 
+def _prior_sessions(prior: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sessions behind the resumed checkpoint (one, from its totals, if it lists none)."""
+    if "sessions" in prior:
+        return list(prior["sessions"])
+    if "steps" in prior:
+        return [{"steps": prior["steps"], "seconds": prior.get("train_seconds")}]
+    return []
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Render the training pool, train for the time budget, save, evaluate on held-out seeds."""
     torch.set_num_threads(args.threads)
@@ -191,7 +200,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "render_seconds": round(render_s + prior.get("render_seconds", 0.0), 1),
         "steps": step + prior.get("steps", 0),
         "sessions": [
-            *prior.get("sessions", []),
+            *_prior_sessions(prior),
             {
                 "steps": step,
                 "seconds": round(train_s, 1),

@@ -98,3 +98,36 @@ def test_train_command_names_a_bad_image_folder(tmp_path: Path, capfd) -> None:
     assert result.exit_code == 2
     error = json.loads(capfd.readouterr().out)["error"]
     assert str(empty) in error and "no images" in error
+
+
+def test_train_command_takes_the_learning_rates(
+    prefect_harness, tmp_path: Path, images: Path, checkpoint: Path, capfd
+) -> None:
+    capfd.readouterr()
+    result = CliRunner().invoke(
+        concept_app(),
+        [
+            "concept",
+            "train",
+            "bob",
+            "--images",
+            str(images),
+            "--class-word",
+            "sphere",
+            "--steps",
+            "1",
+            "--buckets",
+            "2",
+            "--checkpoint",
+            str(checkpoint),
+            "--lr-lora",
+            "1e-5",
+            "--workspace",
+            str(tmp_path / "ws"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, capfd.readouterr().out
+    pack = ConceptPack.load(tmp_path / "ws" / "concepts" / "bob")
+    assert pack.meta["params"]["lr_lora"] == 1e-5
+    assert pack.meta["params"]["lr_table"] == 5e-4
