@@ -28,6 +28,14 @@ def concept_app() -> typer.Typer:
     return app
 
 
+def train_bob(images: Path, workspace: Path, *options: str):
+    """`story concept train bob --images IMAGES --class-word sphere ... --json`."""
+    args = ["concept", "train", "bob", "--images", str(images), "--class-word", "sphere"]
+    return CliRunner().invoke(
+        concept_app(), [*args, *options, "--workspace", str(workspace), "--json"]
+    )
+
+
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
     folder = tmp_path / "images"
@@ -80,21 +88,7 @@ def test_train_command_names_a_bad_image_folder(tmp_path: Path, capfd) -> None:
     empty.mkdir()
     (empty / "readme.txt").write_text("nothing to see")
     capfd.readouterr()
-    result = CliRunner().invoke(
-        concept_app(),
-        [
-            "concept",
-            "train",
-            "bob",
-            "--images",
-            str(empty),
-            "--class-word",
-            "sphere",
-            "--workspace",
-            str(tmp_path / "ws"),
-            "--json",
-        ],
-    )
+    result = train_bob(empty, tmp_path / "ws")
     assert result.exit_code == 2
     error = json.loads(capfd.readouterr().out)["error"]
     assert str(empty) in error and "no images" in error
@@ -104,29 +98,8 @@ def test_train_command_takes_the_learning_rates(
     prefect_harness, tmp_path: Path, images: Path, checkpoint: Path, capfd
 ) -> None:
     capfd.readouterr()
-    result = CliRunner().invoke(
-        concept_app(),
-        [
-            "concept",
-            "train",
-            "bob",
-            "--images",
-            str(images),
-            "--class-word",
-            "sphere",
-            "--steps",
-            "1",
-            "--buckets",
-            "2",
-            "--checkpoint",
-            str(checkpoint),
-            "--lr-lora",
-            "1e-5",
-            "--workspace",
-            str(tmp_path / "ws"),
-            "--json",
-        ],
-    )
+    options = ["--steps", "1", "--buckets", "2", "--checkpoint", str(checkpoint)]
+    result = train_bob(images, tmp_path / "ws", *options, "--lr-lora", "1e-5")
     assert result.exit_code == 0, capfd.readouterr().out
     pack = ConceptPack.load(tmp_path / "ws" / "concepts" / "bob")
     assert pack.meta["params"]["lr_lora"] == 1e-5
