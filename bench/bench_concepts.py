@@ -190,10 +190,23 @@ def bucketing_cost(model, table: torch.Tensor, sample_steps: int) -> dict:
     return out
 
 
-def lora_lr_sweep(model, args, images, ref_hist, ref_mean, phrase) -> dict:
+def train_and_render(model, fingerprint, images, params, shots, phrase, sample_steps):
+    """Train bob with `params` and render "a <bob> <background>" on every shot (tau 0); the pack
+    stays loaded. Returns the training result, the renders and the seconds of each part."""
+    tick = time.monotonic()
+    trained = train_concept(model, "bob", images, "sphere", params, base_checkpoint=fingerprint)
+    train_s = time.monotonic() - tick
+    load_concepts(model, {"bob": trained.pack})
+    tick = time.monotonic()
+    renders = render_all(
+        model, lambda s: f"a <bob> {phrase[s['background']]}", shots, sample_steps, 0, 0
+    )
+    return trained, renders, {"train_s": train_s, "render_s": time.monotonic() - tick}
+
+
+def lora_lr_sweep(model, fingerprint, args, images, ref_hist, ref_mean, phrase) -> dict:
     """Both LoRA methods at each learning rate, scored on validation shots (not the bench's)."""
     cfg = model.config
-    fingerprint = model_fingerprint(model)
     shots = guide_shots(args.shots, cfg.frames, cfg.height, first_seed=VALIDATION_SEED)
     rows: dict[str, dict] = {}
     for lora_method in ("timeinv_lora", "ti_lora"):
@@ -203,17 +216,8 @@ def lora_lr_sweep(model, args, images, ref_hist, ref_mean, phrase) -> dict:
             params = ConceptParams(
                 method=method, steps=args.steps, threads=args.threads, lr_lora=lr
             )
-            trained = train_concept(
-                model, "bob", images, "sphere", params, base_checkpoint=fingerprint
-            )
-            load_concepts(model, {"bob": trained.pack})
-            renders = render_all(
-                model,
-                lambda s: f"a <bob> {phrase[s['background']]}",
-                shots,
-                args.sample_steps,
-                0,
-                0,
+            trained, renders, _ = train_and_render(
+                model, fingerprint, images, params, shots, phrase, args.sample_steps
             )
             unload_concepts(model)
             scored = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
@@ -295,12 +299,12 @@ def main() -> None:
     fingerprint = model_fingerprint(model)
     images = read_concept_images(IMAGES)
     ref_hist, ref_mean = reference_look(cfg.height)
-    shots = guide_shots(args.shots, cfg.frames, cfg.height)
     phrase = {bg: BACKGROUND_WORDS[bg][0] for bg in miniworld.BACKGROUNDS}
     if args.sweep_lora_lr:
-        sweep = lora_lr_sweep(model, args, images, ref_hist, ref_mean, phrase)
+        sweep = lora_lr_sweep(model, fingerprint, args, images, ref_hist, ref_mean, phrase)
         SWEEP_RESULTS.write_text(json.dumps(sweep, indent=2) + "\n")
         return
+    shots = guide_shots(args.shots, cfg.frames, cfg.height)
     rates = {"lr_lora": args.lr_lora} if args.lr_lora is not None else {}
     results: dict = {
         "checkpoint": str(args.checkpoint),
@@ -332,21 +336,16 @@ def main() -> None:
     grid["described"] = renders
     packs = {}
     for method in METHODS:
-        tick = time.monotonic()
         params = ConceptParams(method=method, steps=args.steps, threads=args.threads, **rates)
-        trained = train_concept(model, "bob", images, "sphere", params, base_checkpoint=fingerprint)
-        packs[method] = trained.pack
-        train_s = time.monotonic() - tick
-        load_concepts(model, {"bob": trained.pack})
-        tick = time.monotonic()
-        renders = render_all(
-            model, lambda s: f"a <bob> {phrase[s['background']]}", shots, args.sample_steps, 0, 0
+        trained, renders, seconds = train_and_render(
+            model, fingerprint, images, params, shots, phrase, args.sample_steps
         )
+        packs[method] = trained.pack
         rows = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
         entry = {
             **mean_rows(rows),
-            "train_s": round(train_s, 1),
-            "render_s": round(time.monotonic() - tick, 1),
+            "train_s": round(seconds["train_s"], 1),
+            "render_s": round(seconds["render_s"], 1),
             "final_loss": trained.loss_curve[-1]["loss"] if trained.loss_curve else None,
             "loss_curve": [round(r["loss"], 4) for r in trained.loss_curve],
         }

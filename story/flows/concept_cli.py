@@ -43,33 +43,31 @@ def concept_train_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Train a character concept from a few images (flow `train_concept`)."""
-    from story.flows.cli import fail, json_stdout, make_settings
+    from story.flows.cli import make_settings, run_command
     from story.flows.train_concept import train_concept
-    from story.tasks.errors import StoryError
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace)
-        try:
-            summary = train_concept(
-                name,
-                str(images),
-                class_word,
-                settings.resolved(),
-                method=method,
-                steps=steps,
-                buckets=buckets,
-                reg_clips=reg_clips,
-                seed=seed,
-                checkpoint=checkpoint,
-                out=str(out) if out else None,
-                lr_table=lr_table,
-                lr_lora=lr_lora,
-            )
-        except (StoryError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit(summary)
-            return
+    settings = make_settings(workspace)
+    summary = run_command(
+        as_json,
+        lambda: train_concept(
+            name,
+            str(images),
+            class_word,
+            settings.resolved(),
+            method=method,
+            steps=steps,
+            buckets=buckets,
+            reg_clips=reg_clips,
+            seed=seed,
+            checkpoint=checkpoint,
+            out=str(out) if out else None,
+            lr_table=lr_table,
+            lr_lora=lr_lora,
+        ),
+        (FileNotFoundError, ValueError),
+    )
+    if summary is None:
+        return
     typer.echo(
         f"<{summary['name']}> ({summary['method']}, {summary['steps']} steps, final loss "
         f"{summary['final_loss']}) -> {summary['pack']}"
@@ -84,21 +82,16 @@ def concept_list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """List the concept packs in a folder."""
-    from story.flows.cli import fail, json_stdout, make_settings
+    from story.flows.cli import make_settings, run_command
     from story.flows.train_concept import concepts_folder
     from story.tasks.concepts import list_packs
-    from story.tasks.errors import StoryError
 
-    with json_stdout(as_json) as emit:
-        settings = make_settings(workspace)
-        root = folder or concepts_folder(settings)
-        try:
-            rows = list_packs(root)
-        except StoryError as exc:
-            fail(str(exc), as_json, emit)
-        if as_json:
-            emit({"folder": str(root), "concepts": rows})
-            return
+    settings = make_settings(workspace)
+    root = folder or concepts_folder(settings)
+    listed = run_command(as_json, lambda: {"folder": str(root), "concepts": list_packs(root)})
+    if listed is None:
+        return
+    rows = listed["concepts"]
     if not rows:
         typer.echo(f"no concept packs in {root}")
     for row in rows:

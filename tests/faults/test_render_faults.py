@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from story.flows.build_index import build_index
 from story.flows.cli import app
 from story.flows.render_story import render_story
 from story.settings import Settings
@@ -20,18 +19,9 @@ from story.tasks.errors import StoryError
 from story.tasks.lineage import LineageRegistry, read_manifest
 from tests.faults.conftest import REPO, Recorder, child_env
 from tests.flows.library_fixture import build_library
-from tests.flows.studio_fixture import write_checkpoints
+from tests.flows.studio_fixture import FAST, story_file, story_studio
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
-
-STORY = """\
-title: Two shots
-plots:
-  - text: A red ball bounces on the grass
-    seed: 5
-  - A blue cube slides sideways in the snow
-"""
-FAST = {"steps": 2, "guidance": 2.0}
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +29,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """An indexed library of four clips, a tiny random checkpoint and the bundled depth net."""
     root = tmp_path_factory.mktemp("studio")
     library = build_library(root / "library", n_good=4, with_bad=False)
-    checkpoints = write_checkpoints(root / "checkpoints")
-    settings = Settings(workspace=root / "ws", checkpoints=checkpoints)
-    build_index(str(library.manifest), settings.resolved(), use_ray=False)
-    (root / "story.yaml").write_text(STORY)
-    return settings
-
-
-def _story(settings: Settings) -> Path:
-    return Path(settings.workspace).parent / "story.yaml"
+    return story_studio(root, library.manifest)
 
 
 def _manifests(root: Path) -> list[Path]:
@@ -62,7 +44,7 @@ def test_an_unwritable_output_folder_is_a_clear_error_and_no_render_is_complete(
     before = LineageRegistry(studio.workspace).renders()
     with pytest.raises(StoryError) as caught:
         render_story(
-            str(_story(studio)),
+            str(story_file(studio)),
             studio.resolved(),
             out=str(blocker / "renders"),
             params=FAST,
@@ -90,7 +72,7 @@ def test_four_story_renders_at_once_give_four_complete_manifests_and_one_lineage
     children = [
         subprocess.Popen(
             [
-                *(sys.executable, "-m", "story.flows.cli", "render", str(_story(studio))),
+                *(sys.executable, "-m", "story.flows.cli", "render", str(story_file(studio))),
                 *("--workspace", str(studio.workspace), "--seed", str(100 + n)),
                 *("--steps", "2", "--guidance", "2.0", "--no-ray", "--json"),
             ],
@@ -128,7 +110,7 @@ def test_four_story_renders_at_once_give_four_complete_manifests_and_one_lineage
 def test_story_reproduce_refuses_a_checkpoint_changed_under_its_pinned_hash(
     studio: Settings, fault: Recorder
 ) -> None:
-    summary = render_story(str(_story(studio)), studio.resolved(), params=FAST, use_ray=False)
+    summary = render_story(str(story_file(studio)), studio.resolved(), params=FAST, use_ray=False)
     weights = next((Path(studio.checkpoints) / "t2v-tiny" / "unet").glob("*.safetensors"))
     original = weights.read_bytes()
     env = {"STORY_CHECKPOINTS": str(studio.checkpoints)}

@@ -32,6 +32,32 @@ def write_checkpoints(folder: Path, extra: tuple[str, ...] = ()) -> Path:
     return folder
 
 
+TWO_SHOTS = """\
+title: Two shots
+plots:
+  - text: A red ball bounces on the grass
+    seed: 5
+  - A blue cube slides sideways in the snow
+"""
+
+
+def story_studio(
+    root: Path, manifest: Path, checkpoints: tuple[str, ...] = (), **extra
+) -> Settings:
+    """`manifest` indexed into `root/ws`, random tiny checkpoints (`write_checkpoints`) and the
+    TWO_SHOTS story at `story_file(settings)`; `extra` goes into the settings."""
+    folder = write_checkpoints(root / "checkpoints", checkpoints)
+    settings = Settings(workspace=root / "ws", checkpoints=folder, **extra)
+    build_index(str(manifest), settings.resolved(), use_ray=False)
+    (root / "story.yaml").write_text(TWO_SHOTS)
+    return settings
+
+
+def story_file(settings: Settings) -> Path:
+    """The TWO_SHOTS story of a `story_studio`."""
+    return Path(settings.workspace).parent / "story.yaml"
+
+
 def build_studio(root: Path, checkpoints: tuple[str, ...] = ("alt", "next"), **extra) -> Settings:
     """Library (4 clips) indexed into `root/ws`; `tiny` plus the named random checkpoints.
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import opentimelineio as otio
 import pytest
 
-from story.flows.build_index import build_index
 from story.flows.render_story import render_story
 from story.flows.reproduce import reproduce_render, rerender
 from story.settings import Settings
@@ -16,17 +15,10 @@ from story.tasks.assemble import read_mp4
 from story.tasks.lineage import LineageRegistry, read_manifest
 from story.tasks.render_plot import RenderError
 from tests.flows.library_fixture import build_library
-from tests.flows.studio_fixture import write_checkpoints
+from tests.flows.studio_fixture import TWO_SHOTS, story_file, story_studio
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-STORY = """\
-title: Two shots
-plots:
-  - text: A red ball bounces on the grass
-    seed: 5
-  - A blue cube slides sideways in the snow
-"""
 FAST = {"steps": 3, "guidance": 2.0}
 
 
@@ -35,11 +27,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """An indexed library, two tiny random checkpoints and the bundled depth net."""
     root = tmp_path_factory.mktemp("studio")
     library = build_library(root / "library", n_good=4, with_bad=False)
-    checkpoints = write_checkpoints(root / "checkpoints", ("alt",))
-    settings = Settings(workspace=root / "ws", checkpoints=checkpoints, ray_workers=2)
-    build_index(str(library.manifest), settings.resolved(), use_ray=False)
-    (root / "story.yaml").write_text(STORY)
-    return settings
+    return story_studio(root, library.manifest, ("alt",), ray_workers=2)
 
 
 def _render(settings: Settings, story: Path, **kwargs) -> dict:
@@ -48,7 +36,7 @@ def _render(settings: Settings, story: Path, **kwargs) -> dict:
 
 
 def test_a_render_writes_every_output_and_its_lineage(studio: Settings) -> None:
-    story = Path(studio.workspace).parent / "story.yaml"
+    story = story_file(studio)
     summary = _render(studio, story)
     folder = Path(summary["folder"])
     assert folder.name == summary["render_id"]
@@ -80,13 +68,13 @@ def test_a_render_writes_every_output_and_its_lineage(studio: Settings) -> None:
 def test_an_unchanged_story_is_reused_and_a_changed_one_reuses_its_shots(
     studio: Settings, tmp_path: Path
 ) -> None:
-    story = Path(studio.workspace).parent / "story.yaml"
+    story = story_file(studio)
     first = _render(studio, story)
     again = _render(studio, story)
     assert again["reused"] and again["render_id"] == first["render_id"]
 
     edited = tmp_path / "edited.yaml"
-    edited.write_text(STORY.replace("slides sideways in the snow", "slides sideways on snow"))
+    edited.write_text(TWO_SHOTS.replace("slides sideways in the snow", "slides sideways on snow"))
     changed = _render(studio, edited)
     assert changed["render_id"] != first["render_id"]
     plots = read_manifest(changed["manifest"])["plots"]
@@ -97,7 +85,7 @@ def test_an_unchanged_story_is_reused_and_a_changed_one_reuses_its_shots(
 
 
 def test_reproduce_is_identical_and_refuses_a_changed_checkpoint(studio: Settings) -> None:
-    story = Path(studio.workspace).parent / "story.yaml"
+    story = story_file(studio)
     summary = _render(studio, story, seed=11)
     result = reproduce_render(summary["render_id"][:10], studio.resolved())
     assert result["identical"] is True
@@ -116,7 +104,7 @@ def test_reproduce_is_identical_and_refuses_a_changed_checkpoint(studio: Setting
 
 
 def test_rerender_on_another_checkpoint_keeps_clips_and_compares(studio: Settings) -> None:
-    story = Path(studio.workspace).parent / "story.yaml"
+    story = story_file(studio)
     base = _render(studio, story)
     other = rerender(base["render_id"], "alt", studio.resolved(), use_ray=False)
     assert other["render_id"] != base["render_id"]
@@ -129,7 +117,7 @@ def test_rerender_on_another_checkpoint_keeps_clips_and_compares(studio: Setting
 
 
 def test_candidates_render_side_by_side(studio: Settings, tmp_path: Path) -> None:
-    story = Path(studio.workspace).parent / "story.yaml"
+    story = story_file(studio)
     summary = _render(studio, story, candidates=2, out=str(tmp_path / "renders"))
     manifest = read_manifest(summary["manifest"])
     assert all(len(p["candidates"]) == 2 for p in manifest["plots"])
@@ -139,7 +127,7 @@ def test_candidates_render_side_by_side(studio: Settings, tmp_path: Path) -> Non
 
 @pytest.mark.usefixtures("ray_local")
 def test_plots_on_ray_actors_match_in_process(studio: Settings, tmp_path: Path) -> None:
-    story = Path(studio.workspace).parent / "story.yaml"
+    story = story_file(studio)
     local = _render(studio, story, seed=21, out=str(tmp_path / "a"))
     fresh = Settings(**{**studio.resolved(), "workspace": str(tmp_path / "ws2")})
     shutil.copytree(Path(studio.lancedb), Path(fresh.workspace) / "lancedb")

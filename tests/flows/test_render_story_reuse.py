@@ -19,36 +19,19 @@ from story.settings import Settings
 from story.tasks import hash_cache as hash_cache_module
 from story.tasks.lineage import LineageError, read_manifest
 from tests.flows.library_fixture import build_library, write_manifest
-from tests.flows.studio_fixture import write_checkpoints
+from tests.flows.studio_fixture import FAST, TWO_SHOTS, story_file, story_studio
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-STORY = """\
-title: Two shots
-plots:
-  - text: A red ball bounces on the grass
-    seed: 5
-  - A blue cube slides sideways in the snow
-"""
-FAST = {"steps": 2, "guidance": 2.0}
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Four indexed clips (a fifth kept back), a tiny random checkpoint, the bundled depth net."""
     root = tmp_path_factory.mktemp("reuse")
-    checkpoints = write_checkpoints(root / "checkpoints")
     library = build_library(root / "library", n_good=5, with_bad=False)
     write_manifest(root / "library" / "first4.jsonl", library.good[:4], [])
     write_manifest(root / "library" / "fifth.jsonl", library.good[4:], [])
-    settings = Settings(workspace=root / "ws", checkpoints=checkpoints, ray_workers=2)
-    build_index(str(root / "library" / "first4.jsonl"), settings.resolved(), use_ray=False)
-    (root / "story.yaml").write_text(STORY)
-    return settings
-
-
-def _story(settings: Settings) -> Path:
-    return Path(settings.workspace).parent / "story.yaml"
+    return story_studio(root, root / "library" / "first4.jsonl", ray_workers=2)
 
 
 def _render(settings: Settings, story: Path, **kwargs) -> dict:
@@ -79,7 +62,7 @@ def test_an_unchanged_story_is_reused_without_retrieval_or_rehashing(
 ) -> None:
     out = tmp_path / "renders"
     _settle(Path(studio.checkpoints))
-    first = _render(studio, _story(studio), out=str(out))
+    first = _render(studio, story_file(studio), out=str(out))
     assert first["reused"] is False
     before = _files(Path(studio.workspace)) | _files(out)
 
@@ -88,7 +71,7 @@ def test_an_unchanged_story_is_reused_without_retrieval_or_rehashing(
 
     monkeypatch.setattr(render_story_module, "retrieve", refuse)
     monkeypatch.setattr(hash_cache_module, "sha256_file", refuse)
-    again = _render(studio, _story(studio), out=str(out))
+    again = _render(studio, story_file(studio), out=str(out))
 
     assert again["reused"] is True
     assert again["render_id"] == first["render_id"]
@@ -100,27 +83,27 @@ def test_a_deleted_render_is_rendered_again_and_a_broken_one_named(
     studio: Settings, tmp_path: Path
 ) -> None:
     out = tmp_path / "renders"
-    first = _render(studio, _story(studio), out=str(out), seed=2)
+    first = _render(studio, story_file(studio), out=str(out), seed=2)
     shutil.rmtree(first["folder"])
-    again = _render(studio, _story(studio), out=str(out), seed=2)
+    again = _render(studio, story_file(studio), out=str(out), seed=2)
     assert again["reused"] is False and again["render_id"] == first["render_id"]
     assert Path(again["video"]).is_file()
 
     Path(again["manifest"]).write_text("{not json")
     with pytest.raises(LineageError, match="manifest.json: not a JSON manifest"):
-        _render(studio, _story(studio), out=str(out), seed=2)
+        _render(studio, story_file(studio), out=str(out), seed=2)
 
 
 def test_each_kind_of_change_renders_again(studio: Settings, tmp_path: Path) -> None:
     out = tmp_path / "renders"
-    base = _render(studio, _story(studio), out=str(out))
-    assert _render(studio, _story(studio), out=str(out))["render_id"] == base["render_id"]
+    base = _render(studio, story_file(studio), out=str(out))
+    assert _render(studio, story_file(studio), out=str(out))["render_id"] == base["render_id"]
 
     edited = tmp_path / "edited.yaml"
-    edited.write_text(STORY.replace("in the snow", "on the ice"))
+    edited.write_text(TWO_SHOTS.replace("in the snow", "on the ice"))
     story_changed = _render(studio, edited, out=str(out))
-    param_changed = _render(studio, _story(studio), out=str(out), params={**FAST, "steps": 3})
-    seed_changed = _render(studio, _story(studio), out=str(out), seed=1)
+    param_changed = _render(studio, story_file(studio), out=str(out), params={**FAST, "steps": 3})
+    seed_changed = _render(studio, story_file(studio), out=str(out), seed=1)
 
     weights = next((Path(studio.checkpoints) / "t2v-tiny" / "unet").glob("*.safetensors"))
     original = weights.read_bytes()
@@ -128,10 +111,10 @@ def test_each_kind_of_change_renders_again(studio: Settings, tmp_path: Path) -> 
         tampered = bytearray(original)
         tampered[-5] ^= 0xFF
         weights.write_bytes(bytes(tampered))
-        checkpoint_changed = _render(studio, _story(studio), out=str(out))
+        checkpoint_changed = _render(studio, story_file(studio), out=str(out))
     finally:
         weights.write_bytes(original)
-    restored = _render(studio, _story(studio), out=str(out))
+    restored = _render(studio, story_file(studio), out=str(out))
 
     ids = [
         base["render_id"],
@@ -179,15 +162,15 @@ def test_renders_on_ray_keep_their_workers_warm_and_frames_unchanged(
             if w["worker"].endswith(".PlotRenderer")
         }
 
-    first = _render(studio, _story(studio), seed=31, out=str(tmp_path / "r"), use_ray=True)
+    first = _render(studio, story_file(studio), seed=31, out=str(tmp_path / "r"), use_ray=True)
     warm = renderers()
-    second = _render(studio, _story(studio), seed=32, out=str(tmp_path / "r"), use_ray=True)
+    second = _render(studio, story_file(studio), seed=32, out=str(tmp_path / "r"), use_ray=True)
     assert first["render_id"] != second["render_id"]
     assert len(warm) == studio.ray_workers
     assert renderers() == warm
 
     cold = _render(
-        _fresh(studio, tmp_path / "cold"), _story(studio), seed=32, out=str(tmp_path / "c")
+        _fresh(studio, tmp_path / "cold"), story_file(studio), seed=32, out=str(tmp_path / "c")
     )
     assert cold["render_id"] == second["render_id"]
     frames = [
