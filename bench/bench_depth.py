@@ -89,7 +89,7 @@ def heldout_library_clips(limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def accuracy(estimator: Any, limit: int) -> dict[str, Any]:
     """Held-out accuracy on the library's encoded clips and on freshly rendered seeds."""
-    rgb, depth = render_clips(range(HELDOUT_SEED, HELDOUT_SEED + limit), 16, 64)
+    rgb, depth, _ = render_clips(range(HELDOUT_SEED, HELDOUT_SEED + limit), 16, 64)
     result = {"heldout_rendered": score_clips(estimator, list(zip(rgb, depth, strict=True)))}
     library = heldout_library_clips(limit)
     if library:

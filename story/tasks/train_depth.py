@@ -38,10 +38,10 @@ WARMUP = 0.05
 
 
 def render_clips(
-    seeds: range | list[int], frames: int, size: int, masks: bool = False
-) -> tuple[np.ndarray, ...]:
-    """Miniature-world clips as (N, T, H, W, 3) uint8 RGB and (N, T, H, W) metric depth, and with
-    `masks` the (N, T, H, W) bool object masks too."""
+    seeds: range | list[int], frames: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Miniature-world clips as (N, T, H, W, 3) uint8 RGB, (N, T, H, W) metric depth and
+    (N, T, H, W) bool object masks."""
     from story.tasks.miniworld import render, sample_scene
 
     rgb, depth, objects = [], [], []
@@ -50,8 +50,7 @@ def render_clips(
         rgb.append(clip.rgb)
         depth.append(clip.depth)
         objects.append(clip.masks > 0)
-    out = (np.stack(rgb), np.stack(depth).astype(np.float32))
-    return (*out, np.stack(objects)) if masks else out
+    return np.stack(rgb), np.stack(depth).astype(np.float32), np.stack(objects)
 
 
 def ssi_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +139,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--train-clips must stay below the held-out seeds ({HELDOUT_SEED})")
 
     t0 = time.perf_counter()
-    rgb, depth, objects = render_clips(range(args.train_clips), args.frames, args.size, True)
+    rgb, depth, objects = render_clips(range(args.train_clips), args.frames, args.size)
     render_s = time.perf_counter() - t0
     rgb = rgb.reshape(-1, *rgb.shape[2:])
     objects = objects.reshape(-1, *objects.shape[2:])
@@ -191,7 +190,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     net.eval().save(out)
     estimator = TinyDepthEstimator(out, device="cpu")
     heldout = range(HELDOUT_SEED, HELDOUT_SEED + args.eval_clips)
-    eval_rgb, eval_depth = render_clips(heldout, args.frames, args.size)
+    eval_rgb, eval_depth, _ = render_clips(heldout, args.frames, args.size)
     prior = _prior_metrics(args.init)
     metrics = {
         "model_id": estimator.model_id,
