@@ -1,7 +1,8 @@
 """Concept fidelity and prompt alignment of the five concept methods on the miniature world.
 
 The character "bob" (datasets/concepts/bob: a red sphere with white stripes) is trained with every
-method from the same images, then rendered as "a <bob> <on the background>" on guide clips whose
+method from the same images, once per training seed (`--seeds`, the table gives the mean and the
+spread), then rendered as "a <bob> <on the background>" on guide clips whose
 depth comes from other scenes (a sphere moving in different ways, other cameras). Measured from
 pixels, with the guide's object mask as the place the character should be:
 - fidelity: histogram intersection of palette-colour labels inside the mask with bob's own
@@ -12,11 +13,14 @@ pixels, with the guide's object mask as the place the character should be:
 - structure: IoU of red pixels with the guide's object mask.
 A `described` row spells bob out in words ("a red striped sphere") as a reference. A tau sweep
 for TimeInv + LoRA shows how late structure guidance trades fidelity for structure (Fig. 5).
-Run: python -m bench.bench_concepts [--checkpoint DIR] [--steps N]
+Run: python -m bench.bench_concepts [--checkpoint DIR] [--steps N] [--seeds N] [--params SPEC]
 
-`--sweep-lora-lr LR [LR ...]` instead picks the LoRA learning rate fairly: TimeInv + LoRA and
-TI + LoRA trained at each rate (0 = the method without LoRA) and scored on validation guide clips
-(other seeds than the benchmark's shots), added to bench/results/concepts_lora_sweep.json.
+Settings are chosen fairly, on validation guide clips (other seeds than the benchmark's shots):
+`--sweep SPEC [SPEC ...]` trains bob with each SPEC (`key=value,...` of ConceptParams, e.g.
+`method=timeinv_lora,lr_lora=1e-3,lora_targets=cross_kv,reg_clips=8`) and adds its scores to
+bench/results/concepts_lora_sweep.json; `--sweep-lora-lr LR [LR ...]` is the shorthand for both
+LoRA methods at each rate (0 = the method without LoRA). `reg_clips=N` trains with N
+regularisation clips of spheres in motion with their captions.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import argparse
 import importlib.util
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,7 @@ from story.tasks.captions import BACKGROUND_WORDS
 from story.tasks.concepts import (
     METHODS,
     ConceptParams,
+    default_depth,
     load_concepts,
     model_fingerprint,
     read_concept_images,
@@ -54,6 +59,7 @@ GRID = ROOT / "datasets" / "preview" / "concepts_grid.png"
 DEMO_PACK = ROOT / "checkpoints" / "concepts" / "bob"
 GUIDE_SEED = 30_000_000
 VALIDATION_SEED = 30_010_000
+REGULARIZATION_SEED = 30_020_000
 SWEEP_RESULTS = ROOT / "bench" / "results" / "concepts_lora_sweep.json"
 TAUS = (0, 250, 500, 750, 1000)
 
@@ -190,11 +196,21 @@ def bucketing_cost(model, table: torch.Tensor, sample_steps: int) -> dict:
     return out
 
 
-def train_and_render(model, fingerprint, images, params, shots, phrase, sample_steps):
+def train_and_render(
+    model, fingerprint, images, params, shots, phrase, sample_steps, regularization=()
+):
     """Train bob with `params` and render "a <bob> <background>" on every shot (tau 0); the pack
     stays loaded. Returns the training result, the renders and the seconds of each part."""
     tick = time.monotonic()
-    trained = train_concept(model, "bob", images, "sphere", params, base_checkpoint=fingerprint)
+    trained = train_concept(
+        model,
+        "bob",
+        images,
+        "sphere",
+        params,
+        base_checkpoint=fingerprint,
+        regularization=regularization,
+    )
     train_s = time.monotonic() - tick
     load_concepts(model, {"bob": trained.pack})
     tick = time.monotonic()
@@ -204,32 +220,77 @@ def train_and_render(model, fingerprint, images, params, shots, phrase, sample_s
     return trained, renders, {"train_s": train_s, "render_s": time.monotonic() - tick}
 
 
-def lora_lr_sweep(model, fingerprint, args, images, ref_hist, ref_mean, phrase) -> dict:
-    """Both LoRA methods at each learning rate, scored on validation shots (not the bench's)."""
+def parse_spec(spec: str) -> dict:
+    """`key=value,key=value` of ConceptParams fields (e.g. `method=timeinv_lora,lr_lora=1e-3`)."""
+    types = {f.name: f.type for f in fields(ConceptParams)}
+    out: dict = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise SystemExit(f"--sweep {spec!r}: {item!r} is not key=value of {sorted(types)}")
+        kind = types[key]
+        cast = str if kind in (str, "str") else int if kind in (int, "int") else float
+        out[key] = cast(value)
+    return out
+
+
+def lr_specs(rates: list[float]) -> list[str]:
+    """Both LoRA methods at each rate; rate 0 is the method without LoRA (the one to beat)."""
+    return [
+        f"method={m if lr > 0 else m.removesuffix('_lora')},lr_lora={lr:g}"
+        for m in ("timeinv_lora", "ti_lora")
+        for lr in rates
+    ]
+
+
+def regularization_scenes(count: int, model, depth) -> list:
+    """Library-like clips of the class word (spheres in motion, with their captions): what
+    `regularization_clips` retrieves from a miniworld library, rendered here from other seeds."""
+    from story.tasks.concepts import TrainingClip
+
+    cfg = model.config
+    clips = []
+    for i in range(count):
+        spec = miniworld.sample_scene(
+            REGULARIZATION_SEED + i,
+            frames=cfg.frames,
+            height=cfg.height,
+            width=cfg.width,
+            n_objects=1,
+            shape="sphere",
+        )
+        clip = miniworld.render(spec)
+        video = torch.from_numpy(np.array(clip.rgb)).float().div(127.5).sub(1).permute(3, 0, 1, 2)
+        structure = torch.from_numpy(np.asarray(depth(clip.rgb), np.float32))[None]
+        clips.append(TrainingClip(video, structure, miniworld.make_caption(spec)))
+    return clips
+
+
+def validation_sweep(model, fingerprint, args, specs, images, ref_hist, ref_mean, phrase) -> dict:
+    """Train bob with each spec's params and score it on validation shots (not the bench's), so
+    settings are chosen without looking at the benchmark; rows merge into SWEEP_RESULTS."""
     cfg = model.config
     shots = guide_shots(args.shots, cfg.frames, cfg.height, first_seed=VALIDATION_SEED)
+    depth = default_depth()
     rows: dict[str, dict] = {}
-    for lora_method in ("timeinv_lora", "ti_lora"):
-        for lr in args.sweep_lora_lr:
-            # lr 0 is the same method without LoRA: the reference a LoRA rate has to beat.
-            method = lora_method if lr > 0 else lora_method.removesuffix("_lora")
-            params = ConceptParams(
-                method=method, steps=args.steps, threads=args.threads, lr_lora=lr
-            )
-            trained, renders, _ = train_and_render(
-                model, fingerprint, images, params, shots, phrase, args.sample_steps
-            )
-            unload_concepts(model)
-            scored = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
-            rows[f"{method} lr_lora={lr:g}"] = {
-                "method": method,
-                "lr_lora": lr,
-                **mean_rows(scored),
-                "final_loss": trained.loss_curve[-1]["loss"] if trained.loss_curve else None,
-            }
-            print(json.dumps(rows[f"{method} lr_lora={lr:g}"]), flush=True)
+    for spec in specs:
+        overrides = parse_spec(spec)
+        params = ConceptParams(**{"steps": args.steps, "threads": args.threads, **overrides})
+        regularization = regularization_scenes(params.reg_clips, model, depth)
+        trained, renders, _ = train_and_render(
+            model, fingerprint, images, params, shots, phrase, args.sample_steps, regularization
+        )
+        unload_concepts(model)
+        scored = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
+        rows[spec] = {
+            **overrides,
+            "params": asdict(params),  # the spec resolved against the defaults of the day
+            **mean_rows(scored),
+            "final_loss": trained.loss_curve[-1]["loss"] if trained.loss_curve else None,
+        }
+        print(json.dumps({spec: rows[spec]}), flush=True)
     if SWEEP_RESULTS.is_file():
-        # Rates swept earlier on the same model and validation shots stay in the table.
+        # Settings swept earlier on the same model and validation shots stay in the table.
         earlier = json.loads(SWEEP_RESULTS.read_text())
         same = (earlier.get("checkpoint_fingerprint"), earlier.get("train_steps")) == (
             fingerprint,
@@ -244,6 +305,58 @@ def lora_lr_sweep(model, fingerprint, args, images, ref_hist, ref_mean, phrase) 
         "sample_steps": args.sample_steps,
         "rows": rows,
     }
+
+
+def vae_round_trip(model) -> dict:
+    """Mean colour inside bob's mask before and after the model's VAE, for bob's own red and for
+    the same sphere recoloured teal (a colour outside the miniature world's palette): whether a
+    character could look like something the base model never saw."""
+    bob = _bob_module()
+    cfg = model.config
+    spec = bob.bob_scene(100, "grass", cfg.height)
+    spec = replace(spec, frames=cfg.frames)
+    out = {}
+    for name, rgb in (("red", None), ("teal", (20, 160, 150))):
+        shown = spec
+        if rgb is not None:  # white body, black stripes; the white repainted teal below
+            main = replace(spec.objects[0], colour="white", secondary="black")
+            shown = replace(spec, objects=(main,))
+        clip = miniworld.render(shown)
+        frames = clip.rgb.astype(np.float64)
+        body = clip.masks == 1
+        if rgb is not None:
+            body &= frames.mean(-1) > 100
+            frames[body] = frames[body] / miniworld.COLOURS["white"][0] * np.array(rgb)
+        video = torch.from_numpy(frames.astype(np.float32) / 127.5 - 1).permute(3, 0, 1, 2)
+        with torch.no_grad():
+            decoded = model.decode_latents(model.encode_video(video[None]))[0]
+        back = ((decoded.permute(1, 2, 3, 0).numpy() + 1) * 127.5).clip(0, 255)
+        before, after = frames[body].mean(0), back[body].mean(0)
+        out[name] = {
+            "in": [round(float(v), 1) for v in before],
+            "out": [round(float(v), 1) for v in after],
+            "distance": round(float(np.linalg.norm(after - before)), 1),
+        }
+    return out
+
+
+def std_rows(runs: list[dict]) -> dict:
+    """Spread of each fidelity / placement measure over the training seeds (0 for one run)."""
+    keys = ("fidelity_hist", "colour_distance", "object_iou", "fidelity_anywhere")
+    return {k: round(float(np.std([r[k] for r in runs])), 4) for k in keys}
+
+
+def tau_sweep(model, shots, phrase, sample_steps, ref_hist, ref_mean) -> dict:
+    """The loaded concept rendered with structure guidance from each tau in TAUS on."""
+    sweep = {}
+    for tau in TAUS:
+        swept = render_all(
+            model, lambda s: f"a <bob> {phrase[s['background']]}", shots, sample_steps, tau, 0
+        )
+        sweep[str(tau)] = mean_rows(
+            [score(r, s, ref_hist, ref_mean) for r, s in zip(swept, shots, strict=True)]
+        )
+    return sweep
 
 
 def make_grid(rows: dict[str, list[np.ndarray]], guides: list[np.ndarray], out: Path) -> None:
@@ -264,23 +377,33 @@ def make_grid(rows: dict[str, list[np.ndarray]], guides: list[np.ndarray], out: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="tiny")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per method")
+    parser.add_argument("--steps", type=int, default=200, help="training steps per method")
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save-demo", action="store_true", help="write the TimeInv+LoRA pack")
     parser.add_argument(
-        "--lr-lora",
-        type=float,
-        default=None,
-        help="LoRA learning rate of both LoRA methods (default: ConceptParams'; pick it with "
-        "--sweep-lora-lr)",
+        "--params",
+        default="",
+        metavar="SPEC",
+        help="ConceptParams for every method as key=value,... (default: ConceptParams'; pick "
+        "them on validation shots with --sweep)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="training seeds per method (mean and spread)"
     )
     parser.add_argument(
         "--sweep-lora-lr",
         type=float,
         nargs="+",
-        help="only sweep the LoRA learning rate on validation shots",
+        help="only sweep the LoRA learning rate of both LoRA methods on validation shots",
+    )
+    parser.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="SPEC",
+        help="only score these settings on validation shots; SPEC is key=value,... of "
+        "ConceptParams (e.g. method=timeinv_lora,lr_lora=1e-3,lora_targets=cross_kv)",
     )
     parser.add_argument(
         "--bucketing-only", action="store_true", help="only re-measure the bucketing cost"
@@ -300,17 +423,22 @@ def main() -> None:
     images = read_concept_images(IMAGES)
     ref_hist, ref_mean = reference_look(cfg.height)
     phrase = {bg: BACKGROUND_WORDS[bg][0] for bg in miniworld.BACKGROUNDS}
-    if args.sweep_lora_lr:
-        sweep = lora_lr_sweep(model, fingerprint, args, images, ref_hist, ref_mean, phrase)
+    if args.sweep_lora_lr or args.sweep:
+        specs = lr_specs(args.sweep_lora_lr or []) + list(args.sweep or [])
+        sweep = validation_sweep(
+            model, fingerprint, args, specs, images, ref_hist, ref_mean, phrase
+        )
         SWEEP_RESULTS.write_text(json.dumps(sweep, indent=2) + "\n")
         return
     shots = guide_shots(args.shots, cfg.frames, cfg.height)
-    rates = {"lr_lora": args.lr_lora} if args.lr_lora is not None else {}
+    overrides = parse_spec(args.params)
     results: dict = {
         "checkpoint": str(args.checkpoint),
         "checkpoint_fingerprint": fingerprint,
         "train_steps": args.steps,
-        "params": asdict(ConceptParams(method="timeinv_lora", steps=args.steps, **rates)),
+        "params_spec": args.params,
+        "params": asdict(ConceptParams(**{"steps": args.steps, **overrides})),
+        "training_seeds": args.seeds,
         "images_with_object_masks": sum(m is not None for m in images.masks),
         "shots": args.shots,
         "sample_steps": args.sample_steps,
@@ -335,46 +463,57 @@ def main() -> None:
     }
     grid["described"] = renders
     packs = {}
+    regularization: list = []
     for method in METHODS:
-        params = ConceptParams(method=method, steps=args.steps, threads=args.threads, **rates)
-        trained, renders, seconds = train_and_render(
-            model, fingerprint, images, params, shots, phrase, args.sample_steps
-        )
-        packs[method] = trained.pack
-        rows = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
+        runs, seconds_of = [], []
+        # `none` trains nothing, so one run is all of it; the others train once per seed.
+        for seed in range(1 if method == "none" else args.seeds):
+            params = ConceptParams(
+                **{"threads": args.threads, **overrides},
+                **{"method": method, "steps": args.steps, "seed": seed},
+            )
+            if params.uses_lora and len(regularization) != params.reg_clips:
+                regularization = regularization_scenes(params.reg_clips, model, default_depth())
+            trained, renders, seconds = train_and_render(
+                model,
+                fingerprint,
+                images,
+                params,
+                shots,
+                phrase,
+                args.sample_steps,
+                regularization if params.uses_lora else (),
+            )
+            rows = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
+            runs.append({**mean_rows(rows), "seed": seed})
+            seconds_of.append(seconds)
+            if seed == 0:
+                # The first seed's pack gives the grid, the tau sweep and the table spread.
+                packs[method], grid[method], first = trained.pack, renders, trained
+                if method == "timeinv_lora":
+                    results["tau_sweep_timeinv_lora"] = tau_sweep(
+                        model, shots, phrase, args.sample_steps, ref_hist, ref_mean
+                    )
+            unload_concepts(model)
         entry = {
-            **mean_rows(rows),
-            "train_s": round(seconds["train_s"], 1),
-            "render_s": round(seconds["render_s"], 1),
-            "final_loss": trained.loss_curve[-1]["loss"] if trained.loss_curve else None,
-            "loss_curve": [round(r["loss"], 4) for r in trained.loss_curve],
+            **mean_rows([{k: v for k, v in run.items() if k != "seed"} for run in runs]),
+            "std_over_seeds": std_rows(runs),
+            "per_seed": runs,
+            "train_s": round(float(np.mean([s["train_s"] for s in seconds_of])), 1),
+            "render_s": round(float(np.mean([s["render_s"] for s in seconds_of])), 1),
+            "final_loss": first.loss_curve[-1]["loss"] if first.loss_curve else None,
+            "loss_curve": [round(r["loss"], 4) for r in first.loss_curve],
         }
         if method.startswith("timeinv"):
-            entry["table"] = table_spread(trained.pack.table)
+            entry["table"] = table_spread(packs[method].table)
         results["methods"][method] = entry
-        grid[method] = renders
-        if method == "timeinv_lora":
-            sweep = {}
-            for tau in TAUS:
-                swept = render_all(
-                    model,
-                    lambda s: f"a <bob> {phrase[s['background']]}",
-                    shots,
-                    args.sample_steps,
-                    tau,
-                    0,
-                )
-                sweep[str(tau)] = mean_rows(
-                    [score(r, s, ref_hist, ref_mean) for r, s in zip(swept, shots, strict=True)]
-                )
-            results["tau_sweep_timeinv_lora"] = sweep
-        unload_concepts(model)
         print(json.dumps({method: entry}), flush=True)
     results["bucketing"] = {
         "buckets": packs["timeinv"].table.shape[0],
         "bucket_width_timesteps": 1000 // packs["timeinv"].table.shape[0],
         "cost": bucketing_cost(model, packs["timeinv"].table, args.sample_steps),
     }
+    results["vae_round_trip"] = vae_round_trip(model)
     results["grid_rows"] = ["guide depth", *grid]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

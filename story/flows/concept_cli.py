@@ -21,17 +21,22 @@ def concept_train_command(
         str, typer.Option("--class-word", help="What it is (e.g. sphere): the starting point.")
     ],
     method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "timeinv_lora",
-    steps: Annotated[int, typer.Option(min=0, help="Training steps.")] = 400,
+    steps: Annotated[int, typer.Option(min=0, help="Training steps.")] = 200,
     buckets: Annotated[int, typer.Option(min=1, help="TimeInv timestep buckets.")] = 10,
     reg_clips: Annotated[
-        int, typer.Option(min=0, help="Regularisation clips retrieved by the class word.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            min=0,
+            help="Regularisation clips for the LoRA, retrieved from the library by the class "
+            "word (default: 8 when a library exists, else none).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     lr_table: Annotated[
         float | None, typer.Option(min=0.0, help="Token-table learning rate (default 5e-4).")
     ] = None,
     lr_lora: Annotated[
-        float | None, typer.Option(min=0.0, help="LoRA learning rate (default 2e-4).")
+        float | None, typer.Option(min=0.0, help="LoRA learning rate (default 5e-5).")
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint: tiny or a folder.")] = (
         "tiny"
@@ -40,13 +45,17 @@ def concept_train_command(
         Path | None, typer.Option("--out", help="Pack folder (default <workspace>/concepts/NAME).")
     ] = None,
     workspace: Annotated[Path | None, typer.Option(help="Workspace folder.")] = None,
+    lancedb: Annotated[
+        str | None,
+        typer.Option("--lancedb", help="Clip library for regularisation clips (LanceDB URI)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Train a character concept from a few images (flow `train_concept`)."""
     from story.flows.cli import make_settings, run_command
     from story.flows.train_concept import train_concept
 
-    settings = make_settings(workspace)
+    settings = make_settings(workspace, lancedb)
     summary = run_command(
         as_json,
         lambda: train_concept(

@@ -1,14 +1,15 @@
 """Flow `train_concept` / `story concept train|list`: a character concept from a few images.
 
-The flow loads the synthesis checkpoint once, optionally retrieves regularisation clips for the
-class word from the library, trains the chosen method, writes the pack to
-`<workspace>/concepts/<name>/` (or `out`), and reports progress and the loss curve as Prefect
-artifacts.
+The flow loads the synthesis checkpoint once, retrieves regularisation clips for the class word
+from the library for a LoRA method (DEFAULT_REG_CLIPS of them when the library exists), trains
+the chosen method, writes the pack to `<workspace>/concepts/<name>/` (or `out`), and reports
+progress and the loss curve as Prefect artifacts.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from story.flows.engine import flow
 from story.flows.logs import run_logger
 from story.settings import Settings
 from story.tasks.concepts import (
+    DEFAULT_REG_CLIPS,
     ConceptParams,
     check_name,
     default_depth,
@@ -41,18 +43,48 @@ def concepts_folder(settings: Settings) -> Path:
     return Path(settings.workspace) / "concepts"
 
 
-def _regularization(settings: Settings, class_word: str, count: int, model, depth) -> list:
+def _library(settings: Settings):
+    """The clip library, or None when there is none (or it is empty)."""
     from story.tasks.index import ClipIndex
 
     index = ClipIndex(settings.lancedb, settings.clips_table)
-    if not index.exists or index.count() == 0:
+    return index if index.exists and index.count() > 0 else None
+
+
+def _regularization(
+    settings: Settings, class_word: str, requested: int | None, uses_lora: bool, model, depth, log
+) -> list:
+    """Regularisation clips for the LoRA: `requested` of them (None: DEFAULT_REG_CLIPS when a
+    library exists, else none with a warning); methods without LoRA never use them."""
+    if not uses_lora:
+        if requested:
+            log.info("--reg-clips ignored: the method trains no LoRA")
+        return []
+    if requested == 0:
+        return []
+    library = _library(settings)
+    if library is None:
+        if requested is None:
+            log.warning(
+                "no clip library at %s: the LoRA trains without regularisation clips "
+                "(build one with `story index`, or point --lancedb at one)",
+                settings.lancedb,
+            )
+            return []
         raise StoryError(
             f"{settings.lancedb}: no clip library for regularisation clips; run `story index` "
             "or train with --reg-clips 0"
         )
     cfg = model.config
     return regularization_clips(
-        index, model.text_encoder(), class_word, count, depth, cfg.frames, cfg.height, cfg.width
+        library,
+        model.text_encoder(),
+        class_word,
+        DEFAULT_REG_CLIPS if requested is None else requested,
+        depth,
+        cfg.frames,
+        cfg.height,
+        cfg.width,
     )
 
 
@@ -63,9 +95,9 @@ def train_concept(
     class_word: str,
     settings: dict[str, Any] | None = None,
     method: str = "timeinv_lora",
-    steps: int = 400,
+    steps: int = 200,
     buckets: int = 10,
-    reg_clips: int = 0,
+    reg_clips: int | None = None,
     seed: int = 0,
     checkpoint: str = "tiny",
     out: str | None = None,
@@ -73,7 +105,8 @@ def train_concept(
     lr_lora: float | None = None,
 ) -> dict[str, Any]:
     """Train `<name>` from the images in `images`; returns the pack's summary. Learning rates
-    left at None take `ConceptParams`' defaults."""
+    left at None take `ConceptParams`' defaults; `reg_clips` None takes DEFAULT_REG_CLIPS
+    regularisation clips for a LoRA method when the clip library exists."""
     from story.tasks.synthesize import load_t2v
 
     log = run_logger(__name__)
@@ -81,21 +114,16 @@ def train_concept(
     check_name(name)
     rates = {k: v for k, v in (("lr_table", lr_table), ("lr_lora", lr_lora)) if v is not None}
     params = ConceptParams(
-        method=method,
-        steps=steps,
-        buckets=buckets,
-        reg_clips=reg_clips,
-        seed=seed,
-        threads=2,
-        **rates,
+        method=method, steps=steps, buckets=buckets, seed=seed, threads=2, **rates
     )
     data = read_concept_images(images, params.source_size)
     tick = time.perf_counter()
     model = load_t2v(checkpoint, resolved.checkpoints, device=resolved.device)
     depth = default_depth(resolved.checkpoints)
-    regularization = (
-        _regularization(resolved, class_word, reg_clips, model, depth) if reg_clips else []
+    regularization = _regularization(
+        resolved, class_word, reg_clips, params.uses_lora, model, depth, log
     )
+    params = replace(params, reg_clips=len(regularization))
     load_s = time.perf_counter() - tick
     log.info("training <%s> (%s) on %d images, %d steps", name, method, len(data.images), steps)
     progress_id = create_progress_artifact(

@@ -11,7 +11,8 @@ prompt. Its embedding is swapped for the table row, which works for any encoder 
 `inputs_embeds` without touching its vocabulary.
 
 LoRA (peft) goes on q/k/v/out of the SPATIAL transformer blocks' self- (attn1) and cross-attention
-(attn2) of the video U-Net; the temporal attention and every base weight stay frozen. One adapter
+(attn2) of the video U-Net (LORA_TARGETS has narrower choices: cross-attention only, or only its
+key and value); the temporal attention and every base weight stay frozen. One adapter
 per concept, named after it, active only while a prompt names the concept.
 """
 
@@ -32,10 +33,18 @@ DEFAULT_BUCKETS = 10
 CONCEPT_PATTERN = re.compile(r"<([A-Za-z0-9_][A-Za-z0-9_-]*)>")
 # Punctuation is one token in word-piece, BPE and whitespace tokenizers alike.
 MARKERS: tuple[str, ...] = ("~", "^", "|", "@", "#", "$", "%", "&", "*", "+", "=", "\\")
-SPATIAL_ATTENTION = (
-    r"^(?:down_blocks\.\d+|up_blocks\.\d+|mid_block)\.attentions\.\d+"
-    r"\.transformer_blocks\.\d+\.attn[12]\.(?:to_q|to_k|to_v|to_out\.0)$"
+_SPATIAL_BLOCKS = (
+    r"^(?:down_blocks\.\d+|up_blocks\.\d+|mid_block)\.attentions\.\d+\.transformer_blocks\.\d+"
 )
+SPATIAL_ATTENTION = _SPATIAL_BLOCKS + r"\.attn[12]\.(?:to_q|to_k|to_v|to_out\.0)$"
+# Where a concept's LoRA can go (ConceptParams.lora_targets): every projection of the spatial
+# self- and cross-attention, only the cross-attention's, or only the cross-attention's key and
+# value (the projections of the text states, as in Custom Diffusion).
+LORA_TARGETS: dict[str, str] = {
+    "attention": SPATIAL_ATTENTION,
+    "cross": _SPATIAL_BLOCKS + r"\.attn2\.(?:to_q|to_k|to_v|to_out\.0)$",
+    "cross_kv": _SPATIAL_BLOCKS + r"\.attn2\.(?:to_k|to_v)$",
+}
 
 
 class ConceptTokenError(ValueError):
@@ -203,9 +212,9 @@ class ConceptConditioner:
 # --- LoRA on spatial attention --------------------------------------------------------------
 
 
-def spatial_attention_names(unet: nn.Module) -> list[str]:
-    """Module names LoRA targets: q/k/v/out of attn1/attn2 in the spatial transformer blocks."""
-    pattern = re.compile(SPATIAL_ATTENTION)
+def spatial_attention_names(unet: nn.Module, targets: str = SPATIAL_ATTENTION) -> list[str]:
+    """Module names a LoRA pattern targets (default: q/k/v/out of the spatial attn1 and attn2)."""
+    pattern = re.compile(targets)
     return [name for name, _ in unet.named_modules() if pattern.fullmatch(name)]
 
 
@@ -223,17 +232,22 @@ def lora_adapters(unet: nn.Module) -> set[str]:
     return names
 
 
-def add_lora(unet: nn.Module, adapter: str, rank: int = 4, alpha: float = 4.0) -> None:
-    """Inject a zero-initialised LoRA adapter (B = 0, so the U-Net is unchanged until trained)."""
+def add_lora(
+    unet: nn.Module,
+    adapter: str,
+    rank: int = 4,
+    alpha: float = 4.0,
+    targets: str = SPATIAL_ATTENTION,
+) -> None:
+    """Inject a zero-initialised LoRA adapter (B = 0, so the U-Net is unchanged until trained)
+    into the layers whose names match the `targets` pattern (a value of LORA_TARGETS)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     if adapter in lora_adapters(unet):
         raise ConceptTokenError(f"the U-Net already has a LoRA adapter named {adapter!r}")
-    if not spatial_attention_names(unet):
-        raise ConceptTokenError("the U-Net has no spatial attention layers to put LoRA on")
-    config = LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=SPATIAL_ATTENTION, init_lora_weights=True
-    )
+    if not spatial_attention_names(unet, targets):
+        raise ConceptTokenError(f"the U-Net has no attention layers matching {targets!r}")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=True)
     inject_adapter_in_model(config, unet, adapter_name=adapter)
     set_active_loras(unet, [])
 
@@ -269,12 +283,17 @@ def lora_state_dict(unet: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
 
 
 def load_lora(
-    unet: nn.Module, adapter: str, state: Mapping[str, torch.Tensor], rank: int, alpha: float
+    unet: nn.Module,
+    adapter: str,
+    state: Mapping[str, torch.Tensor],
+    rank: int,
+    alpha: float,
+    targets: str = SPATIAL_ATTENTION,
 ) -> None:
     """Inject an adapter and load its weights; every weight must find its layer."""
     from peft import set_peft_model_state_dict
 
-    add_lora(unet, adapter, rank, alpha)
+    add_lora(unet, adapter, rank, alpha, targets)
     result = set_peft_model_state_dict(unet, dict(state), adapter_name=adapter)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:

@@ -8,9 +8,11 @@ One trainer, five methods, so they can be compared:
 - `timeinv_lora`: the table plus LoRA (the paper's method).
 
 Each image becomes a pseudo-video of the model's frame count with its static depth as the
-structure guide, so the concept learns appearance, not "standing still"; crops, flips and a mild
-brightness / contrast jitter keep its identity. Optional regularisation clips (retrieved from the
-library by the class word) are trained with their own captions alongside.
+structure guide, so the concept learns appearance, not "standing still"; crops, flips, zooming
+out (the picture shrunk and moved, so the character is seen at other sizes and places and its
+layout comes from the guide) and a mild brightness / contrast jitter keep its identity. Optional
+regularisation clips (retrieved from the library by the class word) are trained with their own
+captions alongside; they keep a LoRA close to the base model.
 
 A pack is a folder `<name>/` with `concept.safetensors` (`timeinv.table` and `lora.*` tensors) and
 `concept.json` (token, class word, base checkpoint fingerprint, method, params, steps, loss curve,
@@ -39,6 +41,7 @@ from story.models.t2v import StructureT2V
 from story.models.timeinv import (
     CONCEPT_PATTERN,
     DEFAULT_BUCKETS,
+    LORA_TARGETS,
     SPATIAL_ATTENTION,
     ConceptConditioner,
     TimeInvTable,
@@ -76,6 +79,8 @@ TEMPLATES: tuple[str, ...] = (
     "a close view of a <name>",
 )
 FINGERPRINT_MODULES = ("vae", "unet", "structure_encoder")
+DEFAULT_REG_CLIPS = 8
+"""Regularisation clips a LoRA trains with when a clip library is at hand (flow train_concept)."""
 
 
 class ConceptError(StoryError, ValueError):
@@ -84,22 +89,29 @@ class ConceptError(StoryError, ValueError):
 
 @dataclass
 class ConceptParams:
-    """Everything that determines a concept's training; saved in the pack's JSON."""
+    """Everything that determines a concept's training; saved in the pack's JSON.
+
+    The defaults are the settings chosen on validation shots for the bundled tiny model
+    (docs/concepts.md): 200 steps (longer runs overfit the five images), zoom-out augmentation
+    and a LoRA rate of 5e-5 (higher rates paint the character's colours away from the guide).
+    """
 
     method: str = "timeinv_lora"
-    steps: int = 400
+    steps: int = 200
     batch: int = 4
     buckets: int = DEFAULT_BUCKETS
     lr_table: float = 5e-4
-    lr_lora: float = 2e-4
+    lr_lora: float = 5e-5
     lora_rank: int = 4
     lora_alpha: float = 4.0
+    lora_targets: str = "attention"
     min_snr_gamma: float = 5.0
     structure_dropout: float = 0.3
     object_weight: float = 4.0
     reg_clips: int = 0
     reg_weight: float = 0.5
     crop_scale: float = 0.8
+    zoom_out: float = 0.4
     jitter: float = 0.08
     source_size: int = 64
     log_every: int = 10
@@ -114,8 +126,14 @@ class ConceptParams:
                 f"steps ({self.steps}) must be >= 0, batch ({self.batch}) and buckets "
                 f"({self.buckets}) >= 1"
             )
+        if self.lora_targets not in LORA_TARGETS:
+            raise ConceptError(
+                f"lora_targets {self.lora_targets!r} is not one of {tuple(LORA_TARGETS)}"
+            )
         if not 0 < self.crop_scale <= 1:
             raise ConceptError(f"crop_scale {self.crop_scale} must be in (0, 1]")
+        if not 0 <= self.zoom_out < 1:
+            raise ConceptError(f"zoom_out {self.zoom_out} must be in [0, 1)")
 
     @property
     def table_buckets(self) -> int:
@@ -387,7 +405,10 @@ class PseudoVideos:
     def clip(
         self, index: int, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A random crop / flip / jitter of image `index` as (video, structure, object mask)."""
+        """A random crop / flip / zoom-out / jitter of image `index` as (video, structure, object
+        mask). Zooming out shrinks the picture by up to `zoom_out` and places it anywhere in the
+        frame, its border pixels extended outwards, so the concept is seen at other sizes and
+        places and its layout has to come from the structure guide."""
         image, disparity, mask = self.images[index], self.depths[index], self.masks[index]
         _, h, w = image.shape
         scale = rng.uniform(self.params.crop_scale, 1.0)
@@ -402,6 +423,8 @@ class PseudoVideos:
         image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
         disparity = F.interpolate(disparity[None, None], size=size, mode="bilinear")[0, 0]
         mask = F.interpolate(mask[None, None], size=size, mode="bilinear")[0]
+        if self.params.zoom_out > 0:
+            image, disparity, mask = self._zoom_out(image, disparity, mask, rng)
         jitter = self.params.jitter
         brightness = rng.uniform(1 - jitter, 1 + jitter)
         contrast = rng.uniform(1 - jitter, 1 + jitter)
@@ -410,6 +433,27 @@ class PseudoVideos:
         guide = normalize_structure(disparity[None], mode="frame")
         structure = guide[None].expand(-1, self.frames, -1, -1)
         return video.contiguous(), structure.contiguous(), mask
+
+    def _zoom_out(
+        self, image: torch.Tensor, disparity: torch.Tensor, mask: torch.Tensor, rng
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scale = rng.uniform(1 - self.params.zoom_out, 1.0)
+        h, w = max(2, round(self.height * scale)), max(2, round(self.width * scale))
+        top, left = (
+            int(rng.integers(0, self.height - h + 1)),
+            int(rng.integers(0, self.width - w + 1)),
+        )
+        pad = (left, self.width - w - left, top, self.height - h - top)
+
+        def place(x: torch.Tensor, mode: str) -> torch.Tensor:
+            small = F.interpolate(x[None], size=(h, w), mode="bilinear", antialias=True)
+            return F.pad(small, pad, mode=mode)[0]
+
+        return (
+            place(image, "replicate"),
+            place(disparity[None], "replicate")[0],
+            place(mask, "constant"),
+        )
 
 
 def _mask_sha256(image: Path) -> str | None:
@@ -517,6 +561,9 @@ def train_concept(
 
     `depth` maps (T, H, W, 3) uint8 frames to (T, H, W) disparity in [-1, 1] (default: the
     bundled tiny depth net); `base_checkpoint` is the model's fingerprint if already known.
+    `regularization` clips keep the LoRA from drifting away from the base model on the class
+    word's usual clips; their captions do not name the concept, so methods without LoRA have
+    nothing they could train on them and leave them out.
     """
     params = params or ConceptParams()
     check_name(name)
@@ -525,6 +572,8 @@ def train_concept(
         if isinstance(images, ConceptImages)
         else read_concept_images(images, params.source_size)
     )
+    if not params.uses_lora:
+        regularization = ()
     previous = torch.get_num_threads()
     torch.set_num_threads(params.threads)
     try:
@@ -577,7 +626,9 @@ def _train(
     if params.uses_lora:
         for existing in lora_adapters(work.unet):
             remove_lora(work.unet, existing)
-        add_lora(work.unet, name, params.lora_rank, params.lora_alpha)
+        add_lora(
+            work.unet, name, params.lora_rank, params.lora_alpha, LORA_TARGETS[params.lora_targets]
+        )
         set_active_loras(work.unet, [name])
         groups.append({"params": lora_parameters(work.unet, name), "lr": params.lr_lora})
     cfg = work.config
@@ -662,7 +713,11 @@ def _train(
         "images_folder": str(data.folder),
         "text_encoder": cfg.text_encoder,
         "lora": (
-            {"rank": params.lora_rank, "alpha": params.lora_alpha, "targets": SPATIAL_ATTENTION}
+            {
+                "rank": params.lora_rank,
+                "alpha": params.lora_alpha,
+                "targets": LORA_TARGETS[params.lora_targets],
+            }
             if lora
             else None
         ),
@@ -712,6 +767,7 @@ class ConceptSet:
                 pack.lora,
                 int(lora_meta.get("rank", 4)),
                 float(lora_meta.get("alpha", 4.0)),
+                str(lora_meta.get("targets") or SPATIAL_ATTENTION),
             )
         self.packs[pack.name] = pack
         self.tables[pack.name] = TimeInvTable(pack.table).requires_grad_(False)

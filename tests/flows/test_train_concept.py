@@ -10,12 +10,15 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from story.flows.build_index import build_index
 from story.flows.concept_cli import concept_list_command, concept_train_command
 from story.flows.train_concept import train_concept
 from story.models.t2v import random_tiny
 from story.settings import Settings
 from story.tasks import miniworld
 from story.tasks.concepts import ConceptPack, checkpoint_fingerprint
+from story.tasks.errors import StoryError
+from tests.flows.library_fixture import build_library
 
 
 def concept_app() -> typer.Typer:
@@ -70,6 +73,8 @@ def test_flow_trains_a_pack_into_the_workspace(
     pack = ConceptPack.load(pack_dir)
     assert pack.base_checkpoint == checkpoint_fingerprint(checkpoint)
     assert pack.table.shape == (2, 384) and pack.lora
+    # No clip library in this workspace: the LoRA trained without regularisation clips.
+    assert summary["regularization_clips"] == 0 and pack.meta["params"]["reg_clips"] == 0
 
     app = concept_app()
     capfd.readouterr()
@@ -81,6 +86,31 @@ def test_flow_trains_a_pack_into_the_workspace(
     assert [(c["name"], c["method"], c["steps"]) for c in listed["concepts"]] == [
         ("bob", "timeinv_lora", 2)
     ]
+
+
+def test_flow_regularises_the_lora_with_library_clips(
+    prefect_harness, tmp_path: Path, images: Path, checkpoint: Path
+) -> None:
+    library = build_library(tmp_path / "library", n_good=3, with_bad=False)
+    settings = Settings(workspace=tmp_path / "ws").resolved()
+    build_index(str(library.manifest), settings, use_ray=False)
+    common = {"steps": 1, "buckets": 2, "checkpoint": str(checkpoint)}
+    summary = train_concept("bob", str(images), "sphere", settings, **common)
+    # The library holds 3 clips (fewer than the default 8): the LoRA trained with all of them.
+    assert summary["regularization_clips"] == 3
+    meta = ConceptPack.load(summary["pack"]).meta
+    assert meta["regularization_clips"] == 3 and meta["params"]["reg_clips"] == 3
+    chosen = train_concept(
+        "bob", str(images), "sphere", settings, reg_clips=1, out=str(tmp_path / "one"), **common
+    )
+    assert chosen["regularization_clips"] == 1
+    no_lora = train_concept(
+        "bob", str(images), "sphere", settings, method="timeinv", out=str(tmp_path / "ti"), **common
+    )
+    assert no_lora["regularization_clips"] == 0, "a method without LoRA has no use for them"
+    empty = Settings(workspace=tmp_path / "empty").resolved()
+    with pytest.raises(StoryError, match="no clip library.*--reg-clips 0"):
+        train_concept("bob", str(images), "sphere", empty, reg_clips=2, **common)
 
 
 def test_train_command_names_a_bad_image_folder(tmp_path: Path, capfd) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from story.tasks.concepts import (
     ConceptError,
     ConceptPack,
     ConceptParams,
+    PseudoVideos,
     TrainingClip,
     checkpoint_fingerprint,
     list_packs,
@@ -155,6 +157,28 @@ def test_each_method_trains_what_it_says(
     assert result.pack.meta["steps"] == (0 if method == "none" else 1)
 
 
+def test_lora_targets_are_saved_and_reloaded_onto_the_same_layers(
+    images: Path, tmp_path: Path
+) -> None:
+    model = tiny()
+    params = ConceptParams(method="timeinv_lora", steps=2, batch=1, lora_targets="cross_kv")
+    out = tmp_path / "bob"
+    trained = train_concept(model, "bob", images, "sphere", params, out=out, depth=flat_depth)
+    layers = {k.split(".lora_")[0] for k in trained.pack.lora}
+    assert layers and all(re.search(r"\.attn2\.to_[kv]$", layer) for layer in layers)
+    guide = np.linspace(-1, 1, 4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+    in_memory = render_with_concepts(model, "a <bob>", guide, {"bob": trained.pack}, steps=2)
+    unload_concepts(model)
+    from_disk = render_with_concepts(model, "a <bob>", guide, {"bob": out}, steps=2)
+    assert np.array_equal(in_memory, from_disk)
+    assert {n.split(".lora_")[0] for n, _ in model.unet.named_parameters() if ".lora_" in n} == {
+        layer.removeprefix("base_model.model.") for layer in layers
+    }
+    unload_concepts(model)
+    with pytest.raises(ConceptError, match="lora_targets 'everything'"):
+        ConceptParams(lora_targets="everything")
+
+
 def test_registry_lists_packs(images: Path, tmp_path: Path) -> None:
     model = tiny()
     for name, method in (("bob", "ti"), ("eve", "none")):
@@ -178,6 +202,42 @@ def test_object_masks_are_read_next_to_their_images(images: Path) -> None:
     assert [p.name for p in data.files] == ["bob_0.png", "bob_1.png", "bob_2.png"]
     assert data.masks[0] is None and data.masks[2] is None
     assert data.masks[1].sum() == 100 and data.masks[1][15, 15]
+
+
+def test_zoom_out_shows_the_character_smaller_and_elsewhere_with_its_guide() -> None:
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[..., 1] = 160  # a green field
+    image[12:20, 12:20] = (220, 30, 30)  # the red character in the middle
+    mask = np.zeros((32, 32), bool)
+    mask[12:20, 12:20] = True
+
+    def depth(frames: np.ndarray) -> np.ndarray:
+        return np.where(frames[..., 0] > 128, 1.0, -1.0).astype(np.float32)  # near = red
+
+    def draws(zoom_out: float) -> list[tuple[float, tuple[float, float]]]:
+        params = ConceptParams(crop_scale=1.0, zoom_out=zoom_out, jitter=0.0)
+        videos = PseudoVideos([image], [mask], depth, 4, 32, 32, params)
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(24):
+            video, structure, object_mask = videos.clip(0, rng)
+            inside = object_mask[0] > 0.5
+            red = video[0, 0] > 0.5
+            assert (video[:, 0] == video[:, -1]).all(), "a pseudo-video stands still"
+            # The guide, the frames and the mask still show the character in the same place.
+            assert (red == inside).float().mean() > 0.95
+            assert ((structure[0, 0] > 0) == inside).float().mean() > 0.95
+            rows, cols = np.nonzero(inside.numpy())
+            out.append((float(inside.float().mean()), (rows.mean(), cols.mean())))
+        return out
+
+    still, zoomed = draws(0.0), draws(0.5)
+    assert {round(area, 3) for area, _ in still} == {round(64 / 1024, 3)}
+    assert all(area < 64 / 1024 + 0.01 for area, _ in zoomed)
+    assert min(area for area, _ in zoomed) < 0.6 * 64 / 1024
+    assert np.std([c for _, c in zoomed]) > 2 * np.std([c for _, c in still]) + 0.5
+    with pytest.raises(ConceptError, match="zoom_out"):
+        ConceptParams(zoom_out=1.0)
 
 
 def test_bad_image_folders_are_named(tmp_path: Path) -> None:
