@@ -19,7 +19,7 @@ per concept, named after it, active only while a prompt names the concept.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -177,7 +177,11 @@ def concept_states(
 
 
 class ConceptConditioner:
-    """Per-timestep text states of prompts naming concepts: `t -> (B, L, d)`, cached per bucket."""
+    """Per-timestep text states of prompts naming concepts: `t -> (B, L, d)`, cached per bucket.
+
+    The sampler asks for the states of each step right before it runs the U-Net on them, so
+    `on_timestep(t)`, called first, can set up the U-Net for that step (e.g. which LoRA is on).
+    """
 
     def __init__(
         self,
@@ -186,7 +190,9 @@ class ConceptConditioner:
         tables: Mapping[str, TimeInvTable],
         length: int,
         device: torch.device | str = "cpu",
+        on_timestep: Callable[[int], None] | None = None,
     ) -> None:
+        self.on_timestep = on_timestep
         self.encoder = encoder
         self.tokens = tokens
         self.tables = {name: tables[name] for name in tokens.slots}
@@ -197,6 +203,8 @@ class ConceptConditioner:
 
     def __call__(self, t: int | torch.Tensor) -> torch.Tensor:
         t = int(t)
+        if self.on_timestep is not None:
+            self.on_timestep(t)
         key = tuple(int(timestep_bucket(t, table.buckets)) for table in self.tables.values())
         if key not in self.cache:
             batch = self.tokens.ids.shape[0]

@@ -42,6 +42,7 @@ from story.models.timeinv import (
     CONCEPT_PATTERN,
     DEFAULT_BUCKETS,
     LORA_TARGETS,
+    NUM_TRAIN_TIMESTEPS,
     SPATIAL_ATTENTION,
     ConceptConditioner,
     TimeInvTable,
@@ -105,6 +106,7 @@ class ConceptParams:
     lora_rank: int = 4
     lora_alpha: float = 4.0
     lora_targets: str = "attention"
+    lora_max_t: int = NUM_TRAIN_TIMESTEPS
     min_snr_gamma: float = 5.0
     structure_dropout: float = 0.3
     object_weight: float = 4.0
@@ -132,6 +134,10 @@ class ConceptParams:
             )
         if not 0 < self.crop_scale <= 1:
             raise ConceptError(f"crop_scale {self.crop_scale} must be in (0, 1]")
+        if not 1 <= self.lora_max_t <= NUM_TRAIN_TIMESTEPS:
+            raise ConceptError(
+                f"lora_max_t {self.lora_max_t} must be a timestep in 1..{NUM_TRAIN_TIMESTEPS}"
+            )
         if not 0 <= self.zoom_out < 1:
             raise ConceptError(f"zoom_out {self.zoom_out} must be in [0, 1)")
 
@@ -663,9 +669,14 @@ def _train(
             structure = torch.cat([structure, torch.stack([c.structure for c in reg])])
             objects = torch.cat([objects, torch.ones(n_reg, *objects.shape[1:])])
         total = video.shape[0]
-        timesteps = torch.randint(
-            0, work.scheduler.config.num_train_timesteps, (total,), generator=generator
-        )
+        low, high = 0, work.scheduler.config.num_train_timesteps
+        if params.uses_lora and params.lora_max_t < high:
+            # The LoRA only acts below lora_max_t: a step trains either there with it on, or
+            # above with it off (so every sample still sees a uniform timestep).
+            lora_on = rng.random() < params.lora_max_t / high
+            low, high = (0, params.lora_max_t) if lora_on else (params.lora_max_t, high)
+            set_active_loras(work.unet, [name] if lora_on else [])
+        timesteps = torch.randint(low, high, (total,), generator=generator)
         with torch.no_grad():
             latents = work.encode_video(video.to(work.device), generator)
         tokens = tokenize_concepts(encoder, prompts, cfg.max_text_length)
@@ -717,6 +728,7 @@ def _train(
                 "rank": params.lora_rank,
                 "alpha": params.lora_alpha,
                 "targets": LORA_TARGETS[params.lora_targets],
+                "max_t": params.lora_max_t,
             }
             if lora
             else None
@@ -750,6 +762,7 @@ class ConceptSet:
         self.fingerprint = model_fingerprint(model)
         self.packs: dict[str, ConceptPack] = {}
         self.tables: dict[str, TimeInvTable] = {}
+        self.lora_max_t: dict[str, int] = {}
 
     def add(self, pack: ConceptPack) -> None:
         """Load a pack (checked against the model); the same pack again is a no-op."""
@@ -771,6 +784,8 @@ class ConceptSet:
             )
         self.packs[pack.name] = pack
         self.tables[pack.name] = TimeInvTable(pack.table).requires_grad_(False)
+        lora_meta = pack.meta.get("lora") or {}
+        self.lora_max_t[pack.name] = int(lora_meta.get("max_t", NUM_TRAIN_TIMESTEPS))
 
     @contextmanager
     def applied(self, prompt: str) -> Iterator[torch.Tensor | ConceptConditioner]:
@@ -788,9 +803,20 @@ class ConceptSet:
         except ValueError as err:
             raise ConceptError(str(err)) from err
         loras = [n for n in names if self.packs[n].lora]
+        switch = None
+        if any(self.lora_max_t[n] < NUM_TRAIN_TIMESTEPS for n in loras):
+            # Some LoRA only acts below its lora_max_t: switch the set on every step.
+            unet, current = self.model.unet, [list(loras)]
+
+            def switch(t: int) -> None:
+                wanted = [n for n in loras if t < self.lora_max_t[n]]
+                if wanted != current[0]:
+                    set_active_loras(unet, wanted)
+                    current[0] = wanted
+
         with active_loras(self.model.unet, loras):
             yield ConceptConditioner(
-                encoder, tokens, self.tables, cfg.max_text_length, self.model.device
+                encoder, tokens, self.tables, cfg.max_text_length, self.model.device, switch
             )
 
     def remove(self) -> None:
@@ -799,6 +825,7 @@ class ConceptSet:
             remove_lora(self.model.unet, name)
         self.packs.clear()
         self.tables.clear()
+        self.lora_max_t.clear()
 
 
 def _as_pack(value: ConceptPack | str | Path) -> ConceptPack:

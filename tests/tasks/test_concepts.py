@@ -179,6 +179,26 @@ def test_lora_targets_are_saved_and_reloaded_onto_the_same_layers(
         ConceptParams(lora_targets="everything")
 
 
+def test_a_lora_limited_to_low_timesteps_is_only_on_there(images: Path) -> None:
+    model = tiny()
+    params = ConceptParams(method="timeinv_lora", steps=8, batch=1, lora_max_t=500, lr_lora=1e-2)
+    pack = train_concept(model, "bob", images, "sphere", params, depth=flat_depth).pack
+    assert pack.meta["lora"]["max_t"] == 500
+    assert any(v.abs().sum() > 0 for k, v in pack.lora.items() if "lora_B" in k), "LoRA trained"
+    x, states = torch.randn(1, *model.latent_shape), torch.randn(1, 8, 16)
+    base = {t: model.predict(x, torch.tensor([t]), states) for t in (100, 900)}
+    concepts = load_concepts(model, {"bob": pack})
+    with concepts.applied("a <bob> on the grass") as conditioner:
+        for t in (900, 100, 900):
+            conditioner(t)  # the sampler asks for each step's states before running the U-Net
+            on = not torch.allclose(model.predict(x, torch.tensor([t]), states), base[t], atol=1e-6)
+            assert on == (t < 500), f"LoRA {'on' if on else 'off'} at t={t}"
+    assert torch.allclose(model.predict(x, torch.tensor([100]), states), base[100], atol=1e-6)
+    unload_concepts(model)
+    with pytest.raises(ConceptError, match="lora_max_t"):
+        ConceptParams(lora_max_t=0)
+
+
 def test_registry_lists_packs(images: Path, tmp_path: Path) -> None:
     model = tiny()
     for name, method in (("bob", "ti"), ("eve", "none")):
