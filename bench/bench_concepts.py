@@ -227,7 +227,7 @@ def parse_spec(spec: str) -> dict:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in types:
-            raise SystemExit(f"--sweep {spec!r}: {item!r} is not key=value of {sorted(types)}")
+            raise SystemExit(f"settings {spec!r}: {item!r} is not key=value of {sorted(types)}")
         kind = types[key]
         cast = str if kind in (str, "str") else int if kind in (int, "int") else float
         out[key] = cast(value)
@@ -329,7 +329,8 @@ def vae_round_trip(model) -> dict:
             frames[body] = frames[body] / miniworld.COLOURS["white"][0] * np.array(rgb)
         video = torch.from_numpy(frames.astype(np.float32) / 127.5 - 1).permute(3, 0, 1, 2)
         with torch.no_grad():
-            decoded = model.decode_latents(model.encode_video(video[None]))[0]
+            latents = model.encode_video(video[None], torch.Generator().manual_seed(0))
+            decoded = model.decode_latents(latents)[0]
         back = ((decoded.permute(1, 2, 3, 0).numpy() + 1) * 127.5).clip(0, 255)
         before, after = frames[body].mean(0), back[body].mean(0)
         out[name] = {

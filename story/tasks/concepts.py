@@ -772,8 +772,8 @@ class ConceptSet:
             return
         if pack.name in lora_adapters(self.model.unet):
             remove_lora(self.model.unet, pack.name)
+        lora_meta = pack.meta.get("lora") or {}
         if pack.lora:
-            lora_meta = pack.meta.get("lora") or {}
             load_lora(
                 self.model.unet,
                 pack.name,
@@ -784,7 +784,6 @@ class ConceptSet:
             )
         self.packs[pack.name] = pack
         self.tables[pack.name] = TimeInvTable(pack.table).requires_grad_(False)
-        lora_meta = pack.meta.get("lora") or {}
         self.lora_max_t[pack.name] = int(lora_meta.get("max_t", NUM_TRAIN_TIMESTEPS))
 
     @contextmanager
