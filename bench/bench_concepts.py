@@ -41,6 +41,7 @@ from story.tasks.captions import BACKGROUND_WORDS
 from story.tasks.concepts import (
     METHODS,
     ConceptParams,
+    TrainingClip,
     default_depth,
     load_concepts,
     model_fingerprint,
@@ -243,27 +244,32 @@ def lr_specs(rates: list[float]) -> list[str]:
     ]
 
 
-def regularization_scenes(count: int, model, depth) -> list:
+class RegularizationScenes:
     """Library-like clips of the class word (spheres in motion, with their captions): what
-    `regularization_clips` retrieves from a miniworld library, rendered here from other seeds."""
-    from story.tasks.concepts import TrainingClip
+    `regularization_clips` retrieves from a miniworld library, rendered here from other seeds,
+    each once however many settings use it."""
 
-    cfg = model.config
-    clips = []
-    for i in range(count):
+    def __init__(self, model) -> None:
+        self.config = model.config
+        self.depth = None
+        self.clips: list[TrainingClip] = []
+
+    def for_params(self, params: ConceptParams) -> list[TrainingClip]:
+        """The first `params.reg_clips` scenes for a LoRA method; none for the others."""
+        if not params.uses_lora:
+            return []
+        while len(self.clips) < params.reg_clips:
+            self.clips.append(self._scene(REGULARIZATION_SEED + len(self.clips)))
+        return self.clips[: params.reg_clips]
+
+    def _scene(self, seed: int) -> TrainingClip:
+        cfg = self.config
+        self.depth = self.depth or default_depth()
         spec = miniworld.sample_scene(
-            REGULARIZATION_SEED + i,
-            frames=cfg.frames,
-            height=cfg.height,
-            width=cfg.width,
-            n_objects=1,
-            shape="sphere",
+            seed, frames=cfg.frames, height=cfg.height, width=cfg.width, n_objects=1, shape="sphere"
         )
-        clip = miniworld.render(spec)
-        video = torch.from_numpy(np.array(clip.rgb)).float().div(127.5).sub(1).permute(3, 0, 1, 2)
-        structure = torch.from_numpy(np.asarray(depth(clip.rgb), np.float32))[None]
-        clips.append(TrainingClip(video, structure, miniworld.make_caption(spec)))
-    return clips
+        rgb = miniworld.render(spec).rgb
+        return TrainingClip.from_frames(rgb, miniworld.make_caption(spec), self.depth)
 
 
 def validation_sweep(model, fingerprint, args, specs, images, ref_hist, ref_mean, phrase) -> dict:
@@ -271,14 +277,20 @@ def validation_sweep(model, fingerprint, args, specs, images, ref_hist, ref_mean
     settings are chosen without looking at the benchmark; rows merge into SWEEP_RESULTS."""
     cfg = model.config
     shots = guide_shots(args.shots, cfg.frames, cfg.height, first_seed=VALIDATION_SEED)
-    depth = default_depth()
+    regularization = RegularizationScenes(model)
     rows: dict[str, dict] = {}
     for spec in specs:
         overrides = parse_spec(spec)
         params = ConceptParams(**{"steps": args.steps, "threads": args.threads, **overrides})
-        regularization = regularization_scenes(params.reg_clips, model, depth)
         trained, renders, _ = train_and_render(
-            model, fingerprint, images, params, shots, phrase, args.sample_steps, regularization
+            model,
+            fingerprint,
+            images,
+            params,
+            shots,
+            phrase,
+            args.sample_steps,
+            regularization.for_params(params),
         )
         unload_concepts(model)
         scored = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
@@ -464,7 +476,7 @@ def main() -> None:
     }
     grid["described"] = renders
     packs = {}
-    regularization: list = []
+    regularization = RegularizationScenes(model)
     for method in METHODS:
         runs, seconds_of = [], []
         # `none` trains nothing, so one run is all of it; the others train once per seed.
@@ -473,8 +485,6 @@ def main() -> None:
                 **{"threads": args.threads, **overrides},
                 **{"method": method, "steps": args.steps, "seed": seed},
             )
-            if params.uses_lora and len(regularization) != params.reg_clips:
-                regularization = regularization_scenes(params.reg_clips, model, default_depth())
             trained, renders, seconds = train_and_render(
                 model,
                 fingerprint,
@@ -483,7 +493,7 @@ def main() -> None:
                 shots,
                 phrase,
                 args.sample_steps,
-                regularization if params.uses_lora else (),
+                regularization.for_params(params),
             )
             rows = [score(r, s, ref_hist, ref_mean) for r, s in zip(renders, shots, strict=True)]
             runs.append({**mean_rows(rows), "seed": seed})

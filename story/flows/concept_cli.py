@@ -11,7 +11,13 @@ from typing import Annotated
 
 import typer
 
-from story.tasks.concept_methods import METHODS
+from story.tasks.concept_methods import (
+    DEFAULT_LR_LORA,
+    DEFAULT_LR_TABLE,
+    DEFAULT_REG_CLIPS,
+    DEFAULT_STEPS,
+    METHODS,
+)
 
 
 def concept_train_command(
@@ -21,22 +27,24 @@ def concept_train_command(
         str, typer.Option("--class-word", help="What it is (e.g. sphere): the starting point.")
     ],
     method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "timeinv_lora",
-    steps: Annotated[int, typer.Option(min=0, help="Training steps.")] = 200,
+    steps: Annotated[int, typer.Option(min=0, help="Training steps.")] = DEFAULT_STEPS,
     buckets: Annotated[int, typer.Option(min=1, help="TimeInv timestep buckets.")] = 10,
     reg_clips: Annotated[
         int | None,
         typer.Option(
             min=0,
             help="Regularisation clips for the LoRA, retrieved from the library by the class "
-            "word (default: 8 when a library exists, else none).",
+            f"word (default: {DEFAULT_REG_CLIPS} when a library exists, else none).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     lr_table: Annotated[
-        float | None, typer.Option(min=0.0, help="Token-table learning rate (default 5e-4).")
+        float | None,
+        typer.Option(min=0.0, help=f"Token-table learning rate (default {DEFAULT_LR_TABLE:g})."),
     ] = None,
     lr_lora: Annotated[
-        float | None, typer.Option(min=0.0, help="LoRA learning rate (default 5e-5).")
+        float | None,
+        typer.Option(min=0.0, help=f"LoRA learning rate (default {DEFAULT_LR_LORA:g})."),
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint: tiny or a folder.")] = (
         "tiny"

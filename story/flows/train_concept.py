@@ -23,8 +23,8 @@ from prefect.artifacts import (
 from story.flows.engine import flow
 from story.flows.logs import run_logger
 from story.settings import Settings
+from story.tasks.concept_methods import DEFAULT_REG_CLIPS, DEFAULT_STEPS
 from story.tasks.concepts import (
-    DEFAULT_REG_CLIPS,
     ConceptParams,
     check_name,
     default_depth,
@@ -95,7 +95,7 @@ def train_concept(
     class_word: str,
     settings: dict[str, Any] | None = None,
     method: str = "timeinv_lora",
-    steps: int = 200,
+    steps: int = DEFAULT_STEPS,
     buckets: int = 10,
     reg_clips: int | None = None,
     seed: int = 0,

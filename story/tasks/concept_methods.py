@@ -1,3 +1,10 @@
-"""The concept training methods, in one torch-free place (trainer, CLI and benchmark)."""
+"""The concept training methods and defaults, in one torch-free place (trainer, CLI, benchmark)."""
 
 METHODS: tuple[str, ...] = ("none", "ti", "ti_lora", "timeinv", "timeinv_lora")
+
+# Chosen on validation shots for the bundled tiny model (docs/concepts.md).
+DEFAULT_STEPS = 200
+DEFAULT_LR_TABLE = 5e-4
+DEFAULT_LR_LORA = 5e-5
+DEFAULT_REG_CLIPS = 8
+"""Regularisation clips a LoRA trains with when a clip library is at hand (flow train_concept)."""

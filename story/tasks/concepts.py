@@ -59,7 +59,12 @@ from story.models.timeinv import (
     set_active_loras,
     tokenize_concepts,
 )
-from story.tasks.concept_methods import METHODS
+from story.tasks.concept_methods import (
+    DEFAULT_LR_LORA,
+    DEFAULT_LR_TABLE,
+    DEFAULT_STEPS,
+    METHODS,
+)
 from story.tasks.errors import StoryError
 from story.tasks.hashing import sha256_bytes, sha256_file
 from story.tasks.train_t2v import min_snr_weight
@@ -80,8 +85,6 @@ TEMPLATES: tuple[str, ...] = (
     "a close view of a <name>",
 )
 FINGERPRINT_MODULES = ("vae", "unet", "structure_encoder")
-DEFAULT_REG_CLIPS = 8
-"""Regularisation clips a LoRA trains with when a clip library is at hand (flow train_concept)."""
 
 
 class ConceptError(StoryError, ValueError):
@@ -98,11 +101,11 @@ class ConceptParams:
     """
 
     method: str = "timeinv_lora"
-    steps: int = 200
+    steps: int = DEFAULT_STEPS
     batch: int = 4
     buckets: int = DEFAULT_BUCKETS
-    lr_table: float = 5e-4
-    lr_lora: float = 5e-5
+    lr_table: float = DEFAULT_LR_TABLE
+    lr_lora: float = DEFAULT_LR_LORA
     lora_rank: int = 4
     lora_alpha: float = 4.0
     lora_targets: str = "attention"
@@ -384,6 +387,15 @@ class TrainingClip:
     structure: torch.Tensor
     caption: str
 
+    @classmethod
+    def from_frames(
+        cls, rgb: np.ndarray, caption: str, depth: Callable[[np.ndarray], np.ndarray]
+    ) -> TrainingClip:
+        """(T, H, W, 3) uint8 frames with their caption; the structure is `depth` of them."""
+        video = torch.from_numpy(np.array(rgb)).float().div(127.5).sub(1).permute(3, 0, 1, 2)
+        structure = torch.from_numpy(np.asarray(depth(rgb), np.float32))[None]
+        return cls(video, structure, caption)
+
 
 class PseudoVideos:
     """Augmented pseudo-videos of the concept images, each with its static depth as the guide."""
@@ -489,9 +501,7 @@ def regularization_clips(
             continue
         pick = np.linspace(0, len(available) - 1, frames).round().astype(int)
         rgb = read_frames(hit.uri, [int(available[i]) for i in pick], size=(height, width))
-        video = torch.from_numpy(rgb).float().div(127.5).sub(1).permute(3, 0, 1, 2)
-        structure = torch.from_numpy(np.asarray(depth(rgb), np.float32))[None]
-        clips.append(TrainingClip(video, structure, hit.caption))
+        clips.append(TrainingClip.from_frames(rgb, hit.caption, depth))
     return clips
 
 
@@ -805,13 +815,14 @@ class ConceptSet:
         switch = None
         if any(self.lora_max_t[n] < NUM_TRAIN_TIMESTEPS for n in loras):
             # Some LoRA only acts below its lora_max_t: switch the set on every step.
-            unet, current = self.model.unet, [list(loras)]
+            unet, current = self.model.unet, list(loras)
 
             def switch(t: int) -> None:
+                nonlocal current
                 wanted = [n for n in loras if t < self.lora_max_t[n]]
-                if wanted != current[0]:
+                if wanted != current:
                     set_active_loras(unet, wanted)
-                    current[0] = wanted
+                    current = wanted
 
         with active_loras(self.model.unet, loras):
             yield ConceptConditioner(
