@@ -42,12 +42,12 @@ bench: install
 	$(BIN)/python -m bench.run_all
 
 lint: install
-	$(BIN)/ruff check story tests bench datasets
-	$(BIN)/ruff format --check story tests bench datasets
+	$(BIN)/ruff check flows tasks models tests bench datasets
+	$(BIN)/ruff format --check flows tasks models tests bench datasets
 
 format: install
-	$(BIN)/ruff format story tests bench datasets
-	$(BIN)/ruff check --fix story tests bench datasets
+	$(BIN)/ruff format flows tasks models tests bench datasets
+	$(BIN)/ruff check --fix flows tasks models tests bench datasets
 
 clean-workspace:
 	rm -rf workspace

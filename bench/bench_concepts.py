@@ -9,7 +9,8 @@ pixels, with the guide's object mask as the place the character should be:
   (measured on rendered bob scenes), the mean RGB distance to bob's mean colour, and how often
   the dominant colour inside the mask is bob's red; the same histogram intersection over every
   non-background pixel (`fidelity_anywhere`, placement-free) and the red + white share there;
-- prompt alignment: the background named by the prompt, read from pixels (story.tasks.quality);
+- prompt alignment: the background named by the prompt, read from pixels
+  (story.tasks.evaluation.quality);
 - structure: IoU of red pixels with the guide's object mask.
 A `described` row spells bob out in words ("a red striped sphere") as a reference. A tau sweep
 for TimeInv + LoRA shows how late structure guidance trades fidelity for structure (Fig. 5).
@@ -36,9 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from story.tasks import miniworld
-from story.tasks.captions import BACKGROUND_WORDS
-from story.tasks.concepts import (
+from story.tasks.concepts.concepts import (
     METHODS,
     ConceptParams,
     TrainingClip,
@@ -49,9 +48,16 @@ from story.tasks.concepts import (
     train_concept,
     unload_concepts,
 )
-from story.tasks.quality import COLOUR_NAMES, background_of, colour_mask_iou, pixel_colour_labels
-from story.tasks.synthesize import load_t2v, synthesize
-from story.tasks.t2v_data import miniworld_structure
+from story.tasks.evaluation.quality import (
+    COLOUR_NAMES,
+    background_of,
+    colour_mask_iou,
+    pixel_colour_labels,
+)
+from story.tasks.render.synthesize import load_t2v, synthesize
+from story.tasks.training.t2v_data import miniworld_structure
+from story.tasks.world import miniworld
+from story.tasks.world.captions import BACKGROUND_WORDS
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "datasets" / "concepts" / "bob"

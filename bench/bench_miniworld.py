@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from story.tasks import miniworld as mw
+from story.tasks.world import miniworld as mw
 
 SIZES = ((64, 64, 16), (128, 128, 16))
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from story.settings import REPO_ROOT, Settings
+from story.tasks.settings import REPO_ROOT, Settings
 
 RESULTS = REPO_ROOT / "bench" / "results" / "render.json"
 SAMPLE_MANIFEST = REPO_ROOT / "datasets" / "sample_library" / "manifest.jsonl"
@@ -52,9 +52,9 @@ plots:
 
 
 def _index(settings: Settings) -> None:
-    from story.tasks.index import ClipIndex
-    from story.tasks.ingest import ClipIngestor, make_shards
-    from story.tasks.manifest import read_manifest
+    from story.tasks.library.index import ClipIndex
+    from story.tasks.library.ingest import ClipIngestor, make_shards
+    from story.tasks.library.manifest import read_manifest
 
     worker = ClipIngestor(settings.resolved())
     index = ClipIndex(settings.lancedb)
@@ -69,8 +69,8 @@ def orchestration(root: Path, steps: int, repeats: int = 5) -> dict[str, Any]:
 
     from story.flows.ray_pool import ensure_ray
     from story.flows.render_story import plan, render_story, render_story_if_changed
-    from story.tasks.render_plot import PlotRenderer
-    from story.tasks.script import load_story
+    from story.tasks.render.render_plot import PlotRenderer
+    from story.tasks.script.parse import load_story
 
     base = Settings(workspace=root / "base", ray_workers=1)
     _index(base)
@@ -184,9 +184,9 @@ def seam_ratio(video: np.ndarray, seams: list[int]) -> dict[str, float]:
 
 def long_shots(steps: int, total: int = 24) -> list[dict[str, Any]]:
     from story.models.long_shot import ReuseDiffuse, clip_starts, sample_long
-    from story.tasks.miniworld import render, sample_scene
-    from story.tasks.synthesize import load_t2v
-    from story.tasks.t2v_data import miniworld_structure
+    from story.tasks.render.synthesize import load_t2v
+    from story.tasks.training.t2v_data import miniworld_structure
+    from story.tasks.world.miniworld import render, sample_scene
 
     model = load_t2v("tiny", device="cpu")
     length = model.config.frames

@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import story.tasks.search as search_module
+import story.tasks.library.search as search_module
 from story.models.text_encoder import load_text_encoder
-from story.settings import Settings
-from story.tasks.index import ClipIndex
-from story.tasks.ingest import ClipIngestor, make_shards
-from story.tasks.manifest import read_manifest
-from story.tasks.miniworld import attributes_from_caption, make_caption, sample_scene
-from story.tasks.script import derive_query_prompt
+from story.tasks.library.index import ClipIndex
+from story.tasks.library.ingest import ClipIngestor, make_shards
+from story.tasks.library.manifest import read_manifest
+from story.tasks.script.parse import derive_query_prompt
+from story.tasks.settings import Settings
+from story.tasks.world.miniworld import attributes_from_caption, make_caption, sample_scene
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "retrieval.json"

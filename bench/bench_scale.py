@@ -41,12 +41,12 @@ from bench.bench_search import (
     summarise,
     time_queries,
 )
-from story.tasks.index import ClipIndex, clip_schema, ivf_pq_config
-from story.tasks.search import default_nprobes
+from story.tasks.library.index import ClipIndex, clip_schema, ivf_pq_config
+from story.tasks.library.search import default_nprobes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
 SETTINGS = [(20, 40, 10), (40, 80, 10), (80, 80, 10)]
-PRODUCT_POOL = 50  # story.tasks.search asks for max(4k, 50) rows, refine factor 20
+PRODUCT_POOL = 50  # story.tasks.library.search asks for max(4k, 50) rows, refine factor 20
 
 
 def rss_mib() -> float:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from story.tasks.index import TEXT_VECTOR, ClipIndex, clip_schema
+from story.tasks.library.index import TEXT_VECTOR, ClipIndex, clip_schema
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search.json"
 BATCH = 50_000
@@ -254,7 +254,7 @@ def caption_source(n: int, seed: int) -> tuple[str, list[str], list[str]]:
     the bench's own scene grammar.
     """
     try:
-        from story.tasks.miniworld import make_caption, sample_scene
+        from story.tasks.world.miniworld import make_caption, sample_scene
     except ImportError:
         make_caption = None
     if make_caption is not None:
@@ -263,7 +263,7 @@ def caption_source(n: int, seed: int) -> tuple[str, list[str], list[str]]:
             scene = sample_scene(scene_seed)
             base.setdefault(make_caption(scene, 0), make_caption(scene, 1))
             if len(base) >= n:
-                return "story.tasks.miniworld", list(base), list(base.values())
+                return "story.tasks.world.miniworld", list(base), list(base.values())
     scenes = make_scenes(n, seed)
     return (
         "bench scene grammar",
@@ -287,7 +287,7 @@ def main() -> None:
     import torch
 
     from story.models.text_encoder import load_text_encoder
-    from story.tasks.search import search
+    from story.tasks.library.search import search
 
     torch.set_num_threads(2)
     report: dict = {
@@ -393,7 +393,8 @@ def main() -> None:
     # One short query embeds fastest on one thread (two threads stall on a busy 2-core box).
     torch.set_num_threads(1)
     end_to_end: dict = {
-        "what": "story.tasks.search.search() with its defaults: query embedding + ANN and/or BM25"
+        "what": "story.tasks.library.search.search() with its defaults: "
+        "query embedding + ANN and/or BM25"
     }
     for mode in ("vector", "fts", "hybrid"):
         lat = []

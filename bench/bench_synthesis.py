@@ -33,13 +33,13 @@ from PIL import Image
 from story.models.depth import load_depth_estimator
 from story.models.sampler import sample_latents
 from story.models.t2v import StructureT2V
-from story.tasks.quality import (
+from story.tasks.evaluation.quality import (
     mean_quality,
     scene_quality,
     shape_in_place,
 )
-from story.tasks.synthesize import load_t2v, render_batch
-from story.tasks.t2v_data import held_out_scenes, miniworld_structure
+from story.tasks.render.synthesize import load_t2v, render_batch
+from story.tasks.training.t2v_data import held_out_scenes, miniworld_structure
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "synthesis.json"

@@ -32,8 +32,8 @@ from typing import Any
 import av
 import numpy as np
 
-from story.tasks import miniworld as mw
 from story.tasks.errors import StoryError
+from story.tasks.world import miniworld as mw
 
 CRF = 18
 X264_PRESET = "medium"

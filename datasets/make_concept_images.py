@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from story.tasks import miniworld
+from story.tasks.world import miniworld
 
 BOB = {"shape": "sphere", "colour": "red", "texture": "striped", "secondary": "white"}
 BACKGROUNDS = ("grass", "sand", "snow", "dusk", "grass")

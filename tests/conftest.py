@@ -14,7 +14,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from story.settings import Settings  # noqa: E402
+from story.tasks.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_FILES = REPO / "tests" / "test_files"

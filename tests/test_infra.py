@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from story.settings import Settings
+from story.tasks.settings import Settings
 
 INFRA = Path(__file__).resolve().parent.parent / "infra"
 

@@ -7,8 +7,8 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from story.tasks.lineage import LineageRegistry, build_manifest
-from story.tasks.script import Story, load_story
+from story.tasks.provenance.lineage import LineageRegistry, build_manifest
+from story.tasks.script.parse import Story, load_story
 
 STORY = Path(__file__).resolve().parents[1] / "test_files" / "stories" / "good_basic.yaml"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from story.flows.build_index import build_index
-from story.settings import Settings
-from story.tasks.index import ClipIndex
-from story.tasks.ingest import ClipIngestor, make_shards
-from story.tasks.manifest import ManifestRow
+from story.tasks.library.index import ClipIndex
+from story.tasks.library.ingest import ClipIngestor, make_shards
+from story.tasks.library.manifest import ManifestRow
+from story.tasks.settings import Settings
 from tests.faults.conftest import TEST_FILES, Recorder
 from tests.flows.library_fixture import build_library
 

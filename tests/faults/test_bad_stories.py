@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from story.flows.cli import app
-from story.tasks.script import StoryScriptError, load_story
+from story.tasks.script.parse import StoryScriptError, load_story
 from tests.faults.conftest import REPO, STORIES, Recorder
 
 BAD = sorted(p.name for p in STORIES.iterdir() if not p.name.startswith("good_"))

@@ -18,17 +18,17 @@ import pytest
 
 from story.flows.build_index import build_index
 from story.flows.ray_pool import run_on_actors
-from story.settings import Settings
-from story.tasks.assemble import AssemblyError, PlotRecord, write_outputs
-from story.tasks.index import ClipIndex
-from story.tasks.lineage import (
+from story.tasks.library.index import ClipIndex
+from story.tasks.outputs.assemble import AssemblyError, PlotRecord, write_outputs
+from story.tasks.provenance.lineage import (
     LineageError,
     LineageRegistry,
     manifest_assets,
     read_manifest,
     write_manifest,
 )
-from story.tasks.script import load_story
+from story.tasks.script.parse import load_story
+from story.tasks.settings import Settings
 from tests.faults.conftest import STORIES, DiesOnce, Recorder, child_env
 from tests.faults.lineage_writer import register_renders, render_manifest
 from tests.flows.library_fixture import write_clip

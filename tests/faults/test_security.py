@@ -22,12 +22,12 @@ import psutil
 import pytest
 
 from story.flows.build_index import build_index
-from story.settings import Settings
-from story.tasks.index import ClipIndex
+from story.tasks.library.index import ClipIndex
+from story.tasks.settings import Settings
 from tests.faults.conftest import REPO, TEST_FILES, Recorder, tree_snapshot
 from tests.flows.library_fixture import build_library
 
-PACKAGE = REPO / "story"
+CODE = [REPO / "flows", REPO / "tasks", REPO / "models"]
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -150,13 +150,13 @@ def test_the_unsafe_load_detector_sees_what_it_must() -> None:
 def test_checkpoints_and_caches_load_without_pickle(fault: Recorder) -> None:
     found = {
         str(path.relative_to(REPO)): hits
-        for path in sorted(PACKAGE.rglob("*.py"))
+        for path in sorted(p for folder in CODE for p in folder.rglob("*.py"))
         if (hits := _unsafe_loads(path.read_text(encoding="utf-8")))
     }
     fault(
         "security: checkpoints load as safetensors / torch weights_only",
-        "0 pickle-capable loads in story/",
-        f"{sum(map(len, found.values()))} pickle-capable loads in story/"
+        "0 pickle-capable loads in flows/ tasks/ models/",
+        f"{sum(map(len, found.values()))} pickle-capable loads in flows/ tasks/ models/"
         + (f": {found}" if found else ""),
     )
     assert found == {}
@@ -228,13 +228,16 @@ def test_the_local_ray_listens_on_loopback_only(fault: Recorder) -> None:
 
 def test_shipped_configs_do_not_open_services_to_all_interfaces_unasked(fault: Recorder) -> None:
     hits = []
-    for path in sorted([*PACKAGE.rglob("*.py"), *(REPO / "infra").rglob("*")]):
+    for path in sorted(
+        [*(p for folder in CODE for p in folder.rglob("*.py")), *(REPO / "infra").rglob("*")]
+    ):
         if path.is_file() and path.suffix in {".py", ".yaml", ".yml", ".toml", ".sh", ""}:
             for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
                 if "0.0.0.0" in line and "kuberay" not in path.parts:
                     hits.append(f"{path.relative_to(REPO)}:{number}")
     fault(
-        "security: no 0.0.0.0 bind in story/ or infra/ (outside the in-cluster KubeRay spec)",
+        "security: no 0.0.0.0 bind in flows/ tasks/ models/ or infra/ "
+        "(outside the in-cluster KubeRay spec)",
         "none",
         "none" if not hits else ", ".join(hits),
     )

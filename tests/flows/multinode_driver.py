@@ -16,7 +16,7 @@ def main(manifest: str, workspace: str) -> None:
     import ray._private.state as ray_state
 
     from story.flows.build_index import build_index
-    from story.settings import Settings
+    from story.tasks.settings import Settings
 
     settings = Settings(workspace=workspace, shard_size=2, ray_workers=2)
     summary = build_index(manifest, settings.resolved(), use_ray=True)

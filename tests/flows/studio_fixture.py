@@ -8,7 +8,7 @@ from pathlib import Path
 from story.flows.build_index import build_index
 from story.flows.render_story import render_story
 from story.models.t2v import random_tiny
-from story.settings import REPO_ROOT, Settings
+from story.tasks.settings import REPO_ROOT, Settings
 from tests.flows.library_fixture import build_library
 
 FAST = {"steps": 2, "guidance": 2.0}

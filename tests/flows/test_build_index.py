@@ -9,10 +9,10 @@ import pytest
 
 from story.flows.build_index import build_index
 from story.models.text_encoder import load_text_encoder
-from story.settings import Settings
-from story.tasks.index import ClipIndex
-from story.tasks.ingest_ledger import ShardLedger
-from story.tasks.search import search
+from story.tasks.library.index import ClipIndex
+from story.tasks.library.ingest_ledger import ShardLedger
+from story.tasks.library.search import search
+from story.tasks.settings import Settings
 from tests.flows.library_fixture import SCENES, build_library, write_clip, write_manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -114,8 +114,8 @@ def test_ray_actors_index_the_same_clips_as_in_process(library, tmp_path) -> Non
 def test_a_multi_shot_file_becomes_one_clip_per_shot(tmp_path, settings) -> None:
     import numpy as np
 
-    from story.tasks.assemble import write_mp4
-    from story.tasks.miniworld import render, sample_scene
+    from story.tasks.outputs.assemble import write_mp4
+    from story.tasks.world.miniworld import render, sample_scene
 
     parts = [
         render(sample_scene(s, frames=16, n_objects=1, **fixed)).rgb

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from story.flows.build_index import build_index
 from story.flows.cli import app
 from story.flows.ingest_new import ingest_new
-from story.settings import Settings
 from story.tasks.errors import StoryError
-from story.tasks.index import ClipIndex
+from story.tasks.library.index import ClipIndex
+from story.tasks.settings import Settings
 from tests.flows.library_fixture import SCENES, build_library, write_clip
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

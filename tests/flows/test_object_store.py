@@ -14,10 +14,8 @@ from story.flows.build_index import build_index
 from story.flows.ingest_new import ingest_new
 from story.flows.precompute_depth import precompute_depth
 from story.models.text_encoder import load_text_encoder
-from story.settings import Settings
-from story.tasks.depth_store import DepthStore, StructureStoreError, make_key
-from story.tasks.index import ClipIndex
-from story.tasks.lineage import read_manifest
+from story.tasks.library.index import ClipIndex
+from story.tasks.library.search import search
 from story.tasks.object_store import (
     ObjectStoreError,
     configure_fsspec,
@@ -26,7 +24,9 @@ from story.tasks.object_store import (
     put_file,
     write_bytes,
 )
-from story.tasks.search import search
+from story.tasks.provenance.lineage import read_manifest
+from story.tasks.settings import Settings
+from story.tasks.structure.depth_store import DepthStore, StructureStoreError, make_key
 from tests.flows.library_fixture import SCENES, build_library, write_clip
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -218,7 +218,7 @@ def test_precomputed_depth_lives_in_object_storage_and_reads_back_identical(s3, 
 def test_a_render_takes_its_depth_from_object_storage(s3, tmp_path) -> None:
     from PIL import Image
 
-    from story.tasks.storyboard import colorize_structure, film_strip
+    from story.tasks.outputs.storyboard import colorize_structure, film_strip
     from tests.flows.studio_fixture import build_studio, render
 
     uri = f"s3://{BUCKET}/render-depth"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from story.models.depth import TinyDepthConfig, TinyDepthNet
-from story.settings import Settings
-from story.tasks.depth_store import DepthStore
+from story.tasks.settings import Settings
+from story.tasks.structure.depth_store import DepthStore
 
 CAPTIONS = [
     "a red ball bouncing on green grass",
@@ -39,7 +39,7 @@ def write_clip(path: Path, colour: tuple[int, int, int], frames: int = 10, size:
 def library(settings: Settings, tmp_path: Path) -> Settings:
     """Three decodable clips and one truncated file in a clip table, plus a tiny depth net."""
     from story.models.text_encoder import load_text_encoder
-    from story.tasks.index import ClipIndex
+    from story.tasks.library.index import ClipIndex
 
     media = tmp_path / "media"
     media.mkdir()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from story.flows.ray_pool import WarmPool, actor_options, run_on_actors, warm_pool
-from story.settings import Settings
+from story.tasks.settings import Settings
 from tests.faults.conftest import DiesOnce
 
 pytestmark = pytest.mark.usefixtures("ray_local")

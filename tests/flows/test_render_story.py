@@ -10,10 +10,10 @@ import pytest
 
 from story.flows.render_story import render_story
 from story.flows.reproduce import reproduce_render, rerender
-from story.settings import Settings
-from story.tasks.assemble import read_mp4
-from story.tasks.lineage import LineageRegistry, read_manifest
-from story.tasks.render_plot import RenderError
+from story.tasks.outputs.assemble import read_mp4
+from story.tasks.provenance.lineage import LineageRegistry, read_manifest
+from story.tasks.render.render_plot import RenderError
+from story.tasks.settings import Settings
 from tests.flows.library_fixture import build_library
 from tests.flows.studio_fixture import TWO_SHOTS, story_file, story_studio
 

@@ -15,9 +15,9 @@ from story.flows import render_story as render_story_module
 from story.flows.build_index import build_index
 from story.flows.ray_pool import warm_pool
 from story.flows.render_story import render_story
-from story.settings import Settings
-from story.tasks import hash_cache as hash_cache_module
-from story.tasks.lineage import LineageError, read_manifest
+from story.tasks.provenance import hash_cache as hash_cache_module
+from story.tasks.provenance.lineage import LineageError, read_manifest
+from story.tasks.settings import Settings
 from tests.flows.library_fixture import build_library, write_manifest
 from tests.flows.studio_fixture import FAST, TWO_SHOTS, story_file, story_studio
 

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from story.flows.cli import app
 from story.flows.rerender_affected import rerender_affected
-from story.settings import Settings
-from story.tasks.concepts import ConceptParams, train_concept
+from story.tasks.concepts.concepts import ConceptParams, train_concept
 from story.tasks.errors import StoryError
-from story.tasks.lineage import LineageRegistry, read_manifest
-from story.tasks.render_plot import RenderError, checkpoint_sha256
+from story.tasks.provenance.lineage import LineageRegistry, read_manifest
+from story.tasks.render.render_plot import RenderError, checkpoint_sha256
+from story.tasks.settings import Settings
 from tests.flows.studio_fixture import build_studio, media_of, render
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -116,7 +116,7 @@ def test_a_failing_render_is_quarantined_and_the_rest_finish(tmp_path: Path) -> 
 def test_a_new_concept_pack_version_rerenders_its_renders_on_their_own_checkpoint(
     tmp_path: Path,
 ) -> None:
-    from story.tasks.synthesize import load_t2v
+    from story.tasks.render.synthesize import load_t2v
 
     studio = build_studio(tmp_path, checkpoints=())
     pack = Path(studio.checkpoints) / "concepts" / "bob"

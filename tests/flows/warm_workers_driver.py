@@ -20,7 +20,7 @@ class ReportsPid:
 
 def main(count: int) -> None:
     from story.flows.ray_pool import run_on_actors, warm_pool
-    from story.settings import Settings
+    from story.tasks.settings import Settings
 
     settings = Settings()
     pool = warm_pool(settings)

@@ -9,7 +9,7 @@ from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DCondi
 
 from story.models.animatediff import AnimateDiffDepth
 from story.models.t2v import T2VConfig, default_scheduler
-from story.tasks.synthesize import synthesize
+from story.tasks.render.synthesize import synthesize
 from tests.models.t2v_stubs import HashTextEncoder
 
 DIM = 16

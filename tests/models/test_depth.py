@@ -18,7 +18,7 @@ from story.models.depth import (
     resolve_depth_model_id,
 )
 from story.models.structure_norm import normalize_structure
-from story.settings import REPO_ROOT
+from story.tasks.settings import REPO_ROOT
 
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 
@@ -144,14 +144,14 @@ def test_bad_input_is_refused_clearly(tmp_path: Path):
 
 def heldout_clips(count: int = 3, frames: int = 6) -> list:
     """Miniature-world clips from seeds the tiny net never trained on."""
-    from story.tasks.miniworld import render, sample_scene
-    from story.tasks.train_depth import HELDOUT_SEED
+    from story.tasks.training.train_depth import HELDOUT_SEED
+    from story.tasks.world.miniworld import render, sample_scene
 
     return [render(sample_scene(HELDOUT_SEED + 500 + i, frames=frames)) for i in range(count)]
 
 
 def test_bundled_tiny_net_beats_trivial_priors_on_heldout_frames():
-    from story.tasks.depth_eval import constant_prior, depth_metrics, vertical_prior
+    from story.tasks.evaluation.depth_eval import constant_prior, depth_metrics, vertical_prior
 
     estimator = load_depth_estimator("tiny", CHECKPOINTS, device="cpu")
     scores: dict[str, list[dict[str, float]]] = {"tiny": [], "vertical": [], "constant": []}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from story.models.visual_encoder import OpenCLIPVisualEncoder, VisualEncoder, load_visual_encoder
-from story.settings import Settings
+from story.tasks.settings import Settings
 
 
 @pytest.fixture(scope="module")

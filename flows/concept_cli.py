@@ -1,0 +1,118 @@
+"""`story concept train|list`: the command-line side of concepts, importable without torch.
+
+The commands import the flow and the concept code when they run, so `story --help` and every
+other command do not pay for Prefect and torch at start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from story.tasks.concepts.methods import (
+    DEFAULT_LR_LORA,
+    DEFAULT_LR_TABLE,
+    DEFAULT_REG_CLIPS,
+    DEFAULT_STEPS,
+    METHODS,
+)
+
+
+def concept_train_command(
+    name: Annotated[str, typer.Argument(help="Concept name; prompts write it <name>.")],
+    images: Annotated[Path, typer.Option("--images", help="Folder of 3-10 images.")],
+    class_word: Annotated[
+        str, typer.Option("--class-word", help="What it is (e.g. sphere): the starting point.")
+    ],
+    method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "timeinv_lora",
+    steps: Annotated[int, typer.Option(min=0, help="Training steps.")] = DEFAULT_STEPS,
+    buckets: Annotated[int, typer.Option(min=1, help="TimeInv timestep buckets.")] = 10,
+    reg_clips: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Regularisation clips for the LoRA, retrieved from the library by the class "
+            f"word (default: {DEFAULT_REG_CLIPS} when a library exists, else none).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    lr_table: Annotated[
+        float | None,
+        typer.Option(min=0.0, help=f"Token-table learning rate (default {DEFAULT_LR_TABLE:g})."),
+    ] = None,
+    lr_lora: Annotated[
+        float | None,
+        typer.Option(min=0.0, help=f"LoRA learning rate (default {DEFAULT_LR_LORA:g})."),
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint: tiny or a folder.")] = (
+        "tiny"
+    ),
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Pack folder (default <workspace>/concepts/NAME).")
+    ] = None,
+    workspace: Annotated[Path | None, typer.Option(help="Workspace folder.")] = None,
+    lancedb: Annotated[
+        str | None,
+        typer.Option("--lancedb", help="Clip library for regularisation clips (LanceDB URI)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Train a character concept from a few images (flow `train_concept`)."""
+    from story.flows.cli import make_settings, run_command
+    from story.flows.train_concept import train_concept
+
+    settings = make_settings(workspace, lancedb)
+    summary = run_command(
+        as_json,
+        lambda: train_concept(
+            name,
+            str(images),
+            class_word,
+            settings.resolved(),
+            method=method,
+            steps=steps,
+            buckets=buckets,
+            reg_clips=reg_clips,
+            seed=seed,
+            checkpoint=checkpoint,
+            out=str(out) if out else None,
+            lr_table=lr_table,
+            lr_lora=lr_lora,
+        ),
+        (FileNotFoundError, ValueError),
+    )
+    if summary is None:
+        return
+    typer.echo(
+        f"<{summary['name']}> ({summary['method']}, {summary['steps']} steps, final loss "
+        f"{summary['final_loss']}) -> {summary['pack']}"
+    )
+
+
+def concept_list_command(
+    folder: Annotated[
+        Path | None, typer.Option("--folder", help="Packs folder (default <workspace>/concepts).")
+    ] = None,
+    workspace: Annotated[Path | None, typer.Option(help="Workspace folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List the concept packs in a folder."""
+    from story.flows.cli import make_settings, run_command
+    from story.flows.train_concept import concepts_folder
+    from story.tasks.concepts.concepts import list_packs
+
+    settings = make_settings(workspace)
+    root = folder or concepts_folder(settings)
+    listed = run_command(as_json, lambda: {"folder": str(root), "concepts": list_packs(root)})
+    if listed is None:
+        return
+    rows = listed["concepts"]
+    if not rows:
+        typer.echo(f"no concept packs in {root}")
+    for row in rows:
+        typer.echo(
+            f"<{row['name']}>  {row['method']}  {row['steps']} steps  class {row['class_word']}  "
+            f"checkpoint {row['base_checkpoint']}  {row['path']}"
+        )

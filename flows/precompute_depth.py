@@ -1,0 +1,191 @@
+"""Flow `precompute_depth` / `story depth`: structure maps for the clip library, computed once.
+
+Clips come from the whole library or a query's top-k. Keys already in the store are skipped
+before anything is dispatched; the rest go in small batches to `DepthWorker`s (Ray actors, or
+in-process), each loading its model once. A clip that cannot be decoded is reported with its
+reason while the others complete.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from story.flows.engine import flow
+from story.flows.logs import run_logger
+from story.flows.ray_pool import ensure_ray, run_local, run_on_actors
+from story.tasks.errors import StoryError
+from story.tasks.library.index import ClipIndex
+from story.tasks.settings import Settings
+from story.tasks.structure.depth_step import DepthJob, DepthWorker, failure_detail, failure_reason
+from story.tasks.structure.depth_store import DepthStore, make_key
+from story.tasks.structure.maps import resolve_structure_model_id
+
+CLIP_COLUMNS = ["clip_id", "uri", "frame_indices"]
+BATCH_CLIPS = 8
+LOCAL_BATCH_CLIPS = 64  # in-process there is no other worker to share with: keep the pipe full
+
+
+@task(name="select-clips", cache_policy=NO_CACHE)
+def select_clips(settings: Settings, query: str | None, top_k: int | None) -> list[DepthJob]:
+    """Every clip of the library, or the top-k clips for a text query."""
+    index = ClipIndex(settings.lancedb, settings.clips_table)
+    if index.count() == 0:
+        raise StoryError(f"{settings.lancedb}: the clip library is empty; run `story index` first")
+    if query is None:
+        table = index.table.search().select(CLIP_COLUMNS).limit(None).to_arrow()
+        rows = table.to_pylist()
+    else:
+        from story.models.text_encoder import load_text_encoder
+        from story.tasks.library.search import search
+
+        encoder = load_text_encoder("minilm", device=settings.device)
+        hits = search(index, encoder, query, k=top_k or 5)
+        rows = [index.get(hit.clip_id) for hit in hits]
+    return [
+        DepthJob(str(r["clip_id"]), str(r["uri"]), tuple(int(i) for i in r["frame_indices"]))
+        for r in rows
+        if r is not None
+    ]
+
+
+def local_threads() -> int:
+    """Torch threads for an in-process worker: every core but one, which decodes ahead."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _batches(jobs: list[DepthJob], size: int) -> list[list[DepthJob]]:
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+def run_jobs(
+    settings: Settings,
+    jobs: list[DepthJob],
+    model: str,
+    size: tuple[int, int] | None,
+    normalize: str,
+    workers: int,
+    use_ray: bool,
+) -> dict[str, Any]:
+    """Skip stored keys, fan the rest out, and total what happened."""
+    log = run_logger(__name__)
+    t0 = time.perf_counter()
+    model_id = resolve_structure_model_id(model, settings.checkpoints)
+    store = DepthStore.from_settings(settings)
+    keys = [make_key(j.clip_id, model_id, j.frame_indices, size, normalize).digest for j in jobs]
+    missing = set(store.missing(keys))
+    todo = [job for job, key in zip(jobs, keys, strict=True) if key in missing]
+    cached = len(jobs) - len(todo)
+    log.info("%d clips: %d cached, %d to compute with %s", len(jobs), cached, len(todo), model_id)
+    summary: dict[str, Any] = {"computed": 0, "cached": cached, "failed": [], "frames": 0}
+    timings = {"read_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
+    if todo:
+        init = {
+            "settings": settings.resolved(),
+            "model": model,
+            "size": size,
+            "normalize": normalize,
+        }
+        if use_ray:
+            ensure_ray(settings)
+            init["threads"] = 1
+            batches = _batches(todo, max(1, min(BATCH_CLIPS, -(-len(todo) // workers))))
+            outcomes = run_on_actors(DepthWorker, init, batches, "process_batch", workers=workers)
+        else:
+            init["threads"] = local_threads()
+            batches = _batches(todo, LOCAL_BATCH_CLIPS)
+            outcomes = run_local(DepthWorker, init, batches, "process_batch")
+        for batch, results, error in outcomes:
+            if error is not None:
+                log.error("batch of %d clips failed: %s", len(batch), error)
+                failed = {"reason": failure_reason(error), "detail": failure_detail(error)}
+                summary["failed"] += [{"clip_id": j.clip_id, **failed} for j in batch]
+                continue
+            for result in results:
+                if result.status == "failed":
+                    log.warning("clip %s failed: %s", result.clip_id, result.reason)
+                    summary["failed"].append(
+                        {
+                            "clip_id": result.clip_id,
+                            "reason": result.reason,
+                            "detail": result.detail,
+                        }
+                    )
+                    continue
+                summary["computed" if result.status == "computed" else "cached"] += 1
+                summary["frames"] += result.frames
+                timings["read_s"] += result.read_s
+                timings["compute_s"] += result.compute_s
+                timings["write_s"] += result.write_s
+    timings["wall_s"] = time.perf_counter() - t0
+    summary.update(
+        {
+            "clips": len(jobs),
+            "model_id": model_id,
+            "size": None if size is None else list(size),
+            "normalize": normalize,
+            "store": str(store.root),
+            "timings": {k: round(v, 4) for k, v in timings.items()},
+        }
+    )
+    return summary
+
+
+def publish_artifacts(summary: dict[str, Any]) -> None:
+    """Counts, failures and where the time went, as Prefect artifacts."""
+    create_table_artifact(
+        key="precompute-depth-counts",
+        table=[
+            {"metric": "clips", "value": summary["clips"]},
+            {"metric": "computed", "value": summary["computed"]},
+            {"metric": "cached", "value": summary["cached"]},
+            {"metric": "failed", "value": len(summary["failed"])},
+            {"metric": "frames computed", "value": summary["frames"]},
+            {"metric": "model id", "value": summary["model_id"]},
+        ],
+        description="Structure precompute: counts",
+    )
+    create_table_artifact(
+        key="precompute-depth-timings",
+        table=[{"stage": k, "seconds": v} for k, v in summary["timings"].items()],
+        description="Time spent reading (decoding), computing and writing; wall time overall",
+    )
+    lines = ["| clip_id | reason | detail |", "|---|---|---|"]
+    lines += [
+        f"| {f['clip_id']} | {f['reason']} | {str(f.get('detail', '')).replace('|', '/')[:200]} |"
+        for f in summary["failed"]
+    ]
+    create_markdown_artifact(
+        key="precompute-depth-failures",
+        markdown="# Failed clips\n\n" + ("\n".join(lines) if summary["failed"] else "None."),
+        description="Clips whose structure could not be computed, with the reason",
+    )
+
+
+@flow(name="precompute_depth")
+def precompute_depth(
+    settings: dict[str, Any] | None = None,
+    query: str | None = None,
+    top_k: int | None = None,
+    model: str = "tiny",
+    workers: int | None = None,
+    use_ray: bool = True,
+    size: tuple[int, int] | None = (64, 64),
+    normalize: str = "frame",
+) -> dict[str, Any]:
+    """Structure maps for the library (or a query's top-k): computed once per key, then cached."""
+    resolved = Settings(**(settings or {}))
+    if normalize not in ("frame", "clip"):
+        raise StoryError(f"normalize must be 'frame' or 'clip', got {normalize!r}")
+    jobs = select_clips(resolved, query, top_k)
+    summary = run_jobs(
+        resolved, jobs, model, size, normalize, workers or resolved.ray_workers, use_ray
+    )
+    summary["query"] = query
+    publish_artifacts(summary)
+    return summary

@@ -1,0 +1,179 @@
+"""Flow `train_concept` / `story concept train|list`: a character concept from a few images.
+
+The flow loads the synthesis checkpoint once, retrieves regularisation clips for the class word
+from the library for a LoRA method (DEFAULT_REG_CLIPS of them when the library exists), trains
+the chosen method, writes the pack to `<workspace>/concepts/<name>/` (or `out`), and reports
+progress and the loss curve as Prefect artifacts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from story.flows.engine import flow
+from story.flows.logs import run_logger
+from story.tasks.concepts.concepts import (
+    ConceptParams,
+    check_name,
+    default_depth,
+    model_fingerprint,
+    read_concept_images,
+    regularization_clips,
+)
+from story.tasks.concepts.concepts import train_concept as train_concept_task
+from story.tasks.concepts.methods import DEFAULT_REG_CLIPS, DEFAULT_STEPS
+from story.tasks.errors import StoryError
+from story.tasks.settings import Settings
+
+PROGRESS_EVERY = 10
+
+
+def concepts_folder(settings: Settings) -> Path:
+    """Where packs live by default: <workspace>/concepts."""
+    return Path(settings.workspace) / "concepts"
+
+
+def _library(settings: Settings):
+    """The clip library, or None when there is none (or it is empty)."""
+    from story.tasks.library.index import ClipIndex
+
+    index = ClipIndex(settings.lancedb, settings.clips_table)
+    return index if index.exists and index.count() > 0 else None
+
+
+def _regularization(
+    settings: Settings, class_word: str, requested: int | None, uses_lora: bool, model, depth, log
+) -> list:
+    """Regularisation clips for the LoRA: `requested` of them (None: DEFAULT_REG_CLIPS when a
+    library exists, else none with a warning); methods without LoRA never use them."""
+    if not uses_lora:
+        if requested:
+            log.info("--reg-clips ignored: the method trains no LoRA")
+        return []
+    if requested == 0:
+        return []
+    library = _library(settings)
+    if library is None:
+        if requested is None:
+            log.warning(
+                "no clip library at %s: the LoRA trains without regularisation clips "
+                "(build one with `story index`, or point --lancedb at one)",
+                settings.lancedb,
+            )
+            return []
+        raise StoryError(
+            f"{settings.lancedb}: no clip library for regularisation clips; run `story index` "
+            "or train with --reg-clips 0"
+        )
+    cfg = model.config
+    return regularization_clips(
+        library,
+        model.text_encoder(),
+        class_word,
+        DEFAULT_REG_CLIPS if requested is None else requested,
+        depth,
+        cfg.frames,
+        cfg.height,
+        cfg.width,
+    )
+
+
+@flow(name="train_concept")
+def train_concept(
+    name: str,
+    images: str,
+    class_word: str,
+    settings: dict[str, Any] | None = None,
+    method: str = "timeinv_lora",
+    steps: int = DEFAULT_STEPS,
+    buckets: int = 10,
+    reg_clips: int | None = None,
+    seed: int = 0,
+    checkpoint: str = "tiny",
+    out: str | None = None,
+    lr_table: float | None = None,
+    lr_lora: float | None = None,
+) -> dict[str, Any]:
+    """Train `<name>` from the images in `images`; returns the pack's summary. Learning rates
+    left at None take `ConceptParams`' defaults; `reg_clips` None takes DEFAULT_REG_CLIPS
+    regularisation clips for a LoRA method when the clip library exists."""
+    from story.tasks.render.synthesize import load_t2v
+
+    log = run_logger(__name__)
+    resolved = Settings(**(settings or {}))
+    check_name(name)
+    rates = {k: v for k, v in (("lr_table", lr_table), ("lr_lora", lr_lora)) if v is not None}
+    params = ConceptParams(
+        method=method, steps=steps, buckets=buckets, seed=seed, threads=2, **rates
+    )
+    data = read_concept_images(images, params.source_size)
+    tick = time.perf_counter()
+    model = load_t2v(checkpoint, resolved.checkpoints, device=resolved.device)
+    depth = default_depth(resolved.checkpoints)
+    regularization = _regularization(
+        resolved, class_word, reg_clips, params.uses_lora, model, depth, log
+    )
+    params = replace(params, reg_clips=len(regularization))
+    load_s = time.perf_counter() - tick
+    log.info("training <%s> (%s) on %d images, %d steps", name, method, len(data.images), steps)
+    progress_id = create_progress_artifact(
+        progress=0.0, key=f"concept-{name.lower()}-progress", description=f"training <{name}>"
+    )
+
+    def report(step: int, total: int, loss: float) -> None:
+        if step % PROGRESS_EVERY == 0 or step == total:
+            update_progress_artifact(progress_id, 100.0 * step / max(1, total))
+            log.info("step %d/%d loss %.4f", step, total, loss)
+
+    target = Path(out) if out else concepts_folder(resolved) / name
+    result = train_concept_task(
+        model,
+        name,
+        data,
+        class_word,
+        params,
+        out=target,
+        depth=depth,
+        regularization=regularization,
+        base_checkpoint=model_fingerprint(model),
+        progress=report,
+    )
+    update_progress_artifact(progress_id, 100.0)
+    summary = {
+        "name": name,
+        "token": result.pack.token,
+        "method": method,
+        "pack": str(target),
+        "base_checkpoint": result.pack.base_checkpoint,
+        "steps": result.pack.meta["steps"],
+        "images": len(data.images),
+        "regularization_clips": len(regularization),
+        "final_loss": result.loss_curve[-1]["loss"] if result.loss_curve else None,
+        "loss_curve": result.loss_curve,
+        "timings": {"load_s": round(load_s, 3), "train_s": round(result.seconds, 3)},
+    }
+    create_table_artifact(
+        key=f"concept-{name.lower()}-loss",
+        table=result.loss_curve or [{"step": 0, "loss": None}],
+        description=f"loss curve of <{name}> ({method})",
+    )
+    create_markdown_artifact(
+        key=f"concept-{name.lower()}",
+        markdown=(
+            f"# Concept <{name}>\n\nmethod `{method}`, {summary['steps']} steps, "
+            f"{len(data.images)} images, final loss {summary['final_loss']}\n\n"
+            f"pack `{target}` for checkpoint `{summary['base_checkpoint']}`\n"
+        ),
+        description=f"concept <{name}>",
+    )
+    return summary

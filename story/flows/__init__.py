@@ -1,1 +1,0 @@
-"""Prefect flows, the `story` CLI and Ray fan-out."""

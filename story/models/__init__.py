@@ -1,1 +1,0 @@
-"""Torch modules and their loaders. Imports only torch, diffusers and transformers."""

@@ -1,0 +1,219 @@
+"""Render a prompt on a structure guide: the synthesis step of a shot, and its held-out evaluation.
+
+`synthesize` takes a prompt and a (T, H, W) structure map in [-1, 1] (normalised disparity, the
+depth step's output) and returns uint8 frames. The model renders `config.frames` frames at a time;
+a longer guide is continued clip by clip with Reuse-and-Diffuse (`story.models.long_shot`).
+
+Prompts may name character concepts `<name>` once their packs are loaded on the model
+(`story.tasks.concepts.concepts.load_concepts`): the prompt then conditions per timestep (TimeInv).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from story.models.long_shot import ReuseDiffuse, sample_long
+from story.models.sampler import SamplerStats, sample_latents
+from story.models.t2v import StructureT2V
+from story.models.timeinv import concept_names
+from story.models.vae import vae_output_to_frames
+
+DEFAULT_PRESET = "t2v-tiny"
+
+
+def load_t2v(
+    spec: str | Path = "tiny", checkpoints: str | Path | None = None, device: str = "auto"
+) -> StructureT2V:
+    """`tiny` -> <checkpoints>/t2v-tiny (the bundled default); a folder -> that checkpoint."""
+    if str(spec) == "tiny":
+        if checkpoints is None:
+            from story.tasks.settings import get_settings
+
+            checkpoints = get_settings().checkpoints
+        spec = Path(checkpoints) / DEFAULT_PRESET
+    return StructureT2V.from_pretrained(spec, device=device)
+
+
+def resize_structure(structure: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """(T, H, W) or (T, C, H, W) structure -> (C, T, height, width) float tensor."""
+    x = torch.as_tensor(np.asarray(structure), dtype=torch.float32)
+    if x.dim() == 3:
+        x = x[:, None]
+    if x.dim() != 4:
+        raise ValueError(f"structure must be (T, H, W) or (T, C, H, W), got {tuple(x.shape)}")
+    if tuple(x.shape[-2:]) != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    return x.permute(1, 0, 2, 3).clamp(-1, 1)
+
+
+@contextmanager
+def prompt_conditioning(
+    model: StructureT2V, prompt: str
+) -> Iterator[torch.Tensor | Callable[[int], torch.Tensor]]:
+    """A prompt's text states; per timestep (with the concepts' LoRA on) while it names concepts
+    loaded on `model`, which are switched off again on leaving the block."""
+    concepts = getattr(model, "concepts", None)
+    if concepts is not None:
+        with concepts.applied(prompt) as states:
+            yield states
+        return
+    if concept_names(prompt):
+        raise ValueError(
+            f"prompt {prompt!r} names concept(s) {concept_names(prompt)} but no concept packs are "
+            "loaded: story.tasks.concepts.concepts.load_concepts(model, packs) first"
+        )
+    yield model.encode_prompts([prompt])
+
+
+def default_continuation(clip_frames: int) -> ReuseDiffuse:
+    """Reuse-and-Diffuse defaults, with M prompt frames capped below the model's clip length."""
+    return ReuseDiffuse(prompt_frames=min(ReuseDiffuse.prompt_frames, clip_frames - 1))
+
+
+@torch.no_grad()
+def synthesize(
+    model: StructureT2V,
+    prompt: str,
+    structure: np.ndarray | None,
+    *,
+    frames: int | None = None,
+    seed: int = 0,
+    steps: int = 25,
+    guidance: float = 4.0,
+    tau: int = 0,
+    strength: float = 1.0,
+    negative_prompt: str = "",
+    size: tuple[int, int] | None = None,
+    stats: SamplerStats | None = None,
+    continuation: ReuseDiffuse | None = None,
+) -> np.ndarray:
+    """Prompt + (T, H, W) guide in [-1, 1] (None: text only) -> (T, H', W', 3) uint8 frames.
+
+    `frames` sets T when there is no guide (default: the model's clip length); `size` resizes
+    the output (H', W'), default the model's resolution. A T longer than the model's clip is
+    continued clip by clip with Reuse-and-Diffuse (`continuation`, default
+    `default_continuation`); a shorter guide is padded with its last frame.
+    """
+    cfg = model.config
+    if structure is not None:
+        guide = resize_structure(structure, cfg.height, cfg.width)
+        if guide.shape[0] != cfg.structure_channels:
+            raise ValueError(
+                f"structure has {guide.shape[0]} channels, the model takes {cfg.structure_channels}"
+            )
+        total = guide.shape[1]
+    else:
+        guide = None
+        total = frames or cfg.frames
+    if total < 1:
+        raise ValueError("nothing to render: the guide has no frames")
+    with prompt_conditioning(model, prompt) as text:
+        null = model.encode_prompts([negative_prompt])
+        if total > cfg.frames:
+            video = sample_long(
+                model,
+                text,
+                null,
+                None if guide is None else guide[None].to(model.device),
+                total,
+                params=continuation or default_continuation(cfg.frames),
+                steps=steps,
+                guidance=guidance,
+                tau=tau,
+                strength=strength,
+                seed=seed,
+                stats=stats,
+            )[0].permute(1, 0, 2, 3)
+        else:
+            window = None
+            if guide is not None:
+                pad = guide[:, -1:].expand(-1, cfg.frames - total, -1, -1)
+                window = torch.cat([guide, pad], dim=1)[None]
+            latents = sample_latents(
+                model,
+                text,
+                null,
+                window,
+                steps=steps,
+                guidance=guidance,
+                tau=tau,
+                strength=strength,
+                generator=torch.Generator().manual_seed(seed),
+                stats=stats,
+            )
+            video = model.decode_latents(latents)[0].permute(1, 0, 2, 3)[:total]
+    if size is not None and tuple(size) != tuple(video.shape[-2:]):
+        video = F.interpolate(video, size=tuple(size), mode="bilinear", align_corners=False)
+    return vae_output_to_frames(video).cpu().numpy()
+
+
+@torch.no_grad()
+def render_batch(
+    model: StructureT2V,
+    prompts: list[str],
+    structures: torch.Tensor | None,
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = 4.0,
+    tau: int = 0,
+    strength: float = 1.0,
+    stats: SamplerStats | None = None,
+) -> np.ndarray:
+    """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W)."""
+    text = model.encode_prompts(prompts)
+    null = model.encode_prompts([""])
+    generator = torch.Generator().manual_seed(seed)
+    latents = sample_latents(
+        model,
+        text,
+        null,
+        structures,
+        steps=steps,
+        guidance=guidance,
+        tau=tau,
+        strength=strength,
+        generator=generator,
+        stats=stats,
+    )
+    video = model.decode_latents(latents).permute(0, 2, 1, 3, 4)
+    return vae_output_to_frames(video).cpu().numpy()
+
+
+def evaluate_model(
+    model: StructureT2V,
+    n_scenes: int = 16,
+    steps: int = 20,
+    guidance: float = 4.0,
+    guided: bool = True,
+    tau: int = 0,
+    strength: float = 1.0,
+    seed: int = 0,
+    estimate_depth=None,
+) -> dict[str, float]:
+    """Mean quality over the held-out miniature-world scenes (seeds never used in training)."""
+    from story.tasks.evaluation.quality import mean_quality, scene_quality
+    from story.tasks.training.t2v_data import held_out_scenes, miniworld_structure
+
+    cfg = model.config
+    scenes = held_out_scenes(n_scenes, cfg.frames, cfg.height, cfg.width)
+    prompts = [scene.caption for scene in scenes]
+    guides = np.stack([miniworld_structure(scene.depth) for scene in scenes])
+    structures = torch.from_numpy(guides)[:, None] if guided else None
+    renders = render_batch(
+        model,
+        prompts,
+        structures,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        tau=tau,
+        strength=strength,
+    )
+    return mean_quality(scene_quality(renders, scenes, guides, estimate_depth))

@@ -1,0 +1,560 @@
+"""Train the structure-guided text-to-video model (the paper's two-stage recipe), resumably.
+
+Stages:
+- `vae`: the per-frame `AutoencoderKL` on clip frames (L1 + MSE, object pixels weighted up, a
+  small KL term); with `--init` only the decoder trains, so a trained model's latents stay valid.
+- `base`: stage 1, the video U-Net on text alone (v-prediction, min-SNR weighting, 10% caption
+  dropout for classifier-free guidance).
+- `structure`: stage 2, the StructureEncoder with the base frozen; its features are added to the
+  U-Net down blocks.
+- `joint`: U-Net and encoder together, the guide dropped for a share of clips so the text-only
+  path keeps training (an option when stage 2 alone has too little time).
+
+Each stage writes `<out>/state.pt` (weights, EMA, optimiser, data-stream state, step) and the EMA
+model in diffusers layout (`<out>/model/`) every `checkpoint_every` steps; running the same command
+again resumes from there. `--eval-every` scores the EMA model on fixed held-out miniature-world
+scenes and appends to `<out>/curve.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from story.models.t2v import StructureT2V, T2VConfig, param_count
+from story.models.unet import tiny_unet_config
+from story.models.vae import build_vae, load_vae, tiny_vae_config
+from story.tasks.errors import StoryError
+from story.tasks.training.t2v_data import ClipBatch, ManifestSource, MiniworldSource
+
+STAGES = ("vae", "base", "structure", "joint")
+STATE_FILE = "state.pt"
+MODEL_DIR = "model"
+CURVE_FILE = "curve.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; saved as `<out>/train_config.json`."""
+
+    stage: str
+    out: str
+    init: str | None = None
+    steps: int = 1000
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    structure_dropout: float = 0.3
+    min_snr_gamma: float = 5.0
+    cubic_timesteps: bool = False
+    frames: int = 8
+    height: int = 32
+    width: int = 32
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_heads: int = 4
+    encoder_hidden: int = 32
+    kl_weight: float = 1e-6
+    object_weight: float = 4.0
+    text_encoder: str = "minilm"
+    manifest: str | None = None
+    depth_model: str = "tiny"
+    checkpoints: str | None = None
+    checkpoint_every: int = 200
+    eval_every: int = 0
+    eval_scenes: int = 16
+    eval_steps: int = 20
+    guidance: float = 4.0
+    seed: int = 0
+    threads: int = 1
+    max_minutes: float = 0.0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise StoryError(f"train_t2v: stage {self.stage!r} is not one of {STAGES}")
+        if self.stage in ("structure",) and not self.init:
+            raise StoryError("train_t2v: stage 'structure' needs --init, the stage-1 model folder")
+        if self.stage in ("base", "joint") and not self.init:
+            raise StoryError(
+                f"train_t2v: stage {self.stage!r} needs --init, a trained VAE or model"
+            )
+        self.vae_channels = tuple(self.vae_channels)
+        self.unet_channels = tuple(self.unet_channels)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters, with the usual warm-up."""
+
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for key, value in module.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.shadow[key].mul_(decay).add_(value.detach(), alpha=1 - decay)
+            else:
+                self.shadow[key].copy_(value)
+
+    def copy_to(self, module: torch.nn.Module) -> None:
+        module.load_state_dict(self.shadow)
+
+
+def make_source(cfg: TrainConfig) -> MiniworldSource | ManifestSource:
+    """The configured clip stream: a caption manifest if given, else the miniature world."""
+    if cfg.manifest:
+        return ManifestSource(
+            cfg.manifest,
+            cfg.frames,
+            cfg.height,
+            cfg.width,
+            cfg.depth_model,
+            cfg.checkpoints,
+            seed=cfg.seed,
+        )
+    return MiniworldSource(cfg.frames, cfg.height, cfg.width, seed=cfg.seed)
+
+
+class TextCache:
+    """Frozen text states per caption, computed once: captions repeat across the stream."""
+
+    def __init__(self, model: StructureT2V, limit: int = 200_000) -> None:
+        self.model = model
+        self.limit = limit
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(c for c in captions if c not in self.cache))
+        if missing:
+            if len(self.cache) + len(missing) > self.limit:
+                self.cache.clear()
+            states = self.model.encode_prompts(missing).cpu()
+            self.cache.update(zip(missing, states, strict=True))
+        return torch.stack([self.cache[c] for c in captions]).to(self.model.device)
+
+
+def min_snr_weight(
+    alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float, v_pred: bool
+) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023) for epsilon or v targets."""
+    snr = alphas_cumprod[t] / (1 - alphas_cumprod[t])
+    clipped = snr.clamp(max=gamma)
+    return clipped / (snr + 1) if v_pred else clipped / snr
+
+
+def diffusion_loss(
+    model: StructureT2V,
+    latents: torch.Tensor,
+    text: torch.Tensor,
+    structure: torch.Tensor | None,
+    gamma: float,
+    generator: torch.Generator | None = None,
+    cubic: bool = False,
+) -> torch.Tensor:
+    """One denoising loss on a batch of clean latents; structure None means text only.
+
+    `gamma` > 0 applies min-SNR weighting, else every timestep weighs the same. `cubic` draws
+    t = (1 - u^3) T (T2I-Adapter), favouring the noisy steps where the layout is decided.
+    """
+    scheduler = model.scheduler
+    b = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    steps = scheduler.config.num_train_timesteps
+    if cubic:
+        u = torch.rand(b, generator=generator, device=latents.device)
+        t = ((1 - u**3) * steps).long().clamp(0, steps - 1)
+    else:
+        t = torch.randint(0, steps, (b,), device=latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    v_pred = model.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(latents, noise, t) if v_pred else noise
+    features = model.encode_structure(structure) if structure is not None else None
+    pred = model.predict(noisy, t, text, features)
+    per_clip = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3, 4))
+    acp = scheduler.alphas_cumprod.to(latents.device)
+    if gamma <= 0:
+        return per_clip.mean()
+    return (per_clip * min_snr_weight(acp, t, gamma, v_pred)).mean()
+
+
+def _drop_captions(captions: list[str], p: float, rng: np.random.Generator) -> list[str]:
+    return ["" if rng.random() < p else c for c in captions]
+
+
+class Trainer:
+    """Runs one stage: builds or loads the model, trains, checkpoints, evaluates, resumes."""
+
+    def __init__(self, cfg: TrainConfig, text_encoder=None) -> None:
+        """`text_encoder` replaces the named one (`cfg.text_encoder`), e.g. one already loaded."""
+        from story.models.device import pick_device
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.rng = np.random.default_rng(cfg.seed + 1)
+        self.source = make_source(cfg)
+        self.step = 0
+        self.elapsed = 0.0
+        if cfg.stage == "vae":
+            if cfg.init:
+                self.vae = load_vae(cfg.init)
+            else:
+                self.vae = build_vae(tiny_vae_config(cfg.vae_channels, sample_size=cfg.height))
+            self.vae.to(self.device)
+            self.trained = self._vae_trained(self.vae)
+        else:
+            if text_encoder is None:
+                from story.models.text_encoder import load_text_encoder
+
+                text_encoder = load_text_encoder(cfg.text_encoder, device="cpu")
+            self.model = self._init_model(text_encoder.dim).to(self.device)
+            self.model.set_text_encoder(text_encoder)
+            self.text = TextCache(self.model)
+            self.model.vae.requires_grad_(False)
+            train_unet = cfg.stage in ("base", "joint")
+            train_encoder = cfg.stage in ("structure", "joint")
+            self.model.unet.requires_grad_(train_unet)
+            self.model.structure_encoder.requires_grad_(train_encoder)
+            modules = []
+            if train_unet:
+                modules.append(self.model.unet)
+            if train_encoder:
+                modules.append(self.model.structure_encoder)
+            self.trained = torch.nn.ModuleList(modules)
+        params = [p for p in self.trained.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup))
+        )
+        self.ema = EMA(self.trained, cfg.ema_decay)
+        self._resume()
+
+    def _vae_trained(self, vae: torch.nn.Module) -> torch.nn.Module:
+        """All of a new VAE; only the decoder of a given one, so its latent space stays put."""
+        if not self.cfg.init:
+            return vae
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+        return torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
+
+    def _init_model(self, text_dim: int) -> StructureT2V:
+        cfg = self.cfg
+        init = Path(cfg.init)
+        if (init / "model_index.json").is_file():
+            return StructureT2V.from_pretrained(init, device="cpu").train()
+        vae = load_vae(init)
+        stats = json.loads((init / "latent_stats.json").read_text())
+        config = T2VConfig(
+            frames=cfg.frames,
+            height=cfg.height,
+            width=cfg.width,
+            vae_scaling=stats["scaling"],
+            vae_shift=stats["shift"],
+            text_encoder=cfg.text_encoder,
+        )
+        f = 2 ** (len(vae.config.block_out_channels) - 1)
+        unet_config = tiny_unet_config(
+            cfg.unet_channels,
+            cross_attention_dim=text_dim,
+            latent_channels=vae.config.latent_channels,
+            sample_size=cfg.height // f,
+            heads=cfg.unet_heads,
+        )
+        return StructureT2V.from_configs(
+            vae.config, unet_config, config, encoder_hidden=cfg.encoder_hidden, vae=vae
+        )
+
+    def _resume(self) -> None:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            (self.out / "train_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+            return
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["stage"] != self.cfg.stage:
+            raise StoryError(f"{path}: holds stage {state['stage']!r}, not {self.cfg.stage!r}")
+        self.trained.load_state_dict(state["weights"])
+        self.ema.shadow = state["ema"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if "lr_schedule" in state:
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.source.load_state(state["source"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+        self.elapsed = state.get("elapsed", 0.0)
+
+    def checkpoint(self) -> None:
+        """Write the resumable state and the EMA model (diffusers layout)."""
+        state = {
+            "stage": self.cfg.stage,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "weights": self.trained.state_dict(),
+            "ema": self.ema.shadow,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "source": self.source.state(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.out / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.out / STATE_FILE)
+        self.export(self.out / MODEL_DIR)
+
+    def ema_copy(self) -> torch.nn.Module:
+        """The trained object with EMA weights (the VAE, or the whole bundle)."""
+        if self.cfg.stage == "vae":
+            vae = copy.deepcopy(self.vae)
+            self.ema.copy_to(self._vae_trained(vae))
+            return vae.eval()
+        model = copy.deepcopy(self.model)
+        modules = []
+        if self.cfg.stage in ("base", "joint"):
+            modules.append(model.unet)
+        if self.cfg.stage in ("structure", "joint"):
+            modules.append(model.structure_encoder)
+        self.ema.copy_to(torch.nn.ModuleList(modules))
+        model.set_text_encoder(self.model.text_encoder())
+        return model.eval()
+
+    def export(self, folder: Path) -> None:
+        trained = self.ema_copy()
+        if self.cfg.stage == "vae":
+            trained.save_pretrained(folder, safe_serialization=True)
+            stats = Path(self.cfg.init or "") / "latent_stats.json"
+            if self.cfg.init and stats.is_file():
+                (folder / "latent_stats.json").write_text(stats.read_text())
+            else:
+                (folder / "latent_stats.json").write_text(json.dumps(self.latent_stats(trained)))
+        else:
+            trained.save_pretrained(folder)
+
+    @torch.no_grad()
+    def latent_stats(self, vae: torch.nn.Module, clips: int = 32) -> dict[str, float]:
+        """Shift and scale that bring the VAE latents to zero mean, unit variance."""
+        batch = MiniworldSource(self.cfg.frames, self.cfg.height, self.cfg.width, seed=12345)
+        if self.cfg.manifest:
+            batch = self.source
+        video = batch.batch(clips).video.to(self.device)
+        flat = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, *video.shape[-2:])
+        z = vae.encode(flat).latent_dist.sample()
+        return {"shift": float(z.mean()), "scaling": float(1.0 / z.std())}
+
+    def loss(self, batch: ClipBatch) -> torch.Tensor:
+        cfg = self.cfg
+        video = batch.video.to(self.device)
+        if cfg.stage == "vae":
+            flat = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, *video.shape[-2:])
+            dist = self.vae.encode(flat).latent_dist
+            recon = self.vae.decode(dist.sample()).sample
+            error = (recon - flat).abs() + (recon - flat).square()
+            if batch.objects is not None:
+                objects = batch.objects.to(self.device).reshape(-1, 1, *flat.shape[-2:])
+                error = error * (1.0 + cfg.object_weight * objects)
+            return error.mean() + cfg.kl_weight * dist.kl().mean()
+        with torch.no_grad():
+            latents = self.model.encode_video(video)
+        text = self.text(_drop_captions(batch.captions, cfg.caption_dropout, self.rng))
+        structure = None
+        if cfg.stage == "structure" or (
+            cfg.stage == "joint" and self.rng.random() >= cfg.structure_dropout
+        ):
+            structure = batch.structure
+        return diffusion_loss(
+            self.model, latents, text, structure, cfg.min_snr_gamma, cubic=cfg.cubic_timesteps
+        )
+
+    def run(self, log=print) -> int:
+        """Train to `steps` (or `max_minutes` of this invocation); returns the final step."""
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        self.trained.train()
+        started = time.monotonic()
+        window: list[float] = []
+        log_path = self.out / "train_log.jsonl"
+        while self.step < cfg.steps:
+            if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
+                break
+            tick = time.monotonic()
+            batch = self.source.batch(cfg.batch)
+            data_time = time.monotonic() - tick
+            loss = self.loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.trained.parameters(), 1.0)
+            self.optimizer.step()
+            self.lr_schedule.step()
+            self.step += 1
+            self.ema.update(self.trained, self.step)
+            step_time = time.monotonic() - tick
+            self.elapsed += step_time
+            window.append(float(loss.detach()))
+            if self.step % 25 == 0 or self.step == cfg.steps:
+                row = {
+                    "step": self.step,
+                    "loss": float(np.mean(window)),
+                    "s_per_step": step_time,
+                    "data_s": data_time,
+                    "elapsed_min": self.elapsed / 60,
+                }
+                window = []
+                log(json.dumps(row))
+                with log_path.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+            if self.step % cfg.checkpoint_every == 0:
+                self.checkpoint()
+            if cfg.eval_every and cfg.stage != "vae" and self.step % cfg.eval_every == 0:
+                self.evaluate(log)
+        self.checkpoint()
+        if cfg.eval_every and cfg.stage != "vae" and self.step % cfg.eval_every:
+            self.evaluate(log)
+        return self.step
+
+    def evaluate(self, log=print) -> dict:
+        """Score the EMA model on the held-out scenes and append to the curve."""
+        from story.tasks.render.synthesize import evaluate_model
+
+        tick = time.monotonic()
+        model = self.ema_copy()
+        guided_modes = [True, False] if self.cfg.stage != "base" else [False]
+        row: dict = {"step": self.step, "stage": self.cfg.stage, "train_min": self.elapsed / 60}
+        for guided in guided_modes:
+            scores = evaluate_model(
+                model,
+                n_scenes=self.cfg.eval_scenes,
+                steps=self.cfg.eval_steps,
+                guidance=self.cfg.guidance,
+                guided=guided,
+            )
+            row["guided" if guided else "text_only"] = scores
+        row["eval_s"] = time.monotonic() - tick
+        with (self.out / CURVE_FILE).open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        snapshot = self.out / "snapshots" / f"step-{self.step:06d}"
+        model.save_pretrained(snapshot, half=True)
+        log(json.dumps(row))
+        return row
+
+
+def export_checkpoint(
+    model_folder: str | Path,
+    out: str | Path,
+    vae_folder: str | Path | None = None,
+    half: bool = True,
+) -> Path:
+    """Write a trained bundle for shipping: optionally with a fine-tuned decoder, fp16 weights."""
+    model = StructureT2V.from_pretrained(model_folder, device="cpu")
+    if vae_folder is not None:
+        vae = load_vae(vae_folder)
+        if vae.config.latent_channels != model.vae.config.latent_channels:
+            raise StoryError(f"{vae_folder}: VAE latent channels differ from {model_folder}'s")
+        model.vae = vae
+    return model.save_pretrained(out, half=half)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = TrainConfig(stage="vae", out="")
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--out", required=True, help="run folder (state, logs, model/)")
+    parser.add_argument("--init", help="VAE folder (stage 1) or model folder (stage 2 / joint)")
+    parser.add_argument("--manifest", help="caption manifest to train on instead of the miniworld")
+    for name in (
+        "steps",
+        "batch",
+        "warmup",
+        "checkpoint_every",
+        "eval_every",
+        "eval_scenes",
+        "eval_steps",
+        "seed",
+        "threads",
+        "unet_heads",
+        "encoder_hidden",
+        "frames",
+        "height",
+        "width",
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
+        )
+    for name in (
+        "lr",
+        "weight_decay",
+        "ema_decay",
+        "caption_dropout",
+        "structure_dropout",
+        "min_snr_gamma",
+        "kl_weight",
+        "object_weight",
+        "guidance",
+        "max_minutes",
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
+        )
+    for name in ("vae_channels", "unet_channels"):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            nargs="+",
+            default=list(getattr(defaults, name)),
+        )
+    parser.add_argument(
+        "--cubic-timesteps", action="store_true", help="favour noisy steps (structure stages)"
+    )
+    parser.add_argument("--depth-model", default=defaults.depth_model)
+    parser.add_argument("--text-encoder", default=defaults.text_encoder)
+    parser.add_argument("--checkpoints", default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    return TrainConfig(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["export"]:
+        parser = argparse.ArgumentParser(description="Export a trained model for shipping.")
+        parser.add_argument("export")
+        parser.add_argument("--model", required=True, help="trained bundle folder")
+        parser.add_argument("--vae", help="VAE folder whose decoder replaces the bundle's")
+        parser.add_argument("--out", required=True)
+        parser.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+        ns = parser.parse_args(args)
+        print(export_checkpoint(ns.model, ns.out, ns.vae, half=not ns.fp32))
+        return
+    cfg = parse_args(args)
+    trainer = Trainer(cfg)
+    trained = trainer.trained
+    print(
+        json.dumps(
+            {
+                "stage": cfg.stage,
+                "resume_step": trainer.step,
+                "trainable_params": param_count(trained),
+            }
+        )
+    )
+    trainer.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The trainer: every stage runs on a tiny config, checkpoints in diffusers layout, and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from story.models.t2v import StructureT2V
+from story.tasks.errors import StoryError
+from story.tasks.training.train_t2v import TrainConfig, Trainer, export_checkpoint, parse_args
+from tests.models.t2v_stubs import HashTextEncoder
+
+TINY = dict(
+    frames=2,
+    height=16,
+    width=16,
+    batch=1,
+    vae_channels=(8, 16, 16),
+    unet_channels=(16, 32),
+    unet_heads=2,
+    encoder_hidden=8,
+    checkpoint_every=1,
+    threads=1,
+    device="cpu",
+)
+
+
+def _steps(folder) -> list[int]:
+    return [
+        json.loads(line)["step"] for line in (folder / "train_log.jsonl").read_text().splitlines()
+    ]
+
+
+def test_stages_chain_and_resume_continues_the_step_count(tmp_path) -> None:
+    text = HashTextEncoder(16)
+    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=2, **TINY)).run(log=str)
+    assert (tmp_path / "vae" / "model" / "latent_stats.json").is_file()
+
+    base = dict(stage="base", out=str(tmp_path / "base"), init=str(tmp_path / "vae" / "model"))
+    first = Trainer(TrainConfig(steps=2, **base, **TINY), text_encoder=text)
+    assert first.run(log=str) == 2
+    resumed = Trainer(TrainConfig(steps=3, **base, **TINY), text_encoder=text)
+    assert resumed.step == 2
+    assert resumed.run(log=str) == 3
+    assert _steps(tmp_path / "base") == [2, 3]
+
+    model = StructureT2V.from_pretrained(tmp_path / "base" / "model", device="cpu")
+    assert model.unet.config.cross_attention_dim == 16
+
+    frozen_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    stage2 = dict(
+        stage="structure", out=str(tmp_path / "s2"), init=str(tmp_path / "base" / "model")
+    )
+    Trainer(TrainConfig(steps=2, **stage2, **TINY), text_encoder=text).run(log=str)
+    after = StructureT2V.from_pretrained(tmp_path / "s2" / "model", device="cpu")
+    assert all(torch.equal(frozen_before[k], v) for k, v in after.unet.state_dict().items())
+    moved = [p.abs().sum() > 0 for p in after.structure_encoder.projections.parameters()]
+    assert any(moved)
+
+    shipped = export_checkpoint(
+        tmp_path / "s2" / "model", tmp_path / "ship", tmp_path / "vae" / "model"
+    )
+    unet_file = "unet/diffusion_pytorch_model.safetensors"
+    full = (tmp_path / "s2" / "model" / unet_file).stat().st_size
+    assert (shipped / unet_file).stat().st_size < 0.6 * full
+    reloaded = StructureT2V.from_pretrained(shipped, device="cpu")
+    assert next(reloaded.unet.parameters()).dtype == torch.float32
+
+
+def test_bad_configurations_are_named(tmp_path) -> None:
+    with pytest.raises(StoryError, match="stage"):
+        TrainConfig(stage="nope", out=str(tmp_path))
+    with pytest.raises(StoryError, match="--init"):
+        TrainConfig(stage="structure", out=str(tmp_path))
+    cfg = parse_args(
+        ["--stage", "joint", "--init", "m", "--out", "o", "--unet-channels", "8", "16"]
+    )
+    assert cfg.unet_channels == (8, 16) and cfg.stage == "joint"
