@@ -16,6 +16,9 @@ A `described` row spells bob out in words ("a red striped sphere") as a referenc
 for TimeInv + LoRA shows how late structure guidance trades fidelity for structure (Fig. 5).
 Run: python -m bench.bench_concepts [--checkpoint DIR] [--steps N] [--seeds N] [--params SPEC]
 
+Seeds come from `story.tasks.world.splits`: regularisation clips from the train split, every
+shot from the validation split (the sweep's and the benchmark's apart inside it); the sealed test
+shots are scored once per shipped model by `story eval concepts --split test`.
 Settings are chosen fairly, on validation guide clips (other seeds than the benchmark's shots):
 `--sweep SPEC [SPEC ...]` trains bob with each SPEC (`key=value,...` of ConceptParams, e.g.
 `method=timeinv_lora,lr_lora=1e-3,lora_targets=cross_kv,reg_clips=8`) and adds its scores to
@@ -37,26 +40,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from story.tasks.concepts.concepts import (
-    METHODS,
-    ConceptParams,
-    TrainingClip,
-    default_depth,
-    load_concepts,
-    model_fingerprint,
-    read_concept_images,
-    train_concept,
-    unload_concepts,
-)
+from story.tasks.concepts.images import read_concept_images
+from story.tasks.concepts.methods import METHODS
+from story.tasks.concepts.params import ConceptParams
+from story.tasks.concepts.runtime import load_concepts, unload_concepts
+from story.tasks.concepts.trainer import default_depth, train_concept
+from story.tasks.concepts.training_data import TrainingClip
+from story.tasks.evaluation.concept_shots import regularization_seeds, shot_seeds
 from story.tasks.evaluation.quality import (
     COLOUR_NAMES,
     background_of,
     colour_mask_iou,
     pixel_colour_labels,
 )
+from story.tasks.provenance.checkpoint_identity import model_fingerprint
 from story.tasks.render.synthesize import load_t2v, synthesize
 from story.tasks.training.t2v_data import miniworld_structure
-from story.tasks.world import miniworld
+from story.tasks.world import miniworld, splits
 from story.tasks.world.captions import BACKGROUND_WORDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,9 +64,8 @@ IMAGES = ROOT / "datasets" / "concepts" / "bob"
 RESULTS = ROOT / "bench" / "results" / "concepts.json"
 GRID = ROOT / "datasets" / "preview" / "concepts_grid.png"
 DEMO_PACK = ROOT / "checkpoints" / "concepts" / "bob"
-GUIDE_SEED = 30_000_000
-VALIDATION_SEED = 30_010_000
-REGULARIZATION_SEED = 30_020_000
+BENCH_SHOTS_START = 10_000
+"""The benchmark's shots sit apart from the sweep's inside the validation block."""
 SWEEP_RESULTS = ROOT / "bench" / "results" / "concepts_lora_sweep.json"
 TAUS = (0, 250, 500, 750, 1000)
 
@@ -98,13 +97,13 @@ def reference_look(size: int, n: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return label_histogram(allpx), allpx.astype(np.float64).mean(0)
 
 
-def guide_shots(n: int, frames: int, size: int, first_seed: int = GUIDE_SEED) -> list[dict]:
+def guide_shots(n: int, frames: int, size: int, start: int = BENCH_SHOTS_START) -> list[dict]:
     """Guide clips from other scenes (sphere moving, varied cameras), one background each."""
     shots = []
     backgrounds = tuple(miniworld.BACKGROUNDS)
-    for i in range(n):
+    for i, seed in enumerate(shot_seeds(splits.VALIDATION, n, start)):
         spec = miniworld.sample_scene(
-            first_seed + i, frames=frames, height=size, width=size, n_objects=1, shape="sphere"
+            seed, frames=frames, height=size, width=size, n_objects=1, shape="sphere"
         )
         spec = replace(spec, background=backgrounds[i % len(backgrounds)])
         clip = miniworld.render(spec)
@@ -265,7 +264,7 @@ class RegularizationScenes:
         if not params.uses_lora:
             return []
         while len(self.clips) < params.reg_clips:
-            self.clips.append(self._scene(REGULARIZATION_SEED + len(self.clips)))
+            self.clips.append(self._scene(regularization_seeds(len(self.clips) + 1)[-1]))
         return self.clips[: params.reg_clips]
 
     def _scene(self, seed: int) -> TrainingClip:
@@ -282,7 +281,9 @@ def validation_sweep(model, fingerprint, args, specs, images, ref_hist, ref_mean
     """Train bob with each spec's params and score it on validation shots (not the bench's), so
     settings are chosen without looking at the benchmark; rows merge into SWEEP_RESULTS."""
     cfg = model.config
-    shots = guide_shots(args.shots, cfg.frames, cfg.height, first_seed=VALIDATION_SEED)
+    shots = guide_shots(args.shots, cfg.frames, cfg.height, start=0)
+    sweep_seeds = shot_seeds(splits.VALIDATION, args.shots)
+    seed_range = [sweep_seeds[0], sweep_seeds[-1] + 1]
     regularization = RegularizationScenes(model)
     rows: dict[str, dict] = {}
     for spec in specs:
@@ -313,13 +314,13 @@ def validation_sweep(model, fingerprint, args, specs, images, ref_hist, ref_mean
         same = (earlier.get("checkpoint_fingerprint"), earlier.get("train_steps")) == (
             fingerprint,
             args.steps,
-        ) and earlier.get("validation_seeds") == [VALIDATION_SEED, VALIDATION_SEED + args.shots]
+        ) and earlier.get("validation_seeds") == seed_range
         if same:
             rows = {**earlier["rows"], **rows}
     return {
         "checkpoint_fingerprint": fingerprint,
         "train_steps": args.steps,
-        "validation_seeds": [VALIDATION_SEED, VALIDATION_SEED + args.shots],
+        "validation_seeds": seed_range,
         "sample_steps": args.sample_steps,
         "rows": rows,
     }

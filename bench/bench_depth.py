@@ -28,13 +28,14 @@ import cv2
 import numpy as np
 import torch
 
-from story.flows.precompute_depth import local_threads, run_jobs
+from story.flows.precompute_depth import run_jobs
 from story.models.depth import load_depth_estimator
 from story.tasks.evaluation.depth_eval import constant_prior, depth_metrics, vertical_prior
 from story.tasks.library.media import probe, read_frames, sample_indices
 from story.tasks.settings import Settings
 from story.tasks.structure.depth_step import DepthJob
 from story.tasks.training.train_depth import HELDOUT_SEED, render_clips
+from story.tasks.workers import LocalExecutor, local_threads
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "depth.json"
@@ -135,8 +136,8 @@ def throughput(
     firsts, second = [], {}
     for attempt in range(repeats):
         settings = Settings(workspace=workspace / f"run{attempt}", checkpoints=CHECKPOINTS)
-        firsts.append(run_jobs(settings, jobs, "tiny", SIZE, "frame", workers=1, use_ray=False))
-        second = run_jobs(settings, jobs, "tiny", SIZE, "frame", workers=1, use_ray=False)
+        firsts.append(run_jobs(settings, jobs, "tiny", SIZE, "frame", LocalExecutor()))
+        second = run_jobs(settings, jobs, "tiny", SIZE, "frame", LocalExecutor())
     first = min(firsts, key=lambda run: run["timings"]["wall_s"])
     pipeline_s = first["timings"]["wall_s"]
     return {

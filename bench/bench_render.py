@@ -15,8 +15,10 @@
   them (`render_story_if_changed`: the up-to-date check, then the flow when needed); target
   <= 5%. The unchanged story through the `render_story` flow itself (as a deployment runs it:
   a Prefect flow run around the same check) is reported too.
-- long shots: mean absolute frame change at clip seams vs within clips, for Reuse-and-Diffuse
-  settings (M prompt frames, alpha, beta) and for independent windows; target seam <= 1.2x.
+- long shots: warp error (flow-compensated frame difference, `story eval longshot`) at clip
+  seams vs within clips on validation long shots, for Reuse-and-Diffuse settings and for
+  independent windows, with the real clip as the floor and 95% intervals; target seam <= 1.2x
+  within, with motion kept at the seams.
 
 `python -m bench.bench_render [--steps N --repeats R]`; needs the sample library
 (dvc repro sample_library).
@@ -67,9 +69,11 @@ def orchestration(root: Path, steps: int, repeats: int = 5) -> dict[str, Any]:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from story.flows.ray_pool import ensure_ray
-    from story.flows.render_story import plan, render_story, render_story_if_changed
+    from story.flows.executors.ray_session import ensure_ray
+    from story.flows.render_story import render_story, render_story_if_changed
+    from story.tasks.render.planning import plan_render
     from story.tasks.render.render_plot import PlotRenderer
+    from story.tasks.render.request import RenderRequest
     from story.tasks.script.parse import load_story
 
     base = Settings(workspace=root / "base", ray_workers=1)
@@ -85,7 +89,7 @@ def orchestration(root: Path, steps: int, repeats: int = 5) -> dict[str, Any]:
 
     flow_settings, direct = fresh("flow"), fresh("direct")
     resolved = flow_settings.resolved()
-    worker = PlotRenderer(direct.resolved())
+    worker = PlotRenderer(direct)
 
     def render(seed: int) -> tuple[float, dict[str, Any]]:
         t0 = time.perf_counter()
@@ -95,7 +99,8 @@ def orchestration(root: Path, steps: int, repeats: int = 5) -> dict[str, Any]:
         return time.perf_counter() - t0, summary
 
     def compute(seed: int) -> float:
-        jobs = plan(load_story(story), direct, seed, "tiny", 1, {}, params)["jobs"]
+        request = RenderRequest.resolve(load_story(story), direct, seed=seed, params=params)
+        jobs = plan_render(request, direct).jobs
         t0 = time.perf_counter()
         for job in jobs:
             worker.process(job)
@@ -174,57 +179,16 @@ def orchestration(root: Path, steps: int, repeats: int = 5) -> dict[str, Any]:
     }
 
 
-def seam_ratio(video: np.ndarray, seams: list[int]) -> dict[str, float]:
-    """Mean absolute change between consecutive frames, at seams vs elsewhere."""
-    diffs = np.abs(np.diff(video.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
-    at = [diffs[s - 1] for s in seams]
-    within = [d for i, d in enumerate(diffs) if i + 1 not in seams]
-    return {"seam": float(np.mean(at)), "within": float(np.mean(within))}
+def long_shots(steps: int, shots: int, seeds: int, out: Path) -> dict[str, Any]:
+    """Warp error at Reuse-and-Diffuse seams vs inside clips, beside independent windows and the
+    real clip, on validation long shots (`story eval longshot`, whose report lands in `out`)."""
+    from story.tasks.evaluation.longshot_eval import LongShotEvalConfig, evaluate_longshot
 
-
-def long_shots(steps: int, total: int = 24) -> list[dict[str, Any]]:
-    from story.models.long_shot import ReuseDiffuse, clip_starts, sample_long
-    from story.tasks.render.synthesize import load_t2v
-    from story.tasks.training.t2v_data import miniworld_structure
-    from story.tasks.world.miniworld import render, sample_scene
-
-    model = load_t2v("tiny", device="cpu")
-    length = model.config.frames
-    prompts = ["a red sphere bounces on the grass", "a blue cube slides sideways on the snow"]
-    guides = []
-    for n, prompt in enumerate(prompts):
-        clip = render(sample_scene(30_000_000 + n, frames=total, height=32, width=32))
-        guides.append((prompt, torch.from_numpy(miniworld_structure(clip.depth))[None, None]))
-    settings = [("independent windows", None)]
-    for m in (1, 2):
-        for alpha in (0.0, 1.0):
-            for beta in (0.0, 0.6):
-                settings.append((f"M={m} alpha={alpha} beta={beta}", ReuseDiffuse(m, alpha, beta)))
-    rows = []
-    for label, params in settings:
-        seam = within = 0.0
-        for prompt, guide in guides:
-            text, null = model.encode_prompts([prompt]), model.encode_prompts([""])
-            if params is None:
-                chunks = []
-                for start in range(0, total, length):
-                    window = guide[:, :, start : start + length]
-                    chunks.append(
-                        sample_long(model, text, null, window, window.shape[2], steps=steps, seed=1)
-                    )
-                video, seams = torch.cat(chunks, dim=2), list(range(length, total, length))
-            else:
-                video = sample_long(
-                    model, text, null, guide, total, params=params, steps=steps, seed=1
-                )
-                starts = clip_starts(total, length, params.prompt_frames)
-                seams = [starts[i] + length for i in range(len(starts) - 1)]
-            frames = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).numpy()
-            result = seam_ratio(frames, seams)
-            seam += result["seam"] / len(guides)
-            within += result["within"] / len(guides)
-        rows.append({"setting": label, "seam": seam, "within": within, "ratio": seam / within})
-    return rows
+    config = LongShotEvalConfig(shots=shots, seeds=seeds, steps=steps)
+    result = evaluate_longshot(config, out, REPO_ROOT / "checkpoints")
+    tables = json.loads(Path(result["json"]).read_text())["tables"]
+    keys = ("model_id", "judge_id", "seams", "seam_ratio")
+    return {"summary": {k: result[k] for k in keys}, "tables": tables}
 
 
 def main() -> None:
@@ -233,6 +197,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--skip-orchestration", action="store_true")
+    parser.add_argument("--long-shots", type=int, default=24, help="Validation long shots.")
+    parser.add_argument("--long-shot-seeds", type=int, default=2, help="Sampling seeds per shot.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="bench-render-"))
@@ -246,7 +212,9 @@ def main() -> None:
         }
         if not args.skip_orchestration:
             report["orchestration"] = orchestration(root, args.steps, args.repeats)
-        report["long_shots"] = long_shots(args.steps)
+        report["long_shots"] = long_shots(
+            args.steps, args.long_shots, args.long_shot_seeds, root / "longshot"
+        )
         report["target_seam_ratio"] = 1.2
         report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:

@@ -1,4 +1,4 @@
-"""`story concept train|list`: the command-line side of concepts, importable without torch.
+"""`story concept train | list`: the command-line side of concepts, importable without torch.
 
 The commands import the flow and the concept code when they run, so `story --help` and every
 other command do not pay for Prefect and torch at start-up.
@@ -7,10 +7,11 @@ other command do not pay for Prefect and torch at start-up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from story.flows.cli_io import make_settings, run_command
 from story.tasks.concepts.methods import (
     DEFAULT_LR_LORA,
     DEFAULT_LR_TABLE,
@@ -60,7 +61,6 @@ def concept_train_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Train a character concept from a few images (flow `train_concept`)."""
-    from story.flows.cli import make_settings, run_command
     from story.flows.train_concept import train_concept
 
     settings = make_settings(workspace, lancedb)
@@ -70,7 +70,7 @@ def concept_train_command(
             name,
             str(images),
             class_word,
-            settings.resolved(),
+            settings,
             method=method,
             steps=steps,
             buckets=buckets,
@@ -99,13 +99,16 @@ def concept_list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """List the concept packs in a folder."""
-    from story.flows.cli import make_settings, run_command
     from story.flows.train_concept import concepts_folder
-    from story.tasks.concepts.concepts import list_packs
+    from story.tasks.concepts.pack import list_packs
 
     settings = make_settings(workspace)
     root = folder or concepts_folder(settings)
-    listed = run_command(as_json, lambda: {"folder": str(root), "concepts": list_packs(root)})
+
+    def work() -> dict[str, Any]:
+        return {"folder": str(root), "concepts": list_packs(root)}
+
+    listed = run_command(as_json, work)
     if listed is None:
         return
     rows = listed["concepts"]
@@ -116,3 +119,10 @@ def concept_list_command(
             f"<{row['name']}>  {row['method']}  {row['steps']} steps  class {row['class_word']}  "
             f"checkpoint {row['base_checkpoint']}  {row['path']}"
         )
+
+
+concept_app = typer.Typer(
+    help="Character concepts: TimeInv token tables + LoRA.", no_args_is_help=True
+)
+concept_app.command("train")(concept_train_command)
+concept_app.command("list")(concept_list_command)

@@ -35,13 +35,13 @@ def run_demo(settings: Settings, queries: Sequence[str], use_ray: bool = True) -
     from story.tasks.library.search import search
 
     manifest = ensure_sample_library()
-    summary = build_index(manifest, settings.resolved(), use_ray=use_ray)
+    summary = build_index(manifest, settings, use_ray=use_ray)
     index = ClipIndex(
         settings.lancedb, settings.clips_table, storage_options=settings.storage_options or None
     )
     encoder = load_text_encoder("minilm", device=settings.device)
     results = {q: [h.to_dict() for h in search(index, encoder, q, k=3)] for q in queries}
-    render = render_story(str(EXAMPLE_STORY), settings.resolved(), use_ray=use_ray)
+    render = render_story(str(EXAMPLE_STORY), settings, use_ray=use_ray)
 
     lines = [
         f"clip library: {summary['rows']} clips in {summary['lancedb_uri']} "

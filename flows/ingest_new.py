@@ -22,15 +22,17 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from story.flows.build_index import TEXT_DIM, ingest_shards
 from story.flows.engine import flow
+from story.flows.executors import executor_for
 from story.flows.logs import run_logger
+from story.flows.parameters import SettingsParam, as_settings
 from story.tasks.errors import ManifestError, StoryError
 from story.tasks.hashing import sha256_json
 from story.tasks.library.index import ClipIndex, sql_string
 from story.tasks.library.ingest import make_shards
 from story.tasks.library.ingest_ledger import ShardLedger
 from story.tasks.library.manifest import ManifestRow, read_manifest
+from story.tasks.library.shard_ingest import ingest_shards, text_dim
 from story.tasks.object_store import (
     ObjectStoreError,
     configure_fsspec,
@@ -151,7 +153,7 @@ def find_new(
         records += drop_folder_records(drop_folder, settings.storage_options)
     unique = list({(r["uri"], r.get("start"), r.get("end")): r for r in records}.values())
     options = settings.storage_options or None
-    index = ClipIndex(settings.lancedb, settings.clips_table, TEXT_DIM, storage_options=options)
+    index = ClipIndex(settings.lancedb, settings.clips_table, text_dim(), storage_options=options)
     ledger = ShardLedger(settings.lancedb, storage_options=options)
     ranges = _stored_ranges(index, sorted({r["uri"] for r in unique}))
     quarantined = _quarantined_uris(ledger)
@@ -169,13 +171,13 @@ def write_manifest(settings: Settings, records: list[dict[str, Any]]) -> Path:
 
 @flow(name="ingest_new")
 def ingest_new(
-    settings: dict[str, Any] | None = None,
+    settings: SettingsParam = None,
     drop_folder: str | None = None,
     manifest: str | None = None,
     use_ray: bool = True,
 ) -> dict[str, Any]:
     """Index only the new clips of a drop folder and/or an appended manifest."""
-    resolved = Settings(**(settings or {}))
+    resolved = as_settings(settings)
     if drop_folder is None and manifest is None:
         raise StoryError("ingest_new needs a drop folder or a manifest (or both)")
     configure_fsspec(resolved.storage_options)
@@ -186,7 +188,7 @@ def ingest_new(
     log.info("%d items seen, %d new", seen, len(new))
     generated = str(write_manifest(resolved, new)) if new else None
     jobs = make_shards(read_manifest(generated), resolved.shard_size) if generated else []
-    summary = ingest_shards(resolved, generated or "", jobs, use_ray and bool(jobs))
+    summary = ingest_shards(resolved, generated or "", jobs, executor_for(resolved, use_ray))
     summary.update(
         {
             "seen": seen,

@@ -1,14 +1,14 @@
 """Flow `precompute_depth` / `story depth`: structure maps for the clip library, computed once.
 
 Clips come from the whole library or a query's top-k. Keys already in the store are skipped
-before anything is dispatched; the rest go in small batches to `DepthWorker`s (Ray actors, or
-in-process), each loading its model once. A clip that cannot be decoded is reported with its
-reason while the others complete.
+before anything is dispatched; the rest go in batches to `DepthBatchWorker`s on the executor (Ray
+actors, or in-process), each loading its model once. Maps are stored at the synthesis
+checkpoint's frame size unless a size is given, so renders find them. A clip that cannot be
+decoded is reported with its reason while the others complete.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -17,18 +17,22 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from story.flows.engine import flow
+from story.flows.executors import executor_for
 from story.flows.logs import run_logger
-from story.flows.ray_pool import ensure_ray, run_local, run_on_actors
+from story.flows.parameters import SettingsParam, as_settings
 from story.tasks.errors import StoryError
 from story.tasks.library.index import ClipIndex
+from story.tasks.render.checkpoints import checkpoint_geometry, resolve_checkpoint
 from story.tasks.settings import Settings
-from story.tasks.structure.depth_step import DepthJob, DepthWorker, failure_detail, failure_reason
+from story.tasks.structure.depth_batch_worker import DepthBatchWorker
+from story.tasks.structure.depth_step import DepthJob, failure_detail, failure_reason
 from story.tasks.structure.depth_store import DepthStore, make_key
 from story.tasks.structure.maps import resolve_structure_model_id
+from story.tasks.workers import Executor, WorkerSpec
 
 CLIP_COLUMNS = ["clip_id", "uri", "frame_indices"]
-BATCH_CLIPS = 8
-LOCAL_BATCH_CLIPS = 64  # in-process there is no other worker to share with: keep the pipe full
+BATCH_CLIPS = 8  # several workers: small batches share the clips out evenly
+SOLE_WORKER_BATCH_CLIPS = 64  # one worker: large batches keep its decode/write pipeline full
 
 
 @task(name="select-clips", cache_policy=NO_CACHE)
@@ -54,13 +58,16 @@ def select_clips(settings: Settings, query: str | None, top_k: int | None) -> li
     ]
 
 
-def local_threads() -> int:
-    """Torch threads for an in-process worker: every core but one, which decodes ahead."""
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
-def _batches(jobs: list[DepthJob], size: int) -> list[list[DepthJob]]:
+def batches(jobs: list[DepthJob], workers: int) -> list[list[DepthJob]]:
+    """The clips cut into batches for `workers` workers."""
+    cap = SOLE_WORKER_BATCH_CLIPS if workers == 1 else BATCH_CLIPS
+    size = max(1, min(cap, -(-len(jobs) // workers)))
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+def synthesis_size(settings: Settings, checkpoint: str = "tiny") -> tuple[int, int]:
+    """The frame size the synthesis checkpoint renders at: what renders look structure up at."""
+    return checkpoint_geometry(resolve_checkpoint(checkpoint, settings.checkpoints)).size
 
 
 def run_jobs(
@@ -69,8 +76,7 @@ def run_jobs(
     model: str,
     size: tuple[int, int] | None,
     normalize: str,
-    workers: int,
-    use_ray: bool,
+    executor: Executor,
 ) -> dict[str, Any]:
     """Skip stored keys, fan the rest out, and total what happened."""
     log = run_logger(__name__)
@@ -84,44 +90,34 @@ def run_jobs(
     log.info("%d clips: %d cached, %d to compute with %s", len(jobs), cached, len(todo), model_id)
     summary: dict[str, Any] = {"computed": 0, "cached": cached, "failed": [], "frames": 0}
     timings = {"read_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
-    if todo:
-        init = {
+    spec = WorkerSpec(
+        DepthBatchWorker,
+        {
             "settings": settings.resolved(),
             "model": model,
             "size": size,
             "normalize": normalize,
-        }
-        if use_ray:
-            ensure_ray(settings)
-            init["threads"] = 1
-            batches = _batches(todo, max(1, min(BATCH_CLIPS, -(-len(todo) // workers))))
-            outcomes = run_on_actors(DepthWorker, init, batches, "process_batch", workers=workers)
-        else:
-            init["threads"] = local_threads()
-            batches = _batches(todo, LOCAL_BATCH_CLIPS)
-            outcomes = run_local(DepthWorker, init, batches, "process_batch")
-        for batch, results, error in outcomes:
-            if error is not None:
-                log.error("batch of %d clips failed: %s", len(batch), error)
-                failed = {"reason": failure_reason(error), "detail": failure_detail(error)}
-                summary["failed"] += [{"clip_id": j.clip_id, **failed} for j in batch]
+            "threads": executor.threads_per_worker,
+        },
+    )
+    for batch, results, error in executor.map(spec, batches(todo, executor.workers)):
+        if error is not None:
+            log.error("batch of %d clips failed: %s", len(batch), error)
+            failed = {"reason": failure_reason(error), "detail": failure_detail(error)}
+            summary["failed"] += [{"clip_id": j.clip_id, **failed} for j in batch]
+            continue
+        for result in results or []:
+            if result.status == "failed":
+                log.warning("clip %s failed: %s", result.clip_id, result.reason)
+                summary["failed"].append(
+                    {"clip_id": result.clip_id, "reason": result.reason, "detail": result.detail}
+                )
                 continue
-            for result in results:
-                if result.status == "failed":
-                    log.warning("clip %s failed: %s", result.clip_id, result.reason)
-                    summary["failed"].append(
-                        {
-                            "clip_id": result.clip_id,
-                            "reason": result.reason,
-                            "detail": result.detail,
-                        }
-                    )
-                    continue
-                summary["computed" if result.status == "computed" else "cached"] += 1
-                summary["frames"] += result.frames
-                timings["read_s"] += result.read_s
-                timings["compute_s"] += result.compute_s
-                timings["write_s"] += result.write_s
+            summary["computed" if result.status == "computed" else "cached"] += 1
+            summary["frames"] += result.frames
+            timings["read_s"] += result.read_s
+            timings["compute_s"] += result.compute_s
+            timings["write_s"] += result.write_s
     timings["wall_s"] = time.perf_counter() - t0
     summary.update(
         {
@@ -169,23 +165,27 @@ def publish_artifacts(summary: dict[str, Any]) -> None:
 
 @flow(name="precompute_depth")
 def precompute_depth(
-    settings: dict[str, Any] | None = None,
+    settings: SettingsParam = None,
     query: str | None = None,
     top_k: int | None = None,
     model: str = "tiny",
     workers: int | None = None,
     use_ray: bool = True,
-    size: tuple[int, int] | None = (64, 64),
+    size: tuple[int, int] | None = None,
     normalize: str = "frame",
+    checkpoint: str = "tiny",
 ) -> dict[str, Any]:
-    """Structure maps for the library (or a query's top-k): computed once per key, then cached."""
-    resolved = Settings(**(settings or {}))
+    """Structure maps for the library (or a query's top-k): computed once per key, then cached.
+
+    `size` (height, width) defaults to the frame size of the synthesis `checkpoint`.
+    """
+    resolved = as_settings(settings)
     if normalize not in ("frame", "clip"):
         raise StoryError(f"normalize must be 'frame' or 'clip', got {normalize!r}")
+    size = (int(size[0]), int(size[1])) if size else synthesis_size(resolved, checkpoint)
     jobs = select_clips(resolved, query, top_k)
-    summary = run_jobs(
-        resolved, jobs, model, size, normalize, workers or resolved.ray_workers, use_ray
-    )
+    executor = executor_for(resolved, use_ray, workers=workers)
+    summary = run_jobs(resolved, jobs, model, size, normalize, executor)
     summary["query"] = query
     publish_artifacts(summary)
     return summary

@@ -22,20 +22,19 @@ from prefect.artifacts import (
 
 from story.flows.engine import flow
 from story.flows.logs import run_logger
-from story.tasks.concepts.concepts import (
-    ConceptParams,
-    check_name,
-    default_depth,
-    model_fingerprint,
-    read_concept_images,
-    regularization_clips,
-)
-from story.tasks.concepts.concepts import train_concept as train_concept_task
+from story.flows.parameters import SettingsParam, as_settings
+from story.tasks.concepts.images import read_concept_images
 from story.tasks.concepts.methods import DEFAULT_REG_CLIPS, DEFAULT_STEPS
+from story.tasks.concepts.params import ConceptParams, check_name
+from story.tasks.concepts.trainer import default_depth
+from story.tasks.concepts.trainer import train_concept as train_concept_task
+from story.tasks.concepts.training_data import regularization_clips
 from story.tasks.errors import StoryError
+from story.tasks.provenance.checkpoint_identity import model_fingerprint
 from story.tasks.settings import Settings
 
 PROGRESS_EVERY = 10
+NO_LOSS_CURVE: list[dict[str, Any]] = [{"step": 0, "loss": None}]
 
 
 def concepts_folder(settings: Settings) -> Path:
@@ -93,7 +92,7 @@ def train_concept(
     name: str,
     images: str,
     class_word: str,
-    settings: dict[str, Any] | None = None,
+    settings: SettingsParam = None,
     method: str = "timeinv_lora",
     steps: int = DEFAULT_STEPS,
     buckets: int = 10,
@@ -110,12 +109,13 @@ def train_concept(
     from story.tasks.render.synthesize import load_t2v
 
     log = run_logger(__name__)
-    resolved = Settings(**(settings or {}))
+    resolved = as_settings(settings)
     check_name(name)
-    rates = {k: v for k, v in (("lr_table", lr_table), ("lr_lora", lr_lora)) if v is not None}
-    params = ConceptParams(
-        method=method, steps=steps, buckets=buckets, seed=seed, threads=2, **rates
-    )
+    params = ConceptParams(method=method, steps=steps, buckets=buckets, seed=seed, threads=2)
+    if lr_table is not None:
+        params = replace(params, lr_table=lr_table)
+    if lr_lora is not None:
+        params = replace(params, lr_lora=lr_lora)
     data = read_concept_images(images, params.source_size)
     tick = time.perf_counter()
     model = load_t2v(checkpoint, resolved.checkpoints, device=resolved.device)
@@ -164,7 +164,7 @@ def train_concept(
     }
     create_table_artifact(
         key=f"concept-{name.lower()}-loss",
-        table=result.loss_curve or [{"step": 0, "loss": None}],
+        table=result.loss_curve or NO_LOSS_CURVE,
         description=f"loss curve of <{name}> ({method})",
     )
     create_markdown_artifact(

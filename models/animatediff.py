@@ -24,6 +24,7 @@ from diffusers import (
 )
 
 from story.models.device import pick_device
+from story.models.structure_encoder import blur_structure
 from story.models.t2v import T2VConfig, VideoModelBase, default_scheduler
 from story.models.vae import decode_video
 
@@ -115,10 +116,10 @@ class AnimateDiffDepth(VideoModelBase):
         (root / BACKEND_FILE).write_text(json.dumps(index, indent=2) + "\n")
         return root
 
-    def encode_structure(self, structure: torch.Tensor) -> DepthCondition:
+    def encode_structure(self, structure: torch.Tensor, detail: int = 0) -> DepthCondition:
         """(B, 1, T, H, W) disparity in [-1, 1] -> per-frame RGB depth images in [0, 1]."""
         b, c, t, h, w = structure.shape
-        frames = structure.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        frames = blur_structure(structure.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), detail)
         images = (frames.to(self.device) + 1.0) / 2.0
         if c == 1:
             images = images.expand(-1, 3, -1, -1)
@@ -131,8 +132,11 @@ class AnimateDiffDepth(VideoModelBase):
         text_states: torch.Tensor,
         features: DepthCondition | None = None,
         strength: float = 1.0,
+        temporal: bool = True,
     ) -> torch.Tensor:
         """Motion U-Net output; with a condition, the ControlNet residuals are added first."""
+        if not temporal:
+            raise ValueError("the AnimateDiff backend has no temporal switch: temporal guidance 1")
         b, c, t, h, w = latents.shape
         states = text_states.repeat_interleave(t, dim=0)
         down = mid = None

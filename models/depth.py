@@ -28,6 +28,7 @@ from torch import nn
 
 from story.models.device import pick_device
 from story.models.structure_norm import normalize_structure
+from story.models.zoo import depth_folder
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 HASHED_FILES = ("config.json", "preprocessor_config.json")
@@ -276,7 +277,7 @@ def load_depth_estimator(
     if str(spec) == "tiny":
         if checkpoints is None:
             raise ValueError("the 'tiny' depth preset needs the checkpoints folder")
-        folder = Path(checkpoints) / "depth-tiny"
+        folder = depth_folder(spec, checkpoints)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: depth model folder not found (spec {spec!r})")
     if is_dpt_folder(folder):
@@ -286,7 +287,7 @@ def load_depth_estimator(
 
 def resolve_depth_model_id(spec: str | Path, checkpoints: str | Path | None = None) -> str:
     """The model id `load_depth_estimator(spec)` would report, without loading weights."""
-    folder = Path(checkpoints) / "depth-tiny" if str(spec) == "tiny" and checkpoints else Path(spec)
+    folder = depth_folder(spec, checkpoints) if checkpoints else Path(spec)
     if is_dpt_folder(folder):
         config = json.loads((folder / "config.json").read_text())
         kind = "dpt-hybrid" if config.get("is_hybrid") else "dpt"

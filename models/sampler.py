@@ -8,6 +8,12 @@ to both halves of the guidance batch: guidance contrasts text with no text, not 
 
 `text_states` is a (B, L, d) tensor, or a callable t -> (B, L, d) for conditioning that changes
 with the timestep (TimeInv concept tokens); the callable is asked once per denoising step.
+
+Two more knobs follow Gen-1: `detail` blurs the structure (0 = as given, each level halves its
+resolution), trading structure fidelity for freedom; `temporal_guidance` w extrapolates the
+video prediction away from the per-frame image prediction of the same model (temporal layers
+off): cond = image + w (video - image); 1 is the plain video model, > 1 smoother motion, at one
+more U-Net call per step.
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ def sample_latents(
     null_states: torch.Tensor | None = None,
     structure: torch.Tensor | None = None,
     *,
-    steps: int = 25,
-    guidance: float = 4.0,
+    steps: int,
+    guidance: float,
     tau: int = 0,
     strength: float = 1.0,
+    detail: int = 0,
+    temporal_guidance: float = 1.0,
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     stats: SamplerStats | None = None,
@@ -63,6 +71,8 @@ def sample_latents(
         raise ValueError(f"tau must be a timestep in 0..1000, got {tau}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if detail < 0:
+        raise ValueError(f"detail must be a level >= 0, got {detail}")
     stats = stats if stats is not None else SamplerStats()
     per_step = callable(text_states)
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
@@ -85,7 +95,7 @@ def sample_latents(
     for step, t in enumerate(scheduler.timesteps):
         if guided and int(t) >= tau:
             if features is None:
-                features = model.encode_structure(structure)
+                features = model.encode_structure(structure, detail)
                 stats.encoder_runs += 1
             stats.structure_steps += 1
             active = features
@@ -98,9 +108,12 @@ def sample_latents(
         x_in = torch.cat([x, x]) if use_cfg else x
         t_in = t.expand(x_in.shape[0])
         pred = model.predict(x_in, t_in, states, active, strength)
-        if use_cfg:
-            uncond, cond = pred.chunk(2)
-            pred = uncond + guidance * (cond - uncond)
+        uncond, cond = pred.chunk(2) if use_cfg else (None, pred)
+        if temporal_guidance != 1.0:
+            text_only = states[batch:] if use_cfg else states
+            image = model.predict(x, t.expand(batch), text_only, active, strength, temporal=False)
+            cond = image + temporal_guidance * (cond - image)
+        pred = uncond + guidance * (cond - uncond) if use_cfg else cond
         x = scheduler.step(pred, t, x).prev_sample
         if after_step is not None:
             x = after_step(step, scheduler, x)

@@ -9,6 +9,7 @@ model unchanged, which is what lets stage 2 train it against a frozen base.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
@@ -32,8 +33,23 @@ class _ResBlock(nn.Module):
         return x + self.body(x)
 
 
+def blur_structure(structure: torch.Tensor, detail: int) -> torch.Tensor:
+    """Structure (N, C, H, W) at detail level `detail`: 0 is as given, each level halves the
+    resolution (area downsampling, bilinear back up), Gen-1's structure-fidelity knob t_s."""
+    if detail <= 0:
+        return structure
+    h, w = structure.shape[-2:]
+    factor = 2**detail
+    small = F.interpolate(structure, size=(max(1, h // factor), max(1, w // factor)), mode="area")
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
 class StructureEncoder(ModelMixin, ConfigMixin):
-    """(N, C, H, W) structure frames -> one (N, c_i, H / f / 2**i, W / f / 2**i) map per level."""
+    """(N, C, H, W) structure frames -> one (N, c_i, H / f / 2**i, W / f / 2**i) map per level.
+
+    With `detail_levels` > 0 the encoder is told the structure's detail level (an embedding
+    added after the stem), so one model serves every level of `blur_structure`.
+    """
 
     @register_to_config
     def __init__(
@@ -43,6 +59,7 @@ class StructureEncoder(ModelMixin, ConfigMixin):
         downsample_factor: int = 4,
         hidden_channels: int = 32,
         norm_num_groups: int = 8,
+        detail_levels: int = 0,
     ) -> None:
         super().__init__()
         if downsample_factor < 1 or downsample_factor & (downsample_factor - 1):
@@ -51,6 +68,9 @@ class StructureEncoder(ModelMixin, ConfigMixin):
         for _ in range(downsample_factor.bit_length() - 1):
             stem += [nn.Conv2d(hidden_channels, hidden_channels, 3, stride=2, padding=1), nn.SiLU()]
         self.stem = nn.Sequential(*stem)
+        self.detail_embedding = (
+            nn.Embedding(detail_levels, hidden_channels) if detail_levels else None
+        )
         self.levels = nn.ModuleList()
         self.downs = nn.ModuleList()
         self.projections = nn.ModuleList()
@@ -68,14 +88,17 @@ class StructureEncoder(ModelMixin, ConfigMixin):
             nn.init.zeros_(projection.bias)
             self.projections.append(projection)
 
-    def forward(self, structure: torch.Tensor) -> list[torch.Tensor]:
-        """Features per U-Net down block, finest first."""
+    def forward(self, structure: torch.Tensor, detail: int = 0) -> list[torch.Tensor]:
+        """Features per U-Net down block, finest first, of structure at detail level `detail`."""
         if structure.dim() != 4 or structure.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"structure must be (N, {self.config.in_channels}, H, W), "
                 f"got {tuple(structure.shape)}"
             )
-        x = self.stem(structure)
+        x = self.stem(blur_structure(structure, detail))
+        if self.detail_embedding is not None:
+            level = min(detail, self.config.detail_levels - 1)
+            x = x + self.detail_embedding.weight[level][None, :, None, None]
         features = []
         for down, level, projection in zip(self.downs, self.levels, self.projections, strict=True):
             x = level(down(x))

@@ -22,6 +22,7 @@ from torch import nn
 
 from story.models.device import pick_device
 from story.models.structure_encoder import StructureEncoder
+from story.models.temporal import TemporalSwitch
 from story.models.unet import StructureInjection, build_unet, load_unet, video_to_frames
 from story.models.vae import build_vae, decode_video, downsample_factor, encode_video, load_vae
 
@@ -120,6 +121,7 @@ class StructureT2V(VideoModelBase):
         self.scheduler = scheduler
         self.config = config
         self.injection = StructureInjection(unet)
+        self.temporal = TemporalSwitch(unet)
         self._text_encoder = None
         self.model_id = "unsaved"
         self._check()
@@ -144,6 +146,7 @@ class StructureT2V(VideoModelBase):
         config: T2VConfig,
         encoder_hidden: int = 32,
         vae: AutoencoderKL | None = None,
+        detail_levels: int = 0,
     ) -> StructureT2V:
         """A randomly initialised bundle (optionally around an already trained VAE)."""
         vae = vae if vae is not None else build_vae(vae_config)
@@ -153,6 +156,7 @@ class StructureT2V(VideoModelBase):
             block_out_channels=tuple(unet_config["block_out_channels"]),
             downsample_factor=downsample_factor(vae),
             hidden_channels=encoder_hidden,
+            detail_levels=detail_levels,
         )
         return cls(vae, unet, encoder, default_scheduler(config.prediction_type), config)
 
@@ -163,14 +167,19 @@ class StructureT2V(VideoModelBase):
         text_states: torch.Tensor,
         features: Sequence[torch.Tensor] | None = None,
         strength: float = 1.0,
+        temporal: bool = True,
     ) -> torch.Tensor:
-        """The U-Net output for (B, C, T, h, w) latents; `features` from `encode_structure`."""
-        with self.injection.active(features, strength):
+        """The U-Net output for (B, C, T, h, w) latents; `features` from `encode_structure`.
+
+        `temporal=False` bypasses the temporal layers: every frame is denoised as an image.
+        """
+        with self.injection.active(features, strength), self.temporal.off(not temporal):
             return self.unet(latents, timesteps, encoder_hidden_states=text_states).sample
 
-    def encode_structure(self, structure: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C, T, H, W) structure in [-1, 1] -> per-level features in the U-Net frame layout."""
-        return self.structure_encoder(video_to_frames(structure.to(self.device)))
+    def encode_structure(self, structure: torch.Tensor, detail: int = 0) -> list[torch.Tensor]:
+        """(B, C, T, H, W) structure in [-1, 1] -> per-level features in the U-Net frame layout;
+        `detail` blurs the structure first (0 = as given)."""
+        return self.structure_encoder(video_to_frames(structure.to(self.device)), detail)
 
     def encode_video(
         self, video: torch.Tensor, generator: torch.Generator | None = None

@@ -1,10 +1,12 @@
 """Visual encoders: one vector per clip, in a space a text query can search.
 
-Default: no visual encoder. This environment ships no CLIP weights, and a visual vector from an
-untrained network is noise that would only hurt retrieval, so clips are found by their caption
-embedding plus full-text search. A studio that configures open_clip weights
-(`STORY_OPEN_CLIP_MODEL` + `STORY_OPEN_CLIP_CHECKPOINT`, both local) gets a `visual_vector` column
-filled by `OpenCLIPVisualEncoder`, and a query searches it through the same model's text tower.
+Default: the bundled video-text encoder (`checkpoints/video-text-tiny`, trained here on the
+miniature world; `story.models.video_text`): frames plus motion, so a clip is found by what it
+shows even without a caption. `STORY_VIDEO_TEXT_MODEL` names another video-text folder (a
+full-size OpenCLIP / ViCLIP-style model saved in the same format) or `none`. A studio with plain
+open_clip weights sets `STORY_OPEN_CLIP_MODEL` + `STORY_OPEN_CLIP_CHECKPOINT` (both local):
+`OpenCLIPVisualEncoder` then averages frame embeddings, and a query searches them through the same
+model's text tower.
 
 `STORY_OPEN_CLIP_MODEL` is an open_clip architecture name (e.g. ViT-B-32) or the path of a model
 config JSON (registered under its file stem), so custom architectures load the same way.
@@ -22,16 +24,19 @@ import torch
 import torch.nn.functional as F
 
 from story.models.device import pick_device
+from story.models.video_text_config import video_text_folder
 
 
 @runtime_checkable
 class VisualEncoder(Protocol):
-    """Embeds clips (T, H, W, 3) uint8 into unit vectors of size `dim`."""
+    """Embeds clips (T, H, W, 3) uint8 into unit vectors of size `dim`, and texts beside them."""
 
     dim: int
     name: str
 
     def embed_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def resolve_open_clip_arch(arch: str) -> str:
@@ -94,6 +99,7 @@ class OpenCLIPVisualEncoder:
         self.frames_per_clip = frames_per_clip
         self.dim = int(self.model.text_projection.shape[-1])
         self.name = f"open_clip:{self.arch}@{_file_digest(Path(checkpoint))}"
+        self.logit_scale = float(self.model.logit_scale.detach().exp().clamp(max=100.0))
 
     def _frames_tensor(self, clip: np.ndarray, index: int) -> torch.Tensor:
         from PIL import Image
@@ -126,14 +132,20 @@ class OpenCLIPVisualEncoder:
 
 
 def load_visual_encoder(settings: Any) -> VisualEncoder | None:
-    """The configured open_clip encoder, or None when no checkpoint is set (the default)."""
+    """The configured visual encoder: explicit open_clip weights, else the video-text model."""
     model = getattr(settings, "open_clip_model", None)
     checkpoint = getattr(settings, "open_clip_checkpoint", None)
-    if checkpoint is None:
+    device = getattr(settings, "device", "auto")
+    if checkpoint is not None:
+        if not model:
+            raise ValueError(
+                f"open_clip_checkpoint is set ({checkpoint}) but open_clip_model is not: "
+                "name the architecture (e.g. ViT-B-32) or a model config JSON"
+            )
+        return OpenCLIPVisualEncoder(str(model), checkpoint, device=device)
+    folder = video_text_folder(settings)
+    if folder is None:
         return None
-    if not model:
-        raise ValueError(
-            f"open_clip_checkpoint is set ({checkpoint}) but open_clip_model is not: "
-            "name the architecture (e.g. ViT-B-32) or a model config JSON"
-        )
-    return OpenCLIPVisualEncoder(str(model), checkpoint, device=getattr(settings, "device", "auto"))
+    from story.models.video_text import VideoTextEncoder
+
+    return VideoTextEncoder(folder, device=device)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -66,14 +66,17 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(path: str | os.PathLike[str]) -> str:
+def sha256_tree(
+    path: str | os.PathLike[str], file_hash: Callable[[Path], str] = sha256_file
+) -> str:
     """Hex sha256 of a folder: every regular file's relative path and content, in sorted order.
 
     A single file hashes like `sha256_file`, so callers need not care which one a checkpoint is.
+    `file_hash` gives each file's hex sha256 (a cache may remember them instead of re-reading).
     """
     root = Path(path)
     if root.is_file():
-        return sha256_file(root)
+        return file_hash(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such file or folder")
     digest = hashlib.sha256()
@@ -81,7 +84,7 @@ def sha256_tree(path: str | os.PathLike[str]) -> str:
     for file in files:
         digest.update(file.relative_to(root).as_posix().encode("utf-8"))
         digest.update(b"\0")
-        digest.update(sha256_file(file).encode("ascii"))
+        digest.update(file_hash(file).encode("ascii"))
         digest.update(b"\n")
     return digest.hexdigest()
 

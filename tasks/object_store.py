@@ -11,11 +11,11 @@ process (manifests, media, depth, renders) reaches the same store without passin
 from __future__ import annotations
 
 import posixpath
+import re
 from pathlib import Path
 from typing import Any
 
 from story.tasks.errors import StoryError
-from story.tasks.library.manifest import is_remote
 
 __all__ = [
     "ObjectStoreError",
@@ -46,6 +46,25 @@ _S3_KEYS = {
     "endpoint_url": "endpoint_url",
 }
 _S3_REGION_KEYS = ("aws_region", "region", "aws_default_region")
+# object_store's request timeouts ("30s", "500ms", "2") -> botocore's, in seconds.
+_S3_TIMEOUT_KEYS = {"timeout": "read_timeout", "connect_timeout": "connect_timeout"}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
+
+
+def _seconds(key: str, value: str) -> float:
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ObjectStoreError(f"storage option {key}={value!r}: expected a duration like 30s")
+    number = float(match.group(1))
+    return number / 1000 if match.group(2) == "ms" else number
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
+
+
+def is_remote(uri: str) -> bool:
+    """True for object-store and other URIs with a scheme, except `file://`."""
+    return bool(_SCHEME.match(uri)) and not uri.lower().startswith("file://")
 
 
 class ObjectStoreError(StoryError):
@@ -59,14 +78,19 @@ def fsspec_options(storage_options: dict[str, str] | None, protocol: str = "s3")
         return options
     out: dict[str, Any] = {}
     client: dict[str, Any] = {}
+    config: dict[str, Any] = {}
     for key, value in options.items():
         name = key.lower()
         if name in _S3_KEYS:
             out[_S3_KEYS[name]] = value
         elif name in _S3_REGION_KEYS:
             client["region_name"] = value
+        elif name in _S3_TIMEOUT_KEYS:
+            config[_S3_TIMEOUT_KEYS[name]] = _seconds(key, value)
     if client:
         out["client_kwargs"] = client
+    if config:
+        out["config_kwargs"] = config
     return out
 
 

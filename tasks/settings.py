@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from story.tasks.outputs.delivery import DEFAULT_RATE, DEFAULT_RETIME, check_retime, normalize_rate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,13 +45,37 @@ class Settings(BaseSettings):
     depth_model: str = Field(
         default="tiny", description="Depth model: `tiny` or a local DPT / tiny folder."
     )
-    fps: float = Field(default=8.0, gt=0, description="Frame rate of rendered videos.")
+    fps: float = Field(
+        default=8.0, gt=0, description="The model's frame rate: what its generated frames span."
+    )
+    delivery_rate: str = Field(
+        default=DEFAULT_RATE,
+        description="Editorial rate renders are delivered at: 23.976 | 24 | 25 | 30 (plots keep "
+        "their durations; docs/editorial.md).",
+    )
+    retime: str = Field(
+        default=DEFAULT_RETIME,
+        description="How model frames reach the delivery rate: flow | blend | hold.",
+    )
     max_plot_frames: int = Field(default=256, ge=1, description="Longest plot a story may ask.")
     open_clip_model: str | None = Field(
         default=None, description="open_clip architecture name, e.g. ViT-B-32."
     )
     open_clip_checkpoint: Path | None = Field(
         default=None, description="Local open_clip weights; enables visual embeddings."
+    )
+    video_text_model: str = Field(
+        default="tiny",
+        description="Video-text encoder for what clips show: `tiny` (bundled), a local "
+        "video-text folder, or `none`; open_clip_checkpoint, when set, takes its place.",
+    )
+    motion_model: str = Field(
+        default="tiny",
+        description="Motion / camera classifier read at ingest: `tiny`, a local JSON, or `none`.",
+    )
+    shape_model: str = Field(
+        default="tiny",
+        description="Shape tagger read at ingest: `tiny` (bundled), a local folder, or `none`.",
     )
     frames: int = Field(default=16, ge=1, description="Frames sampled per clip.")
     stride: int = Field(default=8, ge=1, description="Frame stride when sampling a clip.")
@@ -75,6 +101,16 @@ class Settings(BaseSettings):
         description="CPU threads per model worker (0 = torch's default). One per worker scales "
         "by adding workers and avoids thread oversubscription on shared cores.",
     )
+
+    @field_validator("delivery_rate", mode="before")
+    @classmethod
+    def _delivery_rate(cls, value: object) -> str:
+        return normalize_rate(value)
+
+    @field_validator("retime")
+    @classmethod
+    def _retime(cls, value: str) -> str:
+        return check_retime(value)
 
     @property
     def lancedb(self) -> str:

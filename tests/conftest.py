@@ -34,12 +34,15 @@ def ray_local() -> Iterator[None]:
     """One local Ray for the whole session; no GPUs are requested on a CPU-only box."""
     import ray
 
+    from story.flows.executors.ray_session import loopback_options
+
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
         ignore_reinit_error=True,
         object_store_memory=200 * 1024 * 1024,
+        **loopback_options(),
     )
     yield
     ray.shutdown()

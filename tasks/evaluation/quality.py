@@ -5,6 +5,10 @@ background (ground and sky colours calibrated on rendered scenes). Structure adh
 the pixels painted in the prompt colour with the guide's object mask, and, given a depth
 estimator, the error between the render's estimated depth and the guide. Temporal consistency:
 frame-to-frame change of the render relative to the real clip's.
+
+These pixel rules are quick checks for training curves (`train_t2v`, `bench_concepts`). They have
+known blind spots (the palette rule calls grass and sand "yellow"; frame change counts motion as
+flicker), so reported figures come from the judge and warp error (`story eval`, `clip_scores`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """The clip library table (LanceDB `clips`): idempotent inserts, versions, and its indices.
 
 Rows are keyed by `clip_id` (a content hash), so writing the same clip twice stores it once.
-Indices: native full-text on `caption`, a BTREE on `clip_id`, and an IVF-PQ (cosine) index on each
-vector column once the table holds `ivf_pq_min_rows` rows. `ensure_indices` after an append folds
+Besides the media facts and the caption vector, a row holds what ranking reads without decoding:
+the video-text vector (`visual_vector`, when a visual encoder is set) and the shape it reads
+zero-shot (`shape_probs`), the clip's motion and camera probabilities measured at ingest
+(`story.tasks.library.motion`), the slots its caption
+states (`caption_shape` ... `caption_ground`, parsed once at ingest) and `source_shot`, the
+source file and shot it was cut from (search returns one hit per source by default).
+Indices: native full-text on `caption`, a BTREE on `clip_id`, BITMAPs on the motion / camera
+labels and caption slots search filters on, and an IVF-PQ (cosine) index on each vector column
+once the table holds `ivf_pq_min_rows` rows. `ensure_indices` after an append folds
 the new rows into every index, so queries never scan a growing unindexed tail.
 """
 
@@ -19,9 +26,19 @@ import pyarrow as pa
 from lancedb.index import IvfPq
 
 from story.tasks.errors import StoryError
+from story.tasks.library.filters import sql_string
 
 TEXT_VECTOR = "text_vector"
 VISUAL_VECTOR = "visual_vector"
+CAPTION_SLOTS = ("caption_shape", "caption_motion", "caption_camera", "caption_ground")
+RANKING_COLUMNS = ("motion_probs", "camera_probs", *CAPTION_SLOTS)
+SLOT_FILTER_COLUMNS = (
+    "motion_label",
+    "camera_label",
+    "caption_shape",
+    "caption_motion",
+    "caption_camera",
+)
 IVF_SAMPLE_RATE = 64
 IVF_ITERATIONS = 20
 
@@ -53,6 +70,14 @@ def clip_schema(text_dim: int, visual_dim: int | None = None) -> pa.Schema:
     if visual_dim is not None:
         fields.append(pa.field(VISUAL_VECTOR, pa.list_(pa.float32(), visual_dim)))
     fields += [
+        pa.field("source_shot", pa.string()),
+        pa.field("motion_label", pa.string()),
+        pa.field("camera_label", pa.string()),
+        pa.field("motion_probs", pa.list_(pa.float32())),
+        pa.field("camera_probs", pa.list_(pa.float32())),
+        pa.field("shape_probs", pa.list_(pa.float32())),
+        pa.field("motion_features", pa.list_(pa.float32())),
+        *(pa.field(column, pa.string()) for column in CAPTION_SLOTS),
         pa.field("shard", pa.string()),
         pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -60,11 +85,6 @@ def clip_schema(text_dim: int, visual_dim: int | None = None) -> pa.Schema:
 
 
 CLIP_COLUMNS: tuple[str, ...] = tuple(clip_schema(1, 1).names)
-
-
-def sql_string(value: str) -> str:
-    """A SQL string literal with quotes escaped."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _vector_dim(schema: pa.Schema, column: str) -> int | None:
@@ -103,10 +123,17 @@ class ClipIndex:
             schema = self._table.schema
             self.text_dim = _vector_dim(schema, TEXT_VECTOR) or text_dim
             self.visual_dim = _vector_dim(schema, VISUAL_VECTOR)
+            # A table written before a column existed keeps its own schema; rows drop the rest.
+            self.schema = schema
         else:
             self.text_dim = text_dim
             self.visual_dim = visual_dim
-        self.schema = clip_schema(self.text_dim, self.visual_dim)
+            self.schema = clip_schema(self.text_dim, self.visual_dim)
+
+    @property
+    def has_ranking_columns(self) -> bool:
+        """Whether rows carry the motion and caption slots that motion-aware ranking reads."""
+        return all(column in self.schema.names for column in RANKING_COLUMNS)
 
     def _check_dims(self, text_dim: int, visual_dim: int | None) -> None:
         schema = self._table.schema
@@ -250,6 +277,15 @@ class ClipIndex:
         if "clip_id" not in have:
             timed("clip_id", lambda: self.table.create_scalar_index("clip_id", replace=True))
             done["clip_id"] = "btree created"
+        for column in SLOT_FILTER_COLUMNS:
+            if column in self.schema.names and column not in have:
+                timed(
+                    column,
+                    lambda c=column: self.table.create_scalar_index(
+                        c, index_type="BITMAP", replace=True
+                    ),
+                )
+                done[column] = "bitmap created"
         rows = self.count()
         for column, dim in ((TEXT_VECTOR, self.text_dim), (VISUAL_VECTOR, self.visual_dim)):
             if dim is None:

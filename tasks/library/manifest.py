@@ -14,7 +14,6 @@ import json
 import math
 import os
 import posixpath
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from story.tasks.errors import ManifestError
+from story.tasks.object_store import is_remote
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -38,11 +37,6 @@ class ManifestRow:
     source: str
     license: str
     line: int
-
-
-def is_remote(uri: str) -> bool:
-    """True for object-store and other URIs with a scheme, except `file://`."""
-    return bool(_SCHEME.match(uri)) and not uri.lower().startswith("file://")
 
 
 def resolve_uri(uri: str, base: str) -> str:

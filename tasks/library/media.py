@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from story.tasks.errors import MediaError, StoryError
-from story.tasks.library.manifest import is_remote
+from story.tasks.object_store import is_remote
 
 BACKENDS = ("decord", "pyav")
 CACHE_BYTES = 64 * 2**20

@@ -1,29 +1,42 @@
-"""Search the clip library by text: vector, full-text, or both fused by reciprocal rank.
+"""Search the clip library by text: candidates from several lists, one motion-aware ranking.
 
-Hybrid search runs a vector search (caption embeddings, plus the visual column when a visual
-encoder is given) and a full-text search on captions, each returning its top N with the filters
-applied before ranking, then fuses the ranked lists with reciprocal rank fusion (RRF):
-score(clip) = sum over lists of weight / (RRF_K + rank), with the full-text list weighted
-FTS_WEIGHT. No score calibration between the lists is needed, and a clip both searches agree on
-rises to the top.
+Hybrid search (the default) gathers candidates from up to five lists, each its top N with the
+filters applied before ranking: the caption vectors (MiniLM), the video-text vectors (what the
+clip shows, through the visual encoder's text tower), full-text search on captions, the clips
+whose measured motion / camera label is the one the query asks for, and the captioned clips whose
+caption states the asked shape, motion and camera. `rerank.score_row`
+then scores every candidate on all the evidence at once (similarities, the asked motion and
+camera move against what each clip shows, the caption's stated slots), and `diversity` keeps one
+hit per source by default. `rerank=False` falls back to reciprocal rank fusion of the lists
+(RRF: score = sum over lists of weight / (RRF_K + rank)), the ranking before motion was read.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from story.models.text_encoder import TextEncoder
-from story.tasks.errors import StoryError
+from story.tasks.library.filters import SearchError, SearchFilters, sql_string
 from story.tasks.library.index import (
+    CAPTION_SLOTS,
     TEXT_VECTOR,
     VISUAL_VECTOR,
     ClipIndex,
     ivf_pq_config,
-    sql_string,
+)
+from story.tasks.library.query_intent import QueryIntent, canonical_text, parse_query
+from story.tasks.library.rerank import (
+    DEFAULT_WEIGHTS,
+    DIVERSITY,
+    UNIT_WEIGHTS,
+    RankWeights,
+    diversify,
+    diversity_key,
+    score_row,
 )
 
 RRF_K = 60
@@ -33,49 +46,22 @@ FTS_WEIGHT = 0.5
 MODES = ("hybrid", "vector", "fts")
 MIN_NPROBES = 20
 PROBE_SHARE = 20  # probe 1 in 20 partitions (5%)
-HIT_COLUMNS = ["clip_id", "uri", "start", "end", "caption", "source", "duration"]
-
-
-class SearchError(StoryError, ValueError):
-    """A query or its options are invalid, or the library cannot answer it."""
-
-
-@dataclass
-class SearchFilters:
-    """Conditions every hit must meet; None means unconstrained."""
-
-    min_duration: float | None = None
-    max_duration: float | None = None
-    min_aspect: float | None = None
-    max_aspect: float | None = None
-    source: str | None = None
-
-    def where(self) -> str | None:
-        """The filters as a SQL where-clause (None when there are none)."""
-        clauses = []
-        for column, low, high in (
-            ("duration", self.min_duration, self.max_duration),
-            ("aspect", self.min_aspect, self.max_aspect),
-        ):
-            for name, value in ((f"min_{column}", low), (f"max_{column}", high)):
-                if value is not None and not (
-                    isinstance(value, int | float) and math.isfinite(value)
-                ):
-                    raise SearchError(f"filter {name} must be a finite number, got {value!r}")
-            if low is not None and high is not None and low > high:
-                raise SearchError(f"filter min_{column} ({low}) is above max_{column} ({high})")
-            if low is not None:
-                clauses.append(f"{column} >= {float(low)!r}")
-            if high is not None:
-                clauses.append(f"{column} <= {float(high)!r}")
-        if self.source is not None:
-            clauses.append(f"source = {sql_string(self.source)}")
-        return " AND ".join(clauses) or None
+POOL = 60
+HIT_COLUMNS = ["clip_id", "uri", "start", "end", "caption", "source", "duration", "source_hash"]
+RANK_COLUMNS = [
+    "source_shot",
+    "motion_label",
+    "camera_label",
+    "motion_probs",
+    "camera_probs",
+    "shape_probs",
+]
+_LISTS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="story-search")
 
 
 @dataclass
 class Hit:
-    """One search result."""
+    """One search result; `motion` / `camera` are what the clip shows (measured at ingest)."""
 
     clip_id: str
     uri: str
@@ -85,12 +71,15 @@ class Hit:
     score: float
     source: str | None
     duration: float
+    motion: str | None = None
+    camera: str | None = None
+    evidence: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _hit(row: dict[str, Any], score: float) -> Hit:
+def _hit(row: dict[str, Any], score: float, evidence: dict[str, float] | None = None) -> Hit:
     return Hit(
         clip_id=row["clip_id"],
         uri=row["uri"],
@@ -100,6 +89,9 @@ def _hit(row: dict[str, Any], score: float) -> Hit:
         score=float(score),
         source=row.get("source"),
         duration=float(row["duration"]),
+        motion=row.get("motion_label"),
+        camera=row.get("camera_label"),
+        evidence={k: round(v, 4) for k, v in (evidence or {}).items()},
     )
 
 
@@ -127,42 +119,90 @@ def _validate(query: str, k: int, mode: str, nprobes: int | None, refine_factor:
     return query.strip()
 
 
+@dataclass
+class _Plan:
+    """What every list of one query shares: columns, filter, probes."""
+
+    index: ClipIndex
+    columns: list[str]
+    where: str | None
+    nprobes: int
+    refine_factor: int | None
+    pool: int
+    exact: bool = False
+
+
+def _arrow_rows(table: Any) -> list[dict[str, Any]]:
+    """A result table as row dicts, vector columns as numpy rows: turning 60 rows' vectors into
+    Python floats (`to_list()`) was most of a warm query's CPU time."""
+    vectors = {
+        name: table.column(name).combine_chunks()
+        for name in (TEXT_VECTOR, VISUAL_VECTOR)
+        if name in table.column_names
+    }
+    rest = table.drop_columns(list(vectors)).to_pylist()
+    for name, column in vectors.items():
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        dim = column.type.list_size
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        if valid.all():
+            matrix = flat.reshape(len(column), dim)
+            for row, vector in zip(rest, matrix, strict=True):
+                row[name] = vector
+        else:
+            for row, vector in zip(rest, column.to_pylist(), strict=True):
+                row[name] = None if vector is None else np.asarray(vector, np.float32)
+    return rest
+
+
 def _vector_rows(
-    index: ClipIndex,
-    column: str,
-    vector: np.ndarray,
-    limit: int,
-    where: str | None,
-    nprobes: int,
-    refine_factor: int | None,
+    plan: _Plan, column: str, vector: np.ndarray, extra_where: str | None = None
 ) -> list[dict[str, Any]]:
     builder = (
-        index.table.search(vector, vector_column_name=column)
+        plan.index.table.search(vector, vector_column_name=column)
         .distance_type("cosine")
-        .select([*HIT_COLUMNS, "_distance"])
-        .nprobes(nprobes)
-        .limit(limit)
+        .select([*plan.columns, "_distance"])
+        .nprobes(plan.nprobes)
+        .limit(plan.pool)
     )
-    if refine_factor is not None:
-        builder = builder.refine_factor(refine_factor)
+    if plan.exact:
+        builder = builder.bypass_vector_index()
+    elif plan.refine_factor is not None:
+        builder = builder.refine_factor(plan.refine_factor)
+    where = " AND ".join(f"({w})" for w in (plan.where, extra_where) if w)
     if where:
         builder = builder.where(where, prefilter=True)
-    return builder.to_list()
+    return _arrow_rows(builder.to_arrow())
 
 
 def _has_fts(index: ClipIndex) -> bool:
     return any(ix.columns == ["caption"] for ix in index.table.list_indices())
 
 
-def _fts_rows(index: ClipIndex, query: str, limit: int, where: str | None) -> list[dict[str, Any]]:
+def _fts_rows(plan: _Plan, query: str) -> list[dict[str, Any]]:
     builder = (
-        index.table.search(query, query_type="fts", fts_columns="caption")
-        .select([*HIT_COLUMNS, "_score"])
-        .limit(limit)
+        plan.index.table.search(query, query_type="fts", fts_columns="caption")
+        .select([*plan.columns, "_score"])
+        .limit(plan.pool)
     )
-    if where:
-        builder = builder.where(where, prefilter=True)
-    return builder.to_list()
+    if plan.where:
+        builder = builder.where(plan.where, prefilter=True)
+    return _arrow_rows(builder.to_arrow())
+
+
+def _fused_rows(
+    ranked_lists: list[list[dict[str, Any]]], rrf_k: int, weights: list[float]
+) -> list[dict[str, Any]]:
+    """Rows of all lists ordered by their summed weight/(rrf_k + rank), with `_score` set."""
+    scores: dict[str, float] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for ranked, weight in zip(ranked_lists, weights, strict=True):
+        for rank, row in enumerate(ranked, start=1):
+            cid = row["clip_id"]
+            scores[cid] = scores.get(cid, 0.0) + weight / (rrf_k + rank)
+            rows.setdefault(cid, row)
+    order = sorted(scores, key=lambda cid: (-scores[cid], cid))
+    return [dict(rows[cid], _score=scores[cid]) for cid in order]
 
 
 def reciprocal_rank_fusion(
@@ -172,21 +212,82 @@ def reciprocal_rank_fusion(
     weights: list[float] | None = None,
 ) -> list[Hit]:
     """Fuse ranked lists: each clip scores the sum of weight/(rrf_k + rank) over the lists."""
-    weights = weights or [1.0] * len(ranked_lists)
-    scores: dict[str, float] = {}
-    rows: dict[str, dict[str, Any]] = {}
-    for ranked, weight in zip(ranked_lists, weights, strict=True):
-        for rank, row in enumerate(ranked, start=1):
-            cid = row["clip_id"]
-            scores[cid] = scores.get(cid, 0.0) + weight / (rrf_k + rank)
-            rows.setdefault(cid, row)
-    order = sorted(scores, key=lambda cid: (-scores[cid], cid))
-    return [_hit(rows[cid], scores[cid]) for cid in order[:k]]
+    fused = _fused_rows(ranked_lists, rrf_k, weights or [1.0] * len(ranked_lists))
+    return [_hit(row, row["_score"]) for row in fused[:k]]
 
 
-def search(
+def _slot_filter(intent: QueryIntent) -> str | None:
+    """Clips whose measured motion and camera move (or, where nothing was measured, whose
+    caption's) are what the query asks."""
+    clauses = []
+    if intent.motion:
+        wanted = (
+            ["sideways_left", "sideways_right", "sideways"]
+            if intent.motion == "sideways"
+            else [intent.motion]
+        )
+        values = ", ".join(sql_string(v) for v in wanted)
+        clauses.append(
+            f"(motion_label IN ({values}) OR "
+            f"(motion_label IS NULL AND caption_motion IN ({values})))"
+        )
+    if intent.camera:
+        value = sql_string(intent.camera)
+        clauses.append(
+            f"(camera_label = {value} OR (camera_label IS NULL AND caption_camera = {value}))"
+        )
+    return " AND ".join(clauses) or None
+
+
+def _caption_filter(intent: QueryIntent) -> str | None:
+    """Captioned clips whose caption states the query's shape, motion and camera."""
+    clauses = []
+    for column, value in (
+        ("caption_shape", intent.shape),
+        ("caption_motion", intent.motion),
+        ("caption_camera", intent.camera),
+    ):
+        if value == "sideways":
+            clauses.append(f"{column} IN ('sideways_left', 'sideways_right', 'sideways')")
+        elif value:
+            clauses.append(f"{column} = {sql_string(value)}")
+    return " AND ".join(clauses) if len(clauses) >= 2 else None
+
+
+@dataclass
+class QueryVectors:
+    """A query embedded for every list: caption space and (if any) video-text space."""
+
+    text: np.ndarray | None
+    visual: np.ndarray | None
+    intent: QueryIntent
+
+
+def embed_query(
+    query: str,
+    encoder: Any,
+    visual_encoder: Any = None,
+    text_vector: np.ndarray | None = None,
+) -> QueryVectors:
+    """Embed a query: its caption-space vector and its video-text vector.
+
+    The video-text vector averages the query as typed and the query restated in the caption
+    grammar's words (`canonical_text`), so wording the small encoder never read still lands.
+    """
+    intent = parse_query(query)
+    if text_vector is None and encoder is not None:
+        text_vector = encoder.embed_sentences([query])[0]
+    visual = None
+    if visual_encoder is not None:
+        both = visual_encoder.embed_text([query, canonical_text(intent)])
+        mean = both.mean(axis=0)
+        visual = (mean / max(float(np.linalg.norm(mean)), 1e-9)).astype(np.float32)
+    return QueryVectors(text_vector, visual, intent)
+
+
+def search_rows(
     index: ClipIndex,
-    encoder: TextEncoder,
+    encoder: Any,
     query: str,
     k: int = 10,
     filters: SearchFilters | None = None,
@@ -195,31 +296,45 @@ def search(
     refine_factor: int | None = 20,
     visual_encoder: Any = None,
     text_vector: np.ndarray | None = None,
-) -> list[Hit]:
-    """Top-k clips for a text query; `score` is cosine similarity, BM25, or the fused RRF score.
-
-    `text_vector` is the query's embedding when the caller already has it (a story embeds all
-    its queries in one encoder batch); otherwise `encoder` embeds the query here.
-
-    Each vector search fetches max(4k, 50) candidates and re-ranks `refine_factor` times as many
-    with exact distances: the default re-ranks ~1000, which held recall@10 above 0.95 on 1M rows
-    with IVF-PQ in bench/bench_search.py (nprobes and refine_factor only matter once the IVF-PQ
-    index exists; below its threshold the search is exact). `nprobes=None` probes
-    `default_nprobes(rows)` partitions, so recall holds as the library grows.
+    rerank: bool = True,
+    weights: RankWeights = DEFAULT_WEIGHTS,
+    vectors: QueryVectors | None = None,
+    pool: int = POOL,
+    exact: bool = False,
+) -> list[dict[str, Any]]:
+    """Every candidate row for a text query, best first, each with `_score` (and `_evidence`,
+    the parts of its score, when ranking); `search` cuts this to k hits with diversity and
+    documents the arguments.
     """
     query = _validate(query, k, mode, nprobes, refine_factor)
     where = (filters or SearchFilters()).where()
     rows = index.count() if index.exists else 0
     if rows == 0:
         return []
-    if nprobes is None:
-        nprobes = default_nprobes(rows, index.text_dim)
-    if encoder.dim != index.text_dim:
+    if encoder is not None and encoder.dim != index.text_dim:
         raise SearchError(
             f"text encoder {encoder.name} gives {encoder.dim} dims, the table's text_vector has "
             f"{index.text_dim}: search with the encoder the library was indexed with"
         )
-    pool = max(4 * k, 50)
+    if visual_encoder is not None and index.visual_dim not in (None, visual_encoder.dim):
+        raise SearchError(
+            f"visual encoder {visual_encoder.name} gives {visual_encoder.dim} dims, the table's "
+            f"visual_vector has {index.visual_dim}: search with the encoder it was indexed with"
+        )
+    ranking = rerank and index.has_ranking_columns
+    present = set(index.schema.names)
+    columns = [c for c in HIT_COLUMNS + RANK_COLUMNS + list(CAPTION_SLOTS) if c in present]
+    if ranking:
+        columns += [c for c in (TEXT_VECTOR, VISUAL_VECTOR) if c in present]
+    plan = _Plan(
+        index=index,
+        columns=columns,
+        where=where,
+        nprobes=nprobes or default_nprobes(rows, index.text_dim),
+        refine_factor=refine_factor,
+        pool=max(pool, 4 * k),
+        exact=exact,
+    )
     has_fts = _has_fts(index)
     if mode == "fts":
         if not has_fts:
@@ -227,21 +342,105 @@ def search(
                 f"{index.uri}: table {index.table_name!r} has no full-text index yet; "
                 "run `story index` to build it"
             )
-        return [_hit(row, row["_score"]) for row in _fts_rows(index, query, k, where)]
+        return [dict(row, _score=row["_score"]) for row in _fts_rows(plan, query)]
 
-    if text_vector is None:
-        text_vector = encoder.embed_sentences([query])[0]
-    ranked = [_vector_rows(index, TEXT_VECTOR, text_vector, pool, where, nprobes, refine_factor)]
-    if visual_encoder is not None and index.visual_dim is not None:
-        visual_query = visual_encoder.embed_text([query])[0]
-        ranked.append(
-            _vector_rows(index, VISUAL_VECTOR, visual_query, pool, where, nprobes, refine_factor)
-        )
-    if mode == "vector" and len(ranked) == 1:
-        return [_hit(row, 1.0 - row["_distance"]) for row in ranked[0][:k]]
-    weights = [1.0] * len(ranked)
+    if vectors is None:
+        vectors = embed_query(query, encoder, visual_encoder, text_vector)
+    use_visual = vectors.visual is not None and index.visual_dim == len(vectors.visual)
+    jobs: dict[str, Any] = {}
+    if vectors.text is not None:
+        jobs["text"] = _LISTS.submit(_vector_rows, plan, TEXT_VECTOR, vectors.text)
+    if use_visual:
+        jobs["visual"] = _LISTS.submit(_vector_rows, plan, VISUAL_VECTOR, vectors.visual)
     if mode == "hybrid" and has_fts:
-        ranked.append(_fts_rows(index, query, pool, where))
-        weights.append(FTS_WEIGHT)
-    kept = [(r, w) for r, w in zip(ranked, weights, strict=True) if r]
-    return reciprocal_rank_fusion([r for r, _ in kept], k, weights=[w for _, w in kept])
+        jobs["fts"] = _LISTS.submit(_fts_rows, plan, query)
+    caption_where = _caption_filter(vectors.intent) if ranking else None
+    if caption_where and vectors.text is not None:
+        jobs["caption_slots"] = _LISTS.submit(
+            _vector_rows, plan, TEXT_VECTOR, vectors.text, caption_where
+        )
+    slot_where = _slot_filter(vectors.intent) if ranking else None
+    if slot_where:
+        column, vector = (
+            (VISUAL_VECTOR, vectors.visual) if use_visual else (TEXT_VECTOR, vectors.text)
+        )
+        if vector is not None:
+            jobs["slots"] = _LISTS.submit(_vector_rows, plan, column, vector, slot_where)
+    lists = {name: job.result() for name, job in jobs.items()}
+
+    if not ranking:
+        order = [n for n in ("text", "visual", "fts") if lists.get(n)]
+        if mode == "vector" and order == ["text"]:
+            return [dict(row, _score=1.0 - row["_distance"]) for row in lists["text"]]
+        weight = {"text": 1.0, "visual": 1.0, "fts": FTS_WEIGHT}
+        return _fused_rows([lists[n] for n in order], RRF_K, [weight[n] for n in order])
+
+    candidates: dict[str, dict[str, Any]] = {}
+    for rows_ in lists.values():
+        for row in rows_:
+            candidates.setdefault(row["clip_id"], row)
+    fts_rank = {row["clip_id"]: rank for rank, row in enumerate(lists.get("fts", []), 1)}
+    scored = []
+    for position, (cid, row) in enumerate(candidates.items()):
+        visual = vectors.visual if use_visual else None
+        unweighted, raw = score_row(
+            row, vectors.intent, vectors.text, visual, fts_rank.get(cid), UNIT_WEIGHTS
+        )
+        evidence = {name: getattr(weights, name) * value for name, value in raw.items()}
+        scored.append((sum(evidence.values()), unweighted, position, row, evidence))
+    # Equal scores are ordered by the evidence unweighted, then by the order the lists found
+    # them in: a weight of 0 (chosen on validation) still breaks ties.
+    scored.sort(key=lambda item: (-item[0], -item[1], item[2]))
+    return [dict(row, _score=score, _evidence=ev) for score, _, _, row, ev in scored]
+
+
+def search(
+    index: ClipIndex,
+    encoder: Any,
+    query: str,
+    k: int = 10,
+    filters: SearchFilters | None = None,
+    mode: str = "hybrid",
+    nprobes: int | None = None,
+    refine_factor: int | None = 20,
+    visual_encoder: Any = None,
+    text_vector: np.ndarray | None = None,
+    rerank: bool = True,
+    diversity: str = "source",
+    weights: RankWeights = DEFAULT_WEIGHTS,
+    vectors: QueryVectors | None = None,
+    pool: int = POOL,
+    exact: bool = False,
+) -> list[Hit]:
+    """Top-k clips for a text query (see the module docstring for how they are found).
+
+    `text_vector` / `vectors` are the query's embeddings when the caller already has them (a
+    story embeds all its queries in one batch); otherwise `encoder` (caption space) and
+    `visual_encoder` (video-text space) embed it here. Each vector list fetches `pool`
+    candidates and re-ranks `refine_factor` times as many with exact distances (nprobes and
+    refine_factor only matter once the IVF-PQ index exists; below its threshold the search is
+    exact). `nprobes=None` probes `default_nprobes(rows)` partitions, so recall holds as the
+    library grows. `diversity`: "source" (one hit per source file), "shot" or "off". `exact`
+    searches the vectors without their index (the reference an index is measured against).
+    """
+    if diversity not in DIVERSITY:
+        raise SearchError(f"unknown diversity {diversity!r}: use one of {', '.join(DIVERSITY)}")
+    rows = search_rows(
+        index,
+        encoder,
+        query,
+        k=k,
+        filters=filters,
+        mode=mode,
+        nprobes=nprobes,
+        refine_factor=refine_factor,
+        visual_encoder=visual_encoder,
+        text_vector=text_vector,
+        rerank=rerank,
+        weights=weights,
+        vectors=vectors,
+        pool=pool,
+        exact=exact,
+    )
+    chosen = diversify(rows, k, diversity_key(diversity))
+    return [_hit(row, row["_score"], row.get("_evidence")) for row in chosen]

@@ -1,10 +1,11 @@
-"""Shot-boundary detection on downscaled frames, and manifest time ranges as frame ranges.
+"""Shot-boundary detection with PySceneDetect, and manifest time ranges as frame ranges.
 
-The change between consecutive frames is the mean of two measures on small HSV frames: the
-colour-histogram distance (robust to motion) and the mean absolute pixel difference (catches cuts
-between shots of similar colour). A cut is a change that is both large in absolute terms
-(`threshold`) and several times (`ratio`) the typical change around it, so steady camera motion,
-which changes every frame a little, is not cut.
+Frames are decoded once, downscaled, by the project's `VideoReader` (local files, object-store
+URIs, the formats ingest accepts) and fed to PySceneDetect's `ContentDetector`: a cut is a frame
+whose weighted HSV change from the one before reaches `threshold` (0-255 scale). Measured on
+this project's test media and sample library it finds the same cuts as the detector it
+replaced, at the same speed (bench/results/shots.json). No shot is shorter than
+`min_shot_frames`, the last one included.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scenedetect import FrameTimecode
+from scenedetect.detectors import ContentDetector
 
 from story.tasks.errors import MediaError
 from story.tasks.library.media import MediaInfo, VideoReader
 
-_BINS = (16, 8, 8)
-_RANGES = (180, 256, 256)
+DEFAULT_THRESHOLD = 27.0
+"""ContentDetector's own default: a mean HSV change of 27 (of 255) between frames is a cut."""
 
 
 @dataclass(frozen=True)
@@ -36,40 +39,46 @@ class Shot:
         return self.end_frame - self.start_frame
 
 
-def frame_changes(reader: VideoReader, analysis_size: tuple[int, int] = (64, 64)) -> np.ndarray:
-    """Change score in [0, 1] between each frame and the one before it (index 0 scores 0)."""
-    scores = np.zeros(reader.info.frames, np.float32)
-    previous: tuple[np.ndarray, np.ndarray] | None = None
-    index = 0
-    for chunk in reader.iter_frames(size=analysis_size):
-        for frame in chunk:
-            current = _features(frame)
-            if previous is not None:
-                scores[index] = _change(previous, current)
-            previous = current
-            index += 1
-    return scores
-
-
 def detect_shots(
     reader_or_uri: VideoReader | str,
     *,
-    threshold: float = 0.2,
-    ratio: float = 3.0,
-    window: int = 4,
+    threshold: float = DEFAULT_THRESHOLD,
     min_shot_frames: int = 8,
     analysis_size: tuple[int, int] = (64, 64),
 ) -> list[Shot]:
     """Split a video into shots; a video without cuts gives one shot covering all of it.
 
-    A frame starts a new shot when its change score is at least `threshold` and at least `ratio`
-    times the median score of the `window` frames on each side. No shot is shorter than
-    `min_shot_frames`, so a video shorter than twice that is returned whole without decoding.
+    A frame starts a new shot when its content change reaches `threshold`; cuts closer together
+    than `min_shot_frames` are merged (a flash or a burst of fast motion is not a run of cuts),
+    and a final shot shorter than that joins the one before. A video shorter than twice the
+    minimum is returned whole without decoding.
     """
     if isinstance(reader_or_uri, VideoReader):
-        return _detect(reader_or_uri, threshold, ratio, window, min_shot_frames, analysis_size)
+        return _detect(reader_or_uri, threshold, min_shot_frames, analysis_size)
     with VideoReader(reader_or_uri) as reader:
-        return _detect(reader, threshold, ratio, window, min_shot_frames, analysis_size)
+        return _detect(reader, threshold, min_shot_frames, analysis_size)
+
+
+def frame_cuts(
+    reader: VideoReader,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_shot_frames: int = 8,
+    analysis_size: tuple[int, int] = (64, 64),
+) -> list[int]:
+    """The frames ContentDetector starts a new shot at, in order (the tail is not checked)."""
+    fps = reader.info.fps
+    detector = ContentDetector(threshold=threshold, min_scene_len=max(min_shot_frames, 1))
+    cuts: list[int] = []
+    index = 0
+    for chunk in reader.iter_frames(size=analysis_size):
+        for frame in chunk:
+            bgr = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR)
+            cuts += [
+                int(c.frame_num) for c in detector.process_frame(FrameTimecode(index, fps), bgr)
+            ]
+            index += 1
+    cuts += [int(c.frame_num) for c in detector.post_process(FrameTimecode(index, fps))]
+    return cuts
 
 
 def split_range(info: MediaInfo, start: float | None, end: float | None) -> tuple[int, int]:
@@ -88,54 +97,16 @@ def split_range(info: MediaInfo, start: float | None, end: float | None) -> tupl
 
 
 def _detect(
-    reader: VideoReader,
-    threshold: float,
-    ratio: float,
-    window: int,
-    min_shot_frames: int,
-    analysis_size: tuple[int, int],
+    reader: VideoReader, threshold: float, min_shot_frames: int, analysis_size: tuple[int, int]
 ) -> list[Shot]:
     info = reader.info
+    minimum = max(min_shot_frames, 1)
     cuts: list[int] = []
-    if info.frames >= 2 * max(min_shot_frames, 1):
-        scores = frame_changes(reader, analysis_size)
-        cuts = _pick_cuts(scores, threshold, ratio, window, max(min_shot_frames, 1))
+    if info.frames >= 2 * minimum:
+        cuts = [c for c in frame_cuts(reader, threshold, minimum, analysis_size) if c > 0]
+        while cuts and info.frames - cuts[-1] < minimum:
+            cuts.pop()
     bounds = [0, *cuts, info.frames]
     return [
         Shot(a, b, a / info.fps, b / info.fps) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
-
-
-def _pick_cuts(
-    scores: np.ndarray, threshold: float, ratio: float, window: int, min_shot_frames: int
-) -> list[int]:
-    """Strongest qualifying frames first, each kept only if no shot gets shorter than allowed."""
-    total = scores.size
-    candidates = []
-    for i in range(1, total):
-        around = np.concatenate([scores[max(1, i - window) : i], scores[i + 1 : i + 1 + window]])
-        typical = float(np.median(around)) if around.size else 0.0
-        if scores[i] >= threshold and scores[i] >= ratio * typical:
-            candidates.append(i)
-    cuts: list[int] = []
-    for i in sorted(candidates, key=lambda c: -scores[c]):
-        bounds = sorted([0, *cuts, i, total])
-        if min(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)) >= min_shot_frames:
-            cuts.append(i)
-    return sorted(cuts)
-
-
-def _features(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1, 2], None, list(_BINS), [0, 180, 0, 256, 0, 256]).ravel()
-    return hsv.astype(np.float32), hist / max(float(hist.sum()), 1.0)
-
-
-def _change(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
-    hsv_a, hist_a = a
-    hsv_b, hist_b = b
-    diff = np.abs(hsv_a - hsv_b)
-    diff[..., 0] = np.minimum(diff[..., 0], 180 - diff[..., 0])
-    pixels = float((diff / (np.array(_RANGES, np.float32) / np.array([2, 1, 1]))).mean())
-    histogram = 0.5 * float(np.abs(hist_a - hist_b).sum())
-    return 0.5 * (pixels + histogram)

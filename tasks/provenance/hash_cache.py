@@ -8,7 +8,7 @@ could leave its stat unchanged. Folder hashes are exactly `hashing.sha256_tree`'
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import threading
@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from story.tasks.hashing import sha256_file
+from story.tasks import atomic
+from story.tasks.hashing import sha256_file, sha256_tree
 
 RACY_S = 2.0
 
@@ -45,7 +46,7 @@ class HashCache:
                     self._entries = {}
         return self._entries
 
-    def file(self, path: str | Path) -> str:
+    def file(self, path: str | os.PathLike[str]) -> str:
         """sha256 of a file's bytes, read only when its stat differs from the remembered one."""
         name = os.path.abspath(path)
         st = os.stat(name)
@@ -61,21 +62,9 @@ class HashCache:
                 self._dirty = True
         return digest
 
-    def tree(self, path: str | Path) -> str:
+    def tree(self, path: str | os.PathLike[str]) -> str:
         """sha256 of a folder (or a file), identical to `hashing.sha256_tree`."""
-        root = Path(path)
-        if root.is_file():
-            digest = self.file(root)
-        elif not root.is_dir():
-            raise FileNotFoundError(f"{root}: no such file or folder")
-        else:
-            folder = hashlib.sha256()
-            for file in sorted(p for p in root.rglob("*") if p.is_file()):
-                folder.update(file.relative_to(root).as_posix().encode("utf-8"))
-                folder.update(b"\0")
-                folder.update(self.file(file).encode("ascii"))
-                folder.update(b"\n")
-            digest = folder.hexdigest()
+        digest = sha256_tree(path, self.file)
         self.save()
         return digest
 
@@ -86,20 +75,15 @@ class HashCache:
         with self._lock:
             data = json.dumps(self._entries, sort_keys=True)
             self._dirty = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}")
-            tmp.write_text(data)
-            tmp.replace(self.path)
-        except OSError:
-            return
+        with contextlib.suppress(OSError):
+            atomic.write_text(self.path, data, durable=False)
 
 
 _caches: dict[str, HashCache] = {}
 _caches_lock = threading.Lock()
 
 
-def hash_cache(workspace: str | Path) -> HashCache:
+def hash_cache(workspace: str | os.PathLike[str]) -> HashCache:
     """The workspace's remembered hashes (`<workspace>/cache/sha256.json`), one per process."""
     path = os.path.abspath(Path(workspace) / "cache" / "sha256.json")
     with _caches_lock:

@@ -1,313 +1,22 @@
-"""Lineage: the render manifest (what a render is made of) and a registry of asset -> renders.
-
-`manifest.json` (schema 1) is written by the render flow into `renders/<render_id>/`::
-
-    {
-      "schema": 1,
-      "render_id": "<render_id(inputs)>",
-      "status": "complete",                   # only complete renders are registered
-      "created": "2026-11-22T05:00:00+00:00",
-      "inputs": {...},                        # exactly what render_id() hashed: story hash,
-                                              # resolved plots, seeds, params, checkpoint and
-                                              # concept hashes, clip ids, library table version
-      "story": {"source": "stories/x.yaml", "sha256": "<Story.content_hash()>",
-                "title": "...", "script": Story.to_dict()},
-      "environment": environment_info(),      # git commit + dirty flag, package versions, device
-      "settings": Settings.resolved(),
-      "checkpoints": [{"name": "tiny", "path": "checkpoints/tiny", "sha256": "<sha256_tree>",
-                       "dvc_md5": "<dvc_hash> or null"}],
-      "concepts": [{"name": "bob", "ref": "concepts/bob", "sha256": "...", "dvc_md5": null}],
-      "library": {"uri": "...", "table": "clips", "version": 12, "manifest_dvc_md5": "..."},
-      "plots": [{"index": 0, "text": "...", "query": "...", "prompt": "...", "seed": 7,
-                 "frames": 16, "clip_id": "...", "clip_uri": "...", "clip_source_sha256": "...",
-                 "clip_start": 0.0, "clip_end": 2.0, "depth_key": "...", "params": {...},
-                 "video": "plots/plot_000.mp4", "frames_sha256": "..."}],
-      "outputs": {"video": "story.mp4", "storyboard": "storyboard.html",
-                  "timeline": "timeline.otio"},
-      "timings": {"retrieve_s": 0.1, "...": 0.0}
-    }
-
-Required: schema, render_id, status, story.sha256, plots (each with index), outputs. The
-rest is optional but, when present, is what the registry indexes. Output and plot video paths
-must be relative and stay inside the render folder; checkpoints and concepts are resolved by
-name through the settings and checked against their pinned sha256, never opened by a path
-taken from a manifest.
+"""Lineage: a registry of which render used which asset, read from the render manifests.
 
 `LineageRegistry` keeps one JSON line per (render_id, asset_kind, asset_id) edge in
 `<workspace>/lineage/edges.jsonl`, appended under an exclusive `flock`, so concurrent renders
-never interleave or lose rows.
+never interleave or lose rows. The manifest itself is `story.tasks.provenance.manifest`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import platform
-import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from story.tasks.errors import StoryError
-from story.tasks.hashing import render_id, sha256_tree, to_plain
-from story.tasks.script.parse import Story, StoryScriptError, safe_relpath
-
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-PACKAGES = (
-    "story-pipeline",
-    "torch",
-    "diffusers",
-    "transformers",
-    "lancedb",
-    "ray",
-    "prefect",
-    "dvc",
-    "numpy",
-    "av",
-    "opentimelineio",
-)
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
-__all__ = [
-    "Asset",
-    "LineageError",
-    "LineageRegistry",
-    "build_manifest",
-    "describe_asset",
-    "dvc_hash",
-    "environment_info",
-    "manifest_assets",
-    "read_manifest",
-    "render_id",
-    "validate_manifest",
-    "write_manifest",
-]
-
-
-class LineageError(StoryError):
-    """A manifest or the lineage registry is unusable: names the file and the problem."""
-
-
-def _git(repo: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def environment_info(device: str | None = None, repo: str | Path | None = None) -> dict[str, Any]:
-    """Git commit (+ dirty flag), Python and key package versions, and the compute device."""
-    root = Path(repo) if repo else _REPO_ROOT
-    commit = _git(root, "rev-parse", "HEAD")
-    status = _git(root, "status", "--porcelain", "--untracked-files=no") if commit else None
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    if device is None:
-        from story.models.device import pick_device
-
-        device = str(pick_device("auto"))
-    return {
-        "git": {"commit": commit, "dirty": bool(status) if commit else None},
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": versions,
-        "device": device,
-    }
-
-
-def _dvc_outs(document: Any) -> Iterator[Mapping[str, Any]]:
-    if not isinstance(document, Mapping):
-        return
-    outs = document.get("outs")
-    if isinstance(outs, list):
-        yield from (o for o in outs if isinstance(o, Mapping))
-    stages = document.get("stages")
-    if isinstance(stages, Mapping):
-        for stage in stages.values():
-            yield from _dvc_outs(stage)
-
-
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-
-
-def dvc_hash(path: str | os.PathLike[str], repo: str | Path | None = None) -> str | None:
-    """The md5 DVC recorded for a tracked path (its `.dvc` file or a `dvc.lock` out), else None."""
-    target = Path(path).resolve()
-    sidecar = target.with_name(target.name + ".dvc")
-    if sidecar.is_file():
-        for out in _dvc_outs(_load_yaml(sidecar)):
-            if (sidecar.parent / str(out.get("path", ""))).resolve() == target and out.get("md5"):
-                return str(out["md5"])
-    stop = Path(repo).resolve() if repo else _REPO_ROOT
-    for folder in [target.parent, *target.parent.parents]:
-        lock = folder / "dvc.lock"
-        if lock.is_file():
-            for out in _dvc_outs(_load_yaml(lock)):
-                if (folder / str(out.get("path", ""))).resolve() == target and out.get("md5"):
-                    return str(out["md5"])
-        if folder == stop:
-            break
-    return None
-
-
-def describe_asset(
-    name: str, path: str | os.PathLike[str], *, key: str = "path", repo: str | Path | None = None
-) -> dict[str, Any]:
-    """A checkpoint or concept pack as the manifest pins it: name, where, sha256, DVC md5."""
-    target = Path(path)
-    if not target.exists():
-        raise LineageError(f"{target}: {name!r} does not exist")
-    root = (Path(repo) if repo else _REPO_ROOT).resolve()
-    resolved = target.resolve()
-    shown = (
-        resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
-    )
-    return {
-        "name": name,
-        key: shown,
-        "sha256": sha256_tree(target),
-        "dvc_md5": dvc_hash(target, repo=root),
-    }
-
-
-def build_manifest(
-    *,
-    inputs: Mapping[str, Any],
-    story: Story,
-    plots: list[dict[str, Any]],
-    outputs: Mapping[str, Any],
-    checkpoints: list[dict[str, Any]] | None = None,
-    concepts: list[dict[str, Any]] | None = None,
-    library: Mapping[str, Any] | None = None,
-    settings: Mapping[str, Any] | None = None,
-    environment: Mapping[str, Any] | None = None,
-    timings: Mapping[str, float] | None = None,
-    status: str = "complete",
-) -> dict[str, Any]:
-    """A schema-1 manifest; its render_id is `render_id(inputs)`."""
-    manifest = {
-        "schema": SCHEMA_VERSION,
-        "render_id": render_id(inputs),
-        "status": status,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "inputs": to_plain(inputs),
-        "story": {
-            "source": story.source,
-            "sha256": story.content_hash(),
-            "title": story.title,
-            "script": story.to_dict(),
-        },
-        "environment": dict(environment) if environment is not None else environment_info(),
-        "settings": dict(settings or {}),
-        "checkpoints": list(checkpoints or []),
-        "concepts": list(concepts or []),
-        "library": dict(library) if library is not None else None,
-        "plots": plots,
-        "outputs": dict(outputs),
-        "timings": dict(timings or {}),
-    }
-    validate_manifest(manifest)
-    return to_plain(manifest)
-
-
-def validate_manifest(manifest: Mapping[str, Any], where: str = "manifest") -> None:
-    """Raise LineageError naming the first missing or malformed required part."""
-
-    def need(ok: bool, problem: str) -> None:
-        if not ok:
-            raise LineageError(f"{where}: {problem}")
-
-    need(isinstance(manifest, Mapping), "must be a JSON object")
-    need(manifest.get("schema") == SCHEMA_VERSION, f"schema must be {SCHEMA_VERSION}")
-    rid = manifest.get("render_id")
-    need(isinstance(rid, str) and rid.isalnum(), "render_id must be an alphanumeric string")
-    need(isinstance(manifest.get("status"), str), "status must be a string")
-    if "inputs" in manifest:
-        need(render_id(manifest["inputs"]) == rid, "render_id does not match the hash of inputs")
-    story = manifest.get("story")
-    need(
-        isinstance(story, Mapping) and isinstance(story.get("sha256"), str), "story.sha256 missing"
-    )
-    plots = manifest.get("plots")
-    need(isinstance(plots, list) and bool(plots), "plots must be a non-empty list")
-    for n, plot in enumerate(plots):
-        need(isinstance(plot, Mapping) and isinstance(plot.get("index"), int), f"plots[{n}].index")
-    need(isinstance(manifest.get("outputs"), Mapping), "outputs must be an object")
-    for key in ("checkpoints", "concepts"):
-        items = manifest.get(key, [])
-        need(
-            isinstance(items, list) and all(isinstance(i, Mapping) for i in items),
-            f"{key} must be a list of objects",
-        )
-    files = [("outputs." + k, v) for k, v in manifest["outputs"].items()]
-    files += [(f"plots[{n}].video", p.get("video")) for n, p in enumerate(plots)]
-    for name, value in files:
-        for item in value if isinstance(value, list) else [value]:
-            if item is not None:
-                try:
-                    safe_relpath(item, name, where, 0)
-                except StoryScriptError as exc:
-                    raise LineageError(
-                        f"{where}: {exc.problem} (render files stay inside the render folder)"
-                    ) from exc
-
-
-def write_manifest(out_dir: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
-    """Validate and write `out_dir/manifest.json` atomically (temp file, fsync, rename)."""
-    path = Path(out_dir) / MANIFEST_NAME
-    validate_manifest(manifest, str(path))
-    try:
-        text = json.dumps(to_plain(manifest), indent=2, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise LineageError(f"{path}: not JSON-serialisable: {exc}") from exc
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise LineageError(f"{path}: cannot write the manifest: {exc.strerror or exc}") from exc
-    return path
-
-
-def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load and validate a manifest (a render folder or its manifest.json)."""
-    file = Path(path)
-    if file.is_dir():
-        file = file / MANIFEST_NAME
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LineageError(f"{file}: cannot read the manifest: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LineageError(f"{file}: not a JSON manifest: {exc}") from exc
-    validate_manifest(manifest, str(file))
-    return manifest
+from story.tasks.provenance.manifest import LineageError, read_manifest, validate_manifest
 
 
 @dataclass(frozen=True)
@@ -332,7 +41,7 @@ def manifest_assets(manifest: Mapping[str, Any]) -> list[Asset]:
     for item in manifest.get("checkpoints", []):
         key = _str(item.get("sha256")) or _str(item.get("dvc_md5")) or _str(item.get("name"))
         if key:
-            extra = (_str(item.get("dvc_md5")), _str(item.get("path")))
+            extra: tuple[str | None, ...] = (_str(item.get("dvc_md5")), _str(item.get("path")))
             assets.append(
                 Asset("checkpoint", key, _str(item.get("name")), tuple(a for a in extra if a))
             )
@@ -481,6 +190,17 @@ class LineageRegistry:
             problem = "no render" if not matches else f"{len(matches)} renders"
             raise LineageError(f"{self.path}: {problem} matching {render!r}")
         return matches[0]
+
+    def manifest_files(self, render: str) -> list[Path]:
+        """Where a render's manifest.json was recorded (a registry entry per location, in order).
+
+        Renders may be written anywhere (`story render --out`, shared storage): the registry,
+        not the default renders folder, is what knows where.
+        """
+        rid = self.resolve(render)
+        refs = [r.get("manifest") for r in self.edges() if r["render_id"] == rid]
+        files = [self._manifest_file(ref) for ref in dict.fromkeys(refs)]
+        return [f for f in files if f is not None]
 
     def renders_using(self, asset_id: str) -> list[str]:
         """Renders that used an asset, looked up by id, name, alias or an id prefix (>= 8 chars)."""

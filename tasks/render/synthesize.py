@@ -1,11 +1,11 @@
-"""Render a prompt on a structure guide: the synthesis step of a shot, and its held-out evaluation.
+"""Render a prompt on a structure guide: the synthesis step of a shot.
 
 `synthesize` takes a prompt and a (T, H, W) structure map in [-1, 1] (normalised disparity, the
 depth step's output) and returns uint8 frames. The model renders `config.frames` frames at a time;
 a longer guide is continued clip by clip with Reuse-and-Diffuse (`story.models.long_shot`).
 
 Prompts may name character concepts `<name>` once their packs are loaded on the model
-(`story.tasks.concepts.concepts.load_concepts`): the prompt then conditions per timestep (TimeInv).
+(`story.tasks.concepts.runtime.load_concepts`): the prompt then conditions per timestep (TimeInv).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from story.models.long_shot import ReuseDiffuse, sample_long
+from story.models.pipeline import SAMPLING_DEFAULTS as DEFAULTS
 from story.models.sampler import SamplerStats, sample_latents
 from story.models.t2v import StructureT2V
 from story.models.timeinv import concept_names
 from story.models.vae import vae_output_to_frames
-
-DEFAULT_PRESET = "t2v-tiny"
+from story.models.zoo import SYNTHESIS_PRESETS
 
 
 def load_t2v(
@@ -36,7 +36,7 @@ def load_t2v(
             from story.tasks.settings import get_settings
 
             checkpoints = get_settings().checkpoints
-        spec = Path(checkpoints) / DEFAULT_PRESET
+        spec = Path(checkpoints) / SYNTHESIS_PRESETS["tiny"]
     return StructureT2V.from_pretrained(spec, device=device)
 
 
@@ -66,7 +66,7 @@ def prompt_conditioning(
     if concept_names(prompt):
         raise ValueError(
             f"prompt {prompt!r} names concept(s) {concept_names(prompt)} but no concept packs are "
-            "loaded: story.tasks.concepts.concepts.load_concepts(model, packs) first"
+            "loaded: story.tasks.concepts.runtime.load_concepts(model, packs) first"
         )
     yield model.encode_prompts([prompt])
 
@@ -84,10 +84,12 @@ def synthesize(
     *,
     frames: int | None = None,
     seed: int = 0,
-    steps: int = 25,
-    guidance: float = 4.0,
-    tau: int = 0,
-    strength: float = 1.0,
+    steps: int = DEFAULTS["steps"],
+    guidance: float = DEFAULTS["guidance"],
+    tau: int = DEFAULTS["tau"],
+    strength: float = DEFAULTS["strength"],
+    detail: int = DEFAULTS["detail"],
+    temporal_guidance: float = DEFAULTS["temporal_guidance"],
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     stats: SamplerStats | None = None,
@@ -127,6 +129,8 @@ def synthesize(
                 guidance=guidance,
                 tau=tau,
                 strength=strength,
+                detail=detail,
+                temporal_guidance=temporal_guidance,
                 seed=seed,
                 stats=stats,
             )[0].permute(1, 0, 2, 3)
@@ -144,6 +148,8 @@ def synthesize(
                 guidance=guidance,
                 tau=tau,
                 strength=strength,
+                detail=detail,
+                temporal_guidance=temporal_guidance,
                 generator=torch.Generator().manual_seed(seed),
                 stats=stats,
             )
@@ -160,10 +166,12 @@ def render_batch(
     structures: torch.Tensor | None,
     *,
     seed: int = 0,
-    steps: int = 20,
-    guidance: float = 4.0,
-    tau: int = 0,
-    strength: float = 1.0,
+    steps: int = DEFAULTS["steps"],
+    guidance: float = DEFAULTS["guidance"],
+    tau: int = DEFAULTS["tau"],
+    strength: float = DEFAULTS["strength"],
+    detail: int = DEFAULTS["detail"],
+    temporal_guidance: float = DEFAULTS["temporal_guidance"],
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
     """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W)."""
@@ -179,41 +187,10 @@ def render_batch(
         guidance=guidance,
         tau=tau,
         strength=strength,
+        detail=detail,
+        temporal_guidance=temporal_guidance,
         generator=generator,
         stats=stats,
     )
     video = model.decode_latents(latents).permute(0, 2, 1, 3, 4)
     return vae_output_to_frames(video).cpu().numpy()
-
-
-def evaluate_model(
-    model: StructureT2V,
-    n_scenes: int = 16,
-    steps: int = 20,
-    guidance: float = 4.0,
-    guided: bool = True,
-    tau: int = 0,
-    strength: float = 1.0,
-    seed: int = 0,
-    estimate_depth=None,
-) -> dict[str, float]:
-    """Mean quality over the held-out miniature-world scenes (seeds never used in training)."""
-    from story.tasks.evaluation.quality import mean_quality, scene_quality
-    from story.tasks.training.t2v_data import held_out_scenes, miniworld_structure
-
-    cfg = model.config
-    scenes = held_out_scenes(n_scenes, cfg.frames, cfg.height, cfg.width)
-    prompts = [scene.caption for scene in scenes]
-    guides = np.stack([miniworld_structure(scene.depth) for scene in scenes])
-    structures = torch.from_numpy(guides)[:, None] if guided else None
-    renders = render_batch(
-        model,
-        prompts,
-        structures,
-        seed=seed,
-        steps=steps,
-        guidance=guidance,
-        tau=tau,
-        strength=strength,
-    )
-    return mean_quality(scene_quality(renders, scenes, guides, estimate_depth))

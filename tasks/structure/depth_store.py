@@ -10,20 +10,20 @@ writer conflicts or compaction), and a reader loads one key without touching the
 The root is a local folder (default `<workspace>/depth`) or an object-store prefix
 (`STORY_DEPTH_STORE_URI=s3://bucket/prefix`, reached with `STORY_STORAGE_OPTIONS`). Publishing
 an entry is what makes it visible, and it happens in one step: locally a temporary file is
-renamed over the key (`os.replace`); on an object store the `.npz` is serialised in memory and
-sent as one PUT, which the store exposes only once complete. The sidecar goes first, so an
-`.npz` implies both, and a reader never sees a partial array. Entries never change under a key,
-so a remote store keeps a local read cache (`<workspace>/cache/depth`) that needs no
+renamed over the key (`story.tasks.atomic`); on an object store the `.npz` is serialised in
+memory and sent as one PUT, which the store exposes only once complete. The sidecar goes first,
+so an `.npz` implies both, and a reader never sees a partial array. Entries never change under a
+key, so a remote store keeps a local read cache (`<workspace>/cache/depth`) that needs no
 invalidation: a cached entry that fails to load is fetched again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-import os
 import posixpath
-import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from story.tasks import atomic
 from story.tasks.errors import StoryError
 from story.tasks.hashing import sha256_json
-from story.tasks.library.manifest import is_remote
+from story.tasks.object_store import is_remote
 
 if TYPE_CHECKING:
     from story.tasks.settings import Settings
@@ -100,32 +101,27 @@ def _digest(key: StructureKey | str) -> str:
     return key.digest if isinstance(key, StructureKey) else str(key)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _encode(array: np.ndarray) -> bytes:
+    """The entry's bytes: the float16 array and the sha256 of its bytes, checked on every read."""
+    data = np.ascontiguousarray(array, dtype=np.float16)
     buffer = io.BytesIO()
-    np.savez(buffer, structure=np.ascontiguousarray(array, dtype=np.float16))
+    np.savez(buffer, structure=data, sha256=np.array(hashlib.sha256(data.tobytes()).hexdigest()))
     return buffer.getvalue()
 
 
 def _decode(source: Path | bytes, where: str) -> np.ndarray:
-    """An entry's array as float32; StructureStoreError names `where` when it does not load."""
+    """An entry's array as float32; StructureStoreError names `where` when it does not load or
+    its content no longer matches the sha256 stored with it (entries without one only get the
+    zip CRC check)."""
     try:
         with np.load(io.BytesIO(source) if isinstance(source, bytes) else source) as data:
-            return data["structure"].astype(np.float32)
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+            array = data["structure"]
+            stored = str(data["sha256"]) if "sha256" in data.files else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise StructureStoreError(f"{where}: unreadable structure entry: {exc}") from exc
+    if stored is not None and hashlib.sha256(array.tobytes()).hexdigest() != stored:
+        raise StructureStoreError(f"{where}: structure entry fails its sha256 check")
+    return array.astype(np.float32)
 
 
 class DepthStore:
@@ -221,7 +217,7 @@ class DepthStore:
             raise StructureStoreError(f"{uri}: no stored structure for key {digest}") from exc
         array = _decode(bytes(data), uri)
         if self.cache is not None:
-            _write_atomic(self.cache.path(digest), bytes(data))
+            atomic.write_bytes(self.cache.path(digest), bytes(data), durable=False)
         return array
 
     def meta(self, key: StructureKey | str) -> dict[str, Any]:
@@ -248,13 +244,13 @@ class DepthStore:
         sidecar = json.dumps(record, indent=2, default=str).encode("utf-8")
         data = _encode(array)
         if not self.remote:
-            _write_atomic(self.meta_path(digest), sidecar)
-            _write_atomic(self.path(digest), data)
+            atomic.write_bytes(self.meta_path(digest), sidecar, durable=False)
+            atomic.write_bytes(self.path(digest), data, durable=False)
             return self.path(digest)
         for where, payload in ((self.meta_path(digest), sidecar), (self.path(digest), data)):
             self._remote_call(where, "write", lambda w=where, p=payload: self.fs.pipe_file(w, p))
         if self.cache is not None:
-            _write_atomic(self.cache.path(digest), data)
+            atomic.write_bytes(self.cache.path(digest), data, durable=False)
         return self.path(digest)
 
     def keys(self) -> Iterator[str]:

@@ -2,7 +2,8 @@
 
 A source yields `ClipBatch`es of video in [-1, 1], the normalised disparity guide (near = +1, the
 convention every depth estimator follows) and captions. The miniature world renders fresh scenes
-on the fly, so training never repeats a clip; seeds from `HELD_OUT_SEED` up are kept for evaluation.
+on the fly, so training never repeats a clip; training seeds are the train split's scene block and
+held-out scenes come from the validation split (`story.tasks.world.splits`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import torch
 
 from story.models.structure_norm import depth_to_disparity, normalize_structure
 from story.tasks.errors import StoryError
-from story.tasks.world import miniworld
+from story.tasks.world import miniworld, splits
 
-HELD_OUT_SEED = 10_000_000
+TRAIN_SCENES = splits.base(splits.TRAIN, "scenes"), splits.PURPOSE_BLOCK
+"""First seed and count of the scenes training draws from."""
 
 
 @dataclass
@@ -50,24 +52,81 @@ def stack_clips(
     return ClipBatch(video.permute(0, 4, 1, 2, 3), structure[:, None], captions, objects)
 
 
-class MiniworldSource:
-    """Fresh miniature-world clips from seeds below `HELD_OUT_SEED`, randomly worded captions."""
+def random_colour_map(rng: np.random.Generator) -> np.ndarray:
+    """A random 3x3 RGB map: a hue rotation about the grey axis times per-channel gains.
 
-    def __init__(self, frames: int, height: int, width: int, seed: int = 0) -> None:
+    Applied to palette colours it gives colours no caption names, with shading and texture kept,
+    so an autoencoder trained on mapped frames keeps colours outside the world's palette.
+    """
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    axis = np.ones(3) / np.sqrt(3.0)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = (
+        np.cos(angle) * np.eye(3)
+        + np.sin(angle) * cross
+        + (1 - np.cos(angle)) * np.outer(axis, axis)
+    )
+    return np.diag(rng.uniform(0.55, 1.45, 3)) @ rotation
+
+
+def recolour(rgb: np.ndarray, masks: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames with each object (and, at half the rate, the background)
+    recoloured by a random colour map with probability `p`."""
+    out = rgb.astype(np.float32)
+    for label in np.unique(masks):
+        if rng.random() < (p if label > 0 else p / 2):
+            region = masks == label
+            out[region] = out[region] @ random_colour_map(rng).T
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def images_from(
+    batch: ClipBatch, per_clip: int, rng: np.random.Generator, limit: int | None = None
+) -> ClipBatch:
+    """An image batch (T = 1) of `per_clip` random frames of each clip, captions repeated."""
+    b, _, frames = batch.video.shape[:3]
+    clip_index = np.repeat(np.arange(b), per_clip)[:limit]
+    frame_index = rng.integers(0, frames, len(clip_index))
+    ci, fi = torch.from_numpy(clip_index), torch.from_numpy(frame_index)
+    video = batch.video[ci, :, fi][:, :, None]
+    structure = batch.structure[ci, :, fi][:, :, None]
+    objects = batch.objects[ci, fi][:, None] if batch.objects is not None else None
+    captions = [batch.captions[i] for i in clip_index]
+    return ClipBatch(video, structure, captions, objects)
+
+
+class MiniworldSource:
+    """Fresh miniature-world clips from the train split's scenes, randomly worded captions.
+
+    `recolour` > 0 maps object (and background) colours off the palette for that share of
+    regions: for the autoencoder only, since the captions no longer name those colours.
+    """
+
+    def __init__(
+        self, frames: int, height: int, width: int, seed: int = 0, recolour: float = 0.0
+    ) -> None:
         self.frames, self.height, self.width = frames, height, width
         self.rng = np.random.default_rng(seed)
+        self.recolour = recolour
 
     def scene(self, seed: int) -> miniworld.RenderedClip:
         spec = miniworld.sample_scene(
-            seed, frames=self.frames, height=self.height, width=self.width
+            splits.require(seed, splits.TRAIN),
+            frames=self.frames,
+            height=self.height,
+            width=self.width,
         )
         return miniworld.render(spec)
 
     def batch(self, size: int) -> ClipBatch:
         frames, guides, captions, masks = [], [], [], []
-        for seed in self.rng.integers(0, HELD_OUT_SEED, size):
+        first, count = TRAIN_SCENES
+        for seed in self.rng.integers(first, first + count, size):
             clip = self.scene(int(seed))
-            frames.append(clip.rgb)
+            rgb = clip.rgb
+            if self.recolour:
+                rgb = recolour(rgb, clip.masks, self.rng, self.recolour)
+            frames.append(rgb)
             masks.append(clip.masks)
             guides.append(miniworld_structure(clip.depth))
             captions.append(miniworld.make_caption(clip.spec, int(self.rng.integers(0, 4))))
@@ -132,13 +191,9 @@ class ManifestSource:
         self.rng.bit_generator.state = state["rng"]
 
 
-def held_out_scenes(
-    n: int, frames: int, height: int, width: int, start: int = HELD_OUT_SEED
-) -> list[miniworld.RenderedClip]:
-    """The fixed evaluation scenes: seeds never drawn for training."""
+def held_out_scenes(n: int, frames: int, height: int, width: int) -> list[miniworld.RenderedClip]:
+    """The training curve's fixed scenes: the first `n` validation scenes."""
     return [
-        miniworld.render(
-            miniworld.sample_scene(start + i, frames=frames, height=height, width=width)
-        )
-        for i in range(n)
+        miniworld.render(miniworld.sample_scene(seed, frames=frames, height=height, width=width))
+        for seed in splits.seeds(splits.VALIDATION, "scenes", n)
     ]

@@ -2,11 +2,12 @@
 
     python -m story.tasks.training.train_depth --out checkpoints/depth-tiny --minutes 12
 
-Training clips are rendered here from seeds below HELDOUT_SEED; accuracy is measured on clips
-from seeds at or above it, which training never sees. The loss is MiDaS's: disparity compared
-after per-frame median / mean-absolute-deviation alignment (scale and shift invariant), plus a
-multi-scale gradient-matching term. The checkpoint folder gets config.json,
-model.safetensors and metrics.json (training time, steps, held-out AbsRel and delta<1.25).
+Training clips are rendered here from train-split scene seeds (each checked with
+`splits.require`); accuracy is measured on validation-split scenes, which training never sees.
+The loss is MiDaS's: disparity compared after per-frame median / mean-absolute-deviation
+alignment (scale and shift invariant), plus a multi-scale gradient-matching term. The checkpoint
+folder gets config.json, model.safetensors and metrics.json (training time, steps, held-out
+AbsRel and delta<1.25).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from story.models.depth import (
     param_count,
 )
 from story.tasks.evaluation.depth_eval import constant_prior, depth_metrics, vertical_prior
+from story.tasks.world import splits
 
-HELDOUT_SEED = 10_000_000
+HELDOUT_SEED = splits.base(splits.VALIDATION, "scenes")
+"""First held-out seed: the validation split's scenes (training draws train-split scenes only)."""
 GRADIENT_SCALES = 4
 GRADIENT_WEIGHT = 0.5
 WARMUP = 0.05
@@ -130,16 +133,24 @@ def _prior_sessions(prior: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def seed_ranges(args: argparse.Namespace) -> dict[str, list[int]]:
+    """Training scenes (train split, checked) and held-out scenes (validation) of a run."""
+    train_seeds = splits.seeds(splits.TRAIN, "scenes", args.train_clips)
+    splits.require_all(train_seeds, splits.TRAIN)
+    heldout = splits.seeds(splits.VALIDATION, "scenes", args.eval_clips)
+    splits.require_all(heldout, splits.VALIDATION)
+    return {"train": train_seeds, "heldout": heldout}
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Render the training pool, train for the time budget, save, evaluate on held-out seeds."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    if args.train_clips > HELDOUT_SEED:
-        raise ValueError(f"--train-clips must stay below the held-out seeds ({HELDOUT_SEED})")
+    seeds = seed_ranges(args)
 
     t0 = time.perf_counter()
-    rgb, depth, objects = render_clips(range(args.train_clips), args.frames, args.size)
+    rgb, depth, objects = render_clips(seeds["train"], args.frames, args.size)
     render_s = time.perf_counter() - t0
     rgb = rgb.reshape(-1, *rgb.shape[2:])
     objects = objects.reshape(-1, *objects.shape[2:])
@@ -189,7 +200,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     net.eval().save(out)
     estimator = TinyDepthEstimator(out, device="cpu")
-    heldout = range(HELDOUT_SEED, HELDOUT_SEED + args.eval_clips)
+    heldout = seeds["heldout"]
     eval_rgb, eval_depth, _ = render_clips(heldout, args.frames, args.size)
     prior = _prior_metrics(args.init)
     metrics = {
@@ -209,8 +220,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "batch": args.batch,
         "final_loss": round(float(np.mean(losses[-100:])), 4) if losses else None,
-        "train_seeds": [0, args.train_clips],
-        "heldout_seeds": [heldout.start, heldout.stop],
+        "train_seeds": [seeds["train"][0], seeds["train"][-1] + 1],
+        "heldout_seeds": [heldout[0], heldout[-1] + 1],
         "frames_per_clip": args.frames,
         "size": args.size,
         "threads": args.threads,

@@ -10,6 +10,13 @@ Stages:
 - `joint`: U-Net and encoder together, the guide dropped for a share of clips so the text-only
   path keeps training (an option when stage 2 alone has too little time).
 
+Gen-1's recipe is available in every U-Net stage: `image_ratio` of the steps are image steps
+(single frames, temporal layers bypassed, everything else shared), which teach text ->
+appearance at a fraction of a video step's cost; `detail_levels` trains the structure encoder on
+the guide blurred to a random level, so structure fidelity becomes a sampling knob;
+`object_loss_weight` weighs the latent cells that cover objects up, since small objects carry
+most of what a prompt asks for.
+
 Each stage writes `<out>/state.pt` (weights, EMA, optimiser, data-stream state, step) and the EMA
 model in diffusers layout (`<out>/model/`) every `checkpoint_every` steps; running the same command
 again resumes from there. `--eval-every` scores the EMA model on fixed held-out miniature-world
@@ -29,14 +36,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import EMAModel, compute_snr
 
 from story.models.t2v import StructureT2V, T2VConfig, param_count
 from story.models.unet import tiny_unet_config
-from story.models.vae import build_vae, load_vae, tiny_vae_config
+from story.models.vae import build_vae, downsample_factor, load_vae, tiny_vae_config
+from story.tasks.atomic import atomic_path
 from story.tasks.errors import StoryError
-from story.tasks.training.t2v_data import ClipBatch, ManifestSource, MiniworldSource
+from story.tasks.training.t2v_data import (
+    ClipBatch,
+    ManifestSource,
+    MiniworldSource,
+    images_from,
+)
 
 STAGES = ("vae", "base", "structure", "joint")
+IMAGES_PER_CLIP = 4
 STATE_FILE = "state.pt"
 MODEL_DIR = "model"
 CURVE_FILE = "curve.jsonl"
@@ -63,11 +78,18 @@ class TrainConfig:
     height: int = 32
     width: int = 32
     vae_channels: tuple[int, ...] = (32, 64, 64)
+    latent_channels: int = 4
     unet_channels: tuple[int, ...] = (32, 64, 64)
     unet_heads: int = 4
     encoder_hidden: int = 32
+    detail_levels: int = 0
+    image_ratio: float = 0.0
+    image_batch: int = 0
+    object_loss_weight: float = 0.0
     kl_weight: float = 1e-6
     object_weight: float = 4.0
+    edge_weight: float = 0.0
+    recolour: float = 0.0
     text_encoder: str = "minilm"
     manifest: str | None = None
     depth_model: str = "tiny"
@@ -95,26 +117,6 @@ class TrainConfig:
         self.unet_channels = tuple(self.unet_channels)
 
 
-class EMA:
-    """Exponential moving average of a module's parameters, with the usual warm-up."""
-
-    def __init__(self, module: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, module: torch.nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        for key, value in module.state_dict().items():
-            if value.dtype.is_floating_point:
-                self.shadow[key].mul_(decay).add_(value.detach(), alpha=1 - decay)
-            else:
-                self.shadow[key].copy_(value)
-
-    def copy_to(self, module: torch.nn.Module) -> None:
-        module.load_state_dict(self.shadow)
-
-
 def make_source(cfg: TrainConfig) -> MiniworldSource | ManifestSource:
     """The configured clip stream: a caption manifest if given, else the miniature world."""
     if cfg.manifest:
@@ -127,7 +129,8 @@ def make_source(cfg: TrainConfig) -> MiniworldSource | ManifestSource:
             cfg.checkpoints,
             seed=cfg.seed,
         )
-    return MiniworldSource(cfg.frames, cfg.height, cfg.width, seed=cfg.seed)
+    recolour = cfg.recolour if cfg.stage == "vae" else 0.0
+    return MiniworldSource(cfg.frames, cfg.height, cfg.width, seed=cfg.seed, recolour=recolour)
 
 
 class TextCache:
@@ -148,11 +151,9 @@ class TextCache:
         return torch.stack([self.cache[c] for c in captions]).to(self.model.device)
 
 
-def min_snr_weight(
-    alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float, v_pred: bool
-) -> torch.Tensor:
+def min_snr_weight(scheduler, t: torch.Tensor, gamma: float, v_pred: bool) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023) for epsilon or v targets."""
-    snr = alphas_cumprod[t] / (1 - alphas_cumprod[t])
+    snr = compute_snr(scheduler, t)
     clipped = snr.clamp(max=gamma)
     return clipped / (snr + 1) if v_pred else clipped / snr
 
@@ -165,11 +166,15 @@ def diffusion_loss(
     gamma: float,
     generator: torch.Generator | None = None,
     cubic: bool = False,
+    weights: torch.Tensor | None = None,
+    detail: int = 0,
+    temporal: bool = True,
 ) -> torch.Tensor:
     """One denoising loss on a batch of clean latents; structure None means text only.
 
     `gamma` > 0 applies min-SNR weighting, else every timestep weighs the same. `cubic` draws
     t = (1 - u^3) T (T2I-Adapter), favouring the noisy steps where the layout is decided.
+    `weights` (B, 1, T, h, w) weigh latent cells; `temporal=False` is an image step.
     """
     scheduler = model.scheduler
     b = latents.shape[0]
@@ -183,13 +188,32 @@ def diffusion_loss(
     noisy = scheduler.add_noise(latents, noise, t)
     v_pred = model.config.prediction_type == "v_prediction"
     target = scheduler.get_velocity(latents, noise, t) if v_pred else noise
-    features = model.encode_structure(structure) if structure is not None else None
-    pred = model.predict(noisy, t, text, features)
-    per_clip = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3, 4))
-    acp = scheduler.alphas_cumprod.to(latents.device)
+    features = model.encode_structure(structure, detail) if structure is not None else None
+    pred = model.predict(noisy, t, text, features, temporal=temporal)
+    error = F.mse_loss(pred, target, reduction="none")
+    if weights is not None:
+        error = error * weights / weights.mean(dim=(1, 2, 3, 4), keepdim=True)
+    per_clip = error.mean(dim=(1, 2, 3, 4))
     if gamma <= 0:
         return per_clip.mean()
-    return (per_clip * min_snr_weight(acp, t, gamma, v_pred)).mean()
+    return (per_clip * min_snr_weight(scheduler, t.cpu(), gamma, v_pred).to(t.device)).mean()
+
+
+def object_weights(objects: torch.Tensor, factor: int, weight: float) -> torch.Tensor:
+    """(B, T, H, W) object masks -> (B, 1, T, H/f, W/f) loss weights, 1 + `weight` on cells
+    that touch an object."""
+    b, frames, h, w = objects.shape
+    cells = F.max_pool2d(objects.reshape(b * frames, 1, h, w).float(), factor)
+    cells = cells.reshape(b, frames, 1, h // factor, w // factor).permute(0, 2, 1, 3, 4)
+    return 1.0 + weight * cells
+
+
+def edge_error(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel L1 between the horizontal and vertical differences of two (N, C, H, W) images
+    (zero-padded to the same size): keeps the autoencoder's edges and fine textures sharp."""
+    dx = (recon - target)[..., :, 1:] - (recon - target)[..., :, :-1]
+    dy = (recon - target)[..., 1:, :] - (recon - target)[..., :-1, :]
+    return F.pad(dx.abs(), (0, 1, 0, 0)) + F.pad(dy.abs(), (0, 0, 0, 1))
 
 
 def _drop_captions(captions: list[str], p: float, rng: np.random.Generator) -> list[str]:
@@ -216,7 +240,9 @@ class Trainer:
             if cfg.init:
                 self.vae = load_vae(cfg.init)
             else:
-                self.vae = build_vae(tiny_vae_config(cfg.vae_channels, sample_size=cfg.height))
+                self.vae = build_vae(
+                    tiny_vae_config(cfg.vae_channels, cfg.latent_channels, sample_size=cfg.height)
+                )
             self.vae.to(self.device)
             self.trained = self._vae_trained(self.vae)
         else:
@@ -243,7 +269,7 @@ class Trainer:
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup))
         )
-        self.ema = EMA(self.trained, cfg.ema_decay)
+        self.ema = EMAModel(self.trained.parameters(), decay=cfg.ema_decay)
         self._resume()
 
     def _vae_trained(self, vae: torch.nn.Module) -> torch.nn.Module:
@@ -278,7 +304,12 @@ class Trainer:
             heads=cfg.unet_heads,
         )
         return StructureT2V.from_configs(
-            vae.config, unet_config, config, encoder_hidden=cfg.encoder_hidden, vae=vae
+            vae.config,
+            unet_config,
+            config,
+            encoder_hidden=cfg.encoder_hidden,
+            vae=vae,
+            detail_levels=cfg.detail_levels,
         )
 
     def _resume(self) -> None:
@@ -290,7 +321,7 @@ class Trainer:
         if state["stage"] != self.cfg.stage:
             raise StoryError(f"{path}: holds stage {state['stage']!r}, not {self.cfg.stage!r}")
         self.trained.load_state_dict(state["weights"])
-        self.ema.shadow = state["ema"]
+        self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         if "lr_schedule" in state:
             self.lr_schedule.load_state_dict(state["lr_schedule"])
@@ -307,23 +338,22 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "weights": self.trained.state_dict(),
-            "ema": self.ema.shadow,
+            "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "source": self.source.state(),
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
-        tmp = self.out / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.out / STATE_FILE)
+        with atomic_path(self.out / STATE_FILE) as partial:
+            torch.save(state, partial)
         self.export(self.out / MODEL_DIR)
 
     def ema_copy(self) -> torch.nn.Module:
         """The trained object with EMA weights (the VAE, or the whole bundle)."""
         if self.cfg.stage == "vae":
             vae = copy.deepcopy(self.vae)
-            self.ema.copy_to(self._vae_trained(vae))
+            self.ema.copy_to(self._vae_trained(vae).parameters())
             return vae.eval()
         model = copy.deepcopy(self.model)
         modules = []
@@ -331,7 +361,7 @@ class Trainer:
             modules.append(model.unet)
         if self.cfg.stage in ("structure", "joint"):
             modules.append(model.structure_encoder)
-        self.ema.copy_to(torch.nn.ModuleList(modules))
+        self.ema.copy_to(torch.nn.ModuleList(modules).parameters())
         model.set_text_encoder(self.model.text_encoder())
         return model.eval()
 
@@ -366,6 +396,8 @@ class Trainer:
             dist = self.vae.encode(flat).latent_dist
             recon = self.vae.decode(dist.sample()).sample
             error = (recon - flat).abs() + (recon - flat).square()
+            if cfg.edge_weight:
+                error = error + cfg.edge_weight * edge_error(recon, flat)
             if batch.objects is not None:
                 objects = batch.objects.to(self.device).reshape(-1, 1, *flat.shape[-2:])
                 error = error * (1.0 + cfg.object_weight * objects)
@@ -378,9 +410,33 @@ class Trainer:
             cfg.stage == "joint" and self.rng.random() >= cfg.structure_dropout
         ):
             structure = batch.structure
+        weights = None
+        if cfg.object_loss_weight and batch.objects is not None:
+            factor = downsample_factor(self.model.vae)
+            weights = object_weights(batch.objects, factor, cfg.object_loss_weight)
+            weights = weights.to(self.device)
+        detail = int(self.rng.integers(0, cfg.detail_levels)) if cfg.detail_levels else 0
         return diffusion_loss(
-            self.model, latents, text, structure, cfg.min_snr_gamma, cubic=cfg.cubic_timesteps
+            self.model,
+            latents,
+            text,
+            structure,
+            cfg.min_snr_gamma,
+            cubic=cfg.cubic_timesteps,
+            weights=weights,
+            detail=detail,
+            temporal=video.shape[2] > 1,
         )
+
+    def next_batch(self) -> ClipBatch:
+        """A video batch, or for `image_ratio` of the U-Net steps an image batch (single
+        frames, four from each clip)."""
+        cfg = self.cfg
+        if cfg.stage == "vae" or self.rng.random() >= cfg.image_ratio:
+            return self.source.batch(cfg.batch)
+        images = cfg.image_batch or 4 * cfg.batch
+        clips = self.source.batch(-(-images // IMAGES_PER_CLIP))
+        return images_from(clips, IMAGES_PER_CLIP, self.rng, limit=images)
 
     def run(self, log=print) -> int:
         """Train to `steps` (or `max_minutes` of this invocation); returns the final step."""
@@ -394,7 +450,7 @@ class Trainer:
             if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
                 break
             tick = time.monotonic()
-            batch = self.source.batch(cfg.batch)
+            batch = self.next_batch()
             data_time = time.monotonic() - tick
             loss = self.loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -403,7 +459,7 @@ class Trainer:
             self.optimizer.step()
             self.lr_schedule.step()
             self.step += 1
-            self.ema.update(self.trained, self.step)
+            self.ema.step(self.trained.parameters())
             step_time = time.monotonic() - tick
             self.elapsed += step_time
             window.append(float(loss.detach()))
@@ -430,7 +486,7 @@ class Trainer:
 
     def evaluate(self, log=print) -> dict:
         """Score the EMA model on the held-out scenes and append to the curve."""
-        from story.tasks.render.synthesize import evaluate_model
+        from story.tasks.training.curve import evaluate_model
 
         tick = time.monotonic()
         model = self.ema_copy()
@@ -489,6 +545,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "threads",
         "unet_heads",
         "encoder_hidden",
+        "latent_channels",
+        "detail_levels",
+        "image_batch",
         "frames",
         "height",
         "width",
@@ -505,6 +564,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "min_snr_gamma",
         "kl_weight",
         "object_weight",
+        "edge_weight",
+        "recolour",
+        "image_ratio",
+        "object_loss_weight",
         "guidance",
         "max_minutes",
     ):

@@ -50,7 +50,7 @@ ZOOM = 1.5
 _LIGHT = tuple(float(v) for v in np.array([-0.6, 0.7, -0.4]) / np.linalg.norm([-0.6, 0.7, -0.4]))
 _AMBIENT = 0.3
 # Colours too close to a ground to stand out on it are not sampled together with it.
-_CLASHES = {"grass": {"green"}, "snow": {"white"}, "dusk": {"black"}, "sand": set()}
+CLASHES = {"grass": {"green"}, "snow": {"white"}, "dusk": {"black"}, "sand": set()}
 
 
 class SceneError(StoryError, ValueError):
@@ -190,9 +190,9 @@ def sample_scene(
     background = fixed.get("background") or _pick(rng, tuple(BACKGROUNDS))
     camera = fixed.get("camera") or _pick(rng, CAMERAS)
     if "colour" in fixed and "background" not in fixed:
-        while fixed["colour"] in _CLASHES[background]:
+        while fixed["colour"] in CLASHES[background]:
             background = _pick(rng, tuple(BACKGROUNDS))
-    clash = set() if "background" in fixed and "colour" in fixed else _CLASHES[background]
+    clash = set() if "background" in fixed and "colour" in fixed else CLASHES[background]
     free_colours = [c for c in COLOURS if c not in clash]
     motion = fixed.get("motion") or _pick(rng, MOTIONS)
     main = ObjectSpec(

@@ -7,8 +7,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from story.tasks.provenance.lineage import LineageRegistry, build_manifest
-from story.tasks.script.parse import Story, load_story
+from story.tasks.provenance.lineage import LineageRegistry
+from story.tasks.provenance.manifest import build_manifest
+from story.tasks.script.parse import load_story
+from story.tasks.script.story import Story
 
 STORY = Path(__file__).resolve().parents[1] / "test_files" / "stories" / "good_basic.yaml"
 

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from story.flows.cli import app
-from story.tasks.script.parse import StoryScriptError, load_story
+from story.tasks.script.parse import load_story
+from story.tasks.script.story import StoryScriptError
 from tests.faults.conftest import REPO, STORIES, Recorder
 
 BAD = sorted(p.name for p in STORIES.iterdir() if not p.name.startswith("good_"))

@@ -17,18 +17,16 @@ import numpy as np
 import pytest
 
 from story.flows.build_index import build_index
-from story.flows.ray_pool import run_on_actors
+from story.flows.executors import RayExecutor
 from story.tasks.library.index import ClipIndex
-from story.tasks.outputs.assemble import AssemblyError, PlotRecord, write_outputs
-from story.tasks.provenance.lineage import (
-    LineageError,
-    LineageRegistry,
-    manifest_assets,
-    read_manifest,
-    write_manifest,
-)
+from story.tasks.outputs.assemble import write_outputs
+from story.tasks.outputs.errors import AssemblyError
+from story.tasks.outputs.plot_record import PlotRecord
+from story.tasks.provenance.lineage import LineageRegistry, manifest_assets
+from story.tasks.provenance.manifest import LineageError, read_manifest, write_manifest
 from story.tasks.script.parse import load_story
 from story.tasks.settings import Settings
+from story.tasks.workers import WorkerSpec
 from tests.faults.conftest import STORIES, DiesOnce, Recorder, child_env
 from tests.faults.lineage_writer import register_renders, render_manifest
 from tests.flows.library_fixture import write_clip
@@ -176,7 +174,8 @@ def test_repeated_kill_9_then_cli_resume_matches_a_clean_build(
 def test_a_ray_actor_killed_mid_batch_has_its_item_retried(tmp_path: Path, fault: Recorder) -> None:
     marker = tmp_path / "died"
     items = list(range(8))
-    outcomes = list(run_on_actors(DiesOnce, {"marker": str(marker)}, items, "process", workers=2))
+    spec = WorkerSpec(DiesOnce, {"marker": str(marker)})
+    outcomes = list(RayExecutor(workers=2).map(spec, items))
 
     errors = [error for _, _, error in outcomes if error is not None]
     results = sorted(result[0] for _, result, error in outcomes if error is None)

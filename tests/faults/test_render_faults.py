@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from story.flows.cli import app
 from story.flows.render_story import render_story
 from story.tasks.errors import StoryError
-from story.tasks.provenance.lineage import LineageRegistry, read_manifest
+from story.tasks.provenance.lineage import LineageRegistry
+from story.tasks.provenance.manifest import read_manifest
 from story.tasks.settings import Settings
 from tests.faults.conftest import REPO, Recorder, child_env
 from tests.flows.library_fixture import build_library

@@ -14,6 +14,8 @@ import ast
 import ipaddress
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -184,11 +186,18 @@ def _is_ray(process: psutil.Process, port: int) -> bool:
     )
 
 
+def _loopback(ip: str) -> bool:
+    """127.0.0.1, ::1, or 127.0.0.1 as an IPv4-mapped IPv6 address (::ffff:127.0.0.1)."""
+    address = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 def _public(addresses: dict[str, set[str]]) -> dict[str, list[str]]:
     return {
-        name: sorted(ip for ip in ips if not ipaddress.ip_address(ip.split("%")[0]).is_loopback)
+        name: sorted(ip for ip in ips if not _loopback(ip))
         for name, ips in addresses.items()
-        if any(not ipaddress.ip_address(ip.split("%")[0]).is_loopback for ip in ips)
+        if any(not _loopback(ip) for ip in ips)
     }
 
 
@@ -210,11 +219,6 @@ def test_the_prefect_server_listens_on_loopback_only(fault: Recorder) -> None:
     assert served and public == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ray's gcs_server, raylet and workers listen on all interfaces even for a local "
-    "single-node start (token authentication is on by default); see docs/faults.md",
-)
 @pytest.mark.usefixtures("ray_local")
 def test_the_local_ray_listens_on_loopback_only(fault: Recorder) -> None:
     public = _public(_listening(_is_ray))
@@ -223,6 +227,44 @@ def test_the_local_ray_listens_on_loopback_only(fault: Recorder) -> None:
         "loopback only",
         "loopback only" if not public else f"listens on {public}",
     )
+    assert public == {}
+
+
+ENSURE_RAY_AND_LIST = """
+import json, psutil, ray
+from story.flows.executors.ray_session import ensure_ray
+from story.tasks.settings import Settings
+
+ensure_ray(Settings(ray_workers=1))
+ray.get(ray.remote(lambda: 1).remote())
+pids = {p.pid for p in psutil.Process().children(recursive=True)} | {psutil.Process().pid}
+listening = {}
+for conn in psutil.net_connections(kind="tcp"):
+    if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+        name = psutil.Process(conn.pid).name()
+        listening.setdefault(name, []).append(conn.laddr.ip)
+print(json.dumps(listening))
+ray.shutdown()
+"""
+
+
+def test_ensure_ray_starts_a_local_ray_on_loopback_only(fault: Recorder, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ENSURE_RAY_AND_LIST],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    listening = {k: set(v) for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
+    public = _public(listening)
+    fault(
+        "security: `ensure_ray` (a run with no cluster address) starts Ray on 127.0.0.1",
+        "loopback only",
+        "loopback only" if listening and not public else f"listens on {public or listening}",
+    )
+    assert {"gcs_server", "raylet"} <= listening.keys()
     assert public == {}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from story.tasks.outputs.assemble import write_mp4
+from story.tasks.outputs.video_io import write_mp4
 from story.tasks.world.miniworld import make_caption, render, sample_scene
 
 # Distinct main objects so each caption names one clip unambiguously.

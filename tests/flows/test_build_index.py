@@ -114,7 +114,7 @@ def test_ray_actors_index_the_same_clips_as_in_process(library, tmp_path) -> Non
 def test_a_multi_shot_file_becomes_one_clip_per_shot(tmp_path, settings) -> None:
     import numpy as np
 
-    from story.tasks.outputs.assemble import write_mp4
+    from story.tasks.outputs.video_io import write_mp4
     from story.tasks.world.miniworld import render, sample_scene
 
     parts = [

@@ -24,7 +24,7 @@ from story.tasks.object_store import (
     put_file,
     write_bytes,
 )
-from story.tasks.provenance.lineage import read_manifest
+from story.tasks.provenance.manifest import read_manifest
 from story.tasks.settings import Settings
 from story.tasks.structure.depth_store import DepthStore, StructureStoreError, make_key
 from tests.flows.library_fixture import SCENES, build_library, write_clip
@@ -218,7 +218,7 @@ def test_precomputed_depth_lives_in_object_storage_and_reads_back_identical(s3, 
 def test_a_render_takes_its_depth_from_object_storage(s3, tmp_path) -> None:
     from PIL import Image
 
-    from story.tasks.outputs.storyboard import colorize_structure, film_strip
+    from story.tasks.outputs.imaging import colorize_structure, film_strip
     from tests.flows.studio_fixture import build_studio, render
 
     uri = f"s3://{BUCKET}/render-depth"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from story.models.depth import TinyDepthConfig, TinyDepthNet
+from story.models.t2v import random_tiny
 from story.tasks.settings import Settings
 from story.tasks.structure.depth_store import DepthStore
 
@@ -74,6 +75,7 @@ def library(settings: Settings, tmp_path: Path) -> Settings:
     TinyDepthNet(TinyDepthConfig(channels=(8, 16), groups=4, train_size=32)).save(
         checkpoints / "depth-tiny"
     )
+    random_tiny(frames=4, size=16, seed=0).save_pretrained(checkpoints / "t2v-tiny")
     return settings.model_copy(update={"checkpoints": checkpoints})
 
 
@@ -133,3 +135,17 @@ def test_query_top_k_and_cli_json(prefect_harness, library: Settings, capfd):
     assert result.exit_code == 0, result.output
     doc = json.loads(capfd.readouterr().out)
     assert doc["computed"] == 0 and doc["cached"] == 1 and doc["failed"] == []
+
+
+def test_maps_are_stored_at_the_synthesis_checkpoint_size(prefect_harness, library: Settings):
+    from story.flows.precompute_depth import precompute_depth
+    from story.tasks.render.jobs import RenderError
+
+    summary = precompute_depth(library.resolved(), model="edges", use_ray=False)
+    assert summary["size"] == [16, 16]
+    store = DepthStore(library.workspace / "depth")
+    keys = list(store.keys())
+    assert {store.get(k).shape for k in keys} == {(3, 16, 16)}
+
+    with pytest.raises(RenderError, match="checkpoint 'nope': no model at .*nope"):
+        precompute_depth(library.resolved(), model="edges", checkpoint="nope", use_ray=False)

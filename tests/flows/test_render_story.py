@@ -9,10 +9,12 @@ import opentimelineio as otio
 import pytest
 
 from story.flows.render_story import render_story
-from story.flows.reproduce import reproduce_render, rerender
-from story.tasks.outputs.assemble import read_mp4
-from story.tasks.provenance.lineage import LineageRegistry, read_manifest
-from story.tasks.render.render_plot import RenderError
+from story.flows.reproduce import reproduce_render
+from story.flows.rerender import rerender
+from story.tasks.outputs.video_io import read_mp4
+from story.tasks.provenance.lineage import LineageRegistry
+from story.tasks.provenance.manifest import read_manifest
+from story.tasks.render.jobs import RenderError
 from story.tasks.settings import Settings
 from tests.flows.library_fixture import build_library
 from tests.flows.studio_fixture import TWO_SHOTS, story_file, story_studio
@@ -43,7 +45,7 @@ def test_a_render_writes_every_output_and_its_lineage(studio: Settings) -> None:
 
     plots = [read_mp4(folder / "plots" / f"plot_{i:03d}.mp4") for i in range(2)]
     assert [p.shape[0] for p in plots] == [4, 4]
-    assert read_mp4(summary["video"]).shape[0] == 8
+    assert read_mp4(summary["video"]).shape[0] == 24  # 8 model frames at 8 fps, delivered at 24
     timeline = otio.adapters.read_from_file(summary["timeline"])
     assert len(list(timeline.find_clips())) == 2
     assert "plot" in Path(summary["storyboard"]).read_text()
@@ -157,5 +159,5 @@ def test_a_long_plot_continues_clip_by_clip(studio: Settings, tmp_path: Path) ->
     summary = _render(studio, story, out=str(tmp_path / "renders"))
     manifest = read_manifest(summary["manifest"])
     assert manifest["plots"][0]["frames"] == 10
-    assert read_mp4(summary["video"]).shape[0] == 10
+    assert read_mp4(summary["video"]).shape[0] == 30  # delivered at 24 fps
     assert len(manifest["plots"][0]["frame_indices"]) == 10

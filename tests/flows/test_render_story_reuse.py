@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from story.flows import render_story as render_story_module
 from story.flows.build_index import build_index
-from story.flows.ray_pool import warm_pool
+from story.flows.executors.warm_workers import warm_pool
 from story.flows.render_story import render_story
 from story.tasks.provenance import hash_cache as hash_cache_module
-from story.tasks.provenance.lineage import LineageError, read_manifest
+from story.tasks.provenance.manifest import LineageError, read_manifest
+from story.tasks.render import planning as planning_module
 from story.tasks.settings import Settings
 from tests.flows.library_fixture import build_library, write_manifest
 from tests.flows.studio_fixture import FAST, TWO_SHOTS, story_file, story_studio
@@ -69,7 +69,7 @@ def test_an_unchanged_story_is_reused_without_retrieval_or_rehashing(
     def refuse(*args, **kwargs):
         raise AssertionError("an unchanged story must not need this")
 
-    monkeypatch.setattr(render_story_module, "retrieve", refuse)
+    monkeypatch.setattr(planning_module, "retrieve", refuse)
     monkeypatch.setattr(hash_cache_module, "sha256_file", refuse)
     again = _render(studio, story_file(studio), out=str(out))
 

@@ -13,10 +13,13 @@ from typer.testing import CliRunner
 
 from story.flows.cli import app
 from story.flows.rerender_affected import rerender_affected
-from story.tasks.concepts.concepts import ConceptParams, train_concept
+from story.tasks.concepts.params import ConceptParams
+from story.tasks.concepts.trainer import train_concept
 from story.tasks.errors import StoryError
-from story.tasks.provenance.lineage import LineageRegistry, read_manifest
-from story.tasks.render.render_plot import RenderError, checkpoint_sha256
+from story.tasks.provenance.checkpoint_identity import checkpoint_sha256
+from story.tasks.provenance.lineage import LineageRegistry
+from story.tasks.provenance.manifest import read_manifest
+from story.tasks.render.jobs import RenderError
 from story.tasks.settings import Settings
 from tests.flows.studio_fixture import build_studio, media_of, render
 

@@ -14,8 +14,9 @@ from story.flows.build_index import build_index
 from story.flows.concept_cli import concept_list_command, concept_train_command
 from story.flows.train_concept import train_concept
 from story.models.t2v import random_tiny
-from story.tasks.concepts.concepts import ConceptPack, checkpoint_fingerprint
+from story.tasks.concepts.pack import ConceptPack
 from story.tasks.errors import StoryError
+from story.tasks.provenance.checkpoint_identity import checkpoint_fingerprint
 from story.tasks.settings import Settings
 from story.tasks.world import miniworld
 from tests.flows.library_fixture import build_library

@@ -19,12 +19,12 @@ class ReportsPid:
 
 
 def main(count: int) -> None:
-    from story.flows.ray_pool import run_on_actors, warm_pool
+    from story.flows.executors import executor_for
     from story.tasks.settings import Settings
+    from story.tasks.workers import WorkerSpec
 
-    settings = Settings()
-    pool = warm_pool(settings)
-    outcomes = run_on_actors(ReportsPid, {}, range(count), "process", workers=1, pool=pool)
+    executor = executor_for(Settings(), use_ray=True, warm=True, workers=1)
+    outcomes = executor.map(WorkerSpec(ReportsPid), range(count))
     print(json.dumps({"pids": sorted({result for _, result, _ in outcomes})}))
 
 

@@ -65,6 +65,8 @@ def test_staged_guidance_changes_the_continued_frames(model, states) -> None:
 def test_bad_parameters_are_refused(model, states) -> None:
     text, null = states
     with pytest.raises(ValueError, match="prompt_frames"):
-        sample_long(model, text, null, None, 9, params=ReuseDiffuse(prompt_frames=4), steps=1)
+        sample_long(
+            model, text, null, None, 9, params=ReuseDiffuse(prompt_frames=4), steps=1, guidance=1.0
+        )
     with pytest.raises(ValueError, match="at least 4 frames"):
-        sample_long(model, text, null, None, 3, steps=1)
+        sample_long(model, text, null, None, 3, steps=1, guidance=1.0)

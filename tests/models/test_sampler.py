@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ def _run(model, structure=None, seed=0, **kw):
     stats = SamplerStats()
     generator = torch.Generator().manual_seed(seed)
     out = sample_latents(
-        model, text, null, structure, steps=4, generator=generator, stats=stats, **kw
+        model, text, null, structure, steps=4, guidance=4.0, generator=generator, stats=stats, **kw
     )
     return out, stats
 
@@ -96,3 +98,30 @@ def test_bad_parameters_are_rejected(model) -> None:
     text = model.encode_prompts(["x"])
     with pytest.raises(ValueError, match="null_states"):
         sample_latents(model, text, None, None, steps=2, guidance=3.0)
+
+
+def test_the_pipeline_signature_is_the_one_home_of_sampling_defaults(model) -> None:
+    from story.models.pipeline import SAMPLING_DEFAULTS, StructureGuidedPipeline
+    from story.tasks.render.synthesize import render_batch, synthesize
+
+    for function in (synthesize, render_batch):
+        parameters = inspect.signature(function).parameters
+        assert {k: parameters[k].default for k in SAMPLING_DEFAULTS} == SAMPLING_DEFAULTS
+    pipe = StructureGuidedPipeline(model)
+    text = model.encode_prompts(["a red cube on the grass"])
+    null = model.encode_prompts([""])
+    seen: list[int] = []
+
+    def count(pipe, step, t, tensors):
+        seen.append(step)
+        return tensors
+
+    g = torch.Generator().manual_seed(1)
+    out = pipe(text, null, steps=3, generator=g, callback_on_step_end=count)
+    assert seen == [0, 1, 2]
+    direct = sample_latents(
+        model, text, null, steps=3, guidance=4.0, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(out, direct)
+    video = pipe(text, null, steps=2, output_type="pt", generator=torch.Generator().manual_seed(1))
+    assert video.shape[:3] == (1, 3, model.config.frames)

@@ -1,4 +1,5 @@
-"""Visual encoder: off by default; a tiny open_clip model saved locally loads and embeds clips."""
+"""Visual encoders: the bundled video-text model by default (none when switched off or absent);
+a tiny open_clip model saved locally loads and embeds clips."""
 
 from __future__ import annotations
 
@@ -63,8 +64,16 @@ def _clip(seed: int, frames: int = 6, size: tuple[int, int] = (40, 56)) -> np.nd
     return np.random.default_rng(seed).integers(0, 256, (frames, *size, 3), dtype=np.uint8)
 
 
-def test_default_settings_have_no_visual_encoder() -> None:
-    assert load_visual_encoder(Settings()) is None
+def test_the_default_is_the_bundled_video_text_model_unless_switched_off(tmp_path: Path) -> None:
+    from story.models.video_text import VideoTextEncoder
+
+    assert load_visual_encoder(Settings(video_text_model="none")) is None
+    assert load_visual_encoder(Settings(checkpoints=tmp_path)) is None  # no bundled weights
+    bundled = Settings().checkpoints / "video-text-tiny" / "model.safetensors"
+    if bundled.is_file():
+        assert isinstance(load_visual_encoder(Settings(device="cpu")), VideoTextEncoder)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_visual_encoder(Settings(video_text_model=str(tmp_path / "nowhere")))
 
 
 def test_clip_vectors_are_unit_length_and_deterministic(encoder: OpenCLIPVisualEncoder) -> None:

@@ -14,22 +14,14 @@ from PIL import Image
 
 from story.models.t2v import StructureT2V, random_tiny
 from story.models.timeinv import active_loras, lora_adapters
-from story.tasks.concepts.concepts import (
-    ConceptError,
-    ConceptPack,
-    ConceptParams,
-    PseudoVideos,
-    TrainingClip,
-    checkpoint_fingerprint,
-    list_packs,
-    load_concepts,
-    model_fingerprint,
-    read_concept_images,
-    render_with_concepts,
-    train_concept,
-    unload_concepts,
-)
+from story.tasks.concepts.images import read_concept_images
+from story.tasks.concepts.pack import ConceptPack, list_packs
+from story.tasks.concepts.params import ConceptError, ConceptParams
+from story.tasks.concepts.runtime import load_concepts, render_with_concepts, unload_concepts
+from story.tasks.concepts.trainer import train_concept
+from story.tasks.concepts.training_data import PseudoVideos, TrainingClip
 from story.tasks.hashing import sha256_file
+from story.tasks.provenance.checkpoint_identity import checkpoint_fingerprint, model_fingerprint
 from story.tasks.render.synthesize import synthesize
 from story.tasks.world import miniworld
 from tests.models.t2v_stubs import HashTextEncoder
@@ -285,7 +277,7 @@ def test_regularization_clips_come_from_the_library(settings, tmp_path: Path) ->
     import av
 
     from story.models.text_encoder import load_text_encoder
-    from story.tasks.concepts.concepts import regularization_clips
+    from story.tasks.concepts.training_data import regularization_clips
     from story.tasks.library.index import ClipIndex
 
     encoder = load_text_encoder("minilm", device="cpu")

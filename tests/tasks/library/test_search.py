@@ -10,6 +10,7 @@ import pytest
 
 from story.models.text_encoder import MiniLMTextEncoder, load_text_encoder
 from story.tasks.library.index import ClipIndex, ivf_pq_config
+from story.tasks.library.ingest import caption_slots
 from story.tasks.library.search import SearchError, SearchFilters, reciprocal_rank_fusion, search
 
 CAPTIONS = [
@@ -61,6 +62,7 @@ def encoder() -> MiniLMTextEncoder:
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory, encoder: MiniLMTextEncoder) -> ClipIndex:
+    """The rows ingest would write for these captions (caption vector and parsed slots)."""
     index = ClipIndex(str(tmp_path_factory.mktemp("search") / "db"), text_dim=encoder.dim)
     vectors = encoder.embed_sentences(CAPTIONS)
     now = datetime.now(UTC)
@@ -85,6 +87,7 @@ def library(tmp_path_factory: pytest.TempPathFactory, encoder: MiniLMTextEncoder
                 "license": "CC0",
                 "caption": caption,
                 "text_vector": vector.tolist(),
+                **caption_slots(caption),
                 "shard": "s0",
                 "ingested_at": now,
             }

@@ -51,7 +51,24 @@ def test_no_shot_is_shorter_than_the_minimum() -> None:
     uri = str(FILES / "cuts.mp4")
     assert len(detect_shots(uri, min_shot_frames=20)) == 1
     assert len(detect_shots(uri, min_shot_frames=16)) == 3
-    assert len(detect_shots(uri, threshold=0.9)) == 1
+    assert len(detect_shots(uri, threshold=200.0)) == 1
+
+
+def test_threshold_is_contentdetectors_hsv_change() -> None:
+    """The default (27 of 255) finds both cuts, 60 is above both; a threshold so low that every
+    frame qualifies merges the run into one shot instead of cutting at every frame."""
+    uri = str(FILES / "cuts.mp4")
+    assert [s.start_frame for s in detect_shots(uri)] == [0, 16, 32]
+    assert [s.start_frame for s in detect_shots(uri, threshold=60.0)] == [0]
+    assert [s.start_frame for s in detect_shots(uri, threshold=0.5)] == [0]
+
+
+def test_a_short_last_shot_joins_the_one_before() -> None:
+    uri = str(FILES / "cuts.mp4")
+    shots = detect_shots(uri, min_shot_frames=17)
+    assert [(s.start_frame, s.end_frame) for s in shots] == [(0, 48)]
+    shots = detect_shots(uri, min_shot_frames=16)
+    assert [(s.start_frame, s.end_frame) for s in shots] == [(0, 16), (16, 32), (32, 48)]
 
 
 def test_detection_then_sampling_reuses_one_reader() -> None:

@@ -1,4 +1,4 @@
-"""Assembly: mp4s decode back to the frames written, story.mp4 concatenates, storyboard is safe."""
+"""Assembly: mp4s decode back to the frames written, story.mp4 is the delivered cut, pages safe."""
 
 from __future__ import annotations
 
@@ -8,36 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from story.tasks.outputs.assemble import (
-    AssemblyError,
-    PlotRecord,
-    concat_mp4,
-    mp4_fps,
-    read_mp4,
-    side_by_side,
-    write_mp4,
-    write_outputs,
-)
-from story.tasks.outputs.storyboard import (
-    colorize_structure,
-    film_strip,
-    write_comparison,
-    write_storyboard,
-)
+from story.tasks.outputs.assemble import write_outputs
+from story.tasks.outputs.delivery import Delivery
+from story.tasks.outputs.errors import AssemblyError
+from story.tasks.outputs.imaging import colorize_structure, film_strip, side_by_side
+from story.tasks.outputs.plot_record import PlotRecord
+from story.tasks.outputs.storyboard import write_comparison, write_storyboard
+from story.tasks.outputs.video_io import concat_mp4, mp4_fps, mp4_rate, read_mp4, write_mp4
 from story.tasks.script.parse import load_story
-
-STORIES = Path(__file__).resolve().parents[2] / "test_files" / "stories"
-
-
-def moving_square(frames: int, height: int, width: int, colour=(220, 40, 40)) -> np.ndarray:
-    """A square sliding right over a smooth gradient: easy to encode, easy to check."""
-    video = np.zeros((frames, height, width, 3), np.uint8)
-    video[..., 1] = np.linspace(30, 200, width, dtype=np.uint8)[None, None, :]
-    side = max(2, min(height, width) // 3)
-    for t in range(frames):
-        x = (t * 2) % max(1, width - side)
-        video[t, 2 : 2 + side, x : x + side] = colour
-    return video
+from tests.tasks.outputs.render_fixture import STORIES, moving_square
 
 
 def test_mp4_round_trip_keeps_frame_count_size_and_content(tmp_path: Path):
@@ -212,13 +191,58 @@ def test_write_outputs_assembles_a_whole_render_folder(tmp_path: Path):
     out = tmp_path / "render"
     assert outputs["video"] == "story.mp4"
     assert outputs["plots"] == [f"plots/plot_{i:03d}.mp4" for i in range(3)]
-    assert read_mp4(out / "story.mp4").shape == (sum(lengths), 16, 16, 3)
+    assert outputs["delivered_plots"] == [f"delivery/plot_{i:03d}.mp4" for i in range(3)]
+    # model frames at the model's rate; the cut at 24 fps, three delivered frames per model frame
     assert read_mp4(out / "plots" / "plot_001.mp4").shape == (4, 16, 16 + 2 + 16, 3)
-    assert (out / outputs["storyboard"]).is_file() and (out / outputs["timeline"]).is_file()
+    assert mp4_fps(out / "plots" / "plot_001.mp4") == pytest.approx(8)
+    assert read_mp4(out / "delivery" / "plot_001.mp4").shape == (12, 16, 16 + 2 + 16, 3)
+    assert mp4_rate(out / "story.mp4") == 24
+    assert read_mp4(out / "story.mp4").shape == (3 * sum(lengths), 16, 16, 3)
+    for key in ("storyboard", "timeline", "poster", "contact_sheet"):
+        assert (out / outputs[key]).is_file()
     entry = records[1].manifest_entry(out)
     assert entry["video"] == "plots/plot_001.mp4"
     assert entry["frames"] == 4 and len(entry["frames_sha256"]) == 2
     assert entry["params"] == {"seed": 1}
+    assert entry["delivered"]["video"] == "delivery/plot_001.mp4"
+    assert entry["delivered"]["record_frame"] == 18 and entry["delivered"]["frames"] == 12
+    assert len(entry["delivered"]["sha256"]) == 64
+
+
+def test_model_frames_and_their_hashes_do_not_depend_on_the_delivery_rate(tmp_path: Path):
+    story = load_story(STORIES / "good_basic.yaml")
+
+    def records() -> list[PlotRecord]:
+        return [
+            PlotRecord(
+                p.index,
+                p.text,
+                p.query,
+                p.prompt,
+                None,
+                None,
+                None,
+                None,
+                None,
+                moving_square(8, 16, 16),
+            )
+            for p in story.plots
+        ]
+
+    first, second = records(), records()
+    write_outputs(tmp_path / "a", story, first, fps=8, delivery=Delivery("24", "hold"))
+    write_outputs(tmp_path / "b", story, second, fps=8, delivery=Delivery("25", "flow"))
+    for a, b in zip(first, second, strict=True):
+        assert (
+            a.manifest_entry(tmp_path / "a")["frames_sha256"]
+            == (b.manifest_entry(tmp_path / "b")["frames_sha256"])
+        )
+        assert (tmp_path / "a" / "plots" / f"plot_{a.index:03d}.mp4").read_bytes() == (
+            tmp_path / "b" / "plots" / f"plot_{b.index:03d}.mp4"
+        ).read_bytes()
+    assert [r.delivered.frames for r in first] == [24, 24, 24]
+    assert [r.delivered.frames for r in second] == [25, 25, 25]
+    assert mp4_rate(tmp_path / "b" / "story.mp4") == 25
 
 
 def test_storyboard_into_an_unusable_folder_is_a_clear_error(tmp_path: Path):

@@ -1,4 +1,5 @@
-"""The storyboard renders in real headless Chromium: one section per plot, every image loaded.
+"""The storyboard renders in real headless Chromium: one section per plot, every image loaded
+(film strips, each plot's poster frame and the contact sheet).
 
 Needs the `chromium` binary (Debian: `apt-get install -y chromium`); skipped, saying so, when
 it is absent.
@@ -14,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from story.tasks.outputs.assemble import PlotRecord
-from story.tasks.outputs.storyboard import write_storyboard
+from story.tasks.outputs.assemble import write_outputs
+from story.tasks.outputs.plot_record import PlotRecord
 from story.tasks.script.parse import load_story
 
 STORIES = Path(__file__).resolve().parents[2] / "test_files" / "stories"
@@ -86,12 +87,12 @@ def test_storyboard_renders_every_plot_and_image_in_chromium(tmp_path: Path):
             retrieved_frames=frames(8, 24, 32, plot.index),
             structure=np.linspace(-1, 1, 8 * 24 * 32, dtype=np.float32).reshape(8, 24, 32),
             generated=[frames(8, 24, 32, 10 + n) for n in range(1 + (plot.index == 2))],
-            video_path=tmp_path / "render" / "plots" / f"plot_{plot.index:03d}.mp4",
             params={"seed": plot.seed, "tau": plot.tau},
         )
         for plot in story.plots
     ]
-    page = write_storyboard(tmp_path / "render", story, records, render_id="0123abcd")
+    outputs = write_outputs(tmp_path / "render", story, records, fps=8, render_id="0123abcd")
+    page = tmp_path / "render" / outputs["storyboard"]
     probe = page.with_name("probe.html")
     probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
 
@@ -102,7 +103,8 @@ def test_storyboard_renders_every_plot_and_image_in_chromium(tmp_path: Path):
     body = re.search(r"<body([^>]*)>", done.stdout)
     assert body, done.stdout[:2000]
     attributes = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
-    expected_images = sum(2 + len(r.candidates) for r in records)
+    strips = sum(2 + len(r.candidates) for r in records)
+    expected_images = strips + len(records) + 1  # + a poster per plot + the contact sheet
     assert attributes == {
         "images": str(expected_images),
         "loaded": str(expected_images),

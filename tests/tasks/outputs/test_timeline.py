@@ -1,86 +1,75 @@
-"""The OTIO timeline loads with opentimelineio: one clip per plot, relative media, lineage."""
+"""The OTIO timeline at the delivery rate: one clip per plot, record start, media, lineage."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-import numpy as np
 import opentimelineio as otio
 import pytest
 
-from story.tasks.outputs.assemble import AssemblyError, PlotRecord, write_mp4
-from story.tasks.outputs.timeline import write_timeline
-from story.tasks.script.parse import load_story
-
-STORIES = Path(__file__).resolve().parents[2] / "test_files" / "stories"
-
-
-def records_for(out: Path, lengths: list[int]) -> list[PlotRecord]:
-    story = load_story(STORIES / "good_basic.yaml")
-    records = []
-    for plot, length in zip(story.plots, lengths, strict=True):
-        video = out / "plots" / f"plot_{plot.index:03d}.mp4"
-        generated = np.full((length, 16, 16, 3), 40 * plot.index, np.uint8)
-        write_mp4(video, generated, fps=8)
-        records.append(
-            PlotRecord(
-                index=plot.index,
-                text=plot.text,
-                query=plot.query,
-                prompt=plot.prompt,
-                clip_id=f"clip{plot.index}",
-                clip_uri=f"media/{plot.index}.mp4",
-                clip_caption="a ball",
-                retrieved_frames=None,
-                structure=None,
-                generated=generated,
-                video_path=video,
-                params={"seed": 100 + plot.index, "checkpoint": "tiny@abc", "tau": plot.tau},
-            )
-        )
-    return records
+from story.tasks.outputs.assemble import write_outputs
+from story.tasks.outputs.delivery import Delivery
+from story.tasks.outputs.errors import AssemblyError
+from story.tasks.outputs.timeline import build_timeline
+from story.tasks.outputs.video_io import read_mp4
+from tests.tasks.outputs.render_fixture import plot_records
 
 
-def test_timeline_has_one_clip_per_plot_with_lineage(tmp_path: Path):
-    story = load_story(STORIES / "good_basic.yaml")
+def test_timeline_has_one_clip_per_plot_at_24_fps_from_one_hour(tmp_path: Path):
     lengths = [12, 7, 20]
-    records = records_for(tmp_path / "render", lengths)
-    path = write_timeline(tmp_path / "render", story, records[::-1], fps=8, render_id="r123")
+    story, records = plot_records(lengths)
+    out = tmp_path / "render"
+    write_outputs(out, story, records[::-1], fps=8, render_id="r123")
 
-    timeline = otio.adapters.read_from_file(str(path))
+    timeline = otio.adapters.read_from_file(str(out / "timeline.otio"))
     assert timeline.name == story.title
     assert timeline.metadata["story"]["render_id"] == "r123"
+    assert timeline.metadata["story"]["delivery"] == {"rate": "24", "fps": "24/1", "retime": "flow"}
+    assert timeline.global_start_time.to_timecode() == "01:00:00:00"
     (track,) = timeline.tracks
     clips = list(track.find_clips())
-    assert len(clips) == len(story.plots)
-    assert [c.source_range.duration.value for c in clips] == lengths
-    assert timeline.duration().to_frames() == sum(lengths)
+    assert [c.metadata["story"]["index"] for c in clips] == [0, 1, 2]
+    assert [c.source_range.duration.value for c in clips] == [3 * n for n in lengths]
+    assert all(c.source_range.duration.rate == 24 for c in clips)
+    assert timeline.duration().to_frames() == 3 * sum(lengths)
+    mob_ids = [c.metadata["AAF"]["MobID"] for c in clips]
+    assert len(set(mob_ids)) == 3 and all(m.startswith("urn:smpte:umid:") for m in mob_ids)
     for clip, plot in zip(clips, story.plots, strict=True):
         lineage = clip.metadata["story"]
+        assert clip.name == f"plot {plot.index + 1}: {plot.text}"
         assert lineage["clip_id"] == f"clip{plot.index}"
         assert lineage["prompt"] == plot.prompt
         assert lineage["seed"] == 100 + plot.index
-        assert lineage["checkpoint"] == "tiny@abc"
         url = clip.media_reference.target_url
-        assert not Path(url).is_absolute()
-        assert (path.parent / url).is_file()
+        assert url == f"delivery/plot_{plot.index:03d}.mp4"
+        media = read_mp4(out / url)
+        assert len(media) == clip.media_reference.available_range.duration.value
+
+
+def test_a_23976_delivery_keeps_plot_durations_within_half_a_frame(tmp_path: Path):
+    story, records = plot_records([16, 8, 8])
+    out = tmp_path / "render"
+    write_outputs(out, story, records, fps=8, delivery=Delivery("23.976"))
+    timeline = otio.adapters.read_from_file(str(out / "timeline.otio"))
+    clips = list(timeline.find_clips())
+    assert clips[0].source_range.duration.rate == pytest.approx(24000 / 1001)
+    for clip, asked in zip(clips, [2.0, 1.0, 1.0], strict=True):
+        seconds = clip.source_range.duration.to_seconds()
+        assert abs(seconds - asked) <= 0.5 / (24000 / 1001)
+    assert abs(timeline.duration().to_seconds() - 4.0) <= 0.5 / (24000 / 1001)
 
 
 def test_timeline_still_points_at_its_media_after_the_folder_moves(tmp_path: Path):
-    story = load_story(STORIES / "good_basic.yaml")
-    records = records_for(tmp_path / "render", [3, 3, 3])
-    write_timeline(tmp_path / "render", story, records, fps=8)
+    story, records = plot_records([3, 3, 3])
+    write_outputs(tmp_path / "render", story, records, fps=8)
     moved = shutil.move(tmp_path / "render", tmp_path / "elsewhere")
     timeline = otio.adapters.read_from_file(str(Path(moved) / "timeline.otio"))
     for clip in timeline.find_clips():
         assert (Path(moved) / clip.media_reference.target_url).is_file()
 
 
-def test_a_plot_without_video_is_refused(tmp_path: Path):
-    story = load_story(STORIES / "good_basic.yaml")
-    records = records_for(tmp_path, [2, 2, 2])
-    records[1].video_path = None
-    with pytest.raises(AssemblyError, match="plot 1 has no video"):
-        write_timeline(tmp_path, story, records, fps=8)
-    assert not (tmp_path / "timeline.otio").exists()
+def test_a_plot_without_delivered_video_is_refused(tmp_path: Path):
+    story, records = plot_records([2, 2, 2])
+    with pytest.raises(AssemblyError, match="plot 0 has no delivered video"):
+        build_timeline(tmp_path, story, records, Delivery())

@@ -20,19 +20,20 @@ from story.tasks.hashing import (
     sha256_json,
     sha256_tree,
 )
-from story.tasks.outputs.assemble import PlotRecord, write_outputs
-from story.tasks.provenance.lineage import (
+from story.tasks.outputs.assemble import write_outputs
+from story.tasks.outputs.plot_record import PlotRecord
+from story.tasks.provenance.dvc_lookup import dvc_hash
+from story.tasks.provenance.environment import environment_info
+from story.tasks.provenance.lineage import LineageRegistry, manifest_assets
+from story.tasks.provenance.manifest import (
     LineageError,
-    LineageRegistry,
     build_manifest,
     describe_asset,
-    dvc_hash,
-    environment_info,
-    manifest_assets,
     read_manifest,
     write_manifest,
 )
-from story.tasks.script.parse import effective_seed, load_story
+from story.tasks.script.parse import load_story
+from story.tasks.script.story import effective_seed
 
 STORIES = Path(__file__).resolve().parents[2] / "test_files" / "stories"
 
@@ -406,8 +407,11 @@ def test_synthetic_render_end_to_end_is_registered_and_auditable(tmp_path: Path)
     assert all((out / p["video"]).is_file() for p in tree["plots"])
     assert registry.renders_using("clip1") == registry.renders_using("tiny") == [out.name]
     assert sorted(f.name for f in out.iterdir()) == [
+        "contact_sheet.png",
+        "delivery",
         "manifest.json",
         "plots",
+        "poster.png",
         "story.mp4",
         "storyboard",
         "storyboard.html",

@@ -13,17 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from story.tasks.errors import StoryError
-from story.tasks.script.parse import (
-    Story,
-    StoryScriptError,
-    derive_query_prompt,
-    effective_seed,
-    load_story,
-    plots_command_impl,
-    resolve_within,
-    safe_relpath,
-    split_prose,
-)
+from story.tasks.script.listing import plots_listing
+from story.tasks.script.parse import load_story
+from story.tasks.script.paths import resolve_within, safe_relpath
+from story.tasks.script.prose import split_prose
+from story.tasks.script.query_prompt import derive_query_prompt
+from story.tasks.script.story import Story, StoryScriptError, effective_seed
 
 STORIES = Path(__file__).resolve().parents[2] / "test_files" / "stories"
 DEMO = Path(__file__).resolve().parents[3] / "datasets" / "stories"
@@ -213,7 +208,7 @@ def test_story_dict_round_trip_and_content_hash_ignores_location(tmp_path: Path)
 
 
 def test_plots_command_output_is_json_and_its_yaml_reloads_to_the_same_plots(tmp_path: Path):
-    result = plots_command_impl(STORIES / "good_prose.md")
+    result = plots_listing(STORIES / "good_prose.md")
     json.dumps(result)
     assert result["format"] == "prose"
     assert [p["text"] for p in result["plots"]][:2] == [

@@ -78,3 +78,38 @@ def test_bad_configurations_are_named(tmp_path) -> None:
         ["--stage", "joint", "--init", "m", "--out", "o", "--unet-channels", "8", "16"]
     )
     assert cfg.unet_channels == (8, 16) and cfg.stage == "joint"
+
+
+def test_joint_image_video_steps_with_detail_levels_and_object_weights(tmp_path) -> None:
+    text = HashTextEncoder(16)
+    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
+    cfg = TrainConfig(
+        stage="joint",
+        out=str(tmp_path / "joint"),
+        init=str(tmp_path / "vae" / "model"),
+        steps=4,
+        image_ratio=0.5,
+        image_batch=3,
+        detail_levels=3,
+        object_loss_weight=4.0,
+        **TINY,
+    )
+    trainer = Trainer(cfg, text_encoder=text)
+    kinds = [trainer.next_batch().video.shape[2] for _ in range(12)]
+    assert set(kinds) == {1, TINY["frames"]}
+    image = next(b for b in iter(trainer.next_batch, None) if b.video.shape[2] == 1)
+    assert image.video.shape[0] == 3 and len(image.captions) == 3
+    assert trainer.run(log=str) == 4
+    model = StructureT2V.from_pretrained(tmp_path / "joint" / "model", device="cpu")
+    assert model.structure_encoder.config.detail_levels == 3
+
+
+def test_object_weights_mark_the_cells_an_object_touches() -> None:
+    from story.tasks.training.train_t2v import object_weights
+
+    objects = torch.zeros(1, 2, 8, 8)
+    objects[0, 1, 5, 6] = 1
+    weights = object_weights(objects, 4, 3.0)
+    assert weights.shape == (1, 1, 2, 2, 2)
+    assert weights[0, 0, 1, 1, 1] == 4.0
+    assert weights.sum() == 8 + 3.0

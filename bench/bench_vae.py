@@ -1,0 +1,98 @@
+"""Does the autoencoder keep colours? Object colour after a VAE round trip, in and off the palette.
+
+For validation-split scenes (single main object), the object's mean colour inside its mask
+(eroded by one pixel, so edges do not count) is compared before and after encode -> decode,
+on the scene as rendered (palette colours) and with every object recoloured by a random colour
+map (colours no caption names). Target: off-palette colours within 20 RGB units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from story.models.vae import (
+    decode_video,
+    encode_video,
+    frames_to_vae_input,
+    load_vae,
+    vae_output_to_frames,
+)
+from story.tasks.evaluation.intervals import mean_interval
+from story.tasks.training.t2v_data import recolour
+from story.tasks.world import miniworld, splits
+
+RESULTS = Path(__file__).resolve().parent / "results" / "vae.json"
+
+
+@torch.no_grad()
+def round_trip(vae, rgb: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> the same frames after encode (mode) and decode."""
+    video = frames_to_vae_input(torch.from_numpy(rgb)).permute(1, 0, 2, 3)[None]
+    latents = encode_video(vae, video, 1.0, sample=False)
+    out = decode_video(vae, latents, 1.0)[0].permute(1, 0, 2, 3)
+    return vae_output_to_frames(out).numpy()
+
+
+def colour_errors(vae, rgb: np.ndarray, masks: np.ndarray) -> list[float]:
+    """Per object: distance (RGB units) between its mean colour before and after."""
+    back = round_trip(vae, rgb).astype(np.float32)
+    errors = []
+    for label in np.unique(masks[masks > 0]):
+        inside = ndimage.binary_erosion(masks == label, structure=np.ones((1, 3, 3)))
+        if inside.sum() < 6:
+            continue
+        before = rgb[inside].astype(np.float32).mean(0)
+        errors.append(float(np.linalg.norm(back[inside].mean(0) - before)))
+    return errors
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vae", required=True, help="AutoencoderKL folder (or a bundle's vae/)")
+    parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--split", default=splits.VALIDATION, choices=splits.SPLITS[:2])
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    vae = load_vae(args.vae).eval()
+    rng = np.random.default_rng(0)
+    found: dict[str, list[float]] = {"palette": [], "off_palette": []}
+    tick = time.monotonic()
+    for seed in splits.seeds(args.split, "images", args.scenes):
+        spec = miniworld.sample_scene(seed, frames=2, height=args.size, width=args.size)
+        clip = miniworld.render(spec)
+        found["palette"] += colour_errors(vae, clip.rgb, clip.masks)
+        shifted = recolour(clip.rgb, clip.masks, rng, 1.0)
+        found["off_palette"] += colour_errors(vae, shifted, clip.masks)
+    result = {
+        "benchmark": "vae",
+        "vae": str(args.vae),
+        "split": args.split,
+        "scenes": args.scenes,
+        "seconds": round(time.monotonic() - tick, 1),
+        "target_off_palette_rgb": 20.0,
+    }
+    for name, errors in found.items():
+        values = np.asarray(errors)
+        result[name] = {
+            "objects": int(values.size),
+            "mean_rgb_error": mean_interval(values),
+            "median_rgb_error": float(np.median(values)),
+            "p90_rgb_error": float(np.percentile(values, 90)),
+            "share_within_20": mean_interval((values <= 20).astype(float)),
+        }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""`story eval judge|synthesis|concepts|longshot`: evaluation you can trust, one command per area.
+
+Each writes report.json and a self-contained report.html into `--out` (default
+<workspace>/eval/<area>-<split>-<model>), with 95% intervals and baselines in every table.
+`--split test` is sealed: the run is recorded in bench/results/sealed_test_runs.jsonl first, and
+a second test run on the same model is refused unless `--rerun-sealed` is given.
+Retrieval and search add their commands to `eval_app` the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+eval_app = typer.Typer(
+    help="Evaluate models on the miniature world: judge, synthesis, concepts, long shots.",
+    no_args_is_help=True,
+)
+
+SPLITS = ("validation", "test")
+SplitOpt = Annotated[
+    str, typer.Option("--split", help="validation (every choice) | test (sealed, once per model).")
+]
+CheckpointOpt = Annotated[
+    str,
+    typer.Option(
+        "--checkpoint", help="Synthesis checkpoint: a zoo name (tiny) or a checkpoint folder."
+    ),
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Report folder.")]
+RerunOpt = Annotated[
+    bool, typer.Option("--rerun-sealed", help="Score the sealed test split again (recorded).")
+]
+JudgeOpt = Annotated[
+    Path | None, typer.Option("--judge", help="Judge checkpoint folder (default judge-tiny).")
+]
+WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", help="Workspace folder.")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Torch CPU threads.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _checked_split(split: str) -> str:
+    from story.tasks.errors import StoryError
+
+    if split not in SPLITS:
+        raise StoryError(f"--split {split!r}: one of {', '.join(SPLITS)} (train is for learning)")
+    return split
+
+
+def _out_folder(out: Path | None, workspace: Path, area: str, split: str, model_id: str) -> Path:
+    return out or workspace / "eval" / f"{area}-{split}-{model_id.replace('@', '-')}"
+
+
+def _seal(area: str, split: str, model_id: str, rerun: bool, details: dict[str, Any]) -> None:
+    """Record a sealed test run before it starts (refused on a repeat without --rerun-sealed)."""
+    from story.tasks.evaluation.sealed import open_sealed_run
+
+    if split == "test":
+        open_sealed_run(area, model_id, rerun=rerun, details=details)
+
+
+def _echo_report(result: dict[str, Any]) -> None:
+    typer.echo(f"report  {result['html']}\njson    {result['json']}")
+
+
+@eval_app.command("judge")
+def eval_judge_command(
+    split: SplitOpt = "validation",
+    clips: Annotated[int, typer.Option("--clips", min=10, help="Real clips to score.")] = 1000,
+    judge: JudgeOpt = None,
+    out: OutOpt = None,
+    rerun_sealed: RerunOpt = False,
+    threads: ThreadsOpt = 1,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The judge's own accuracy per attribute on real clips (at its size and as 32x32 x 8)."""
+    from story.flows.cli_io import make_settings, run_command
+
+    def work() -> dict[str, Any]:
+        import torch
+
+        from story.tasks.evaluation.judge_eval import evaluate_judge
+        from story.tasks.evaluation.judge_reader import JudgeReader
+
+        torch.set_num_threads(threads)
+        reader = JudgeReader.load(judge)
+        chosen = _checked_split(split)
+        folder = _out_folder(
+            out, make_settings(workspace).workspace, "judge", chosen, reader.model_id
+        )
+        _seal("judge", chosen, reader.model_id, rerun_sealed, {"clips": clips})
+        return evaluate_judge(reader, chosen, clips, folder)
+
+    result = run_command(as_json, work, (FileNotFoundError, ValueError))
+    if result is not None:
+        _echo_report(result)
+
+
+@eval_app.command("synthesis")
+def eval_synthesis_command(
+    split: SplitOpt = "validation",
+    checkpoint: CheckpointOpt = "tiny",
+    scenes: Annotated[int, typer.Option("--scenes", min=2, help="Plots per case set.")] = 200,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Sampling seeds per plot.")] = 3,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="DDIM steps.")] = 20,
+    library_clips: Annotated[
+        int, typer.Option("--library-clips", min=10, help="Clips in the split's library.")
+    ] = 1000,
+    controlled: Annotated[
+        bool, typer.Option("--controlled/--no-controlled", help="Also the exact-depth case.")
+    ] = True,
+    judge: JudgeOpt = None,
+    out: OutOpt = None,
+    rerun_sealed: RerunOpt = False,
+    threads: ThreadsOpt = 1,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A synthesis checkpoint on the production path (retrieved clip, estimated depth, a new look)
+    and the controlled case, scored by the judge with baselines, intervals and the miniature FVD."""
+    from story.flows.cli_io import make_settings, run_command
+
+    settings = make_settings(workspace)
+
+    def work() -> dict[str, Any]:
+        from story.models.t2v import checkpoint_id
+        from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
+        from story.tasks.evaluation.synthesis_eval import SynthesisEvalConfig, evaluate_synthesis
+
+        chosen = _checked_split(split)
+        model_id = checkpoint_id(eval_checkpoint(checkpoint, settings.checkpoints))
+        config = SynthesisEvalConfig(
+            split=chosen,
+            checkpoint=checkpoint,
+            scenes=scenes,
+            seeds=seeds,
+            steps=steps,
+            library_clips=library_clips,
+            controlled=controlled,
+            threads=threads,
+        )
+        folder = _out_folder(out, settings.workspace, "synthesis", chosen, model_id)
+        _seal("synthesis", chosen, model_id, rerun_sealed, {"scenes": scenes, "seeds": seeds})
+        return evaluate_synthesis(
+            config,
+            folder,
+            settings.checkpoints,
+            settings.workspace,
+            judge,
+            log=lambda line: typer.echo(line, err=True),
+        )
+
+    result = run_command(as_json, work, (FileNotFoundError, ValueError))
+    if result is not None:
+        _echo_report(result)
+
+
+@eval_app.command("concepts")
+def eval_concepts_command(
+    split: SplitOpt = "validation",
+    checkpoint: CheckpointOpt = "tiny",
+    shots: Annotated[int, typer.Option("--shots", min=2, help="Guide shots.")] = 32,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Training seeds per method.")] = 3,
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma-separated concept methods.")
+    ] = "timeinv_lora,timeinv",
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Character images (default: bob's).")
+    ] = None,
+    judge: JudgeOpt = None,
+    out: OutOpt = None,
+    rerun_sealed: RerunOpt = False,
+    threads: ThreadsOpt = 1,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Character concepts (bob) per method and training seed, beside no concept, the class word
+    and bob spelled out in words, read by the judge."""
+    from story.flows.cli_io import make_settings, run_command
+    from story.tasks.settings import REPO_ROOT
+
+    settings = make_settings(workspace)
+
+    def work() -> dict[str, Any]:
+        from story.models.t2v import checkpoint_id
+        from story.tasks.evaluation.concepts_eval import ConceptEvalConfig, evaluate_concepts
+        from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
+
+        chosen = _checked_split(split)
+        model_id = checkpoint_id(eval_checkpoint(checkpoint, settings.checkpoints))
+        config = ConceptEvalConfig(
+            split=chosen,
+            checkpoint=checkpoint,
+            shots=shots,
+            training_seeds=seeds,
+            methods=[m.strip() for m in methods.split(",") if m.strip()],
+            threads=threads,
+        )
+        folder = _out_folder(out, settings.workspace, "concepts", chosen, model_id)
+        _seal("concepts", chosen, model_id, rerun_sealed, {"shots": shots, "seeds": seeds})
+        return evaluate_concepts(
+            config,
+            folder,
+            settings.checkpoints,
+            images or REPO_ROOT / "datasets" / "concepts" / "bob",
+            judge,
+            log=lambda line: typer.echo(line, err=True),
+        )
+
+    result = run_command(as_json, work, (FileNotFoundError, ValueError))
+    if result is not None:
+        _echo_report(result)
+
+
+@eval_app.command("longshot")
+def eval_longshot_command(
+    split: SplitOpt = "validation",
+    checkpoint: CheckpointOpt = "tiny",
+    shots: Annotated[int, typer.Option("--shots", min=2, help="Long shots.")] = 24,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Sampling seeds per shot.")] = 2,
+    windows: Annotated[int, typer.Option("--windows", min=2, help="Model clips per shot.")] = 3,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="DDIM steps.")] = 20,
+    judge: JudgeOpt = None,
+    out: OutOpt = None,
+    rerun_sealed: RerunOpt = False,
+    threads: ThreadsOpt = 1,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Long shots: warp error at Reuse-and-Diffuse seams vs inside clips, beside independent
+    windows and the real clip."""
+    from story.flows.cli_io import make_settings, run_command
+
+    settings = make_settings(workspace)
+
+    def work() -> dict[str, Any]:
+        from story.models.t2v import checkpoint_id
+        from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
+        from story.tasks.evaluation.longshot_eval import LongShotEvalConfig, evaluate_longshot
+
+        chosen = _checked_split(split)
+        model_id = checkpoint_id(eval_checkpoint(checkpoint, settings.checkpoints))
+        config = LongShotEvalConfig(
+            split=chosen,
+            checkpoint=checkpoint,
+            shots=shots,
+            seeds=seeds,
+            windows=windows,
+            steps=steps,
+            threads=threads,
+        )
+        folder = _out_folder(out, settings.workspace, "longshot", chosen, model_id)
+        _seal("longshot", chosen, model_id, rerun_sealed, {"shots": shots, "seeds": seeds})
+        return evaluate_longshot(
+            config, folder, settings.checkpoints, judge, log=lambda s: typer.echo(s, err=True)
+        )
+
+    result = run_command(as_json, work, (FileNotFoundError, ValueError))
+    if result is not None:
+        _echo_report(result)

@@ -1,0 +1,180 @@
+"""`story plots | render | shot | demo`: from a story script (or one shot) to a render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from story.flows.cli_io import JsonFlag, LanceOpt, RayFlag, WorkspaceOpt, make_settings, run_command
+from story.flows.export_cli import delivery_option
+from story.tasks.outputs.delivery import RATES, RETIME_METHODS
+
+DEMO_QUERIES = (
+    "a red ball bouncing on the grass",
+    "a box sliding sideways in the snow",
+    "people walking outdoors",
+)
+
+render_app = typer.Typer()
+
+
+@render_app.command("plots")
+def plots_command(
+    story_file: Annotated[Path, typer.Argument(help="Story script: YAML, Markdown or plain text.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show how a story splits into plots (query and prompt per plot), as editable YAML."""
+    from story.tasks.script.listing import plots_listing
+
+    result = run_command(as_json, lambda: plots_listing(story_file))
+    if result is not None:
+        typer.echo(result["yaml"])
+
+
+@render_app.command("render")
+def render_command(
+    story_file: Annotated[Path, typer.Argument(help="Story script: YAML, Markdown or plain text.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Base seed; plots without one derive theirs.")
+    ] = 0,
+    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint name.")] = "tiny",
+    candidates: Annotated[
+        int, typer.Option(min=1, max=8, help="Clips retrieved and rendered side by side per plot.")
+    ] = 1,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="Denoising steps.")] = 25,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
+    tau: Annotated[
+        int | None, typer.Option(min=0, max=1000, help="Structure only for steps t >= tau.")
+    ] = None,
+    prompt_frames: Annotated[
+        int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
+    ] = 2,
+    alpha: Annotated[
+        float, typer.Option(min=0.0, help="Long shots: weight of reused past noise.")
+    ] = 1.0,
+    beta: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Long shots: fraction of steps pinning prompt frames."),
+    ] = 0.6,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            "--rate",
+            callback=delivery_option,
+            help=f"Delivery rate: {' | '.join(RATES)} fps (env STORY_DELIVERY_RATE; default 24).",
+        ),
+    ] = None,
+    retime: Annotated[
+        str | None,
+        typer.Option(
+            callback=delivery_option,
+            help=f"{' | '.join(RETIME_METHODS)}: how model frames reach it (env STORY_RETIME).",
+        ),
+    ] = None,
+    ray: RayFlag = True,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Render a story into renders/<render_id>/ (flow `render_story`; an unchanged story is
+    recognised without one)."""
+    params: dict[str, Any] = {
+        "steps": steps,
+        "guidance": guidance,
+        "prompt_frames": prompt_frames,
+        "alpha": alpha,
+        "beta": beta,
+    }
+    if tau is not None:
+        params["tau"] = tau
+    settings = make_settings(workspace, lancedb, delivery_rate=rate, retime=retime)
+
+    def work() -> dict[str, Any]:
+        from story.flows.render_story import render_story_if_changed
+
+        return render_story_if_changed(
+            str(story_file),
+            settings,
+            out=str(out) if out else None,
+            seed=seed,
+            checkpoint=checkpoint,
+            candidates=candidates,
+            params=params,
+            use_ray=ray,
+        )
+
+    summary = run_command(as_json, work, (FileNotFoundError,))
+    if summary is None:
+        return
+    state = "up to date, reused" if summary["reused"] else "rendered"
+    typer.echo(f"render {summary['render_id']} {state}")
+    for key in ("video", "storyboard", "timeline", "manifest"):
+        typer.echo(f"  {key:10s} {summary[key]}")
+
+
+@render_app.command("shot")
+def shot_command(
+    query: Annotated[str, typer.Option("--query", "-q", help="What motion/layout to retrieve.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the shot should look like.")],
+    tau: Annotated[
+        int | None, typer.Option(min=0, max=1000, help="Structure only for steps t >= tau.")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Noise seed.")] = 0,
+    frames: Annotated[int | None, typer.Option(min=1, max=256, help="Shot length.")] = None,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="Denoising steps.")] = 25,
+    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint name.")] = "tiny",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One plot end to end: retrieve a clip, take its depth, render the prompt on it."""
+    settings = make_settings(workspace, lancedb)
+
+    def work() -> dict[str, Any]:
+        from story.flows.render_shot import render_shot
+
+        return render_shot(
+            query,
+            prompt,
+            settings,
+            out=str(out) if out else None,
+            seed=seed,
+            tau=tau,
+            frames=frames,
+            checkpoint=checkpoint,
+            params={"steps": steps},
+        )
+
+    result = run_command(as_json, work, (FileNotFoundError,))
+    if result is None:
+        return
+    typer.echo(f"shot on clip {result['clip_id']} ({result['clip_uri']})")
+    typer.echo(f"  video     {result['video']}")
+    typer.echo(f"  manifest  {result['manifest']}")
+
+
+@render_app.command("demo")
+def demo_command(
+    workspace: WorkspaceOpt = None,
+    ray: RayFlag = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """The main job on the embedded default: index the sample library, render the example story."""
+    settings = make_settings(workspace)
+
+    def work() -> dict[str, Any]:
+        from story.flows.demo import run_demo
+
+        return run_demo(settings, DEMO_QUERIES, use_ray=ray)
+
+    report = run_command(as_json, work)
+    if report is not None:
+        typer.echo(report["text"])

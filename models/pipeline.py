@@ -1,0 +1,97 @@
+"""The structure-guided video pipeline: diffusers' `DiffusionPipeline` around a video bundle.
+
+Its `__call__` signature is the one home of the sampling defaults (steps, guidance, tau,
+structure strength, detail level, temporal guidance): every other place that needs a default
+reads it with `sampling_defaults()`. The pipeline gives `from_pretrained`, `.to()` and the
+diffusers step callback (`callback_on_step_end(pipe, step, t, {"latents": x}) -> dict`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+
+from story.models.sampler import SamplerStats, sample_latents
+from story.models.t2v import StructureT2V
+
+SAMPLING_KEYS = ("steps", "guidance", "tau", "strength", "detail", "temporal_guidance")
+
+
+class StructureGuidedPipeline(DiffusionPipeline):
+    """Prompt (+ a structure guide) -> decoded video, on a `StructureT2V` (or compatible) bundle."""
+
+    def __init__(self, model: StructureT2V) -> None:
+        super().__init__()
+        self.register_modules(model=model)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "auto") -> StructureGuidedPipeline:
+        """The pipeline of a bundle folder written by `StructureT2V.save_pretrained`."""
+        return cls(StructureT2V.from_pretrained(folder, device=device))
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt_embeds: torch.Tensor | Callable[[int], torch.Tensor],
+        negative_prompt_embeds: torch.Tensor | None = None,
+        structure: torch.Tensor | None = None,
+        *,
+        steps: int = 25,
+        guidance: float = 4.0,
+        tau: int = 0,
+        strength: float = 1.0,
+        detail: int = 0,
+        temporal_guidance: float = 1.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        stats: SamplerStats | None = None,
+        callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        output_type: str = "latent",
+    ) -> torch.Tensor:
+        """Denoised latents (B, C, T, h, w), or decoded video in [-1, 1] with `output_type="pt"`.
+
+        `prompt_embeds` are text states (B, L, d) or a callable t -> states (TimeInv concepts);
+        `structure` is (B, C, T, H, W) in [-1, 1] or None for text only.
+        """
+        after_step = None
+        if callback_on_step_end is not None:
+
+            def after_step(step: int, scheduler, x: torch.Tensor) -> torch.Tensor:
+                t = int(scheduler.timesteps[step])
+                return callback_on_step_end(self, step, t, {"latents": x}).get("latents", x)
+
+        x = sample_latents(
+            self.model,
+            prompt_embeds,
+            negative_prompt_embeds,
+            structure,
+            steps=steps,
+            guidance=guidance,
+            tau=tau,
+            strength=strength,
+            detail=detail,
+            temporal_guidance=temporal_guidance,
+            generator=generator,
+            latents=latents,
+            stats=stats,
+            after_step=after_step,
+        )
+        if output_type == "latent":
+            return x
+        if output_type == "pt":
+            return self.model.decode_latents(x)
+        raise ValueError(f"output_type {output_type!r}: 'latent' or 'pt'")
+
+
+def sampling_defaults() -> dict[str, Any]:
+    """The product's sampling defaults, read from the pipeline's `__call__` signature."""
+    parameters = inspect.signature(StructureGuidedPipeline.__call__).parameters
+    return {key: parameters[key].default for key in SAMPLING_KEYS}
+
+
+SAMPLING_DEFAULTS = sampling_defaults()

@@ -1,0 +1,206 @@
+"""`story eval search`: the product's search at library scale, judged by scene, against exact.
+
+A table of `rows` rows is written from the distinct-caption corpus (`search_corpus`), indexed as
+`story index` indexes (IVF-PQ on the caption vectors, full text, bitmaps on the slots), and
+queried through `LibrarySearcher.search`, the product's own path, with plot queries of the
+split's "queries" scenes. For each query the top 10 is judged by scene (shape + motion + camera,
+`QueryCase.relevant`): scene-level recall@10 is the share of the 10 that are right. The same
+queries with the vector index bypassed give the exact reference (the first `exact_queries` of
+them: at 10M rows every exact query scans the whole table). Reported: recall per nprobes
+(chosen on validation), `search()` latency p50 / p95 for vector and hybrid, with and without
+embedding the query, and queries per second with 1, 4 and 16 concurrent clients.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from story.tasks.evaluation.intervals import mean_interval, paired_difference
+from story.tasks.evaluation.retrieval_queries import QueryCase, grammar_queries
+from story.tasks.evaluation.search_corpus import Corpus, build_corpus, record_batches
+from story.tasks.library.index import ClipIndex, clip_schema
+
+
+@dataclass
+class SearchEvalConfig:
+    """One `story eval search` run."""
+
+    split: str = "validation"
+    rows: int = 1_000_000
+    distinct: int = 100_000
+    queries: int = 200
+    exact_queries: int = 200
+    nprobes: list[int] = field(default_factory=lambda: [10, 20, 40, 80])
+    refine_factor: int = 20
+    clients: list[int] = field(default_factory=lambda: [1, 4, 16])
+    client_seconds: float = 20.0
+    data_dir: Path = Path("/tmp/story-eval-search")
+    keep: bool = False
+
+
+def _embedder() -> Callable[[list[str]], np.ndarray]:
+    import torch
+
+    from story.models.text_encoder import load_text_encoder
+
+    torch.set_num_threads(1)
+    encoder = load_text_encoder("minilm", device="cpu")
+    return lambda texts: encoder.embed_sentences(texts, batch_size=256)
+
+
+def write_table(corpus: Corpus, rows: int, folder: Path) -> tuple[ClipIndex, dict[str, Any]]:
+    """The rows as a clip table under `folder`, indexed like the product's; timings and size."""
+    import lancedb
+    import pyarrow as pa
+
+    shutil.rmtree(folder, ignore_errors=True)
+    schema = clip_schema(corpus.vectors.shape[1])
+    t0 = time.perf_counter()
+    db = lancedb.connect(str(folder))
+    db.create_table(
+        "clips",
+        data=pa.RecordBatchReader.from_batches(schema, record_batches(corpus, rows, schema)),
+        schema=schema,
+    )
+    write_s = time.perf_counter() - t0
+    index = ClipIndex(str(folder), "clips", text_dim=corpus.vectors.shape[1])
+    t0 = time.perf_counter()
+    built = index.ensure_indices(ivf_pq_min_rows=min(rows, 100_000))
+    return index, {
+        "write_s": round(write_s, 1),
+        "index_s": round(time.perf_counter() - t0, 1),
+        "indices": built,
+        "table_gib": round(_size(folder) / 2**30, 2),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _scene_recall(hits: list[Any], case: QueryCase, corpus: Corpus) -> float:
+    truths = [corpus.truth_of(int(h.clip_id) % len(corpus.captions)) for h in hits[:10]]
+    return sum(case.relevant(t) for t in truths) / 10.0
+
+
+def _latencies(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
+        "n": len(ordered),
+    }
+
+
+def run_queries(searcher: Any, cases: list[QueryCase], vectors: list[Any], corpus: Corpus, **kw):
+    """Per query: scene-level recall@10 and milliseconds of `search()` with given vectors."""
+    recall, ms = [], []
+    for case, vector in zip(cases, vectors, strict=True):
+        t0 = time.perf_counter()
+        hits = searcher.search(case.query, k=10, vectors=vector, diversity="off", **kw)
+        ms.append(1000 * (time.perf_counter() - t0))
+        recall.append(_scene_recall(hits, case, corpus))
+    return recall, ms
+
+
+def throughput(searcher: Any, cases: list[QueryCase], clients: int, seconds: float) -> float:
+    """Queries per second with `clients` threads each searching (embedding included)."""
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(slot: int) -> None:
+        i = slot
+        while time.monotonic() < stop:
+            searcher.search(cases[i % len(cases)].query, k=10)
+            done[slot] += 1
+            i += clients
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return round(sum(done) / (time.perf_counter() - t0), 2)
+
+
+def evaluate_search(
+    config: SearchEvalConfig, cache: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Build, index and query the table; the report dict (see the module docstring)."""
+    from story.models.numpy_text import NumpyMiniLM
+    from story.tasks.library.searcher import LibrarySearcher, QueryEncoders
+
+    t_start = time.perf_counter()
+    corpus = build_corpus(config.distinct, cache, _embedder(), log=log)
+    log(f"corpus ready ({corpus.seconds}); writing {config.rows} rows")
+    index, build = write_table(corpus, config.rows, config.data_dir)
+    log(f"table built {build}")
+    searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None))
+    cases = grammar_queries(config.split, config.queries)
+    vectors = searcher.embed([c.query for c in cases])
+    n_exact = min(config.exact_queries, len(cases))
+    exact, exact_ms = run_queries(searcher, cases[:n_exact], vectors[:n_exact], corpus, exact=True)
+    log(f"exact: recall {np.mean(exact):.3f}, p50 {statistics.median(exact_ms):.0f} ms")
+    sweep = {}
+    for nprobes in config.nprobes:
+        recall, ms = run_queries(
+            searcher, cases, vectors, corpus, nprobes=nprobes, refine_factor=config.refine_factor
+        )
+        sweep[nprobes] = {
+            "recall_at_10": mean_interval(recall),
+            "minus_exact": paired_difference(recall[:n_exact], exact),
+            "hybrid": _latencies(ms),
+        }
+        log(f"nprobes {nprobes}: {sweep[nprobes]['recall_at_10']} {sweep[nprobes]['hybrid']}")
+    default_recall, default_ms = run_queries(searcher, cases, vectors, corpus)
+    vector_recall, vector_ms = run_queries(searcher, cases, vectors, corpus, mode="vector")
+    end_to_end = []
+    for case in cases[:100]:
+        t0 = time.perf_counter()
+        searcher.search(case.query, k=10)
+        end_to_end.append(1000 * (time.perf_counter() - t0))
+    qps = {n: throughput(searcher, cases, n, config.client_seconds) for n in config.clients}
+    report = {
+        "config": {**asdict(config), "data_dir": str(config.data_dir)},
+        "split": config.split,
+        "rows": config.rows,
+        "distinct_captions": len(corpus.captions),
+        "row_noise_sigma": round(corpus.sigma, 5),
+        "corpus_seconds": corpus.seconds,
+        "build": build,
+        "queries": len(cases),
+        "exact": {
+            "queries": n_exact,
+            "recall_at_10": mean_interval(exact),
+            "hybrid": _latencies(exact_ms),
+        },
+        "nprobes_sweep": sweep,
+        "default": {
+            "recall_at_10": mean_interval(default_recall),
+            "minus_exact": paired_difference(default_recall[:n_exact], exact),
+            "hybrid": _latencies(default_ms),
+            "vector": _latencies(vector_ms),
+            "vector_recall_at_10": mean_interval(vector_recall),
+            "hybrid_with_query_embedding": _latencies(end_to_end),
+        },
+        "queries_per_second": qps,
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    if not config.keep:
+        shutil.rmtree(config.data_dir, ignore_errors=True)
+    return report

@@ -1,0 +1,35 @@
+"""The sealed test ledger: one run per area and model, recorded before it runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from story.tasks.errors import StoryError
+from story.tasks.evaluation.sealed import SealedSplitError, open_sealed_run, read_ledger
+
+
+def test_second_test_run_on_a_model_is_refused_unless_rerun_is_asked(tmp_path) -> None:
+    ledger = tmp_path / "sealed.jsonl"
+    first = open_sealed_run("synthesis", "t2v-tiny@abc", command=["story", "eval"], path=ledger)
+    assert first["rerun"] is False and first["command"] == "story eval"
+    with pytest.raises(SealedSplitError, match="already scored.*--rerun-sealed"):
+        open_sealed_run("synthesis", "t2v-tiny@abc", path=ledger)
+    other_model = open_sealed_run("synthesis", "t2v-64@def", path=ledger)
+    other_area = open_sealed_run("concepts", "t2v-tiny@abc", path=ledger)
+    again = open_sealed_run("synthesis", "t2v-tiny@abc", rerun=True, path=ledger)
+    assert again["rerun"] is True and not other_model["rerun"] and not other_area["rerun"]
+    assert [e["model_id"] for e in read_ledger(ledger)] == [
+        "t2v-tiny@abc",
+        "t2v-64@def",
+        "t2v-tiny@abc",
+        "t2v-tiny@abc",
+    ]
+
+
+def test_a_damaged_ledger_line_is_named(tmp_path) -> None:
+    ledger = tmp_path / "sealed.jsonl"
+    ledger.write_text(json.dumps({"area": "a", "model_id": "m"}) + "\n{not json\n")
+    with pytest.raises(StoryError, match=r"sealed.jsonl:2"):
+        read_ledger(ledger)

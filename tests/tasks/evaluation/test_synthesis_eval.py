@@ -1,0 +1,122 @@
+"""The synthesis evaluation: production-path cases, tables with baselines, a resumable run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from story.models.depth import load_depth_estimator
+from story.models.text_encoder import load_text_encoder
+from story.tasks.evaluation.clip_scores import ALL, COLUMNS
+from story.tasks.evaluation.eval_library import EvalLibrary
+from story.tasks.evaluation.synthesis_cases import controlled_cases, production_cases
+from story.tasks.evaluation.synthesis_tables import case_tables
+from story.tasks.settings import REPO_ROOT
+from story.tasks.world import miniworld, plots, splits
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> EvalLibrary:
+    encoder = load_text_encoder("minilm", device="cpu")
+    return EvalLibrary(tmp_path_factory.mktemp("lib"), splits.VALIDATION, 40, encoder)
+
+
+@pytest.fixture(scope="module")
+def cases(library):
+    depth = load_depth_estimator("tiny", REPO_ROOT / "checkpoints", device="cpu")
+    return production_cases(
+        splits.VALIDATION, 4, library, lambda rgb, size: depth.estimate(rgb, size=size), 4, 16, 16
+    )
+
+
+def test_library_is_built_once_from_its_split(library) -> None:
+    again = EvalLibrary(library.folder, splits.VALIDATION, 40, library.encoder)
+    assert again.index.version() == library.index.version() and again.index.count() == 40
+    rows = library.index.rows()
+    seeds = [int(u.removeprefix("miniworld://")) for u in rows["uri"]]
+    assert {splits.split_of(s) for s in seeds} == {splits.VALIDATION}
+
+
+def test_production_prompt_differs_from_the_retrieved_clip_and_targets_follow_it(cases) -> None:
+    for case in cases:
+        clip = miniworld.attributes(miniworld.sample_scene(case.clip_seed))
+        said = miniworld.attributes_from_caption(case.prompt)
+        assert all(case.target[k] == said[k] != clip[k] for k in plots.LOOK)
+        assert case.target["shape"] == said["shape"]
+        assert (case.target["motion"], case.target["camera"]) == (clip["motion"], clip["camera"])
+        assert case.guide.shape == (4, 16, 16) and case.guide.dtype == np.float32
+        assert np.array_equal(case.guide, case.guide.astype(np.float16).astype(np.float32))
+        assert case.guide_mask.shape == (4, 16, 16) and case.clip.shape == (4, 16, 16, 3)
+        assert not np.array_equal(case.ideal, case.clip)
+        assert case.frozen().shape == case.clip.shape and (case.frozen() == case.clip[0]).all()
+        assert set(case.retrieval) == {"shape", "motion", "camera"}
+
+
+def test_controlled_cases_use_exact_depth_and_their_own_caption() -> None:
+    (case,) = controlled_cases(splits.VALIDATION, 1, 4, 16, 16)
+    spec = miniworld.sample_scene(case.scene_seed, frames=4, height=16, width=16)
+    assert case.target == miniworld.attributes(spec)
+    assert case.prompt == miniworld.make_caption(spec) and np.array_equal(case.ideal, case.clip)
+    assert case.retrieval is None
+
+
+def test_tables_put_baselines_and_intervals_beside_every_figure(cases) -> None:
+    rng = np.random.default_rng(0)
+    n = len(cases)
+    labels = ["guided", "text", "baseline: frozen", "ceiling", "again"]
+    rows = {
+        label: {c: rng.uniform(0, 1, (n, 3 if label in ("guided", "text") else 1)) for c in COLUMNS}
+        for label in labels
+    }
+    embeddings = {
+        label: [rng.normal(size=(n, 4)) for _ in range(3 if label in ("guided", "text") else 1)]
+        for label in labels
+    }
+    tables, summary = case_tables(
+        "production",
+        cases,
+        {"rows": rows, "embeddings": embeddings},
+        *["guided", "text"],
+        "ceiling",
+        "again",
+    )
+    main, diffs, structure, temporal, fvd, retrieval = tables
+    assert "text" not in structure.rows and structure.rows["guided"]["depth error / text-only"]
+    assert set(main.rows) == set(labels) and main.rows["baseline: frozen"][ALL]["seeds"] == 1
+    assert set(diffs.rows) == {"guided - text", "guided - baseline: frozen"}
+    assert "ceiling" not in temporal.rows and "ceiling" not in fvd.rows
+    assert all({"low", "high"} <= set(cell) for row in main.rows.values() for cell in row.values())
+    assert summary["seeds"] == 3 and "retrieval_all_three" in summary
+    assert retrieval.rows["top-1 hit (hybrid search)"]["all three"]["n"] == n
+
+
+@pytest.mark.slow
+def test_a_whole_run_writes_the_report_and_resumes_from_its_renders(tmp_path) -> None:
+    from story.models.judge import VideoJudge
+    from story.models.t2v import random_tiny
+    from story.tasks.evaluation.synthesis_eval import SynthesisEvalConfig, evaluate_synthesis
+    from story.tasks.training.judge_data import attribute_vocab
+
+    checkpoints = tmp_path / "checkpoints"
+    random_tiny(frames=4, size=16).save_pretrained(checkpoints / "t2v-mini")
+    (checkpoints / "depth-tiny").symlink_to(REPO_ROOT / "checkpoints" / "depth-tiny")
+    judge = VideoJudge(
+        attributes=attribute_vocab(),
+        frames=4,
+        size=16,
+        appearance_frames=2,
+        appearance_widths=(4, 8),
+        motion_widths=(8, 8),
+        embedding_dim=8,
+    ).save_half(tmp_path / "judge")
+    config = SynthesisEvalConfig(
+        checkpoint="t2v-mini", scenes=3, seeds=2, steps=2, library_clips=20
+    )
+    first = evaluate_synthesis(config, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {"production", "controlled"} <= set(report["summary"]["results"])
+    assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 8
+    again = evaluate_synthesis(config, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
+    assert again["results"] == first["results"]
