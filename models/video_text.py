@@ -35,6 +35,7 @@ from story.models.video_text_config import (
     WEIGHTS_FILE,
     VideoTextConfig,
     VideoTextTokenizer,
+    resolve_open_clip_arch,
 )
 
 
@@ -189,8 +190,6 @@ class VideoTextModel(nn.Module):
     ) -> VideoTextModel:
         """Full-size OpenCLIP weights (a local file) as a video-text model with mean pooling."""
         import open_clip
-
-        from story.models.visual_encoder import resolve_open_clip_arch
 
         arch = resolve_open_clip_arch(arch)
         config = VideoTextConfig(

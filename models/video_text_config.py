@@ -150,3 +150,18 @@ def configured_dim(settings: Any) -> int | None:
     import json
 
     return VideoTextConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text())).embed_dim
+
+
+def resolve_open_clip_arch(arch: str) -> str:
+    """Register a config JSON path with open_clip and return its name; pass names through."""
+    import open_clip
+
+    if arch.endswith(".json"):
+        config = Path(arch)
+        if not config.is_file():
+            raise FileNotFoundError(f"{config}: open_clip model config not found")
+        open_clip.add_model_config(config)
+        arch = config.stem
+    if open_clip.get_model_config(arch) is None:
+        raise ValueError(f"{arch!r}: unknown open_clip architecture (not in open_clip's registry)")
+    return arch

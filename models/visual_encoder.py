@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from story.models.device import pick_device
-from story.models.video_text_config import video_text_folder
+from story.models.video_text_config import resolve_open_clip_arch, video_text_folder
 
 
 @runtime_checkable
@@ -37,21 +37,6 @@ class VisualEncoder(Protocol):
     def embed_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray: ...
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def resolve_open_clip_arch(arch: str) -> str:
-    """Register a config JSON path with open_clip and return its name; pass names through."""
-    import open_clip
-
-    if arch.endswith(".json"):
-        config = Path(arch)
-        if not config.is_file():
-            raise FileNotFoundError(f"{config}: open_clip model config not found")
-        open_clip.add_model_config(config)
-        arch = config.stem
-    if open_clip.get_model_config(arch) is None:
-        raise ValueError(f"{arch!r}: unknown open_clip architecture (not in open_clip's registry)")
-    return arch
 
 
 def load_open_clip(
