@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from story.models.losses import min_snr_weight
 from story.models.t2v import StructureT2V
 from story.models.timeinv import (
     LORA_TARGETS,
@@ -43,7 +44,6 @@ from story.tasks.concepts.params import ConceptParams, check_name
 from story.tasks.concepts.training_data import PseudoVideos, TrainingClip
 from story.tasks.hashing import sha256_bytes
 from story.tasks.provenance.checkpoint_identity import model_fingerprint
-from story.tasks.training.train_t2v import min_snr_weight
 
 TEMPLATES: tuple[str, ...] = (
     "<name>",

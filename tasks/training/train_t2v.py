@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.training_utils import EMAModel
 
+from story.models.losses import diffusion_loss, edge_error, object_weights
 from story.models.t2v import StructureT2V, T2VConfig, param_count
 from story.models.unet import tiny_unet_config
 from story.models.vae import build_vae, downsample_factor, load_vae, tiny_vae_config
@@ -149,71 +149,6 @@ class TextCache:
             states = self.model.encode_prompts(missing).cpu()
             self.cache.update(zip(missing, states, strict=True))
         return torch.stack([self.cache[c] for c in captions]).to(self.model.device)
-
-
-def min_snr_weight(scheduler, t: torch.Tensor, gamma: float, v_pred: bool) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023) for epsilon or v targets."""
-    snr = compute_snr(scheduler, t)
-    clipped = snr.clamp(max=gamma)
-    return clipped / (snr + 1) if v_pred else clipped / snr
-
-
-def diffusion_loss(
-    model: StructureT2V,
-    latents: torch.Tensor,
-    text: torch.Tensor,
-    structure: torch.Tensor | None,
-    gamma: float,
-    generator: torch.Generator | None = None,
-    cubic: bool = False,
-    weights: torch.Tensor | None = None,
-    detail: int = 0,
-    temporal: bool = True,
-) -> torch.Tensor:
-    """One denoising loss on a batch of clean latents; structure None means text only.
-
-    `gamma` > 0 applies min-SNR weighting, else every timestep weighs the same. `cubic` draws
-    t = (1 - u^3) T (T2I-Adapter), favouring the noisy steps where the layout is decided.
-    `weights` (B, 1, T, h, w) weigh latent cells; `temporal=False` is an image step.
-    """
-    scheduler = model.scheduler
-    b = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
-    steps = scheduler.config.num_train_timesteps
-    if cubic:
-        u = torch.rand(b, generator=generator, device=latents.device)
-        t = ((1 - u**3) * steps).long().clamp(0, steps - 1)
-    else:
-        t = torch.randint(0, steps, (b,), device=latents.device)
-    noisy = scheduler.add_noise(latents, noise, t)
-    v_pred = model.config.prediction_type == "v_prediction"
-    target = scheduler.get_velocity(latents, noise, t) if v_pred else noise
-    features = model.encode_structure(structure, detail) if structure is not None else None
-    pred = model.predict(noisy, t, text, features, temporal=temporal)
-    error = F.mse_loss(pred, target, reduction="none")
-    if weights is not None:
-        error = error * weights / weights.mean(dim=(1, 2, 3, 4), keepdim=True)
-    per_clip = error.mean(dim=(1, 2, 3, 4))
-    if gamma <= 0:
-        return per_clip.mean()
-    return (per_clip * min_snr_weight(scheduler, t.cpu(), gamma, v_pred).to(t.device)).mean()
-
-
-def object_weights(objects: torch.Tensor, factor: int, weight: float) -> torch.Tensor:
-    """(B, T, H, W) object masks -> (B, 1, T, H/f, W/f) loss weights, 1 + `weight` on cells
-    that touch an object."""
-    b, frames, h, w = objects.shape
-    cells = F.max_pool2d(objects.reshape(b * frames, 1, h, w).float(), factor)
-    cells = cells.reshape(b, frames, 1, h // factor, w // factor).permute(0, 2, 1, 3, 4)
-    return 1.0 + weight * cells
-
-
-def edge_error(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-pixel L1 between the horizontal and vertical differences of two (N, C, H, W) images
-    (zero-padded to the same size): keeps the autoencoder's edges and fine textures sharp."""
-    dx = (recon - target)[..., :, 1:] - (recon - target)[..., :, :-1]
-    dy = (recon - target)[..., 1:, :] - (recon - target)[..., :-1, :]
-    return F.pad(dx.abs(), (0, 1, 0, 0)) + F.pad(dy.abs(), (0, 0, 0, 1))
 
 
 def _drop_captions(captions: list[str], p: float, rng: np.random.Generator) -> list[str]:

@@ -105,7 +105,7 @@ def test_joint_image_video_steps_with_detail_levels_and_object_weights(tmp_path)
 
 
 def test_object_weights_mark_the_cells_an_object_touches() -> None:
-    from story.tasks.training.train_t2v import object_weights
+    from story.models.losses import object_weights
 
     objects = torch.zeros(1, 2, 8, 8)
     objects[0, 1, 5, 6] = 1
