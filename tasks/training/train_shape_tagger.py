@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from story.models.shape_tagger import ShapeTagger, ShapeTaggerConfig
 from story.tasks.atomic import atomic_path
 from story.tasks.training import video_text_data as data
+from story.tasks.training.best_export import export_best
 from story.tasks.world import splits
 from story.tasks.world.miniworld import SHAPES
 
@@ -132,21 +133,13 @@ def train(args: argparse.Namespace) -> None:
 
 def export(args: argparse.Namespace) -> None:
     """Write the best validation step as the fp16 checkpoint, with its curve and recipe."""
-    run = Path(args.run)
-    model = ShapeTagger.from_pretrained(run / "best")
-    history = json.loads((run / "curve.json").read_text())
-    state = torch.load(run / "state.pt", weights_only=True, map_location="cpu")
-    model.config.notes = {
-        "trained_on": f"miniature world, {state['args']['train_clips']} train-split clips",
-        "selected_on": f"{state['args']['val_clips']} validation-split clips: shape accuracy",
-        "best": history["best"],
-        "steps_run": state["step"],
-        "minutes": round(state["seconds"] / 60, 1),
-        "recipe": state["args"],
-    }
-    out = model.save_pretrained(args.out, dtype=torch.float16)
-    (out / "metrics.json").write_text(json.dumps(history, indent=1) + "\n")
-    print(json.dumps({"out": str(out), "best": history["best"]}))
+    export_best(
+        ShapeTagger.from_pretrained,
+        args.run,
+        args.out,
+        trained_on="miniature world, {train_clips} train-split clips",
+        selected_on="{val_clips} validation-split clips: shape accuracy",
+    )
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from story.models.video_text_config import (
 )
 from story.tasks.atomic import atomic_path
 from story.tasks.training import video_text_data as data
+from story.tasks.training.best_export import export_best
 from story.tasks.world import splits
 
 RELEVANT = ("shape", "motion", "camera")
@@ -315,21 +316,13 @@ def train(args: argparse.Namespace) -> None:
 
 def export(args: argparse.Namespace) -> None:
     """Write the best validation step as the fp16 checkpoint, with its curve and recipe."""
-    run = Path(args.run)
-    model = VideoTextModel.from_pretrained(run / "best")
-    history = json.loads((run / "curve.json").read_text())
-    state = torch.load(run / "state.pt", weights_only=True, map_location="cpu")
-    model.config.notes = {
-        "trained_on": "miniature world, train split 'library' seeds",
-        "selected_on": "validation split: text-to-clip p@1 (shape + motion + camera)",
-        "best": history["best"],
-        "steps_run": state["step"],
-        "minutes": round(state["seconds"] / 60, 1),
-        "recipe": state["args"],
-    }
-    out = model.save_pretrained(args.out, dtype=torch.float16)
-    (out / "metrics.json").write_text(json.dumps(history, indent=1) + "\n")
-    print(json.dumps({"out": str(out), "best": history["best"]}))
+    export_best(
+        VideoTextModel.from_pretrained,
+        args.run,
+        args.out,
+        trained_on="miniature world, train split 'library' seeds",
+        selected_on="validation split: text-to-clip p@1 (shape + motion + camera)",
+    )
 
 
 def main() -> None:
