@@ -102,7 +102,8 @@ def _stored_ranges(index: ClipIndex, uris: list[str]) -> dict[str, list[tuple[fl
     if not index.exists or not uris:
         return ranges
     for offset in range(0, len(uris), URI_CHUNK):
-        chunk = ", ".join(sql_string(u) for u in uris[offset : offset + URI_CHUNK])
+        stored = [index.stored_uri(u) for u in uris[offset : offset + URI_CHUNK]]
+        chunk = ", ".join(sql_string(u) for u in stored)
         table = (
             index.table.search()
             .where(f"uri IN ({chunk})")
@@ -116,7 +117,7 @@ def _stored_ranges(index: ClipIndex, uris: list[str]) -> dict[str, list[tuple[fl
             table.column("end").to_pylist(),
             strict=True,
         ):
-            ranges.setdefault(uri, []).append((float(start), float(end)))
+            ranges.setdefault(index.media_uri(uri), []).append((float(start), float(end)))
     return ranges
 
 

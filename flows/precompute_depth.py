@@ -43,7 +43,7 @@ def select_clips(settings: Settings, query: str | None, top_k: int | None) -> li
         raise StoryError(f"{settings.lancedb}: the clip library is empty; run `story index` first")
     if query is None:
         table = index.table.search().select(CLIP_COLUMNS).limit(None).to_arrow()
-        rows = table.to_pylist()
+        rows = [{**r, "uri": index.media_uri(r["uri"])} for r in table.to_pylist()]
     else:
         from story.models.text_encoder import load_text_encoder
         from story.tasks.library.search import search

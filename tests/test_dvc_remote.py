@@ -1,9 +1,9 @@
 """The project's default DVC remote moves a studio's data between checkouts, and a render pulled
 into a fresh checkout reproduces identically there.
 
-The checkout that pushed is deleted before the second one is cloned in its place, so the second
-has nothing but git and the remote. (The clip index stores absolute media paths, so the second
-checkout sits at the same path, as a studio mounts its storage at one path on every machine.)
+The checkout that pushed is deleted before the second one is cloned at another path, so the
+second has nothing but git and the remote, and the clip index's media paths (stored relative to
+the library) must lead to the second checkout's own files.
 """
 
 from __future__ import annotations
@@ -82,8 +82,12 @@ def test_push_from_one_checkout_pull_into_another_and_reproduce(tmp_path: Path) 
     pushed = {name: _tree_bytes(repo / name) for name in ("library", "checkpoints", "renders")}
 
     shutil.rmtree(repo)
-    _run(["git", "clone", "-q", str(origin), str(repo)], tmp_path)
+    repo = tmp_path / "another-machine" / "studio"
+    repo.parent.mkdir()
+    _run(["git", "clone", "-q", "-b", "main", str(origin), str(repo)], tmp_path)
     assert not (repo / "renders").exists()
+    # The default remote is a folder beside the checkout; this machine mounts it elsewhere.
+    _run([DVC, "remote", "modify", "--local", "storage", "url", str(remote)], repo)
     _run([DVC, "pull", "-q"], repo)
     assert json.loads(_run([DVC, "status", "--json"], repo)) == {}
     for name, files in pushed.items():

@@ -2,12 +2,16 @@
 
 Every `story eval` area writes the same shape: a summary (what was scored, on which split, with
 which models and how long it took), tables whose cells carry a 95% interval, and frame grids
-(inline PNGs, so the page opens anywhere without its folder).
+(inline PNGs, so the page opens anywhere without its folder). report.json also records the code
+that produced it: the git commit (and whether the tree was dirty), package versions, and a
+content hash of each code folder (flows, tasks, models), so a figure is tied to the search and
+model code it measured even from an uncommitted tree.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -19,6 +23,10 @@ import numpy as np
 from PIL import Image
 
 from story.tasks.hashing import to_plain
+from story.tasks.provenance.environment import environment_info
+from story.tasks.settings import REPO_ROOT
+
+CODE_FOLDERS = ("flows", "tasks", "models")
 
 
 @dataclass
@@ -131,13 +139,35 @@ STYLE = (
 )
 
 
+def code_hashes(root: Path = REPO_ROOT) -> dict[str, str]:
+    """sha256 over every .py file (path and bytes, in path order) of each code folder."""
+    hashes = {}
+    for name in CODE_FOLDERS:
+        digest = hashlib.sha256()
+        for path in sorted((root / name).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+        hashes[name] = digest.hexdigest()
+    return hashes
+
+
+def code_record() -> dict[str, Any]:
+    """What code produced a report: git commit and dirty flag, packages, folder hashes."""
+    return {**environment_info(), "code_sha256": code_hashes()}
+
+
 def write_report(
     folder: str | Path, title: str, summary: dict[str, Any], tables: list[Table], grids: list[Grid]
 ) -> dict[str, str]:
     """Write report.json and report.html into `folder`; returns their paths."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"title": title, "summary": summary, "tables": [asdict(t) for t in tables]}
+    doc = {
+        "title": title,
+        "summary": summary,
+        "tables": [asdict(t) for t in tables],
+        "code": code_record(),
+    }
     json_path, html_path = out / "report.json", out / "report.html"
     (out / "report.md").write_text(f"# {title}\n\n" + "\n".join(table_markdown(t) for t in tables))
     json_path.write_text(json.dumps(to_plain(doc), indent=2) + "\n")

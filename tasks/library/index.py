@@ -27,6 +27,7 @@ from lancedb.index import IvfPq
 
 from story.tasks.errors import StoryError
 from story.tasks.library.filters import sql_string
+from story.tasks.library.media_paths import media_uri, stored_uri
 
 TEXT_VECTOR = "text_vector"
 VISUAL_VECTOR = "visual_vector"
@@ -177,9 +178,14 @@ class ClipIndex:
                     f"row {i} ({row['clip_id']}): has a visual_vector but table "
                     f"{self.table_name!r} has no visual_vector column"
                 )
+        columns = self.schema.names
         try:
             return pa.Table.from_pylist(
-                [{c: row.get(c) for c in self.schema.names} for row in rows], schema=self.schema
+                [
+                    {c: self.stored_uri(row[c]) if c == "uri" else row.get(c) for c in columns}
+                    for row in rows
+                ],
+                schema=self.schema,
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ClipIndexError(
@@ -202,6 +208,14 @@ class ClipIndex:
         # merge_insert keeps this idempotent even if another writer added some ids meanwhile.
         result = self._table.merge_insert("clip_id").when_not_matched_insert_all().execute(data)
         return int(result.num_inserted_rows)
+
+    def stored_uri(self, uri: str) -> str:
+        """A media uri as this table stores it (relative when the file lives beside it)."""
+        return stored_uri(self.uri, uri)
+
+    def media_uri(self, stored: str) -> str:
+        """A stored media uri as a path or URI to open on this machine."""
+        return media_uri(self.uri, stored)
 
     def count(self) -> int:
         return 0 if self._table is None else int(self._table.count_rows())
@@ -233,13 +247,15 @@ class ClipIndex:
         if self._table is None:
             return None
         hits = self._table.search().where(f"clip_id = {sql_string(clip_id)}").limit(1).to_list()
-        return hits[0] if hits else None
+        return {**hits[0], "uri": self.media_uri(hits[0]["uri"])} if hits else None
 
     def rows(self) -> pd.DataFrame:
         """The whole table as a DataFrame (for small tables and tests)."""
         if self._table is None:
             return pd.DataFrame(columns=list(self.schema.names))
-        return self._table.to_pandas()
+        frame = self._table.to_pandas()
+        frame["uri"] = [self.media_uri(u) for u in frame["uri"]]
+        return frame
 
     def _indices(self) -> dict[str, Any]:
         return {ix.columns[0]: ix for ix in self.table.list_indices()}

@@ -132,15 +132,19 @@ class _Plan:
     exact: bool = False
 
 
-def _arrow_rows(table: Any) -> list[dict[str, Any]]:
-    """A result table as row dicts, vector columns as numpy rows: turning 60 rows' vectors into
-    Python floats (`to_list()`) was most of a warm query's CPU time."""
+def _arrow_rows(table: Any, index: ClipIndex) -> list[dict[str, Any]]:
+    """A result table as row dicts (media uris as paths to open), vector columns as numpy rows:
+    turning 60 rows' vectors into Python floats (`to_list()`) was most of a warm query's CPU
+    time."""
     vectors = {
         name: table.column(name).combine_chunks()
         for name in (TEXT_VECTOR, VISUAL_VECTOR)
         if name in table.column_names
     }
     rest = table.drop_columns(list(vectors)).to_pylist()
+    for row in rest:
+        if "uri" in row:
+            row["uri"] = index.media_uri(row["uri"])
     for name, column in vectors.items():
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         dim = column.type.list_size
@@ -172,7 +176,7 @@ def _vector_rows(
     where = " AND ".join(f"({w})" for w in (plan.where, extra_where) if w)
     if where:
         builder = builder.where(where, prefilter=True)
-    return _arrow_rows(builder.to_arrow())
+    return _arrow_rows(builder.to_arrow(), plan.index)
 
 
 def _has_fts(index: ClipIndex) -> bool:
@@ -187,7 +191,7 @@ def _fts_rows(plan: _Plan, query: str) -> list[dict[str, Any]]:
     )
     if plan.where:
         builder = builder.where(plan.where, prefilter=True)
-    return _arrow_rows(builder.to_arrow())
+    return _arrow_rows(builder.to_arrow(), plan.index)
 
 
 def _fused_rows(

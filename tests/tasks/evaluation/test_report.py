@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from story.tasks.evaluation.intervals import mean_interval, paired_difference
-from story.tasks.evaluation.report import Grid, Table, cell_text, write_report
+from story.tasks.evaluation.report import Grid, Table, cell_text, code_hashes, write_report
 
 
 def test_report_has_intervals_baselines_and_an_inline_grid(tmp_path) -> None:
@@ -33,6 +33,8 @@ def test_report_has_intervals_baselines_and_an_inline_grid(tmp_path) -> None:
     doc = json.loads(Path(paths["json"]).read_text())
     assert doc["summary"] == {"model_id": "m@1"}
     assert doc["tables"][0]["rows"]["guided"]["iou"]["n"] == 40
+    assert set(doc["code"]["code_sha256"]) == {"flows", "tasks", "models"}
+    assert doc["code"]["packages"]["lancedb"] and "dirty" in doc["code"]["git"]
     page = Path(paths["html"]).read_text()
     assert "baseline: frozen" in page and cell_text(table.rows["guided"]["iou"]) in page
     assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \*", page)  # a significant difference
@@ -41,3 +43,14 @@ def test_report_has_intervals_baselines_and_an_inline_grid(tmp_path) -> None:
     assert "src='http" not in page and 'src="http' not in page
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "| baseline: frozen |" in markdown and cell_text(table.rows["guided"]["iou"]) in markdown
+
+
+def test_the_code_hash_changes_with_any_code_file(tmp_path: Path) -> None:
+    for name in ("flows", "tasks/library", "models"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "a.py").write_text("x = 1\n")
+    before = code_hashes(tmp_path)
+    (tmp_path / "tasks" / "library" / "a.py").write_text("x = 2\n")
+    after = code_hashes(tmp_path)
+    assert after["tasks"] != before["tasks"]
+    assert after["flows"] == before["flows"] and after["models"] == before["models"]
