@@ -1,9 +1,11 @@
 """Depth benchmark: held-out accuracy, pipeline throughput against the model alone, cache reruns.
 
 `python -m bench.bench_depth` measures, for the bundled tiny depth net:
-- AbsRel and delta<1.25 (MiDaS protocol: per-frame scale-and-shift alignment in disparity) on
-  the sample library's held-out miniature-world clips (decoded from their H.264 files) and on
-  freshly rendered held-out seeds, next to two trivial priors (vertical gradient, constant);
+- AbsRel and delta<1.25 (MiDaS protocol: per-frame scale-and-shift alignment in disparity), each
+  a mean over clips with its 95% bootstrap interval, on freshly rendered scenes of a split
+  (`--split validation`, or `--split test`: sealed, recorded in the ledger, once per model) and
+  on the sample library's held-out miniature-world clips (decoded from their H.264 files), next
+  to two trivial priors (vertical gradient, constant);
 - frames/s through the `DepthWorker` pipeline (decode on a prefetch thread, model, store writes
   on a writer thread) as a ratio to the model-forward-only rate on the same, pre-decoded frames
   (and to forward + resize + normalise, the same compute the pipeline does); each timing is the
@@ -31,11 +33,14 @@ import torch
 from story.flows.precompute_depth import run_jobs
 from story.models.depth import load_depth_estimator
 from story.tasks.evaluation.depth_eval import constant_prior, depth_metrics, vertical_prior
+from story.tasks.evaluation.intervals import mean_interval
+from story.tasks.evaluation.sealed import open_sealed_run
 from story.tasks.library.media import probe, read_frames, sample_indices
 from story.tasks.settings import Settings
 from story.tasks.structure.depth_step import DepthJob
-from story.tasks.training.train_depth import HELDOUT_SEED, render_clips
+from story.tasks.training.train_depth import render_clips
 from story.tasks.workers import LocalExecutor, local_threads
+from story.tasks.world import splits
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "depth.json"
@@ -56,12 +61,12 @@ def _resolve(uri: str, base: Path) -> str:
     return str(path if path.is_absolute() else base / path)
 
 
-def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {m: round(float(np.mean([r[m] for r in rows])), 4) for m in ("absrel", "delta1")}
+def _mean_scores(rows: list[dict[str, float]]) -> dict[str, Any]:
+    return {m: mean_interval([r[m] for r in rows]) for m in ("absrel", "delta1")}
 
 
 def score_clips(estimator: Any, clips: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    """Mean metrics over (rgb, depth) clips for the estimator and the two priors."""
+    """Mean metrics (95% intervals over clips) for the estimator and the two priors."""
     scores: dict[str, list[dict[str, float]]] = {"model": [], "vertical_prior": [], "constant": []}
     for rgb, depth in clips:
         pred = estimator.estimate(rgb, size=depth.shape[1:])
@@ -88,10 +93,10 @@ def heldout_library_clips(limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return clips
 
 
-def accuracy(estimator: Any, limit: int) -> dict[str, Any]:
-    """Held-out accuracy on the library's encoded clips and on freshly rendered seeds."""
-    rgb, depth, _ = render_clips(range(HELDOUT_SEED, HELDOUT_SEED + limit), 16, 64)
-    result = {"heldout_rendered": score_clips(estimator, list(zip(rgb, depth, strict=True)))}
+def accuracy(estimator: Any, limit: int, split: str) -> dict[str, Any]:
+    """Accuracy on a split's freshly rendered scenes and on the library's held-out clips."""
+    rgb, depth, _ = render_clips(splits.seeds(split, "scenes", limit), 16, 64)
+    result = {f"{split}_rendered": score_clips(estimator, list(zip(rgb, depth, strict=True)))}
     library = heldout_library_clips(limit)
     if library:
         result["heldout_library"] = score_clips(estimator, library)
@@ -192,6 +197,9 @@ def preview_strips(estimator: Any) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heldout", type=int, default=32, help="Held-out clips to score.")
+    parser.add_argument(
+        "--split", choices=("validation", "test"), default="validation", help="Scenes scored."
+    )
     parser.add_argument("--clips", type=int, default=48, help="Library clips for throughput.")
     parser.add_argument(
         "--threads", type=int, default=local_threads(), help="Torch threads (as the flow uses)."
@@ -201,12 +209,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = Settings()
     estimator = load_depth_estimator("tiny", CHECKPOINTS, device="cpu")
+    if args.split == splits.TEST:
+        open_sealed_run("depth", estimator.model_id, details={"clips": args.heldout})
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
         "model_id": estimator.model_id,
         "size": list(SIZE),
-        "accuracy": accuracy(estimator, args.heldout),
+        "accuracy": accuracy(estimator, args.heldout, args.split),
     }
     if (LIBRARY / "manifest.jsonl").is_file():
         jobs = library_jobs(args.clips, settings.frames, settings.stride)
