@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,11 @@ CEILING = "real clip with the prompt's look (ceiling)"
 REAL_AGAIN = "real: another take of the same plot"
 
 
+STRUCTURE_KNOBS = ("tau", "strength", "detail")
+SWEEPABLE = (*STRUCTURE_KNOBS, "temporal_guidance")
+INTEGER_KNOBS = ("tau", "detail")
+
+
 @dataclass
 class SynthesisEvalConfig:
     """What `story eval synthesis` scores; defaults are the documented full run."""
@@ -54,6 +59,23 @@ class SynthesisEvalConfig:
     library_clips: int = 1000
     controlled: bool = True
     threads: int = 1
+    sampling: dict[str, float] = field(default_factory=dict)
+    """Sampling knobs other than the defaults (tau, strength, detail, temporal_guidance)."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sampling) - set(SWEEPABLE))
+        if unknown:
+            raise ValueError(f"sampling knob(s) {unknown}: choose from {list(SWEEPABLE)}")
+
+
+def knobs_for(config: SynthesisEvalConfig, guided: bool) -> dict[str, float]:
+    """The config's sampling knobs that change a render of this condition (structure knobs do
+    nothing without a guide, so text-only renders are shared across a structure sweep)."""
+    return {
+        k: int(v) if k in INTEGER_KNOBS else float(v)
+        for k, v in sorted(config.sampling.items())
+        if guided or k not in STRUCTURE_KNOBS
+    }
 
 
 def _sample_seed(case: SynthesisCase, seed: int) -> int:
@@ -71,16 +93,16 @@ def render_condition(
     """(N, T, H, W, 3) renders of every case with one sampling seed, from the cache if there."""
     from story.tasks.render.synthesize import synthesize
 
-    key = sha256_json(
-        {
-            "model": model.model_id,
-            "prompts": [c.prompt for c in cases],
-            "guides": frames_sha256(np.stack([c.guide for c in cases])) if guided else None,
-            "seed": seed,
-            "steps": config.steps,
-            "guidance": config.guidance,
-        }
-    )[:16]
+    knobs = knobs_for(config, guided)
+    identity = {
+        "model": model.model_id,
+        "prompts": [c.prompt for c in cases],
+        "guides": frames_sha256(np.stack([c.guide for c in cases])) if guided else None,
+        "seed": seed,
+        "steps": config.steps,
+        "guidance": config.guidance,
+    }
+    key = sha256_json({**identity, "sampling": knobs} if knobs else identity)[:16]
     path = cache / f"{'guided' if guided else 'text'}-{seed}-{key}.npy"
     if path.is_file():
         return np.load(path)
@@ -94,6 +116,7 @@ def render_condition(
                 seed=_sample_seed(case, seed),
                 steps=config.steps,
                 guidance=config.guidance,
+                **knobs,
             )
             for case in cases
         ]

@@ -120,3 +120,14 @@ def test_a_whole_run_writes_the_report_and_resumes_from_its_renders(tmp_path) ->
     assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 8
     again = evaluate_synthesis(config, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
     assert again["results"] == first["results"]
+
+    # A knob sweep point renders the guided condition anew and shares the text-only renders.
+    tau = SynthesisEvalConfig(
+        checkpoint="t2v-mini", scenes=3, seeds=2, steps=2, library_clips=20, sampling={"tau": 999}
+    )
+    swept = evaluate_synthesis(tau, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
+    assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 12
+    recorded = json.loads((tmp_path / "out" / "report.json").read_text())["summary"]["config"]
+    assert recorded["sampling"] == {"tau": 999} and swept["model_id"] == first["model_id"]
+    with pytest.raises(ValueError, match="knob"):
+        SynthesisEvalConfig(sampling={"taus": 1})
