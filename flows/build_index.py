@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from story.flows.engine import flow
 from story.flows.executors import executor_for
 from story.flows.parameters import SettingsParam, as_settings
+from story.flows.progress import Progress
 from story.tasks.library.ingest import ShardJob, make_shards
 from story.tasks.library.manifest import read_manifest
 from story.tasks.library.shard_ingest import ingest_shards
@@ -66,7 +67,8 @@ def build_index(
     configure_fsspec(resolved.storage_options)
     jobs = plan_shards(manifest, resolved.shard_size)
     executor = executor_for(resolved, use_ray)
-    summary = ingest_shards(resolved, manifest, jobs, executor)
+    with Progress(f"index {manifest}: shards", key="build-index-progress") as progress:
+        summary = ingest_shards(resolved, manifest, jobs, executor, progress)
     summary["manifest"] = manifest
     publish_artifacts(summary)
     return summary

@@ -19,6 +19,7 @@ from story.flows.provenance_cli import provenance_app
 from story.flows.render_cli import render_app
 from story.flows.retrieval_eval_cli import eval_retrieval_command, eval_search_command
 from story.flows.search_service_cli import search_service_app
+from story.flows.studio_cli import studio_app
 from story.flows.workers_cli import workers_app
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ eval_app.command("search")(eval_search_command)
 app.add_typer(eval_app, name="eval")
 app.add_typer(editorial_app)
 app.add_typer(search_service_app, name="search-service")
+app.add_typer(studio_app, name="studio")
 
 if __name__ == "__main__":
     app()

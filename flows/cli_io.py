@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from story.flows.progress import quiet_terminal
 from story.tasks.settings import Settings
 
 T = TypeVar("T")
@@ -95,7 +96,7 @@ def run_command(
     from story.tasks.errors import StoryError
 
     handled: tuple[type[BaseException], ...] = (StoryError, *errors)
-    with json_stdout(as_json) as emit:
+    with json_stdout(as_json) as emit, quiet_terminal(as_json):
         try:
             result = work()
         except handled as exc:

@@ -1,4 +1,4 @@
-"""`story concept train | list`: the command-line side of concepts, importable without torch.
+"""`story concept train | list | copy`: the command-line side of concepts, importable without torch.
 
 The commands import the flow and the concept code when they run, so `story --help` and every
 other command do not pay for Prefect and torch at start-up.
@@ -93,32 +93,62 @@ def concept_train_command(
 
 def concept_list_command(
     folder: Annotated[
-        Path | None, typer.Option("--folder", help="Packs folder (default <workspace>/concepts).")
+        Path | None,
+        typer.Option(
+            "--folder",
+            help="List only this packs folder (default: the workspace's concepts, then the "
+            "bundled ones).",
+        ),
     ] = None,
     workspace: Annotated[Path | None, typer.Option(help="Workspace folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """List the concept packs in a folder."""
-    from story.flows.train_concept import concepts_folder
-    from story.tasks.concepts.pack import list_packs
+    """List the concepts prompts can name: the workspace's packs and the bundled ones, each with
+    the checkpoint it was trained for."""
+    from story.tasks.concepts.registry import ConceptRegistry, scan_packs
 
     settings = make_settings(workspace)
-    root = folder or concepts_folder(settings)
 
     def work() -> dict[str, Any]:
-        return {"folder": str(root), "concepts": list_packs(root)}
+        registry = ConceptRegistry(settings)
+        if folder is not None:
+            registry.entries = scan_packs(folder, "folder")
+        roots = [str(folder)] if folder else [str(r) for r in registry.roots]
+        return {"folders": roots, "concepts": registry.listing()}
 
     listed = run_command(as_json, work)
     if listed is None:
         return
     rows = listed["concepts"]
     if not rows:
-        typer.echo(f"no concept packs in {root}")
+        typer.echo(f"no concept packs in {' or '.join(listed['folders'])}")
     for row in rows:
         typer.echo(
-            f"<{row['name']}>  {row['method']}  {row['steps']} steps  class {row['class_word']}  "
-            f"checkpoint {row['base_checkpoint']}  {row['path']}"
+            f"<{row['name']}>  checkpoint {row['checkpoint'] or row['base_checkpoint']}  "
+            f"{row['method']}  {row['steps']} steps  class {row['class_word']}  "
+            f"{row['origin']}  {row['path']}"
         )
+
+
+def concept_copy_command(
+    source: Annotated[Path, typer.Argument(help="A concept pack folder.")],
+    target: Annotated[Path, typer.Argument(help="Where to write the copy.")],
+    half: Annotated[
+        bool, typer.Option("--half", help="Store the tensors as float16 (half the bytes).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Copy a pack (e.g. a workspace pack into the bundled concepts), checked on the way."""
+    from story.tasks.concepts.pack import ConceptPack
+
+    def work() -> dict[str, Any]:
+        pack = ConceptPack.load(source)
+        pack.save(target, half=half)
+        return {"name": pack.name, "source": str(source), "pack": str(target), "half": half}
+
+    copied = run_command(as_json, work)
+    if copied is not None:
+        typer.echo(f"<{copied['name']}> {source} -> {target}")
 
 
 concept_app = typer.Typer(
@@ -126,3 +156,4 @@ concept_app = typer.Typer(
 )
 concept_app.command("train")(concept_train_command)
 concept_app.command("list")(concept_list_command)
+concept_app.command("copy")(concept_copy_command)

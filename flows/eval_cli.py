@@ -49,6 +49,15 @@ def _checked_split(split: str) -> str:
     return split
 
 
+def _checked_character(name: str) -> str:
+    from story.tasks.errors import StoryError
+    from story.tasks.evaluation.concept_characters import CHARACTERS
+
+    if name not in CHARACTERS:
+        raise StoryError(f"--character {name!r}: one of {', '.join(CHARACTERS)}")
+    return name
+
+
 def _out_folder(out: Path | None, workspace: Path, area: str, split: str, model_id: str) -> Path:
     return out or workspace / "eval" / f"{area}-{split}-{model_id.replace('@', '-')}"
 
@@ -99,6 +108,20 @@ def eval_judge_command(
         _echo_report(result)
 
 
+def _knobs(pairs: list[str]) -> dict[str, float]:
+    """`--sampling KEY=VALUE` options as a dict; a malformed one is a ValueError naming it."""
+    knobs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            knobs[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--sampling {pair!r}: expected KEY=NUMBER, e.g. tau=400")
+    return knobs
+
+
 @eval_app.command("synthesis")
 def eval_synthesis_command(
     split: SplitOpt = "validation",
@@ -112,6 +135,14 @@ def eval_synthesis_command(
     controlled: Annotated[
         bool, typer.Option("--controlled/--no-controlled", help="Also the exact-depth case.")
     ] = True,
+    sampling: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sampling",
+            help="A sampling knob other than its default, KEY=VALUE (repeatable): tau, "
+            "strength, detail, temporal_guidance.",
+        ),
+    ] = None,
     judge: JudgeOpt = None,
     out: OutOpt = None,
     rerun_sealed: RerunOpt = False,
@@ -141,9 +172,11 @@ def eval_synthesis_command(
             library_clips=library_clips,
             controlled=controlled,
             threads=threads,
+            sampling=_knobs(sampling or []),
         )
         folder = _out_folder(out, settings.workspace, "synthesis", chosen, model_id)
-        _seal("synthesis", chosen, model_id, rerun_sealed, {"scenes": scenes, "seeds": seeds})
+        details = {"scenes": scenes, "seeds": seeds, "sampling": config.sampling}
+        _seal("synthesis", chosen, model_id, rerun_sealed, details)
         return evaluate_synthesis(
             config,
             folder,
@@ -168,7 +201,24 @@ def eval_concepts_command(
         str, typer.Option("--methods", help="Comma-separated concept methods.")
     ] = "timeinv_lora,timeinv",
     images: Annotated[
-        Path | None, typer.Option("--images", help="Character images (default: bob's).")
+        Path | None,
+        typer.Option("--images", help="Character images (default datasets/concepts/CHARACTER)."),
+    ] = None,
+    character: Annotated[
+        str, typer.Option("--character", help="bob (in the vocabulary) or zib (outside it).")
+    ] = "bob",
+    train_steps: Annotated[
+        int | None, typer.Option("--train-steps", min=0, help="Concept training steps.")
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="DDIM steps per render.")] = 20,
+    baselines: Annotated[
+        str, typer.Option("--baselines", help="Comma-separated: none, class, words.")
+    ] = "none,class,words",
+    lr_table: Annotated[
+        float | None, typer.Option("--lr-table", min=0.0, help="Token-table learning rate.")
+    ] = None,
+    lr_lora: Annotated[
+        float | None, typer.Option("--lr-lora", min=0.0, help="LoRA learning rate.")
     ] = None,
     judge: JudgeOpt = None,
     out: OutOpt = None,
@@ -177,8 +227,8 @@ def eval_concepts_command(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Character concepts (bob) per method and training seed, beside no concept, the class word
-    and bob spelled out in words, read by the judge."""
+    """Character concepts (bob or zib) per method and training seed, beside no concept, the
+    class word and the character spelled out in words, read from the frames."""
     from story.flows.cli_io import make_settings, run_command
     from story.tasks.settings import REPO_ROOT
 
@@ -198,14 +248,20 @@ def eval_concepts_command(
             training_seeds=seeds,
             methods=[m.strip() for m in methods.split(",") if m.strip()],
             threads=threads,
+            character=_checked_character(character),
+            sample_steps=steps,
+            baselines=[b.strip() for b in baselines.split(",") if b.strip()],
+            lr_table=lr_table,
+            lr_lora=lr_lora,
+            **({} if train_steps is None else {"train_steps": train_steps}),
         )
-        folder = _out_folder(out, settings.workspace, "concepts", chosen, model_id)
+        folder = _out_folder(out, settings.workspace, f"concepts-{character}", chosen, model_id)
         _seal("concepts", chosen, model_id, rerun_sealed, {"shots": shots, "seeds": seeds})
         return evaluate_concepts(
             config,
             folder,
             settings.checkpoints,
-            images or REPO_ROOT / "datasets" / "concepts" / "bob",
+            images or REPO_ROOT / "datasets" / "concepts" / character,
             judge,
             log=lambda line: typer.echo(line, err=True),
         )

@@ -20,8 +20,10 @@ from story.flows.engine import flow
 from story.flows.executors import executor_for
 from story.flows.logs import run_logger
 from story.flows.parameters import SettingsParam, as_settings
+from story.flows.progress import Progress
 from story.tasks.errors import StoryError
 from story.tasks.library.index import ClipIndex
+from story.tasks.progress import ProgressCallback, no_progress
 from story.tasks.render.checkpoints import checkpoint_geometry, resolve_checkpoint
 from story.tasks.settings import Settings
 from story.tasks.structure.depth_batch_worker import DepthBatchWorker
@@ -41,6 +43,7 @@ def select_clips(settings: Settings, query: str | None, top_k: int | None) -> li
     index = ClipIndex(settings.lancedb, settings.clips_table)
     if index.count() == 0:
         raise StoryError(f"{settings.lancedb}: the clip library is empty; run `story index` first")
+    rows: list[dict[str, Any] | None]
     if query is None:
         table = index.table.search().select(CLIP_COLUMNS).limit(None).to_arrow()
         rows = [{**r, "uri": index.media_uri(r["uri"])} for r in table.to_pylist()]
@@ -77,8 +80,9 @@ def run_jobs(
     size: tuple[int, int] | None,
     normalize: str,
     executor: Executor,
+    progress: ProgressCallback = no_progress,
 ) -> dict[str, Any]:
-    """Skip stored keys, fan the rest out, and total what happened."""
+    """Skip stored keys, fan the rest out (reporting clips done), and total what happened."""
     log = run_logger(__name__)
     t0 = time.perf_counter()
     model_id = resolve_structure_model_id(model, settings.checkpoints)
@@ -100,7 +104,11 @@ def run_jobs(
             "threads": executor.threads_per_worker,
         },
     )
+    done = cached
+    progress(done, len(jobs))
     for batch, results, error in executor.map(spec, batches(todo, executor.workers)):
+        done += len(batch)
+        progress(done, len(jobs))
         if error is not None:
             log.error("batch of %d clips failed: %s", len(batch), error)
             failed = {"reason": failure_reason(error), "detail": failure_detail(error)}
@@ -185,7 +193,8 @@ def precompute_depth(
     size = (int(size[0]), int(size[1])) if size else synthesis_size(resolved, checkpoint)
     jobs = select_clips(resolved, query, top_k)
     executor = executor_for(resolved, use_ray, workers=workers)
-    summary = run_jobs(resolved, jobs, model, size, normalize, executor)
+    with Progress("depth: clips", key="precompute-depth-progress") as progress:
+        summary = run_jobs(resolved, jobs, model, size, normalize, executor, progress)
     summary["query"] = query
     publish_artifacts(summary)
     return summary

@@ -77,12 +77,21 @@ def render_command(
         ),
     ] = None,
     ray: RayFlag = True,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit", help="Queue on the studio's render deployment; print flow run and URL."
+        ),
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="With --submit: wait for the render and report it.")
+    ] = False,
     workspace: WorkspaceOpt = None,
     lancedb: LanceOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Render a story into renders/<render_id>/ (flow `render_story`; an unchanged story is
-    recognised without one)."""
+    recognised without one), or queue it on the studio (`--submit`, see `story studio`)."""
     params: dict[str, Any] = {
         "steps": steps,
         "guidance": guidance,
@@ -93,6 +102,9 @@ def render_command(
     if tau is not None:
         params["tau"] = tau
     settings = make_settings(workspace, lancedb, delivery_rate=rate, retime=retime)
+    if submit:
+        submit_command(settings, story_file, checkpoint, seed, candidates, params, wait, as_json)
+        return
 
     def work() -> dict[str, Any]:
         from story.flows.render_story import render_story_if_changed
@@ -117,10 +129,40 @@ def render_command(
         typer.echo(f"  {key:10s} {summary[key]}")
 
 
+def submit_command(
+    settings: Any,
+    story_file: Path,
+    checkpoint: str,
+    seed: int,
+    candidates: int,
+    params: dict[str, Any],
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """`story render --submit [--wait]`: the flow run's id and UI page (and the render)."""
+    from story.flows.studio.submit import submit_render
+
+    def work() -> dict[str, Any]:
+        return submit_render(settings, story_file, checkpoint, seed, candidates, params, wait)
+
+    report = run_command(as_json, work, (FileNotFoundError,))
+    if report is None:
+        return
+    typer.echo(f"flow run {report['flow_run_name']} ({report['flow_run_id']}): {report['state']}")
+    typer.echo(f"  {report['url']}")
+    if "render" in report:
+        typer.echo(f"render {report['render']['render_id']}: {report['render']['folder']}")
+
+
 @render_app.command("shot")
 def shot_command(
-    query: Annotated[str, typer.Option("--query", "-q", help="What motion/layout to retrieve.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the shot should look like.")],
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query", "-q", help="What motion/layout to retrieve (default: from the prompt)."
+        ),
+    ] = None,
     tau: Annotated[
         int | None, typer.Option(min=0, max=1000, help="Structure only for steps t >= tau.")
     ] = None,

@@ -12,12 +12,23 @@ from story.tasks.provenance.manifest import read_manifest
 from story.tasks.render.jobs import RenderError
 from story.tasks.render.request import RenderRequest
 from story.tasks.render.run import render_request
+from story.tasks.script.query_prompt import derive_query_prompt
 from story.tasks.script.story import Plot, Story
+from story.tasks.settings import Settings
+
+
+def shot_query(prompt: str, settings: Settings) -> str:
+    """The retrieval query of a shot given only its prompt: appearance dropped, each concept
+    replaced by its pack's class word."""
+    from story.tasks.concepts.registry import ConceptRegistry
+
+    classes = {e.name: e.class_word for e in reversed(ConceptRegistry(settings).entries)}
+    return derive_query_prompt(prompt, classes)[0]
 
 
 @flow(name="render_shot")
 def render_shot(
-    query: str,
+    query: str | None,
     prompt: str,
     settings: SettingsParam = None,
     out: str | None = None,
@@ -28,9 +39,12 @@ def render_shot(
     params: dict[str, Any] | None = None,
     use_ray: bool = False,
 ) -> dict[str, Any]:
-    """Retrieve a clip for `query`, take its depth, render `prompt` on it: mp4 + manifest."""
+    """Retrieve a clip for `query` (None: derived from the prompt), take its depth, render
+    `prompt` on it: mp4 + manifest. Concepts the prompt names are found by name."""
     resolved = as_settings(settings)
-    if not query.strip() or not prompt.strip():
+    if query is None and prompt.strip():
+        query = shot_query(prompt, resolved)
+    if query is None or not query.strip() or not prompt.strip():
         raise RenderError("a shot needs a non-empty query and prompt")
     plot = Plot(
         index=0, text=prompt, query=query, prompt=prompt, frames=frames, seed=seed, tau=tau, line=0

@@ -1,9 +1,10 @@
 """Flow `render_story`: story script -> retrieval -> structure -> synthesis -> assembled render.
 
 The render core is `story.tasks.render` (request, plan, plots, commit); this flow picks the
-executor (warm Ray actors, or in-process), runs it and publishes the render as Prefect
-artifacts. An unchanged story maps to the same request and render id and is returned as is;
-`story render` makes that check before starting a flow run (`render_story_if_changed`).
+executor (warm Ray actors, or in-process), runs it with a progress bar / artifact and publishes
+the render as Prefect artifacts (`render_artifacts`). An unchanged story maps to the same
+request and render id and is returned as is; `story render` makes that check before starting a
+flow run (`render_story_if_changed`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
 from story.flows.engine import flow
 from story.flows.executors import executor_for
 from story.flows.parameters import SettingsParam, as_settings
-from story.tasks.provenance.manifest import read_manifest
+from story.flows.progress import Progress
+from story.flows.render_artifacts import publish_failure, publish_render
 from story.tasks.render.request import RenderRequest
 from story.tasks.render.run import find_up_to_date, render_request
 from story.tasks.script.parse import load_story
@@ -39,35 +39,6 @@ def _request(
     return request, Path(out) if out else Path(settings.workspace) / "renders"
 
 
-def publish_artifacts(summary: dict[str, Any]) -> None:
-    """One row per plot, where the time went and where the files are, as Prefect artifacts."""
-    plots = read_manifest(summary["manifest"])["plots"]
-    create_table_artifact(
-        key="render-story-plots",
-        table=[
-            {
-                "plot": e["index"],
-                "query": e["query"],
-                "prompt": e["prompt"],
-                "clip": e["clip_id"],
-                "cached": all(c["cached"] for c in e["candidates"]),
-            }
-            for e in plots
-        ],
-        description=f"Render {summary['render_id']}: one row per plot",
-    )
-    create_table_artifact(
-        key="render-story-timings",
-        table=[{"stage": k, "seconds": round(v, 3)} for k, v in summary["timings"].items()],
-        description="Time spent retrieving, computing structure, synthesising and assembling",
-    )
-    create_markdown_artifact(
-        key="render-story-outputs",
-        markdown="\n".join(f"- **{k}**: `{v}`" for k, v in summary.items() if k != "timings"),
-        description="Where the render's files are",
-    )
-
-
 @flow(name="render_story")
 def render_story(
     story: str,
@@ -81,10 +52,15 @@ def render_story(
 ) -> dict[str, Any]:
     """Render a story script into `renders/<render_id>/` and register its lineage."""
     resolved = as_settings(settings)
-    request, out_root = _request(story, resolved, out, seed, checkpoint, candidates, params)
-    executor = executor_for(resolved, use_ray, warm=True)
-    summary = render_request(request, resolved, out_root, executor)
-    publish_artifacts(summary)
+    try:
+        request, out_root = _request(story, resolved, out, seed, checkpoint, candidates, params)
+        executor = executor_for(resolved, use_ray, warm=True)
+        with Progress(f"render {Path(story).name}: plots", key="render-progress") as progress:
+            summary = render_request(request, resolved, out_root, executor, progress=progress)
+    except Exception as exc:
+        publish_failure(story, exc)
+        raise
+    publish_render(summary)
     return summary
 
 

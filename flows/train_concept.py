@@ -3,7 +3,8 @@
 The flow loads the synthesis checkpoint once, retrieves regularisation clips for the class word
 from the library for a LoRA method (DEFAULT_REG_CLIPS of them when the library exists), trains
 the chosen method, writes the pack to `<workspace>/concepts/<name>/` (or `out`), and reports
-progress and the loss curve as Prefect artifacts.
+progress and the loss curve as Prefect artifacts. Prompts then name it `<name>` in any shot or
+story rendered on that checkpoint (`story.tasks.concepts.registry`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ NO_LOSS_CURVE: list[dict[str, Any]] = [{"step": 0, "loss": None}]
 def concepts_folder(settings: Settings) -> Path:
     """Where packs live by default: <workspace>/concepts."""
     return Path(settings.workspace) / "concepts"
+
+
+def default_pack_folder(settings: Settings, name: str, fingerprint: str, checkpoint: str) -> Path:
+    """<workspace>/concepts/NAME, or NAME-CHECKPOINT when NAME holds a pack for other weights
+    (so training a concept for a second checkpoint keeps the first one's pack)."""
+    from story.tasks.concepts.registry import pack_checkpoint
+
+    base = concepts_folder(settings) / name
+    recorded = pack_checkpoint(base)
+    if recorded is None or recorded == fingerprint:
+        return base
+    return concepts_folder(settings) / f"{name}-{Path(checkpoint).name}"
 
 
 def _library(settings: Settings):
@@ -135,7 +148,8 @@ def train_concept(
             update_progress_artifact(progress_id, 100.0 * step / max(1, total))
             log.info("step %d/%d loss %.4f", step, total, loss)
 
-    target = Path(out) if out else concepts_folder(resolved) / name
+    fingerprint = model_fingerprint(model)
+    target = Path(out) if out else default_pack_folder(resolved, name, fingerprint, checkpoint)
     result = train_concept_task(
         model,
         name,
@@ -145,7 +159,7 @@ def train_concept(
         out=target,
         depth=depth,
         regularization=regularization,
-        base_checkpoint=model_fingerprint(model),
+        base_checkpoint=fingerprint,
         progress=report,
     )
     update_progress_artifact(progress_id, 100.0)

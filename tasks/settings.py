@@ -101,6 +101,18 @@ class Settings(BaseSettings):
         description="CPU threads per model worker (0 = torch's default). One per worker scales "
         "by adding workers and avoids thread oversubscription on shared cores.",
     )
+    studio_api_port: int = Field(
+        default=4300, ge=1, le=65535, description="`story studio`: Prefect API and UI port."
+    )
+    studio_ray_port: int = Field(
+        default=6390, ge=1, le=65535, description="`story studio`: the Ray head's GCS port."
+    )
+    studio_ray_cpus: int = Field(default=2, ge=1, description="`story studio`: Ray head CPUs.")
+    studio_database_url: str | None = Field(
+        default=None,
+        description="`story studio`: Prefect database URL (e.g. postgresql+asyncpg://...); "
+        "default SQLite in <workspace>/studio.",
+    )
 
     @field_validator("delivery_rate", mode="before")
     @classmethod

@@ -18,10 +18,10 @@ from safetensors.torch import load_file, save
 
 from story.tasks import atomic
 from story.tasks.concepts.params import ConceptError, check_name
+from story.tasks.concepts.registry import PACK_META
 from story.tasks.hashing import sha256_bytes, sha256_file
 
 PACK_WEIGHTS = "concept.safetensors"
-PACK_META = "concept.json"
 PACK_FORMAT = 1
 
 
@@ -42,16 +42,18 @@ class ConceptPack:
     def token(self) -> str:
         return f"<{self.name}>"
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"timeinv.table": self.table.detach().float().cpu().contiguous()}
+    def tensors(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        out = {"timeinv.table": self.table.detach().to(dtype).cpu().contiguous()}
         for key, value in (self.lora or {}).items():
-            out[f"lora.{key}"] = value.detach().float().cpu().contiguous()
+            out[f"lora.{key}"] = value.detach().to(dtype).cpu().contiguous()
         return out
 
-    def save(self, folder: str | Path) -> Path:
-        """Write `<folder>/concept.safetensors` and `<folder>/concept.json`; returns the folder."""
+    def save(self, folder: str | Path, half: bool = False) -> Path:
+        """Write `<folder>/concept.safetensors` and `<folder>/concept.json`; returns the folder.
+        `half` stores the tensors as float16 (half the bytes, for packs committed to the repo);
+        they load as float32 either way."""
         root = Path(folder)
-        weights = save(self.tensors())
+        weights = save(self.tensors(torch.float16 if half else torch.float32))
         atomic.write_bytes(root / PACK_WEIGHTS, weights)
         meta = {
             **self.meta,
@@ -62,6 +64,7 @@ class ConceptPack:
             "method": self.method,
             "base_checkpoint": self.base_checkpoint,
             "buckets": int(self.table.shape[0]),
+            "dtype": "float16" if half else "float32",
             "weights_sha256": sha256_bytes(weights),
         }
         atomic.write_text(root / PACK_META, json.dumps(meta, indent=2) + "\n")
@@ -84,7 +87,7 @@ class ConceptPack:
             raise ConceptError(f"{meta_path}: unreadable concept metadata: {err}") from err
         if meta.get("weights_sha256") not in (None, sha256_file(weights_path)):
             raise ConceptError(f"{weights_path}: weights do not match the sha256 in {meta_path}")
-        tensors = load_file(str(weights_path))
+        tensors = {k: v.float() for k, v in load_file(str(weights_path)).items()}
         if "timeinv.table" not in tensors:
             raise ConceptError(f"{weights_path}: no timeinv.table tensor")
         lora = {k[len("lora.") :]: v for k, v in tensors.items() if k.startswith("lora.")}

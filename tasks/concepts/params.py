@@ -10,17 +10,15 @@ from story.models.timeinv import (
     LORA_TARGETS,
     NUM_TRAIN_TIMESTEPS,
 )
+from story.tasks.concepts.errors import ConceptError
 from story.tasks.concepts.methods import (
     DEFAULT_LR_LORA,
     DEFAULT_LR_TABLE,
     DEFAULT_STEPS,
     METHODS,
 )
-from story.tasks.errors import StoryError
 
-
-class ConceptError(StoryError, ValueError):
-    """A concept's images, pack, name or method cannot be used; the message names which."""
+__all__ = ["ConceptError", "ConceptParams", "check_name"]
 
 
 @dataclass

@@ -1,18 +1,22 @@
 """`story eval concepts`: does a trained character look like itself and follow its guide?
 
-The example character bob (a red striped sphere, datasets/concepts/bob) is trained with each
-method once per training seed and rendered as "a <bob> <ground>" on every shot of the split
-(`concept_shots`). The judge reads the render: is it a red striped sphere (bob), on the prompt's
-ground, moving like the guide; the main-object IoU with the guide says whether it sits where the
-guide puts it. Baselines rendered with as many sampling seeds: no concept (the untrained token),
-the class word alone ("a sphere"), and bob spelled out in words ("a red striped sphere").
+A character (`concept_characters`: bob, inside the vocabulary, or zib, outside it) is trained
+with each method once per training seed and rendered as "a <name> <ground>" on every shot of the
+split (`concept_shots`). Identity is read placement-free from the frames: the judge's shape,
+colour and texture for bob; for zib, which no word describes, its colour signature. Alignment is
+the prompt's ground and the guide's motion as the judge reads them; the main-object IoU says
+whether it sits where the guide puts it. Baselines rendered with as many sampling seeds: no
+concept (the untrained token), the class word alone, and the character spelled out in words.
+Each (row, seed) is stored under `<out>/cells/` as it finishes, so a stopped run resumes; the
+packs trained are kept under `<out>/packs/<method>-seed<k>/`.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ import torch
 
 from story.tasks.concepts.methods import DEFAULT_REG_CLIPS, DEFAULT_STEPS
 from story.tasks.evaluation.clip_scores import IOU, score_clips
+from story.tasks.evaluation.concept_characters import CHARACTERS, Character, shows_signature
 from story.tasks.evaluation.concept_shots import ConceptShot, concept_shots, regularization_seeds
 from story.tasks.evaluation.intervals import mean_interval, paired_difference
 from story.tasks.evaluation.judge_reader import JudgeReader
@@ -29,14 +34,25 @@ from story.tasks.evaluation.report import Grid, Table, write_report
 from story.tasks.world import miniworld, splits
 from story.tasks.world.captions import BACKGROUND_WORDS
 
-CHARACTER = {"shape": "sphere", "colour": "red", "texture": "striped"}
+CHARACTER = dict(CHARACTERS["bob"].judged)
 BOB = "bob (all three)"
-COLUMNS = ("shape", "colour", "texture", BOB, "background", "motion", "camera", IOU)
-BASELINES = {
-    "baseline: no concept (untrained token)": "a <bob> {ground}",
-    "baseline: class word only": "a sphere {ground}",
-    "baseline: bob spelled out in words": "a red striped sphere {ground}",
-}
+ALIGNED = "ground + motion"
+SIGNATURE = "colour signature"
+NO_CONCEPT, CLASS_WORD, WORDS = "none", "class", "words"
+BASELINE_KINDS = (NO_CONCEPT, CLASS_WORD, WORDS)
+GRID_SHOTS = 6
+
+
+def baselines(character: Character) -> dict[str, str]:
+    """Baseline row label -> prompt template, for the character."""
+    return {
+        "baseline: no concept (untrained token)": f"a <{character.name}> {{ground}}",
+        "baseline: class word only": f"a {character.class_word} {{ground}}",
+        f"baseline: {character.name} spelled out in words": f"{character.words} {{ground}}",
+    }
+
+
+BASELINES = baselines(CHARACTERS["bob"])
 
 
 @dataclass
@@ -52,6 +68,10 @@ class ConceptEvalConfig:
     sample_steps: int = 20
     reg_clips: int = DEFAULT_REG_CLIPS
     threads: int = 1
+    character: str = "bob"
+    baselines: list[str] = field(default_factory=lambda: list(BASELINE_KINDS))
+    lr_table: float | None = None
+    lr_lora: float | None = None
 
 
 def _prompt(template: str, shot: ConceptShot) -> str:
@@ -67,13 +87,32 @@ def _render(model, template: str, shots: list[ConceptShot], seed: int, steps: in
     ]
 
 
-def _score(reader: JudgeReader, renders: list, shots: list[ConceptShot]) -> dict[str, np.ndarray]:
+def identity_column(character: Character) -> str:
+    """The identity column: bob's judge-read look, or the character's identity label."""
+    return BOB if character.name == "bob" else character.identity
+
+
+def _score(
+    reader: JudgeReader, renders: list, shots: list[ConceptShot], character: Character
+) -> dict[str, np.ndarray]:
     targets = [
-        {**CHARACTER, "background": s.background, "motion": s.motion, "camera": s.camera}
+        {
+            "shape": character.class_word,
+            "colour": character.judged.get("colour", "-"),
+            "texture": character.judged.get("texture", "-"),
+            "background": s.background,
+            "motion": s.motion,
+            "camera": s.camera,
+        }
         for s in shots
     ]
     scores, _ = score_clips(reader, renders, targets, [s.mask for s in shots])
-    scores[BOB] = scores["shape"] * scores["colour"] * scores["texture"]
+    identity = np.prod([scores[k] for k in character.judged], axis=0)
+    if character.signature:
+        scores[SIGNATURE] = np.array([shows_signature(r, character.signature) for r in renders])
+        identity = identity * scores[SIGNATURE]
+    scores[identity_column(character)] = identity
+    scores[ALIGNED] = scores["background"] * scores["motion"]
     return scores
 
 
@@ -94,6 +133,36 @@ def _regularization(model, count: int, depth) -> list:
     return clips
 
 
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+class _Cells:
+    """Finished (row, seed) scores and the first renders, one .npz each, read back on resume."""
+
+    def __init__(self, out: Path) -> None:
+        self.folder = out / "cells"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, label: str, seed: int) -> Path:
+        return self.folder / f"{_slug(label)}-seed{seed}.npz"
+
+    def get(self, label: str, seed: int) -> tuple[dict[str, np.ndarray], list] | None:
+        path = self.path(label, seed)
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            scores = {k[len("score:") :]: data[k] for k in data.files if k.startswith("score:")}
+            return scores, list(data["renders"])
+
+    def put(self, label: str, seed: int, scores: dict[str, np.ndarray], renders: list) -> None:
+        tmp = self.path(label, seed).with_suffix(".tmp.npz")
+        arrays: dict[str, Any] = {f"score:{k}": np.asarray(v) for k, v in scores.items()}
+        arrays["renders"] = np.stack(renders[:GRID_SHOTS])
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(self.path(label, seed))
+
+
 def evaluate_concepts(
     config: ConceptEvalConfig,
     out: str | Path,
@@ -111,82 +180,156 @@ def evaluate_concepts(
     from story.tasks.render.synthesize import load_t2v
 
     started = time.monotonic()
+    character = CHARACTERS[config.character]
+    name = character.name
+    out = Path(out)
+    cells = _Cells(out)
     torch.set_num_threads(config.threads)
     model = load_t2v(eval_checkpoint(config.checkpoint, checkpoints), device="cpu")
     reader = JudgeReader.load(judge_folder)
     cfg = model.config
     shots = concept_shots(config.split, config.shots, cfg.frames, cfg.height)
     depth = default_depth(checkpoints)
-    regularization = _regularization(model, config.reg_clips, depth)
+    regularization: list | None = None
     fingerprint = model_fingerprint(model)
+    templates = baselines(character)
+    labels = dict(zip(BASELINE_KINDS, templates, strict=True))
     rows: dict[str, dict[str, list[np.ndarray]]] = {}
     examples: dict[str, list] = {}
     seconds: dict[str, float] = {}
-    for method in ["none", *config.methods]:
-        label = next(iter(BASELINES)) if method == "none" else method
+
+    def record(label: str, seed: int, scores: dict[str, np.ndarray], renders: list) -> None:
+        examples.setdefault(label, renders[:GRID_SHOTS])
+        for key, value in scores.items():
+            rows.setdefault(label, {}).setdefault(key, []).append(value)
+
+    trained = (["none"] if NO_CONCEPT in config.baselines else []) + list(config.methods)
+    for method in trained:
+        label = labels[NO_CONCEPT] if method == "none" else method
         tick = time.monotonic()
         for seed in range(config.training_seeds):
-            params = ConceptParams(
-                method=method, steps=config.train_steps, seed=seed, threads=config.threads
-            )
-            trained = train_concept(
-                model,
-                "bob",
-                images,
-                "sphere",
-                params,
-                depth=depth,
-                regularization=regularization if params.uses_lora else (),
-                base_checkpoint=fingerprint,
-            )
-            load_concepts(model, {"bob": trained.pack})
-            renders = _render(model, "a <bob> {ground}", shots, seed, config.sample_steps)
-            unload_concepts(model)
-            examples.setdefault(label, renders)
-            for key, value in _score(reader, renders, shots).items():
-                rows.setdefault(label, {}).setdefault(key, []).append(value)
+            done = cells.get(label, seed)
+            if done is None:
+                params = ConceptParams(
+                    method=method, steps=config.train_steps, seed=seed, threads=config.threads
+                )
+                if config.lr_table is not None:
+                    params = replace(params, lr_table=config.lr_table)
+                if config.lr_lora is not None:
+                    params = replace(params, lr_lora=config.lr_lora)
+                if params.uses_lora and regularization is None:
+                    regularization = _regularization(model, config.reg_clips, depth)
+                result = train_concept(
+                    model,
+                    name,
+                    images,
+                    character.class_word,
+                    params,
+                    out=None if method == "none" else out / "packs" / f"{method}-seed{seed}",
+                    depth=depth,
+                    regularization=regularization if params.uses_lora and regularization else (),
+                    base_checkpoint=fingerprint,
+                )
+                load_concepts(model, {name: result.pack})
+                renders = _render(model, f"a <{name}> {{ground}}", shots, seed, config.sample_steps)
+                unload_concepts(model)
+                scores = _score(reader, renders, shots, character)
+                cells.put(label, seed, scores, renders)
+                done = scores, renders
+            record(label, seed, *done)
             log(f"concepts: {label} seed {seed} ({time.monotonic() - tick:.0f}s)")
         seconds[label] = round(time.monotonic() - tick, 1)
-    for label, template in list(BASELINES.items())[1:]:
+    for kind in (WORDS, CLASS_WORD):
+        if kind not in config.baselines:
+            continue
+        label, template = labels[kind], templates[labels[kind]]
         tick = time.monotonic()
         for seed in range(config.training_seeds):
-            renders = _render(model, template, shots, seed, config.sample_steps)
-            examples.setdefault(label, renders)
-            for key, value in _score(reader, renders, shots).items():
-                rows.setdefault(label, {}).setdefault(key, []).append(value)
+            done = cells.get(label, seed)
+            if done is None:
+                renders = _render(model, template, shots, seed, config.sample_steps)
+                scores = _score(reader, renders, shots, character)
+                cells.put(label, seed, scores, renders)
+                done = scores, renders
+            record(label, seed, *done)
         seconds[label] = round(time.monotonic() - tick, 1)
         log(f"concepts: {label} ({seconds[label]}s)")
-    stacked = {label: {k: np.stack(v, axis=1) for k, v in r.items()} for label, r in rows.items()}
-    main = Table(
-        f"Concepts: {config.shots} shots x {config.training_seeds} training seeds (methods) or "
-        "sampling seeds (baselines)",
-        list(COLUMNS),
-        {label: {c: mean_interval(v[c]) for c in COLUMNS} for label, v in stacked.items()},
-        note="judge-read share of renders showing bob's shape, colour, texture (and all three), "
-        "the prompt's ground, the guide's motion and camera; object IoU with the guide's mask",
-    )
-    spelled = stacked[list(BASELINES)[2]]
-    diffs = Table(
-        "Each method minus bob spelled out in words (paired by shot and seed)",
-        [BOB, IOU],
+    return _write(
+        config,
+        out,
+        model.model_id,
+        reader.model_id,
+        character,
+        shots,
+        rows,
+        examples,
         {
-            m: {c: paired_difference(stacked[m][c], spelled[c]) for c in (BOB, IOU)}
-            for m in config.methods
+            **seconds,
+            "total": round(time.monotonic() - started, 1),
         },
     )
+
+
+def _write(
+    config: ConceptEvalConfig,
+    out: Path,
+    model_id: str,
+    judge_id: str,
+    character: Character,
+    shots: list[ConceptShot],
+    rows: dict[str, dict[str, list[np.ndarray]]],
+    examples: dict[str, list],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    identity = identity_column(character)
+    stacked = {label: {k: np.stack(v, axis=1) for k, v in r.items()} for label, r in rows.items()}
+    judged = list(character.judged)
+    signature = [SIGNATURE] if character.signature else []
+    columns = [*judged, *signature, identity, "background", "motion", ALIGNED, "camera", IOU]
+    main = Table(
+        f"Concepts ({character.name}): {config.shots} shots x {config.training_seeds} training "
+        "seeds (methods) or sampling seeds (baselines)",
+        columns,
+        {label: {c: mean_interval(v[c]) for c in columns} for label, v in stacked.items()},
+        note=f"share of renders the judge reads as {character.name}'s "
+        f"{', '.join(judged)}{' with its colour signature' if signature else ''} (identity, "
+        "read anywhere in the frame), on the prompt's ground and with the guide's motion "
+        "(alignment) and camera; object IoU with the guide's mask",
+    )
+    tables = [main]
+    words = f"baseline: {character.name} spelled out in words"
+    reference = stacked.get(words)
+    compared = [m for m in config.methods if m in stacked]
+    if reference is not None and compared:
+        tables.append(
+            Table(
+                f"Each method minus {character.name} spelled out in words (paired by shot, seed)",
+                [identity, ALIGNED, IOU],
+                {
+                    m: {
+                        c: paired_difference(stacked[m][c], reference[c])
+                        for c in (identity, ALIGNED, IOU)
+                    }
+                    for m in compared
+                },
+            )
+        )
     grid = Grid(
-        "First 6 shots, seed 0",
-        [(label, list(clips[:6])) for label, clips in examples.items()],
+        f"First {GRID_SHOTS} shots, seed 0",
+        [(label, list(clips)) for label, clips in examples.items()],
     )
     summary = {
         "area": "concepts",
-        "model_id": model.model_id,
-        "judge_id": reader.model_id,
+        "character": character.name,
+        "model_id": model_id,
+        "judge_id": judge_id,
         "config": asdict(config),
         "shot_seeds": [shots[0].seed, shots[-1].seed + 1],
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": {**seconds, "total": round(time.monotonic() - started, 1)},
-        "bob": {label: main.rows[label][BOB]["mean"] for label in stacked},
+        "seconds": seconds,
+        character.name: {label: main.rows[label][identity]["mean"] for label in stacked},
+        "identity": {label: main.rows[label][identity] for label in stacked},
+        "alignment": {label: main.rows[label][ALIGNED] for label in stacked},
     }
-    paths = write_report(out, f"Concepts: {model.model_id}", summary, [main, diffs], [grid])
+    paths = write_report(out, f"Concepts ({character.name}): {model_id}", summary, tables, [grid])
     return {**paths, **summary}

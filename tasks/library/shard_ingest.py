@@ -16,6 +16,7 @@ from typing import Any
 from story.tasks.library.index import ClipIndex
 from story.tasks.library.ingest import INGEST_TEXT_ENCODER, ClipIngestor, ShardJob
 from story.tasks.library.ingest_ledger import ShardLedger
+from story.tasks.progress import ProgressCallback, no_progress
 from story.tasks.settings import Settings
 from story.tasks.workers import Executor, WorkerSpec
 
@@ -44,9 +45,14 @@ def visual_dim(settings: Settings) -> int | None:
 
 
 def ingest_shards(
-    settings: Settings, manifest: str, jobs: list[ShardJob], executor: Executor
+    settings: Settings,
+    manifest: str,
+    jobs: list[ShardJob],
+    executor: Executor,
+    progress: ProgressCallback = no_progress,
 ) -> dict[str, Any]:
-    """Run the shards not yet finished; rows, additions, quarantine and timings."""
+    """Run the shards not yet finished (reporting shards done); rows, additions, quarantine
+    and timings."""
     index = ClipIndex(
         settings.lancedb,
         settings.clips_table,
@@ -66,7 +72,9 @@ def ingest_shards(
     added = 0
     timings = {"read_s": 0.0, "embed_s": 0.0, "write_s": 0.0}
     spec = WorkerSpec(ClipIngestor, {"settings": settings.resolved()})
-    for job, result, error in executor.map(spec, todo):
+    progress(len(finished), len(jobs))
+    for done, (job, result, error) in enumerate(executor.map(spec, todo), len(finished) + 1):
+        progress(done, len(jobs))
         if result is None:
             log.error("shard %s failed: %s", job.shard_id, error)
             failed_shards.append({"shard_id": job.shard_id, "error": repr(error)})

@@ -90,9 +90,10 @@ class Targets:
             self._checkpoints[name] = checkpoint_sha256(folder)
         return self._checkpoints[name]
 
-    def concepts(self, manifest: dict[str, Any]) -> dict[str, str | None]:
+    def concepts(self, manifest: dict[str, Any], checkpoint: str) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
-        for name, folder in concept_folders(manifest_story(manifest), self.settings).items():
+        story = manifest_story(manifest)
+        for name, folder in concept_folders(story, self.settings, checkpoint).items():
             if folder not in self._trees:
                 self._trees[folder] = checkpoint_sha256(folder) if Path(folder).exists() else None
             out[name] = self._trees[folder]
@@ -101,7 +102,8 @@ class Targets:
     def of(self, manifest: dict[str, Any], checkpoint: str | None) -> tuple[str, dict[str, Any]]:
         """(checkpoint name, models) the render would be re-rendered with."""
         name = checkpoint or manifest["inputs"]["checkpoint"]["name"]
-        return name, {"checkpoint": self.checkpoint(name), "concepts": self.concepts(manifest)}
+        models = {"checkpoint": self.checkpoint(name), "concepts": self.concepts(manifest, name)}
+        return name, models
 
 
 def plan_rerenders(asset: str, checkpoint: str | None, settings: Settings) -> dict[str, Any]:

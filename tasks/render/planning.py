@@ -21,7 +21,7 @@ from story.tasks.render.checkpoints import checkpoint_geometry
 from story.tasks.render.jobs import PlotJob
 from story.tasks.render.request import RenderRequest
 from story.tasks.render.retrieval import clip_fields, frame_indices, retrieve
-from story.tasks.script.story import effective_seed
+from story.tasks.script.story import CONCEPT, effective_seed
 from story.tasks.settings import Settings
 
 # The sampling parameters every job records (and its render id hashes), at the pipeline's defaults
@@ -62,9 +62,8 @@ def _jobs(
         plot_params = {**DEFAULTS, **request.params}
         if plot.tau is not None:
             plot_params["tau"] = int(plot.tau)
-        used = {
-            n: request.concept_folders[n] for n in plot.characters if n in request.concept_folders
-        }
+        named = dict.fromkeys([*plot.characters, *CONCEPT.findall(plot.prompt)])
+        used = {n: request.concept_folders[n] for n in named if n in request.concept_folders}
         for candidate, row in enumerate(chosen[plot.index]):
             jobs.append(
                 PlotJob(

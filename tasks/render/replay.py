@@ -92,7 +92,8 @@ def check_pinned_models(manifest: dict[str, Any], settings: Settings) -> None:
         raise RenderError(
             f"depth model changed: the render pinned {inputs['depth_model']}, now {depth_now}"
         )
-    for name, folder_now in concept_folders(manifest_story(manifest), settings).items():
+    story = manifest_story(manifest)
+    for name, folder_now in concept_folders(story, settings, pinned["name"]).items():
         expected = inputs["concepts"].get(name)
         actual = checkpoint_sha256(folder_now) if Path(folder_now).exists() else None
         if expected != actual:

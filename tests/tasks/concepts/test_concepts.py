@@ -81,7 +81,7 @@ def test_train_save_load_and_render_a_concept(images: Path, tmp_path: Path) -> N
     x, t, states = torch.randn(1, *model.latent_shape), torch.tensor([500]), torch.randn(1, 8, 16)
     base = model.predict(x, t, states)
     guide = np.linspace(-1, 1, 4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
-    with pytest.raises(ValueError, match="no concept packs are loaded"):
+    with pytest.raises(ValueError, match="no concept pack is loaded"):
         synthesize(model, "a <bob> on the grass", guide, steps=3)
     frames = render_with_concepts(
         model, "a <bob> on the grass", guide, {"bob": tmp_path / "packs" / "bob"}, steps=3
