@@ -57,6 +57,10 @@ QUICK_ARGS: dict[str, ArgsFor] = {
     "bench_decode": _fixed("--limit", "4", "--repeat", "1"),
     "bench_depth": _fixed("--heldout", "2", "--clips", "4", "--repeats", "1"),
     "bench_ingest": _small_manifest,
+    "bench_knobs": _fixed(
+        *("--checkpoint", "tiny", "--scenes", "2", "--seeds", "1", "--steps", "2"),
+        *("--knobs", "tau"),
+    ),
     "bench_miniworld": _fixed("--clips", "4"),
     "bench_proxy": _fixed("--scenes", "2", "--grid", "1"),
     "bench_render": _fixed(

