@@ -14,16 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from story.flows.engine import flow
 from story.flows.logs import run_logger
 from story.flows.parameters import SettingsParam, as_settings
+from story.flows.progress import Progress
 from story.tasks.concepts.images import read_concept_images
 from story.tasks.concepts.methods import DEFAULT_REG_CLIPS, DEFAULT_STEPS
 from story.tasks.concepts.params import ConceptParams, check_name
@@ -139,30 +135,27 @@ def train_concept(
     params = replace(params, reg_clips=len(regularization))
     load_s = time.perf_counter() - tick
     log.info("training <%s> (%s) on %d images, %d steps", name, method, len(data.images), steps)
-    progress_id = create_progress_artifact(
-        progress=0.0, key=f"concept-{name.lower()}-progress", description=f"training <{name}>"
-    )
-
-    def report(step: int, total: int, loss: float) -> None:
-        if step % PROGRESS_EVERY == 0 or step == total:
-            update_progress_artifact(progress_id, 100.0 * step / max(1, total))
-            log.info("step %d/%d loss %.4f", step, total, loss)
-
     fingerprint = model_fingerprint(model)
     target = Path(out) if out else default_pack_folder(resolved, name, fingerprint, checkpoint)
-    result = train_concept_task(
-        model,
-        name,
-        data,
-        class_word,
-        params,
-        out=target,
-        depth=depth,
-        regularization=regularization,
-        base_checkpoint=fingerprint,
-        progress=report,
-    )
-    update_progress_artifact(progress_id, 100.0)
+    with Progress(f"training <{name}>", key=f"concept-{name.lower()}-progress") as bar:
+
+        def report(step: int, total: int, loss: float) -> None:
+            bar(step, total)
+            if step % PROGRESS_EVERY == 0 or step == total:
+                log.info("step %d/%d loss %.4f", step, total, loss)
+
+        result = train_concept_task(
+            model,
+            name,
+            data,
+            class_word,
+            params,
+            out=target,
+            depth=depth,
+            regularization=regularization,
+            base_checkpoint=fingerprint,
+            progress=report,
+        )
     summary = {
         "name": name,
         "token": result.pack.token,
