@@ -11,7 +11,6 @@ Run: python datasets/make_character_sheet.py
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from PIL import Image
 
 from story.tasks.evaluation.concept_characters import CHARACTERS, ZIB_BOTTOM_RGB, ZIB_TOP_RGB
 from story.tasks.world import miniworld
+from story.tasks.world.portraits import portrait_scene
 
 NAME = "zib"
 CLASS_WORD = CHARACTERS[NAME].class_word
@@ -28,21 +28,7 @@ WHITE = np.asarray(miniworld.COLOURS["white"], dtype=np.float32)
 
 def sheet_scene(seed: int, background: str, size: int = 64) -> miniworld.SceneSpec:
     """A white plain sphere in front of a still camera, near the centre (recoloured later)."""
-    spec = miniworld.sample_scene(
-        seed,
-        frames=1,
-        height=size,
-        width=size,
-        n_objects=1,
-        background=background,
-        camera="static",
-        motion="static",
-        shape=CLASS_WORD,
-        colour="white",
-        texture="plain",
-    )
-    main = replace(spec.objects[0], size=0.6, x=float(np.clip(spec.objects[0].x, -0.3, 0.3)))
-    return replace(spec, objects=(main,))
+    return portrait_scene(seed, background, size, shape=CLASS_WORD, colour="white", texture="plain")
 
 
 def recolour(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:

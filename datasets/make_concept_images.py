@@ -8,13 +8,13 @@ Run: python datasets/make_concept_images.py
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from story.tasks.world import miniworld
+from story.tasks.world.portraits import portrait_scene
 
 BOB = {"shape": "sphere", "colour": "red", "texture": "striped", "secondary": "white"}
 BACKGROUNDS = ("grass", "sand", "snow", "dusk", "grass")
@@ -22,19 +22,7 @@ BACKGROUNDS = ("grass", "sand", "snow", "dusk", "grass")
 
 def bob_scene(seed: int, background: str, size: int = 64) -> miniworld.SceneSpec:
     """A one-object scene with bob in front of a still camera."""
-    spec = miniworld.sample_scene(
-        seed,
-        frames=1,
-        height=size,
-        width=size,
-        n_objects=1,
-        background=background,
-        camera="static",
-        motion="static",
-        **BOB,
-    )
-    main = replace(spec.objects[0], size=0.6, x=float(np.clip(spec.objects[0].x, -0.3, 0.3)))
-    return replace(spec, objects=(main,))
+    return portrait_scene(seed, background, size, **BOB)
 
 
 def main() -> None:
