@@ -15,6 +15,7 @@ from story.flows.engine import flow
 from story.flows.executors import executor_for
 from story.flows.parameters import SettingsParam, as_settings
 from story.flows.progress import Progress
+from story.tasks.library.canonical import reject_export
 from story.tasks.library.ingest import ShardJob, make_shards
 from story.tasks.library.manifest import read_manifest
 from story.tasks.library.shard_ingest import ingest_shards
@@ -64,6 +65,7 @@ def build_index(
 ) -> dict[str, Any]:
     """Index a clip manifest into the clip library and report rows, additions and quarantine."""
     resolved = as_settings(settings)
+    reject_export(resolved.lancedb_uri, "index")
     configure_fsspec(resolved.storage_options)
     jobs = plan_shards(manifest, resolved.shard_size)
     executor = executor_for(resolved, use_ray)

@@ -47,9 +47,13 @@ def concept_train_command(
         float | None,
         typer.Option(min=0.0, help=f"LoRA learning rate (default {DEFAULT_LR_LORA:g})."),
     ] = None,
-    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint: tiny or a folder.")] = (
-        "tiny"
-    ),
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Synthesis checkpoint: a name (t2v-64, tiny) or a folder; default the "
+            "settings' (STORY_CHECKPOINT, t2v-64)."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Pack folder (default <workspace>/concepts/NAME).")
     ] = None,

@@ -24,9 +24,11 @@ SplitOpt = Annotated[
     str, typer.Option("--split", help="validation (every choice) | test (sealed, once per model).")
 ]
 CheckpointOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
-        "--checkpoint", help="Synthesis checkpoint: a zoo name (tiny) or a checkpoint folder."
+        "--checkpoint",
+        help="Synthesis checkpoint: a name (t2v-64, tiny) or a folder; default the settings' "
+        "(STORY_CHECKPOINT, t2v-64).",
     ),
 ]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Report folder.")]
@@ -125,7 +127,7 @@ def _knobs(pairs: list[str]) -> dict[str, float]:
 @eval_app.command("synthesis")
 def eval_synthesis_command(
     split: SplitOpt = "validation",
-    checkpoint: CheckpointOpt = "tiny",
+    checkpoint: CheckpointOpt = None,
     scenes: Annotated[int, typer.Option("--scenes", min=2, help="Plots per case set.")] = 200,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Sampling seeds per plot.")] = 3,
     steps: Annotated[int, typer.Option("--steps", min=1, help="DDIM steps.")] = 20,
@@ -156,16 +158,18 @@ def eval_synthesis_command(
 
     settings = make_settings(workspace)
 
+    chosen_checkpoint = checkpoint or settings.checkpoint
+
     def work() -> dict[str, Any]:
         from story.models.t2v import checkpoint_id
         from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
         from story.tasks.evaluation.synthesis_eval import SynthesisEvalConfig, evaluate_synthesis
 
         chosen = _checked_split(split)
-        model_id = checkpoint_id(eval_checkpoint(checkpoint, settings.checkpoints))
+        model_id = checkpoint_id(eval_checkpoint(chosen_checkpoint, settings.checkpoints))
         config = SynthesisEvalConfig(
             split=chosen,
-            checkpoint=checkpoint,
+            checkpoint=chosen_checkpoint,
             scenes=scenes,
             seeds=seeds,
             steps=steps,
@@ -194,7 +198,7 @@ def eval_synthesis_command(
 @eval_app.command("concepts")
 def eval_concepts_command(
     split: SplitOpt = "validation",
-    checkpoint: CheckpointOpt = "tiny",
+    checkpoint: CheckpointOpt = None,
     shots: Annotated[int, typer.Option("--shots", min=2, help="Guide shots.")] = 32,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Training seeds per method.")] = 3,
     methods: Annotated[
@@ -234,16 +238,18 @@ def eval_concepts_command(
 
     settings = make_settings(workspace)
 
+    chosen_checkpoint = checkpoint or settings.checkpoint
+
     def work() -> dict[str, Any]:
         from story.models.t2v import checkpoint_id
         from story.tasks.evaluation.concepts_eval import ConceptEvalConfig, evaluate_concepts
         from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
 
         chosen = _checked_split(split)
-        model_id = checkpoint_id(eval_checkpoint(checkpoint, settings.checkpoints))
+        model_id = checkpoint_id(eval_checkpoint(chosen_checkpoint, settings.checkpoints))
         config = ConceptEvalConfig(
             split=chosen,
-            checkpoint=checkpoint,
+            checkpoint=chosen_checkpoint,
             shots=shots,
             training_seeds=seeds,
             methods=[m.strip() for m in methods.split(",") if m.strip()],
@@ -274,7 +280,7 @@ def eval_concepts_command(
 @eval_app.command("longshot")
 def eval_longshot_command(
     split: SplitOpt = "validation",
-    checkpoint: CheckpointOpt = "tiny",
+    checkpoint: CheckpointOpt = None,
     shots: Annotated[int, typer.Option("--shots", min=2, help="Long shots.")] = 24,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Sampling seeds per shot.")] = 2,
     windows: Annotated[int, typer.Option("--windows", min=2, help="Model clips per shot.")] = 3,
@@ -292,16 +298,18 @@ def eval_longshot_command(
 
     settings = make_settings(workspace)
 
+    chosen_checkpoint = checkpoint or settings.checkpoint
+
     def work() -> dict[str, Any]:
         from story.models.t2v import checkpoint_id
         from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
         from story.tasks.evaluation.longshot_eval import LongShotEvalConfig, evaluate_longshot
 
         chosen = _checked_split(split)
-        model_id = checkpoint_id(eval_checkpoint(checkpoint, settings.checkpoints))
+        model_id = checkpoint_id(eval_checkpoint(chosen_checkpoint, settings.checkpoints))
         config = LongShotEvalConfig(
             split=chosen,
-            checkpoint=checkpoint,
+            checkpoint=chosen_checkpoint,
             shots=shots,
             seeds=seeds,
             windows=windows,

@@ -28,6 +28,7 @@ from story.flows.logs import run_logger
 from story.flows.parameters import SettingsParam, as_settings
 from story.tasks.errors import ManifestError, StoryError
 from story.tasks.hashing import sha256_json
+from story.tasks.library.canonical import reject_export
 from story.tasks.library.index import ClipIndex, sql_string
 from story.tasks.library.ingest import make_shards
 from story.tasks.library.ingest_ledger import ShardLedger
@@ -179,6 +180,7 @@ def ingest_new(
 ) -> dict[str, Any]:
     """Index only the new clips of a drop folder and/or an appended manifest."""
     resolved = as_settings(settings)
+    reject_export(resolved.lancedb_uri, "ingest new clips")
     if drop_folder is None and manifest is None:
         raise StoryError("ingest_new needs a drop folder or a manifest (or both)")
     configure_fsspec(resolved.storage_options)

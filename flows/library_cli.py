@@ -1,4 +1,4 @@
-"""`story index | ingest-new | search | depth`: the clip library and its structure maps."""
+"""`story index | ingest-new | search | depth | library-export | library-restore`: the library."""
 
 from __future__ import annotations
 
@@ -125,8 +125,12 @@ def depth_command(
         ),
     ] = None,
     checkpoint: Annotated[
-        str, typer.Option(help="Synthesis checkpoint whose frame size the maps are stored at.")
-    ] = "tiny",
+        str | None,
+        typer.Option(
+            help="Synthesis checkpoint whose frame size the maps are stored at (default the "
+            "settings', STORY_CHECKPOINT)."
+        ),
+    ] = None,
     height: Annotated[
         int | None, typer.Option(min=1, help="Output height (default: the synthesis size).")
     ] = None,
@@ -212,3 +216,46 @@ def ingest_new_command(
     )
     for item in summary["quarantined"]:
         typer.echo(f"  quarantined {item['uri']}: {item['reason']}")
+
+
+@library_app.command("library-export")
+def library_export_command(
+    out: Annotated[Path, typer.Argument(help="The export to write (a .parquet file).")],
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write the clip table as one canonical parquet file (sorted, byte-reproducible) for DVC."""
+    settings = make_settings(workspace, lancedb)
+
+    def work() -> dict[str, Any]:
+        from story.tasks.library.canonical import export_table
+
+        return export_table(settings.lancedb, out, settings.clips_table)
+
+    summary = run_command(as_json, work)
+    if summary is not None:
+        typer.echo(f"{summary['rows']} rows -> {summary['export']} (sha256 {summary['sha256']})")
+
+
+@library_app.command("library-restore")
+def library_restore_command(
+    export: Annotated[Path, typer.Argument(help="A canonical export (.parquet).")],
+    workspace: WorkspaceOpt = None,
+    lancedb: LanceOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a LanceDB clip table from a canonical export (readers of an export do this alone)."""
+    settings = make_settings(workspace, lancedb)
+
+    def work() -> dict[str, Any]:
+        from story.tasks.library.canonical import reject_export, restore_table
+
+        reject_export(settings.lancedb_uri, "restore")
+        return restore_table(
+            export, settings.lancedb, settings.clips_table, settings.ivf_pq_min_rows
+        )
+
+    summary = run_command(as_json, work)
+    if summary is not None:
+        typer.echo(f"{summary['rows']} rows restored into {summary['lancedb_uri']}")

@@ -68,9 +68,11 @@ def batches(jobs: list[DepthJob], workers: int) -> list[list[DepthJob]]:
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
-def synthesis_size(settings: Settings, checkpoint: str = "tiny") -> tuple[int, int]:
-    """The frame size the synthesis checkpoint renders at: what renders look structure up at."""
-    return checkpoint_geometry(resolve_checkpoint(checkpoint, settings.checkpoints)).size
+def synthesis_size(settings: Settings, checkpoint: str | None = None) -> tuple[int, int]:
+    """The frame size the synthesis checkpoint (default: the settings' one) renders at: what
+    renders look structure up at."""
+    name = checkpoint or settings.checkpoint
+    return checkpoint_geometry(resolve_checkpoint(name, settings.checkpoints)).size
 
 
 def run_jobs(
@@ -181,7 +183,7 @@ def precompute_depth(
     use_ray: bool = True,
     size: tuple[int, int] | None = None,
     normalize: str = "frame",
-    checkpoint: str = "tiny",
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Structure maps for the library (or a query's top-k): computed once per key, then cached.
 

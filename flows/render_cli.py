@@ -17,6 +17,13 @@ DEMO_QUERIES = (
     "people walking outdoors",
 )
 
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Synthesis checkpoint: a name (t2v-64, tiny) or a folder; default the settings' "
+        "(STORY_CHECKPOINT, t2v-64)."
+    ),
+]
 render_app = typer.Typer()
 
 
@@ -42,7 +49,7 @@ def render_command(
     seed: Annotated[
         int, typer.Option(min=0, help="Base seed; plots without one derive theirs.")
     ] = 0,
-    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint name.")] = "tiny",
+    checkpoint: CheckpointOpt = None,
     candidates: Annotated[
         int, typer.Option(min=1, max=8, help="Clips retrieved and rendered side by side per plot.")
     ] = 1,
@@ -132,7 +139,7 @@ def render_command(
 def submit_command(
     settings: Any,
     story_file: Path,
-    checkpoint: str,
+    checkpoint: str | None,
     seed: int,
     candidates: int,
     params: dict[str, Any],
@@ -169,7 +176,7 @@ def shot_command(
     seed: Annotated[int, typer.Option(min=0, help="Noise seed.")] = 0,
     frames: Annotated[int | None, typer.Option(min=1, max=256, help="Shot length.")] = None,
     steps: Annotated[int, typer.Option(min=1, max=1000, help="Denoising steps.")] = 25,
-    checkpoint: Annotated[str, typer.Option(help="Synthesis checkpoint name.")] = "tiny",
+    checkpoint: CheckpointOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
     ] = None,

@@ -35,7 +35,7 @@ def render_shot(
     seed: int = 0,
     tau: int | None = None,
     frames: int | None = None,
-    checkpoint: str = "tiny",
+    checkpoint: str | None = None,
     params: dict[str, Any] | None = None,
     use_ray: bool = False,
 ) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def train_concept(
     buckets: int = 10,
     reg_clips: int | None = None,
     seed: int = 0,
-    checkpoint: str = "tiny",
+    checkpoint: str | None = None,
     out: str | None = None,
     lr_table: float | None = None,
     lr_lora: float | None = None,
@@ -119,6 +119,7 @@ def train_concept(
 
     log = run_logger(__name__)
     resolved = as_settings(settings)
+    checkpoint = checkpoint or resolved.checkpoint
     check_name(name)
     params = ConceptParams(method=method, steps=steps, buckets=buckets, seed=seed, threads=2)
     if lr_table is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from story.tasks.library.canonical import is_export
 from story.tasks.outputs.delivery import DEFAULT_RATE, DEFAULT_RETIME, check_retime, normalize_rate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +42,11 @@ class Settings(BaseSettings):
     )
     checkpoints: Path = Field(
         default=REPO_ROOT / "checkpoints", description="Folder of named model checkpoints."
+    )
+    checkpoint: str = Field(
+        default="t2v-64",
+        description="Synthesis checkpoint a render uses unless told otherwise: a name under "
+        "`checkpoints` (`t2v-64`, the default; `tiny` = the older t2v-tiny) or a folder.",
     )
     preset: str = Field(default="tiny", description="Model zoo preset.")
     depth_model: str = Field(
@@ -125,17 +132,48 @@ class Settings(BaseSettings):
         return check_retime(value)
 
     @property
-    def lancedb(self) -> str:
+    def library_uri(self) -> str:
+        """The library as given: a LanceDB URI or a canonical export (what manifests record)."""
         return self.lancedb_uri or str(self.workspace / "lancedb")
+
+    @property
+    def lancedb(self) -> str:
+        """The LanceDB URI to open; a canonical export (`*.parquet`) opens its restored cache."""
+        uri = self.library_uri
+        if is_export(uri):
+            from story.tasks.library.canonical import materialize
+
+            return materialize(
+                uri,
+                self.workspace / "cache" / "library",
+                self.clips_table,
+                ivf_pq_min_rows=self.ivf_pq_min_rows,
+            )
+        return uri
 
     @property
     def depth_store(self) -> str:
         return self.depth_store_uri or str(self.workspace / "depth")
 
     def resolved(self) -> dict:
-        """JSON-friendly snapshot saved next to outputs."""
+        """JSON-friendly snapshot saved next to outputs.
+
+        Paths inside this checkout are written relative to it (`checkpoints`, not
+        `/home/td/clone/checkpoints`), so two clones record the same settings.
+        """
         data = self.model_dump(mode="json")
-        data["lancedb_uri"] = self.lancedb
+        # An export is recorded as given (portable) with its content hash, not as its local
+        # cache: a render request on a changed export is a new request.
+        data["lancedb_uri"] = self.library_uri
+        if is_export(self.library_uri):
+            from story.tasks.library.canonical import export_digest
+
+            data["lancedb_export_sha256"] = export_digest(self.library_uri)
+        for key, value in data.items():
+            if isinstance(value, str) and os.path.isabs(value):
+                path = Path(os.path.normpath(value))
+                if path.is_relative_to(REPO_ROOT):
+                    data[key] = path.relative_to(REPO_ROOT).as_posix() or "."
         return data
 
 

@@ -83,7 +83,7 @@ def wait_for(settings: Settings, flow_run_id: str, timeout_s: float | None = Non
 def submit_render(
     settings: Settings,
     story: Path,
-    checkpoint: str = "tiny",
+    checkpoint: str | None = None,
     seed: int = 0,
     candidates: int = 1,
     params: dict[str, Any] | None = None,
@@ -95,6 +95,7 @@ def submit_render(
     path = story.resolve()
     if not path.is_file():
         raise FileNotFoundError(f"{story}: no such story file")
+    checkpoint = checkpoint or settings.checkpoint
     parameters: dict[str, Any] = {
         "story": str(path),
         "checkpoint": checkpoint,

@@ -19,11 +19,11 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from story.tasks.clock import stamp_time
 from story.tasks.errors import MediaError, StoryError
 from story.tasks.library.index import CAPTION_SLOTS
 from story.tasks.library.manifest import ManifestRow
@@ -255,7 +255,7 @@ class ClipIngestor:
         }
 
         slots = {caption: caption_slots(caption) for caption in set(captions)}
-        now = datetime.now(UTC)
+        now = stamp_time()
         for i, c in enumerate(candidates):
             info = c.info
             row = {

@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +55,7 @@ from pydantic import (
 )
 
 from story.tasks import atomic
+from story.tasks.clock import reproducible_build, stamp_time
 from story.tasks.errors import StoryError
 from story.tasks.hashing import render_id, sha256_tree, to_plain
 from story.tasks.provenance.dvc_lookup import dvc_hash
@@ -223,7 +223,7 @@ def build_manifest(
         "schema": SCHEMA_VERSION,
         "render_id": render_id(inputs),
         "status": status,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": stamp_time().isoformat(timespec="seconds"),
         "inputs": to_plain(inputs),
         "story": {
             "source": story.source,
@@ -238,7 +238,8 @@ def build_manifest(
         "library": dict(library) if library is not None else None,
         "plots": plots,
         "outputs": dict(outputs),
-        "timings": dict(timings or {}),
+        # A reproducible build (SOURCE_DATE_EPOCH) records no durations: they differ every run.
+        "timings": {} if reproducible_build() else dict(timings or {}),
     }
     validate_manifest(manifest)
     return to_plain(manifest)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from story.tasks.atomic import atomic_folder
+from story.tasks.library.canonical import export_digest, is_export
 from story.tasks.outputs.assemble import write_outputs
 from story.tasks.outputs.delivery import Delivery
 from story.tasks.outputs.plot_record import PlotRecord
@@ -130,14 +131,22 @@ def commit_render(
                 )
             ],
             concepts=plan.concept_assets,
-            library={
-                "uri": settings.lancedb,
-                "table": settings.clips_table,
-                "version": plan.table_version,
-            },
+            library=library_record(settings, plan.table_version),
             settings=settings.resolved(),
             environment=environment_info(),
             timings=timings,
         )
         write_manifest(partial, manifest)
     return final, manifest
+
+
+def library_record(settings: Settings, version: int | None) -> dict[str, Any]:
+    """The library the render read: its URI as given, table and version; an export's sha256."""
+    record: dict[str, Any] = {
+        "uri": settings.library_uri,
+        "table": settings.clips_table,
+        "version": version,
+    }
+    if is_export(settings.library_uri):
+        record["export_sha256"] = export_digest(settings.library_uri)
+    return record

@@ -45,13 +45,14 @@ class PlotRenderer:
     """Loads the synthesis model (and structure estimators on demand) once; renders plots."""
 
     def __init__(
-        self, settings: Settings, checkpoint: str = "tiny", use_cache: bool = True
+        self, settings: Settings, checkpoint: str | None = None, use_cache: bool = True
     ) -> None:
         from story.tasks.render.synthesize import load_t2v
 
         self.settings = settings
         self.use_cache = use_cache
         set_torch_threads(settings.torch_threads)
+        checkpoint = checkpoint or settings.checkpoint
         folder = resolve_checkpoint(checkpoint, settings.checkpoints)
         self.checkpoint = checkpoint
         self.checkpoint_sha256 = checkpoint_sha256(folder, settings.workspace)

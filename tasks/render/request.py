@@ -106,7 +106,7 @@ class RenderRequest:
         settings: Settings,
         *,
         seed: int = 0,
-        checkpoint: str = "tiny",
+        checkpoint: str | None = None,
         candidates: int = 1,
         pins: dict[int, list[str]] | None = None,
         params: dict[str, Any] | None = None,
@@ -114,6 +114,7 @@ class RenderRequest:
         """Read what decides the render: hashes through the workspace's hash cache."""
         if candidates < 1:
             raise RenderError(f"candidates must be >= 1, got {candidates}")
+        checkpoint = checkpoint or settings.checkpoint
         folder = resolve_checkpoint(checkpoint, settings.checkpoints)
         concepts = concept_folders(story, settings, checkpoint)
         resolved = settings.resolved()

@@ -34,6 +34,7 @@ import numpy as np
 from story.tasks import atomic
 from story.tasks.errors import StoryError
 from story.tasks.hashing import sha256_json
+from story.tasks.library.media_paths import stored_uri
 from story.tasks.object_store import is_remote
 
 if TYPE_CHECKING:
@@ -101,11 +102,25 @@ def _digest(key: StructureKey | str) -> str:
     return key.digest if isinstance(key, StructureKey) else str(key)
 
 
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip epoch: an entry's bytes carry no write time
+
+
 def _encode(array: np.ndarray) -> bytes:
-    """The entry's bytes: the float16 array and the sha256 of its bytes, checked on every read."""
+    """The entry's bytes: the float16 array and the sha256 of its bytes, checked on every read.
+
+    An `.npz` as `np.savez` writes it, except that each member's zip time is fixed, so equal
+    arrays give equal bytes (`np.savez` stamps the current time, which made every rebuilt store
+    differ)."""
     data = np.ascontiguousarray(array, dtype=np.float16)
+    members = {"structure": data, "sha256": np.array(hashlib.sha256(data.tobytes()).hexdigest())}
     buffer = io.BytesIO()
-    np.savez(buffer, structure=data, sha256=np.array(hashlib.sha256(data.tobytes()).hexdigest()))
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in members.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, value, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME)
+            info.external_attr = 0o600 << 16
+            archive.writestr(info, member.getvalue())
     return buffer.getvalue()
 
 
@@ -241,7 +256,10 @@ class DepthStore:
         record = {"key": digest, "shape": list(array.shape), "dtype": "float16", **(meta or {})}
         if isinstance(key, StructureKey):
             record.update(key.parts())
-        sidecar = json.dumps(record, indent=2, default=str).encode("utf-8")
+        if isinstance(record.get("uri"), str):
+            # Relative to the store when the clip lives in the same project: no machine's path.
+            record["uri"] = stored_uri(str(self.root), record["uri"])
+        sidecar = json.dumps(record, indent=2, sort_keys=True, default=str).encode("utf-8")
         data = _encode(array)
         if not self.remote:
             atomic.write_bytes(self.meta_path(digest), sidecar, durable=False)

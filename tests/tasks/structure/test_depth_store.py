@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -65,6 +66,27 @@ def test_put_get_has_keys_and_sidecar(tmp_path: Path):
     assert meta["clip_id"] == "clip-a" and meta["frame_indices"] == [0, 8, 16]
     assert meta["size"] == [4, 5] and meta["uri"] == "a.mp4"
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_an_entry_rebuilt_elsewhere_has_the_same_bytes(tmp_path: Path, monkeypatch):
+    # Two projects (two clones) store the same array for the same clip a day apart:
+    # byte-identical files, so DVC locks one hash for the store whichever machine built it.
+    array = np.linspace(-1, 1, 2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5)
+    key = make_key("clip-a", "tiny-abc", [0, 8], (4, 5), "frame")
+    files = []
+    now = time.time()
+    for day, name in enumerate(("one", "elsewhere/two")):
+        project = tmp_path / name
+        (project / ".dvc").mkdir(parents=True)
+        media = project / "datasets" / "media" / "a.mp4"
+        store = DepthStore(project / "datasets" / "depth")
+        with monkeypatch.context() as patch:
+            patch.setattr(time, "time", lambda d=day: now + 86400 * d)
+            path = store.put(key, array, {"uri": str(media)})
+        assert store.meta(key)["uri"] == "../media/a.mp4"
+        files.append((path.read_bytes(), store.meta_path(key.digest).read_bytes()))
+        np.testing.assert_allclose(store.get(key), array, atol=1e-3)
+    assert files[0] == files[1]
 
 
 def test_every_key_part_changes_the_digest():
