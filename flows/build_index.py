@@ -6,6 +6,7 @@ skipped by their ledger record and each shard's rows are written once as it comp
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import task
@@ -19,13 +20,15 @@ from story.tasks.library.canonical import reject_export
 from story.tasks.library.ingest import ShardJob, make_shards
 from story.tasks.library.manifest import read_manifest
 from story.tasks.library.shard_ingest import ingest_shards
-from story.tasks.object_store import configure_fsspec
+from story.tasks.object_store import configure_fsspec, is_remote
 
 
 @task(name="plan-shards")
 def plan_shards(manifest: str, shard_size: int) -> list[ShardJob]:
-    """Read the manifest and cut it into content-addressed shards."""
-    return make_shards(read_manifest(manifest), shard_size)
+    """Read the manifest and cut it into content-addressed shards (media named relative to the
+    manifest's folder, so another checkout of the same manifest gets the same shards)."""
+    base = None if is_remote(manifest) else os.path.dirname(os.path.abspath(manifest))
+    return make_shards(read_manifest(manifest), shard_size, base)
 
 
 def publish_artifacts(summary: dict[str, Any]) -> None:

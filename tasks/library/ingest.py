@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ from story.tasks.library.media import VideoReader, make_clip_id, sample_indices,
 from story.tasks.library.motion import clip_motion, load_motion_classifier
 from story.tasks.library.query_intent import parse_query
 from story.tasks.library.shots import Shot, detect_shots, split_range
-from story.tasks.object_store import configure_fsspec
+from story.tasks.object_store import configure_fsspec, is_remote
 from story.tasks.world.miniworld import SHAPES
 
 INGEST_TEXT_ENCODER = "minilm"
@@ -58,16 +59,29 @@ class ShardResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def make_shards(rows: list[ManifestRow], shard_size: int) -> list[ShardJob]:
-    """Cut the manifest into consecutive shards whose ids depend only on their rows."""
+def _shard_uri(uri: str, base: str | None) -> str:
+    """`uri` relative to `base` when it lies under it: a shard's id must not name the machine."""
+    if base is None or is_remote(uri) or not os.path.isabs(uri):
+        return uri
+    path, root = os.path.normpath(uri), os.path.normpath(base)
+    return os.path.relpath(path, root) if path.startswith(root + os.sep) else uri
+
+
+def make_shards(
+    rows: list[ManifestRow], shard_size: int, base: str | None = None
+) -> list[ShardJob]:
+    """Cut the manifest into consecutive shards whose ids depend only on their rows.
+
+    Media under `base` (the manifest's folder) enter the id by their path relative to it, so
+    the same manifest gives the same shard ids, and rows, in any clone or checkout location.
+    """
     shards = []
     for offset in range(0, len(rows), shard_size):
         chunk = tuple(rows[offset : offset + shard_size])
         digest = hashlib.sha256()
         for row in chunk:
-            digest.update(
-                json.dumps([row.uri, row.start, row.end, row.caption], default=str).encode()
-            )
+            key = [_shard_uri(row.uri, base), row.start, row.end, row.caption]
+            digest.update(json.dumps(key, default=str).encode())
         shards.append(ShardJob(shard_id=digest.hexdigest()[:20], rows=chunk))
     return shards
 

@@ -129,3 +129,26 @@ def test_a_multi_shot_file_becomes_one_clip_per_shot(tmp_path, settings) -> None
     assert summary["rows"] == 3
     assert [round(s * 8) for s in rows["start"]] == [0, 16, 32]
     assert [round(e * 8) for e in rows["end"]] == [16, 32, 48]
+
+
+def test_two_checkouts_of_one_library_export_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The DVC `index` stage on two clones: same manifest and media at different paths, ingest
+    # time pinned by SOURCE_DATE_EPOCH; the canonical export (what DVC locks) must not differ.
+    import shutil
+
+    from story.tasks.library.canonical import export_table
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764633600")
+    first = build_library(tmp_path / "one" / "datasets" / "library", n_good=2, with_bad=False)
+    second = tmp_path / "elsewhere" / "two" / "datasets" / "library"
+    shutil.copytree(first.root, second)
+    digests = []
+    for root, manifest in ((tmp_path / "one", first.manifest), (second.parents[1], None)):
+        (root / ".git").mkdir()
+        settings = Settings(workspace=root / "ws", lancedb_uri=str(root / "datasets" / "index"))
+        path = manifest or root / "datasets" / "library" / "manifest.jsonl"
+        assert build_index(str(path), settings.resolved(), use_ray=False)["rows"] == 2
+        digests.append(export_table(settings.lancedb, root / "datasets" / "clips.parquet")["sha256"])
+    assert digests[0] == digests[1]
