@@ -6,7 +6,7 @@ same manifest lock different hashes. The export holds the same rows in a form th
 by `clip_id`, one parquet file with fixed writer settings and no timestamps of its own, media
 paths relative to the export's folder (absolute when the file lies outside the project).
 `ingested_at` is part of each row; a build that must reproduce sets `SOURCE_DATE_EPOCH`
-(`story.tasks.clock`), as the DVC `index` stage does.
+(`story.tasks.reproducible`), as the DVC `index` stage does.
 
 A library given as an export (`--lancedb datasets/clips.parquet`) is read-only: `materialize`
 restores it once into a LanceDB folder under `<workspace>/cache/library/<export digest>` (rows,

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from story.tasks.clock import stamp_time
 from story.tasks.errors import MediaError, StoryError
 from story.tasks.library.index import CAPTION_SLOTS
 from story.tasks.library.manifest import ManifestRow
@@ -33,6 +32,7 @@ from story.tasks.library.motion import clip_motion, load_motion_classifier
 from story.tasks.library.query_intent import parse_query
 from story.tasks.library.shots import Shot, detect_shots, split_range
 from story.tasks.object_store import configure_fsspec, is_remote
+from story.tasks.reproducible import stamp_time
 from story.tasks.world.miniworld import SHAPES
 
 INGEST_TEXT_ENCODER = "minilm"

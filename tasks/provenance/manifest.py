@@ -55,10 +55,10 @@ from pydantic import (
 )
 
 from story.tasks import atomic
-from story.tasks.clock import reproducible_build, stamp_time
 from story.tasks.errors import StoryError
 from story.tasks.hashing import render_id, sha256_tree, to_plain
 from story.tasks.provenance.dvc_lookup import dvc_hash
+from story.tasks.reproducible import reproducible_build, stamp_time
 from story.tasks.script.paths import safe_relpath
 from story.tasks.script.story import Story, StoryScriptError
 from story.tasks.settings import REPO_ROOT

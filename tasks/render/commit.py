@@ -21,6 +21,7 @@ from story.tasks.provenance.environment import environment_info
 from story.tasks.provenance.manifest import build_manifest, describe_asset, write_manifest
 from story.tasks.render.jobs import PlotJob, PlotResult, RenderError
 from story.tasks.render.planning import RenderPlan
+from story.tasks.reproducible import recorded_path, reproducible_build
 from story.tasks.script.story import Story
 from story.tasks.settings import Settings
 
@@ -54,7 +55,7 @@ def plot_records(story: Story, jobs: list[PlotJob], results: list[PlotResult]) -
                 query=plot.query,
                 prompt=plot.prompt,
                 clip_id=job.clip["clip_id"],
-                clip_uri=job.clip["uri"],
+                clip_uri=recorded_path(job.clip["uri"]),
                 clip_caption=job.clip["caption"],
                 retrieved_frames=first.retrieved,
                 structure=first.structure,
@@ -83,10 +84,7 @@ def plot_entries(
                 "frame_indices": list(job.frame_indices),
                 "structure": job.structure,
                 "depth_key": result.structure_key,
-                "candidates": [
-                    {"clip_id": j.clip["clip_id"], "shot_key": r.shot_key, "cached": r.cached}
-                    for j, r in pairs
-                ],
+                "candidates": [candidate_entry(j, r) for j, r in pairs],
                 "concepts": sorted(job.concepts),
             }
         )
@@ -150,3 +148,12 @@ def library_record(settings: Settings, version: int | None) -> dict[str, Any]:
     if is_export(settings.library_uri):
         record["export_sha256"] = export_digest(settings.library_uri)
     return record
+
+
+def candidate_entry(job: PlotJob, result: PlotResult) -> dict[str, Any]:
+    """A rendered candidate: its clip and shot key, and whether the shot came from the cache
+    (left out of a reproducible build: it depends on what ran before, not on the inputs)."""
+    entry: dict[str, Any] = {"clip_id": job.clip["clip_id"], "shot_key": result.shot_key}
+    if not reproducible_build():
+        entry["cached"] = result.cached
+    return entry

@@ -80,7 +80,12 @@ class PlotRenderer:
                 "prompt": job.prompt,
                 "seed": job.seed,
                 "params": job.params,
-                "concepts": job.concepts,
+                # Packs by content: a retrained pack at the same path is a new shot, and a
+                # clone elsewhere finds the same key.
+                "concepts": {
+                    name: checkpoint_sha256(folder, self.settings.workspace)
+                    for name, folder in sorted(job.concepts.items())
+                },
             }
         )[:32]
 

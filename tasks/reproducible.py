@@ -1,10 +1,11 @@
-"""The time written into outputs: now, or `SOURCE_DATE_EPOCH` for a reproducible build.
+"""What a reproducible build writes differently: `SOURCE_DATE_EPOCH` set means "same bytes".
 
 `SOURCE_DATE_EPOCH` (seconds since 1970, the reproducible-builds convention) pins the
 timestamps a build writes into its data (a clip row's `ingested_at`, a render manifest's
-`created`) and drops the durations it would record (a manifest's `timings`), so building the
-same inputs twice gives the same bytes. DVC stages set it; an interactive run leaves it unset
-and records the real time.
+`created`), drops what depends on the run rather than the inputs (a manifest's `timings`, whether
+a shot came from the cache) and writes paths inside the checkout relative to it (as compilers'
+`-ffile-prefix-map` does), so two clones building the same inputs write the same bytes. DVC
+stages set it; an interactive run leaves it unset and records time, cache hits and full paths.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from datetime import UTC, datetime
 
 from story.tasks.errors import StoryError
+from story.tasks.settings import REPO_ROOT
 
 ENV = "SOURCE_DATE_EPOCH"
 
@@ -31,3 +33,13 @@ def stamp_time() -> datetime:
 def reproducible_build() -> bool:
     """Whether `SOURCE_DATE_EPOCH` asks for output that does not depend on when it ran."""
     return bool(os.environ.get(ENV, "").strip())
+
+
+def recorded_path(path: str) -> str:
+    """`path` as an output records it: relative to the checkout in a reproducible build when it
+    lies inside it, else as given."""
+    if not reproducible_build() or not os.path.isabs(path):
+        return path
+    normal = os.path.normpath(path)
+    root = str(REPO_ROOT)
+    return os.path.relpath(normal, root) if normal.startswith(root + os.sep) else path
