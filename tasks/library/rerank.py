@@ -11,6 +11,7 @@ split (`bench/bench_retrieval.py`), never on test.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -49,15 +50,23 @@ DEFAULT_WEIGHTS = RankWeights()
 UNIT_WEIGHTS = RankWeights(**{name: 1.0 for name in RankWeights.__dataclass_fields__})
 
 
-def _log_prob(probs: Sequence[float] | None, labels: Sequence[str], wanted: set[str]) -> float:
+@functools.cache
+def _positions(labels: tuple[str, ...], wanted: frozenset[str]) -> tuple[int, ...]:
+    return tuple(i for i, label in enumerate(labels) if label in wanted)
+
+
+def _log_prob(
+    probs: Sequence[float] | None, labels: Sequence[str], wanted: frozenset[str]
+) -> float:
     if probs is None or len(probs) != len(labels):
         return 0.0
-    p = sum(float(probs[i]) for i, label in enumerate(labels) if label in wanted)
+    p = sum(float(probs[i]) for i in _positions(tuple(labels), wanted))
     return math.log(max(p, FLOOR))
 
 
-def _wanted_motion(asked: str) -> set[str]:
-    return {m for m in MOTION_LABELS if motion_matches(asked, m)}
+@functools.cache
+def _wanted_motion(asked: str) -> frozenset[str]:
+    return frozenset(m for m in MOTION_LABELS if motion_matches(asked, m))
 
 
 def _slot_agreement(intent: QueryIntent, row: dict[str, Any]) -> tuple[float, float]:
@@ -83,7 +92,7 @@ def _cosine(vector: Any, query: np.ndarray | None) -> float | None:
     if vector is None or query is None:
         return None
     v = np.asarray(vector, dtype=np.float32)
-    norm = float(np.linalg.norm(v))
+    norm = float(np.sqrt(v.dot(v)))  # np.linalg.norm's arithmetic, without its checks
     return float(v @ query) / norm if norm > 0 else None
 
 
@@ -112,10 +121,12 @@ def score_row(
         )
     if intent.camera:
         parts["camera"] = weights.camera * _log_prob(
-            row.get("camera_probs"), CAMERA_LABELS, {intent.camera}
+            row.get("camera_probs"), CAMERA_LABELS, frozenset((intent.camera,))
         )
     if intent.shape and row.get("shape_probs") is not None:
-        parts["shape"] = weights.shape * _log_prob(row["shape_probs"], SHAPES, {intent.shape})
+        parts["shape"] = weights.shape * _log_prob(
+            row["shape_probs"], SHAPES, frozenset((intent.shape,))
+        )
     slots, ground = _slot_agreement(intent, row)
     if slots:
         parts["caption_slots"] = weights.caption_slots * slots

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from story.tasks.library.rerank import (
     diversity_key,
     score_row,
 )
+from story.tasks.library.resident import ResidentTable, Term
 
 RRF_K = 60
 # Word matches break ties and rescue rare names; meaning leads (a shared word like "sphere"
@@ -130,6 +131,8 @@ class _Plan:
     refine_factor: int | None
     pool: int
     exact: bool = False
+    filters: SearchFilters | None = None
+    resident: ResidentTable | None = None
 
 
 def _arrow_rows(table: Any, index: ClipIndex) -> list[dict[str, Any]]:
@@ -160,8 +163,11 @@ def _arrow_rows(table: Any, index: ClipIndex) -> list[dict[str, Any]]:
 
 
 def _vector_rows(
-    plan: _Plan, column: str, vector: np.ndarray, extra_where: str | None = None
+    plan: _Plan, column: str, vector: np.ndarray, terms: list[Term] | None = None
 ) -> list[dict[str, Any]]:
+    if plan.resident is not None and plan.resident.serves(column, plan.exact):
+        keep = plan.resident.mask(plan.filters, terms or [])
+        return plan.resident.vector_rows(column, vector, keep, plan.pool, plan.columns)
     builder = (
         plan.index.table.search(vector, vector_column_name=column)
         .distance_type("cosine")
@@ -173,7 +179,7 @@ def _vector_rows(
         builder = builder.bypass_vector_index()
     elif plan.refine_factor is not None:
         builder = builder.refine_factor(plan.refine_factor)
-    where = " AND ".join(f"({w})" for w in (plan.where, extra_where) if w)
+    where = " AND ".join(f"({w})" for w in (plan.where, terms_sql(terms or [])) if w)
     if where:
         builder = builder.where(where, prefilter=True)
     return _arrow_rows(builder.to_arrow(), plan.index)
@@ -184,14 +190,26 @@ def _has_fts(index: ClipIndex) -> bool:
 
 
 def _fts_rows(plan: _Plan, query: str) -> list[dict[str, Any]]:
+    resident = plan.resident
     builder = (
         plan.index.table.search(query, query_type="fts", fts_columns="caption")
-        .select([*plan.columns, "_score"])
+        .select(["clip_id", "_score"] if resident is not None else [*plan.columns, "_score"])
         .limit(plan.pool)
     )
     if plan.where:
         builder = builder.where(plan.where, prefilter=True)
-    return _arrow_rows(builder.to_arrow(), plan.index)
+    found = builder.to_arrow()
+    if resident is None:
+        return _arrow_rows(found, plan.index)
+    # Full-text ranking stays LanceDB's (BM25 on its tokenizer); the rows come from memory.
+    ids = found.column("clip_id").to_pylist()
+    if any(cid not in resident.position for cid in ids):
+        return _fts_rows(replace(plan, resident=None), query)
+    scores = found.column("_score").to_pylist()
+    return [
+        resident.row(resident.position[cid], plan.columns, _score=score)
+        for cid, score in zip(ids, scores, strict=True)
+    ]
 
 
 def _fused_rows(
@@ -220,42 +238,49 @@ def reciprocal_rank_fusion(
     return [_hit(row, row["_score"]) for row in fused[:k]]
 
 
-def _slot_filter(intent: QueryIntent) -> str | None:
+SIDEWAYS = ("sideways_left", "sideways_right", "sideways")
+
+
+def _wanted(value: str) -> tuple[str, ...]:
+    return SIDEWAYS if value == "sideways" else (value,)
+
+
+def slot_terms(intent: QueryIntent) -> list[Term]:
     """Clips whose measured motion and camera move (or, where nothing was measured, whose
-    caption's) are what the query asks."""
-    clauses = []
+    caption's) are what the query asks: (column, wanted values, caption column if null)."""
+    terms: list[Term] = []
     if intent.motion:
-        wanted = (
-            ["sideways_left", "sideways_right", "sideways"]
-            if intent.motion == "sideways"
-            else [intent.motion]
-        )
-        values = ", ".join(sql_string(v) for v in wanted)
-        clauses.append(
-            f"(motion_label IN ({values}) OR "
-            f"(motion_label IS NULL AND caption_motion IN ({values})))"
-        )
+        terms.append(("motion_label", _wanted(intent.motion), "caption_motion"))
     if intent.camera:
-        value = sql_string(intent.camera)
-        clauses.append(
-            f"(camera_label = {value} OR (camera_label IS NULL AND caption_camera = {value}))"
+        terms.append(("camera_label", (intent.camera,), "caption_camera"))
+    return terms
+
+
+def caption_terms(intent: QueryIntent) -> list[Term]:
+    """Captioned clips whose caption states the query's shape, motion and camera (at least two
+    of them, else no list)."""
+    terms: list[Term] = [
+        (column, _wanted(value), None)
+        for column, value in (
+            ("caption_shape", intent.shape),
+            ("caption_motion", intent.motion),
+            ("caption_camera", intent.camera),
         )
-    return " AND ".join(clauses) or None
+        if value
+    ]
+    return terms if len(terms) >= 2 else []
 
 
-def _caption_filter(intent: QueryIntent) -> str | None:
-    """Captioned clips whose caption states the query's shape, motion and camera."""
+def terms_sql(terms: list[Term]) -> str | None:
+    """Terms as a SQL where-clause (None when there are none)."""
     clauses = []
-    for column, value in (
-        ("caption_shape", intent.shape),
-        ("caption_motion", intent.motion),
-        ("caption_camera", intent.camera),
-    ):
-        if value == "sideways":
-            clauses.append(f"{column} IN ('sideways_left', 'sideways_right', 'sideways')")
-        elif value:
-            clauses.append(f"{column} = {sql_string(value)}")
-    return " AND ".join(clauses) if len(clauses) >= 2 else None
+    for column, values, fallback in terms:
+        wanted = ", ".join(sql_string(v) for v in values)
+        clause = f"{column} IN ({wanted})"
+        if fallback is not None:
+            clause = f"({clause} OR ({column} IS NULL AND {fallback} IN ({wanted})))"
+        clauses.append(clause)
+    return " AND ".join(clauses) or None
 
 
 @dataclass
@@ -289,6 +314,23 @@ def embed_query(
     return QueryVectors(text_vector, visual, intent)
 
 
+def _run_lists(
+    calls: list[tuple[str, Any, tuple[Any, ...]]], plan: _Plan
+) -> dict[str, list[dict[str, Any]]]:
+    """Every list's rows, LanceDB queries side by side on threads; lists answered from memory
+    run here (a thread hop costs more than they do)."""
+    resident = plan.resident
+    jobs = {
+        name: _LISTS.submit(function, *args)
+        for name, function, args in calls
+        if resident is None or function is _fts_rows or not resident.serves(args[1], plan.exact)
+    }
+    return {
+        name: jobs[name].result() if name in jobs else function(*args)
+        for name, function, args in calls
+    }
+
+
 def search_rows(
     index: ClipIndex,
     encoder: Any,
@@ -305,6 +347,7 @@ def search_rows(
     vectors: QueryVectors | None = None,
     pool: int = POOL,
     exact: bool = False,
+    resident: ResidentTable | None = None,
 ) -> list[dict[str, Any]]:
     """Every candidate row for a text query, best first, each with `_score` (and `_evidence`,
     the parts of its score, when ranking); `search` cuts this to k hits with diversity and
@@ -312,7 +355,7 @@ def search_rows(
     """
     query = _validate(query, k, mode, nprobes, refine_factor)
     where = (filters or SearchFilters()).where()
-    rows = index.count() if index.exists else 0
+    rows = resident.count if resident is not None else (index.count() if index.exists else 0)
     if rows == 0:
         return []
     if encoder is not None and encoder.dim != index.text_dim:
@@ -338,8 +381,10 @@ def search_rows(
         refine_factor=refine_factor,
         pool=max(pool, 4 * k),
         exact=exact,
+        filters=filters,
+        resident=resident,
     )
-    has_fts = _has_fts(index)
+    has_fts = resident.has_fts if resident is not None else _has_fts(index)
     if mode == "fts":
         if not has_fts:
             raise SearchError(
@@ -351,26 +396,25 @@ def search_rows(
     if vectors is None:
         vectors = embed_query(query, encoder, visual_encoder, text_vector)
     use_visual = vectors.visual is not None and index.visual_dim == len(vectors.visual)
-    jobs: dict[str, Any] = {}
+    # (name, function, arguments) in the order candidates are gathered (it breaks score ties).
+    calls: list[tuple[str, Any, tuple[Any, ...]]] = []
     if vectors.text is not None:
-        jobs["text"] = _LISTS.submit(_vector_rows, plan, TEXT_VECTOR, vectors.text)
+        calls.append(("text", _vector_rows, (plan, TEXT_VECTOR, vectors.text)))
     if use_visual:
-        jobs["visual"] = _LISTS.submit(_vector_rows, plan, VISUAL_VECTOR, vectors.visual)
+        calls.append(("visual", _vector_rows, (plan, VISUAL_VECTOR, vectors.visual)))
     if mode == "hybrid" and has_fts:
-        jobs["fts"] = _LISTS.submit(_fts_rows, plan, query)
-    caption_where = _caption_filter(vectors.intent) if ranking else None
-    if caption_where and vectors.text is not None:
-        jobs["caption_slots"] = _LISTS.submit(
-            _vector_rows, plan, TEXT_VECTOR, vectors.text, caption_where
-        )
-    slot_where = _slot_filter(vectors.intent) if ranking else None
-    if slot_where:
+        calls.append(("fts", _fts_rows, (plan, query)))
+    caption = caption_terms(vectors.intent) if ranking else []
+    if caption and vectors.text is not None:
+        calls.append(("caption_slots", _vector_rows, (plan, TEXT_VECTOR, vectors.text, caption)))
+    slots = slot_terms(vectors.intent) if ranking else []
+    if slots:
         column, vector = (
             (VISUAL_VECTOR, vectors.visual) if use_visual else (TEXT_VECTOR, vectors.text)
         )
         if vector is not None:
-            jobs["slots"] = _LISTS.submit(_vector_rows, plan, column, vector, slot_where)
-    lists = {name: job.result() for name, job in jobs.items()}
+            calls.append(("slots", _vector_rows, (plan, column, vector, slots)))
+    lists = _run_lists(calls, plan)
 
     if not ranking:
         order = [n for n in ("text", "visual", "fts") if lists.get(n)]
@@ -415,6 +459,7 @@ def search(
     vectors: QueryVectors | None = None,
     pool: int = POOL,
     exact: bool = False,
+    resident: ResidentTable | None = None,
 ) -> list[Hit]:
     """Top-k clips for a text query (see the module docstring for how they are found).
 
@@ -426,6 +471,8 @@ def search(
     exact). `nprobes=None` probes `default_nprobes(rows)` partitions, so recall holds as the
     library grows. `diversity`: "source" (one hit per source file), "shot" or "off". `exact`
     searches the vectors without their index (the reference an index is measured against).
+    `resident` (the table held in memory, `story.tasks.library.resident`) answers the vector
+    lists it can reproduce exactly, with the same hits.
     """
     if diversity not in DIVERSITY:
         raise SearchError(f"unknown diversity {diversity!r}: use one of {', '.join(DIVERSITY)}")
@@ -445,6 +492,7 @@ def search(
         vectors=vectors,
         pool=pool,
         exact=exact,
+        resident=resident,
     )
     chosen = diversify(rows, k, diversity_key(diversity))
     return [_hit(row, row["_score"], row.get("_evidence")) for row in chosen]

@@ -5,11 +5,16 @@ search` command, renders retrieving each plot's clip, the resident search servic
 evaluations. Queries are embedded by torch-free numpy towers (`story.models.numpy_text`) that
 give the same vectors as the torch encoders, so a cold process does not import torch,
 transformers or open_clip to embed one query; `torch_encoders=True` uses the torch ones.
+A long-lived searcher (`resident=True`, the search service) also keeps the table's search columns
+in memory (`story.tasks.library.resident`, rebuilt when the table's version changes) and the
+vectors of recent queries.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +22,31 @@ from typing import Any
 
 import numpy as np
 
-from story.tasks.library.index import ClipIndex
+from story.tasks.library.index import CAPTION_SLOTS, TEXT_VECTOR, VISUAL_VECTOR, ClipIndex
 from story.tasks.library.query_intent import canonical_text, parse_query
 from story.tasks.library.rerank import DEFAULT_WEIGHTS, RankWeights
+from story.tasks.library.resident import ResidentTable
 from story.tasks.library.search import (
+    HIT_COLUMNS,
     POOL,
+    RANK_COLUMNS,
     Hit,
     QueryVectors,
     SearchError,
     SearchFilters,
     search,
 )
+
+RESIDENT_COLUMNS = (*HIT_COLUMNS, *RANK_COLUMNS, *CAPTION_SLOTS, TEXT_VECTOR, VISUAL_VECTOR)
+QUERY_CACHE = 512
+
+
+@functools.cache
+def _blas() -> Any:
+    """One threadpoolctl controller per process (building one scans the loaded libraries)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 @dataclass
@@ -88,14 +107,23 @@ class LibrarySearcher:
         index: ClipIndex,
         encoders: QueryEncoders,
         weights: RankWeights = DEFAULT_WEIGHTS,
+        resident: bool = False,
     ) -> None:
         self.index = index
         self.encoders = encoders
         self.weights = weights
+        self.resident = resident
+        self._table: ResidentTable | None = None
+        self._table_key: tuple[int, int] | None = None
+        self._queries: OrderedDict[str, QueryVectors] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any, torch_encoders: bool = False) -> LibrarySearcher:
-        """The settings' library with the configured encoders (numpy towers unless asked)."""
+    def from_settings(
+        cls, settings: Any, torch_encoders: bool = False, resident: bool = False
+    ) -> LibrarySearcher:
+        """The settings' library with the configured encoders (numpy towers unless asked);
+        `resident` keeps the table and recent query vectors in memory (long-lived callers)."""
         index = ClipIndex(
             settings.lancedb,
             settings.clips_table,
@@ -106,18 +134,50 @@ class LibrarySearcher:
                 f"{settings.lancedb}: the clip library is empty; run `story index` first"
             )
         encoders = _torch_encoders(settings) if torch_encoders else _numpy_encoders(settings)
-        return cls(index, encoders)
+        searcher = cls(index, encoders, resident=resident)
+        if resident:
+            searcher.resident_table()
+        return searcher
+
+    def refresh(self, index: ClipIndex) -> None:
+        """Search `index` from now on (a newer version of the table)."""
+        self.index = index
+        with self._lock:
+            self._queries.clear()
+
+    def resident_table(self) -> ResidentTable | None:
+        """The table in memory at the index's current version (None unless `resident`, or when
+        the table is too large to hold)."""
+        if not self.resident:
+            return None
+        key = (id(self.index), self.index.version())
+        if key != self._table_key:
+            self._table = ResidentTable.load(self.index, RESIDENT_COLUMNS)
+            self._table_key = key
+        return self._table
 
     def embed(self, queries: Sequence[str]) -> list[QueryVectors]:
         """Every query's vectors, each encoder called once for the whole batch.
 
         One BLAS thread: these products are a few rows thick, and on a busy machine spinning up
-        BLAS threads for them cost ~1 s per query instead of ~20 ms.
+        BLAS threads for them cost ~1 s per query instead of ~20 ms. A resident searcher
+        remembers the last QUERY_CACHE queries' vectors.
         """
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._embed(list(queries))
+        queries = list(queries)
+        if not self.resident:
+            with _blas().limit(limits=1, user_api="blas"):
+                return self._embed(queries)
+        with self._lock:
+            missing = list(dict.fromkeys(q for q in queries if q not in self._queries))
+            if missing:
+                with _blas().limit(limits=1, user_api="blas"):
+                    self._queries.update(zip(missing, self._embed(missing), strict=True))
+            found = [self._queries[q] for q in queries]
+            for query in queries:
+                self._queries.move_to_end(query)
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+            return found
 
     def _embed(self, queries: list[str]) -> list[QueryVectors]:
         intents = [parse_query(q) for q in queries]
@@ -171,6 +231,7 @@ class LibrarySearcher:
             vectors=vectors,
             pool=pool,
             exact=exact,
+            resident=self.resident_table(),
         )
 
     def describe(self) -> dict[str, Any]:

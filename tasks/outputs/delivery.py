@@ -13,11 +13,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from story.tasks.outputs.errors import AssemblyError
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the settings read this module
+    import numpy as np
 
 RATES: dict[str, Fraction] = {
     "23.976": Fraction(24000, 1001),
@@ -142,6 +143,8 @@ def source_positions(
     Positions outside the plot's frames (the last delivered frames of a plot end after its last
     model frame starts) are clamped, so the ends hold.
     """
+    import numpy as np
+
     model = Fraction(model_fps).limit_denominator(1001)
     first, end = span
     positions = [float(Fraction(j) * model / fps - frames_before) for j in range(first, end)]

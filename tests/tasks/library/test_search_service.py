@@ -21,10 +21,14 @@ def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     index = table(tmp_path, rows)
     same = FixedEncoder(np.ones(DIM) / np.sqrt(DIM))
 
-    def searcher(settings: Settings, torch_encoders: bool = False) -> LibrarySearcher:
-        return LibrarySearcher(index, QueryEncoders(same, same))
+    def searcher(settings: Settings, resident: bool = False) -> LibrarySearcher:
+        return LibrarySearcher(index, QueryEncoders(same, same), resident=resident)
 
-    monkeypatch.setattr(LibrarySearcher, "from_settings", classmethod(lambda cls, s: searcher(s)))
+    monkeypatch.setattr(
+        LibrarySearcher,
+        "from_settings",
+        classmethod(lambda cls, s, resident=False: searcher(s, resident)),
+    )
     return Settings(workspace=tmp_path / "ws", lancedb_uri=index.uri, worker_idle_s=0)
 
 
@@ -40,12 +44,17 @@ def test_service_answers_like_in_process_and_stops(library: Settings) -> None:
     assert [h["clip_id"] for h in served["hits"]] == [h["clip_id"] for h in local["hits"]]
     health = search_service.service_call(library, "/health")
     assert health is not None and health["rows"] == 3
+    port = json.loads(search_service.state_path(library).read_text())["port"]
+    kept = search_service._OPEN[port]  # one connection, kept alive between searches
+    again = search_service.run_search(library, "a ball goes round in a loop", k=2)
+    assert again["hits"] == served["hits"] and search_service._OPEN[port] is kept
     with pytest.raises(Exception, match="unknown diversity"):
         search_service.run_search(library, "x", diversity="sometimes")
     search_service.service_call(library, "/shutdown", {})
     thread.join(30)
     assert not thread.is_alive()
     assert not search_service.state_path(library).exists()
+    assert port not in search_service._OPEN  # the service closed it when stopping
 
 
 def test_a_stale_state_file_falls_back_to_in_process(library: Settings) -> None:
