@@ -150,5 +150,6 @@ def test_two_checkouts_of_one_library_export_the_same_bytes(
         settings = Settings(workspace=root / "ws", lancedb_uri=str(root / "datasets" / "index"))
         path = manifest or root / "datasets" / "library" / "manifest.jsonl"
         assert build_index(str(path), settings.resolved(), use_ray=False)["rows"] == 2
-        digests.append(export_table(settings.lancedb, root / "datasets" / "clips.parquet")["sha256"])
+        export = export_table(settings.lancedb, root / "datasets" / "clips.parquet")
+        digests.append(export["sha256"])
     assert digests[0] == digests[1]
