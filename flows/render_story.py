@@ -28,7 +28,7 @@ def _request(
     settings: Settings,
     out: str | None,
     seed: int,
-    checkpoint: str,
+    checkpoint: str | None,
     candidates: int,
     params: dict[str, Any] | None,
 ) -> tuple[RenderRequest, Path]:

@@ -105,7 +105,7 @@ class ResidentTable:
         data = self.columns.get(column)
         if data is None:
             return np.ones(self.count, bool)
-        return np.equal(data, None)
+        return np.asarray(data == None, bool)  # noqa: E711 (elementwise on an object array)
 
     def mask(self, filters: SearchFilters | None, terms: Sequence[Term] = ()) -> np.ndarray:
         """Rows the filters and terms keep (SQL semantics: a null never passes a comparison)."""
