@@ -25,6 +25,8 @@ from story.models.vae import (
     vae_output_to_frames,
 )
 from story.tasks.evaluation.intervals import mean_interval
+from story.tasks.evaluation.sealed import open_sealed_run
+from story.tasks.hashing import sha256_tree
 from story.tasks.training.t2v_data import recolour
 from story.tasks.world import miniworld, splits
 
@@ -58,11 +60,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae", required=True, help="AutoencoderKL folder (or a bundle's vae/)")
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--split", default=splits.VALIDATION, choices=splits.SPLITS[:2])
+    parser.add_argument(
+        "--split",
+        default=splits.VALIDATION,
+        choices=splits.SPLITS,
+        help="validation (every choice) | test (sealed: recorded in the ledger, once per VAE)",
+    )
+    parser.add_argument("--rerun-sealed", action="store_true", help="score the test split again")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     vae = load_vae(args.vae).eval()
+    if args.split == splits.TEST:
+        weights = Path(args.vae)
+        model_id = f"{weights.resolve().parent.name}/{weights.name}@{sha256_tree(weights)[:12]}"
+        open_sealed_run("vae", model_id, rerun=args.rerun_sealed, details={"scenes": args.scenes})
     rng = np.random.default_rng(0)
     found: dict[str, list[float]] = {"palette": [], "off_palette": []}
     tick = time.monotonic()
