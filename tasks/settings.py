@@ -156,15 +156,20 @@ class Settings(BaseSettings):
         return self.depth_store_uri or str(self.workspace / "depth")
 
     def resolved(self) -> dict:
-        """JSON-friendly snapshot saved next to outputs.
+        """JSON-friendly snapshot that rebuilds these settings (`Settings(**resolved)`), e.g. in
+        a worker; the library is given as the user gave it (an export, not its local cache)."""
+        data = self.model_dump(mode="json")
+        data["lancedb_uri"] = self.library_uri
+        return data
 
-        Paths inside this checkout are written relative to it (`checkpoints`, not
+    def recorded(self) -> dict:
+        """The settings as a manifest and a render request record them.
+
+        An export is named with its content hash, so a render request on a changed export is a
+        new request; paths inside this checkout are relative to it (`checkpoints`, not
         `/home/td/clone/checkpoints`), so two clones record the same settings.
         """
-        data = self.model_dump(mode="json")
-        # An export is recorded as given (portable) with its content hash, not as its local
-        # cache: a render request on a changed export is a new request.
-        data["lancedb_uri"] = self.library_uri
+        data = self.resolved()
         if is_export(self.library_uri):
             from story.tasks.library.canonical import export_digest
 

@@ -13,7 +13,7 @@
       "story": {"source": "stories/x.yaml", "sha256": "<Story.content_hash()>",
                 "title": "...", "script": Story.to_dict()},
       "environment": environment_info(),      # git commit + dirty flag, package versions, device
-      "settings": Settings.resolved(),
+      "settings": Settings.recorded(),
       "checkpoints": [{"name": "tiny", "path": "checkpoints/tiny", "sha256": "<sha256_tree>",
                        "dvc_md5": "<dvc_hash> or null"}],
       "concepts": [{"name": "bob", "ref": "concepts/bob", "sha256": "...", "dvc_md5": null}],

@@ -130,7 +130,7 @@ def commit_render(
             ],
             concepts=plan.concept_assets,
             library=library_record(settings, plan.table_version),
-            settings=settings.resolved(),
+            settings=settings.recorded(),
             environment=environment_info(),
             timings=timings,
         )

@@ -117,7 +117,7 @@ class RenderRequest:
         checkpoint = checkpoint or settings.checkpoint
         folder = resolve_checkpoint(checkpoint, settings.checkpoints)
         concepts = concept_folders(story, settings, checkpoint)
-        resolved = settings.resolved()
+        resolved = settings.recorded()
         return cls(
             story=story,
             seed=seed,

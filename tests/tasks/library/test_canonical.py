@@ -120,7 +120,8 @@ def test_settings_open_an_export_through_one_cache(tmp_path: Path) -> None:
     assert Path(folder).is_relative_to(tmp_path / "ws" / "cache" / "library")
     assert settings.lancedb == folder  # restored once, then reused
     assert ClipIndex(folder, text_dim=DIM).count() == 12
-    recorded = settings.resolved()  # what manifests and render requests record
+    assert settings.resolved()["lancedb_uri"] == str(export)  # what workers rebuild from
+    recorded = settings.recorded()  # what manifests and render requests record
     assert recorded["lancedb_uri"] == str(export)
     assert recorded["lancedb_export_sha256"] == file_sha256(export)
 
