@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 from story.tasks.errors import StoryError
-from story.tasks.settings import REPO_ROOT
 
 ENV = "SOURCE_DATE_EPOCH"
 
@@ -35,11 +35,20 @@ def reproducible_build() -> bool:
     return bool(os.environ.get(ENV, "").strip())
 
 
+def relative_inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str | None:
+    """An absolute `path` relative to `root` when it is `root` or lies under it, else None: how
+    outputs name a file without naming the machine (the checkout, a manifest's folder)."""
+    normal, top = os.path.normpath(path), os.path.normpath(root)
+    if normal == top or normal.startswith(top.rstrip(os.sep) + os.sep):
+        return Path(os.path.relpath(normal, top)).as_posix()
+    return None
+
+
 def recorded_path(path: str) -> str:
     """`path` as an output records it: relative to the checkout in a reproducible build when it
     lies inside it, else as given."""
+    from story.tasks.settings import REPO_ROOT
+
     if not reproducible_build() or not os.path.isabs(path):
         return path
-    normal = os.path.normpath(path)
-    root = str(REPO_ROOT)
-    return os.path.relpath(normal, root) if normal.startswith(root + os.sep) else path
+    return relative_inside(path, REPO_ROOT) or path

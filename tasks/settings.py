@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from story.tasks.library.canonical import is_export
 from story.tasks.outputs.delivery import DEFAULT_RATE, DEFAULT_RETIME, check_retime, normalize_rate
+from story.tasks.reproducible import relative_inside
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,9 +177,7 @@ class Settings(BaseSettings):
             data["lancedb_export_sha256"] = export_digest(self.library_uri)
         for key, value in data.items():
             if isinstance(value, str) and os.path.isabs(value):
-                path = Path(os.path.normpath(value))
-                if path.is_relative_to(REPO_ROOT):
-                    data[key] = path.relative_to(REPO_ROOT).as_posix() or "."
+                data[key] = relative_inside(value, REPO_ROOT) or value
         return data
 
 

@@ -17,7 +17,6 @@ published whole by a rename, so concurrent workers never see half of it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from functools import lru_cache
@@ -96,7 +95,7 @@ def export_table(lancedb_uri: str, out: str | os.PathLike[str], table: str = "cl
         "export": str(target),
         "rows": data.num_rows,
         "bytes": target.stat().st_size,
-        "sha256": file_sha256(target),
+        "sha256": export_digest(target),
         "table_version": index.version(),
     }
 
@@ -158,17 +157,11 @@ def restore_table(
     return {"lancedb_uri": lancedb_uri, "rows": index.count(), "indices": indices}
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @lru_cache(maxsize=32)
 def _cached_sha(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
+    from story.tasks.hashing import sha256_file  # numpy stays out of the settings import
+
+    return sha256_file(path)
 
 
 def export_digest(path: str | os.PathLike[str]) -> str:

@@ -32,7 +32,7 @@ from story.tasks.library.motion import clip_motion, load_motion_classifier
 from story.tasks.library.query_intent import parse_query
 from story.tasks.library.shots import Shot, detect_shots, split_range
 from story.tasks.object_store import configure_fsspec, is_remote
-from story.tasks.reproducible import stamp_time
+from story.tasks.reproducible import relative_inside, stamp_time
 from story.tasks.world.miniworld import SHAPES
 
 INGEST_TEXT_ENCODER = "minilm"
@@ -63,8 +63,7 @@ def _shard_uri(uri: str, base: str | None) -> str:
     """`uri` relative to `base` when it lies under it: a shard's id must not name the machine."""
     if base is None or is_remote(uri) or not os.path.isabs(uri):
         return uri
-    path, root = os.path.normpath(uri), os.path.normpath(base)
-    return os.path.relpath(path, root) if path.startswith(root + os.sep) else uri
+    return relative_inside(uri, base) or uri
 
 
 def make_shards(

@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any
 
+from story.tasks.reproducible import relative_inside
+
 TIMING_KEYS = frozenset({"timings", "seconds", "wall_s", "elapsed_s"})
 
 
@@ -24,9 +26,7 @@ def stable(value: Any, root: str) -> Any:
     if isinstance(value, list):
         return [stable(v, root) for v in value]
     if isinstance(value, str) and os.path.isabs(value):
-        path = os.path.normpath(value)
-        if path == root or path.startswith(root + os.sep):
-            return os.path.relpath(path, root)
+        return relative_inside(value, root) or value
     return value
 
 

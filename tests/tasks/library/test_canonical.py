@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from story.tasks.hashing import sha256_file
 from story.tasks.library.canonical import (
     LibraryExportError,
     export_table,
-    file_sha256,
     materialize,
     restore_table,
 )
@@ -68,7 +68,7 @@ def test_the_same_rows_export_to_the_same_bytes(tmp_path: Path) -> None:
     one = export_table(str(first / "datasets/index"), first / "datasets/clips.parquet")
     two = export_table(str(second / "datasets/lib"), second / "datasets/clips.parquet")
     assert one["rows"] == two["rows"] == 12
-    assert one["sha256"] == two["sha256"] == file_sha256(second / "datasets/clips.parquet")
+    assert one["sha256"] == two["sha256"] == sha256_file(second / "datasets/clips.parquet")
     # Lance's own folders differ (random file names), which is why the export is what DVC keeps.
     names = {p.name for p in (first / "datasets/index").rglob("*") if p.is_file()}
     assert names != {p.name for p in (second / "datasets/lib").rglob("*") if p.is_file()}
@@ -123,7 +123,7 @@ def test_settings_open_an_export_through_one_cache(tmp_path: Path) -> None:
     assert settings.resolved()["lancedb_uri"] == str(export)  # what workers rebuild from
     recorded = settings.recorded()  # what manifests and render requests record
     assert recorded["lancedb_uri"] == str(export)
-    assert recorded["lancedb_export_sha256"] == file_sha256(export)
+    assert recorded["lancedb_export_sha256"] == sha256_file(export)
 
 
 def test_writers_refuse_an_export(tmp_path: Path, settings: Settings) -> None:
