@@ -9,8 +9,11 @@ queries per second with 1 / 4 / 16 concurrent clients) and writes
 bench/results/search.json (search_10m.json for 10M rows: run that one late, with nice -n 19).
 
 `interactive` times `story search` as a TD meets it: from a new process with no search service
-running (cold: process start, imports, loading the library and the query encoders, one query),
-then with the resident service up (the service's own time per query, and the whole command).
+running (cold: process start, imports, loading the library and the query encoders, one query,
+autostart off), then the daemon pattern (a first `story search` that answers in-process and
+starts the service in the background, the seconds until the service answers, and the searches
+after it), then with the resident service up (the service's own time per query, and the whole
+command).
 The service is timed on the five QUERIES repeated (a TD refining one search; their vectors are
 remembered) and on NOVEL queries it has never seen (each one embedded). Each run reports wall and
 CPU seconds and the load average, because on a shared machine wall time says more about the
@@ -108,13 +111,36 @@ def _service_timings(settings: Any, queries: list[str]) -> dict[str, Any]:
     }
 
 
+def _autostart(story: str, base: list[str], settings: Any, env: dict[str, str], runs: int) -> dict:
+    """A first `story search` that starts the service, the wait until it answers, the next
+    searches (which it answers); the service is stopped afterwards."""
+    from story.tasks.library.search_service import service_call, service_starting
+
+    command = [story, "search", QUERIES[0], "-k", "5", *base, "--autostart"]
+    first = timed_command(command, env)
+    t0 = time.perf_counter()
+    while service_call(settings, "/health") is None and time.perf_counter() - t0 < 600:
+        time.sleep(0.1)
+    ready_s = round(time.perf_counter() - t0, 3)
+    try:
+        after = [
+            timed_command([story, "search", QUERIES[i % len(QUERIES)], "-k", "5", *base], env)
+            for i in range(1, runs + 1)
+        ]
+    finally:
+        service_call(settings, "/shutdown", {})
+        while service_starting(settings):
+            time.sleep(0.1)
+    return {"first_search": first, "service_answers_after_s": ready_s, "next": _summary(after)}
+
+
 def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
     """Cold and warm `story search` on one library."""
     from story.tasks.library.search_service import service_call
     from story.tasks.settings import Settings
 
     story = str(Path(sys.executable).with_name("story"))
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "STORY_SEARCH_AUTOSTART": "0"}
     base = ["--lancedb", lancedb, "--workspace", str(workspace)]
     settings = Settings(lancedb_uri=lancedb, workspace=workspace)
     if service_call(settings, "/health") is not None:
@@ -124,6 +150,7 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
         timed_command([story, "search", QUERIES[i % len(QUERIES)], "-k", "5", *base], env)
         for i in range(runs)
     ]
+    autostart = _autostart(story, base, settings, env, runs)
     start = subprocess.run(
         [story, "search-service", "start", "--detach", "--idle", "0", *base, "--json"],
         env=env,
@@ -145,6 +172,7 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
         "library": service.get("rows"),
         "encoders": service.get("encoders"),
         "cold_story_search": _summary(cold),
+        "autostart": autostart,
         "service_search_ms": repeated["service"],
         "service_round_trip_ms": repeated["round_trip"],
         "service_novel_queries": novel,

@@ -74,13 +74,23 @@ def search_command(
     rerank: Annotated[
         bool, typer.Option("--rerank/--no-rerank", help="Motion-aware re-ranking.")
     ] = True,
+    autostart: Annotated[
+        bool | None,
+        typer.Option(
+            "--autostart/--no-autostart",
+            help="With no search service up, start one in the background for later searches "
+            "(env STORY_SEARCH_AUTOSTART, default on).",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     lancedb: LanceOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Search the clip library by what clips show and say (the search service answers if up)."""
+    """Search the clip library by what clips show and say (the search service answers if up;
+    if not, this search starts it in the background)."""
+    from story.flows.search_service_cli import autostart_wanted, spawn_service
     from story.tasks.library.filters import SearchFilters
-    from story.tasks.library.search_service import run_search
+    from story.tasks.library.search_service import run_search, service_starting
 
     settings = make_settings(workspace, lancedb)
     filters = SearchFilters(
@@ -101,6 +111,18 @@ def search_command(
             rerank=rerank,
             diversity=diversity,
         )
+        if (
+            found["served_by"] == "in-process"
+            and autostart_wanted(autostart)
+            and not service_starting(settings)
+        ):
+            process, log = spawn_service(settings)
+            if not as_json:
+                typer.echo(
+                    f"started the search service in the background (pid {process.pid}, log "
+                    f"{log}): later searches use it; `story search-service stop` stops it",
+                    err=True,
+                )
         return found["hits"]
 
     hits = run_command(as_json, work, (ValueError,))

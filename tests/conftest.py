@@ -16,6 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The suite renders on the small t2v-tiny (32x32, 8 frames) for speed; the shipped default
 # (t2v-64) is rendered by tests/flows/test_default_checkpoint.py with this unset.
 os.environ.setdefault("STORY_CHECKPOINT", "tiny")
+# `story search` starts a background search service when none is up; tests (and the commands
+# they run) must leave no daemons behind, so only tests that stop what they start turn it on.
+os.environ.setdefault("STORY_SEARCH_AUTOSTART", "0")
 
 from story.tasks.settings import Settings  # noqa: E402
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from story.tasks.errors import StoryError
@@ -44,6 +43,8 @@ class MotionError(StoryError, ValueError):
 
 
 def _grey_frames(frames: np.ndarray) -> list[np.ndarray]:
+    import cv2  # here, not at the top: search imports this module for its labels only
+
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise MotionError(f"expected (T, H, W, 3) uint8 frames, got {frames.dtype} {frames.shape}")
     h, w = frames.shape[1:3]
@@ -107,6 +108,8 @@ def _sign_changes(series: np.ndarray) -> float:
 
 def motion_descriptor(frames: np.ndarray) -> np.ndarray:
     """The fixed-length motion descriptor of a clip's frames (T >= 2), float32."""
+    import cv2
+
     grey = _grey_frames(np.asarray(frames))
     if len(grey) < 2:
         raise MotionError(f"motion needs at least 2 frames, got {len(grey)}")

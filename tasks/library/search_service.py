@@ -7,7 +7,8 @@ it, asks it, and falls back to searching in-process when it is absent, stale or 
 library. The service holds the table's search columns in memory (`resident=True`), re-reads them
 when the table's version changes, so new clips show up, and keeps HTTP connections open
 (HTTP/1.1) for callers that ask many times; POST /shutdown or `worker_idle_s` without a request
-stops it.
+stops it. While it loads and serves it holds <workspace>/search_service.lock, so a second
+service of the same workspace (an autostart racing another) stops instead of loading again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from http.client import HTTPConnection, HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +30,7 @@ from story.tasks.library.filters import SearchFilters
 
 HOST = "127.0.0.1"
 STATE_FILE = "search_service.json"
+LOCK_FILE = "search_service.lock"
 CONNECT_TIMEOUT_S = 0.25
 REFRESH_S = 2.0
 KEEP_ALIVE_S = 60.0  # an idle kept-alive connection is closed after this long
@@ -35,6 +38,43 @@ KEEP_ALIVE_S = 60.0  # an idle kept-alive connection is closed after this long
 
 def state_path(settings: Any) -> Path:
     return Path(settings.workspace) / STATE_FILE
+
+
+def lock_path(settings: Any) -> Path:
+    return Path(settings.workspace) / LOCK_FILE
+
+
+@contextlib.contextmanager
+def _service_lock(settings: Any) -> Iterator[None]:
+    """Hold the workspace's service lock (the file names the holder's pid); StoryError when
+    another process holds it. The kernel releases it when the holder exits, however it exits."""
+    import fcntl
+
+    path = lock_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise StoryError(
+                f"a search service of {settings.workspace} is already starting or running "
+                f"(pid {holder})"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def service_starting(settings: Any) -> bool:
+    """Whether a search service of this workspace is loading or serving (holds the lock)."""
+    try:
+        with _service_lock(settings):
+            return False
+    except StoryError:
+        return True
 
 
 def _library_key(settings: Any) -> dict[str, str]:
@@ -169,7 +209,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(settings: Any, ready: threading.Event | None = None) -> None:
-    """Run the service until shutdown or `worker_idle_s` idle seconds; writes the state file."""
+    """Run the service until shutdown or `worker_idle_s` idle seconds; writes the state file.
+    StoryError when a service of this workspace is already loading or serving."""
+    with _service_lock(settings):
+        _serve(settings, ready)
+
+
+def _serve(settings: Any, ready: threading.Event | None) -> None:
     service = _Service(settings)
     path = state_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from story.tasks.errors import StoryError
 from story.tasks.library import search_service
 from story.tasks.library.searcher import LibrarySearcher, QueryEncoders
 from story.tasks.settings import Settings
@@ -70,3 +71,18 @@ def test_a_service_for_another_library_is_not_used(library: Settings, tmp_path: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": 1, "port": 9, "lancedb": "elsewhere", "table": "clips"}))
     assert search_service.service_call(library, "/health") is None
+
+
+def test_one_service_per_workspace(library: Settings) -> None:
+    assert not search_service.service_starting(library)
+    ready = threading.Event()
+    thread = threading.Thread(target=search_service.serve, args=(library, ready), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    assert search_service.service_starting(library)
+    with pytest.raises(StoryError, match="already starting or running"):
+        search_service.serve(library)
+    assert search_service.run_search(library, "a ball slides to the left")["served_by"] == "service"
+    search_service.service_call(library, "/shutdown", {})
+    thread.join(30)
+    assert not search_service.service_starting(library)
