@@ -224,6 +224,26 @@ def eval_concepts_command(
     lr_lora: Annotated[
         float | None, typer.Option("--lr-lora", min=0.0, help="LoRA learning rate.")
     ] = None,
+    pseudo_frames: Annotated[
+        int,
+        typer.Option(
+            "--pseudo-frames",
+            min=0,
+            help="Frames per training pseudo-video: 0 the model's clip, 1 image steps.",
+        ),
+    ] = 0,
+    decoder_steps: Annotated[
+        int,
+        typer.Option(
+            "--decoder-steps",
+            min=0,
+            help="Steps fine-tuning each trained concept's own decoder top (0: none).",
+        ),
+    ] = 0,
+    decoder_lr: Annotated[
+        float | None,
+        typer.Option("--decoder-lr", min=0.0, help="Decoder-top learning rate."),
+    ] = None,
     judge: JudgeOpt = None,
     out: OutOpt = None,
     rerun_sealed: RerunOpt = False,
@@ -259,6 +279,9 @@ def eval_concepts_command(
             baselines=[b.strip() for b in baselines.split(",") if b.strip()],
             lr_table=lr_table,
             lr_lora=lr_lora,
+            pseudo_frames=pseudo_frames,
+            decoder_steps=decoder_steps,
+            decoder_lr=decoder_lr,
             **({} if train_steps is None else {"train_steps": train_steps}),
         )
         folder = _out_folder(out, settings.workspace, f"concepts-{character}", chosen, model_id)
@@ -320,6 +343,45 @@ def eval_longshot_command(
         _seal("longshot", chosen, model_id, rerun_sealed, {"shots": shots, "seeds": seeds})
         return evaluate_longshot(
             config, folder, settings.checkpoints, judge, log=lambda s: typer.echo(s, err=True)
+        )
+
+    result = run_command(as_json, work, (FileNotFoundError, ValueError))
+    if result is not None:
+        _echo_report(result)
+
+
+@eval_app.command("consistency")
+def eval_consistency_command(
+    render: Annotated[Path, typer.Argument(help="A finished render folder (its manifest.json).")],
+    sheet: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sheet",
+            help="NAME=DIR: a character's own images (default: the folder its pack records).",
+        ),
+    ] = None,
+    judge: JudgeOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default RENDER/consistency).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One render: does each character look like its images and like itself from plot to plot,
+    and does the ground hold where the plots name no new place (read by the judge)."""
+    from story.flows.cli_io import run_command
+
+    def work() -> dict[str, Any]:
+        from story.tasks.evaluation.consistency import story_consistency
+        from story.tasks.evaluation.judge_reader import JudgeReader
+
+        sheets = {}
+        for pair in sheet or []:
+            name, sep, folder = pair.partition("=")
+            if not sep or not name or not folder:
+                raise ValueError(f"--sheet {pair!r}: write NAME=DIR")
+            sheets[name.strip("<>")] = Path(folder)
+        return story_consistency(
+            render, JudgeReader.load(judge), sheets, out, log=lambda s: typer.echo(s, err=True)
         )
 
     result = run_command(as_json, work, (FileNotFoundError, ValueError))

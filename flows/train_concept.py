@@ -111,17 +111,29 @@ def train_concept(
     out: str | None = None,
     lr_table: float | None = None,
     lr_lora: float | None = None,
+    pseudo_frames: int = 0,
+    decoder_steps: int = 0,
 ) -> dict[str, Any]:
     """Train `<name>` from the images in `images`; returns the pack's summary. Learning rates
     left at None take `ConceptParams`' defaults; `reg_clips` None takes DEFAULT_REG_CLIPS
-    regularisation clips for a LoRA method when the clip library exists."""
+    regularisation clips for a LoRA method when the clip library exists; `pseudo_frames` 1
+    trains on image steps (`ConceptParams.pseudo_frames`); `decoder_steps` gives the concept its own
+    decoder top (`ConceptParams.decoder_steps`)."""
     from story.tasks.render.synthesize import load_t2v
 
     log = run_logger(__name__)
     resolved = as_settings(settings)
     checkpoint = checkpoint or resolved.checkpoint
     check_name(name)
-    params = ConceptParams(method=method, steps=steps, buckets=buckets, seed=seed, threads=2)
+    params = ConceptParams(
+        method=method,
+        steps=steps,
+        buckets=buckets,
+        seed=seed,
+        threads=2,
+        pseudo_frames=pseudo_frames,
+        decoder_steps=decoder_steps,
+    )
     if lr_table is not None:
         params = replace(params, lr_table=lr_table)
     if lr_lora is not None:

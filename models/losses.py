@@ -74,3 +74,16 @@ def edge_error(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     dx = (recon - target)[..., :, 1:] - (recon - target)[..., :, :-1]
     dy = (recon - target)[..., 1:, :] - (recon - target)[..., :-1, :]
     return F.pad(dx.abs(), (0, 1, 0, 0)) + F.pad(dy.abs(), (0, 0, 0, 1))
+
+
+def pooled_colour_error(
+    recon: torch.Tensor, target: torch.Tensor, pool: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean L1 between `pool` x `pool` window averages of two (N, C, H, W) images: the colour a
+    region shows, blind to texture, so a decoder that keeps stripes but shifts their hue pays.
+    `weights` (N, 1, H, W) are pooled the same way and weight each window (normalised)."""
+    error = (F.avg_pool2d(recon, pool) - F.avg_pool2d(target, pool)).abs()
+    if weights is None:
+        return error.mean()
+    w = F.avg_pool2d(weights, pool)
+    return (error * w).mean() / w.mean()

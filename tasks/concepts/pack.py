@@ -1,6 +1,7 @@
 """Concept packs on disk: a folder `<name>/` with the trained tensors and their metadata.
 
-`concept.safetensors` holds `timeinv.table` and `lora.*` tensors; `concept.json` the token,
+`concept.safetensors` holds `timeinv.table`, `lora.*` and (optionally) `decoder.*` tensors (the
+concept's own decoder top, `decoder.py`); `concept.json` the token,
 class word, base checkpoint fingerprint, method, params, steps, loss curve and image hashes.
 Both are written atomically, the JSON last, so a folder with a `concept.json` is a whole pack.
 A pack only loads onto the checkpoint it was trained for.
@@ -37,6 +38,7 @@ class ConceptPack:
     lora: dict[str, torch.Tensor] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    decoder: dict[str, torch.Tensor] | None = None
 
     @property
     def token(self) -> str:
@@ -46,6 +48,8 @@ class ConceptPack:
         out = {"timeinv.table": self.table.detach().to(dtype).cpu().contiguous()}
         for key, value in (self.lora or {}).items():
             out[f"lora.{key}"] = value.detach().to(dtype).cpu().contiguous()
+        for key, value in (self.decoder or {}).items():
+            out[f"decoder.{key}"] = value.detach().to(dtype).cpu().contiguous()
         return out
 
     def save(self, folder: str | Path, half: bool = False) -> Path:
@@ -91,6 +95,7 @@ class ConceptPack:
         if "timeinv.table" not in tensors:
             raise ConceptError(f"{weights_path}: no timeinv.table tensor")
         lora = {k[len("lora.") :]: v for k, v in tensors.items() if k.startswith("lora.")}
+        decoder = {k[len("decoder.") :]: v for k, v in tensors.items() if k.startswith("decoder.")}
         return cls(
             name=check_name(name),
             class_word=class_word,
@@ -100,6 +105,7 @@ class ConceptPack:
             lora=lora or None,
             meta=meta,
             path=root,
+            decoder=decoder or None,
         )
 
     def check_checkpoint(self, fingerprint: str) -> None:

@@ -49,6 +49,15 @@ class ConceptParams:
     zoom_out: float = 0.4
     jitter: float = 0.08
     source_size: int = 64
+    pseudo_frames: int = 0
+    """Frames per pseudo-video: 0 = the model's clip length; 1 = single images with the
+    temporal layers bypassed (the Gen-1 image step the model was trained with), which costs a
+    fraction of a video step for the same appearance signal, since a pseudo-video is static."""
+    decoder_steps: int = 0
+    """Steps fine-tuning the decoder's top on the images (`decoder.py`): 0 = the model's own
+    decoder; for characters whose colours that decoder cannot draw."""
+    decoder_lr: float = 1e-4
+    decoder_batch: int = 8
     log_every: int = 10
     seed: int = 0
     threads: int = 1
@@ -71,6 +80,13 @@ class ConceptParams:
             raise ConceptError(
                 f"lora_max_t {self.lora_max_t} must be a timestep in 1..{NUM_TRAIN_TIMESTEPS}"
             )
+        if self.decoder_steps < 0 or self.decoder_batch < 1 or self.decoder_lr <= 0:
+            raise ConceptError(
+                f"decoder_steps ({self.decoder_steps}) must be >= 0, decoder_batch "
+                f"({self.decoder_batch}) >= 1 and decoder_lr ({self.decoder_lr}) > 0"
+            )
+        if self.pseudo_frames < 0:
+            raise ConceptError(f"pseudo_frames {self.pseudo_frames} must be >= 0 (0: the model's)")
         if not 0 <= self.zoom_out < 1:
             raise ConceptError(f"zoom_out {self.zoom_out} must be in [0, 1)")
 

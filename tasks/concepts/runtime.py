@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from story.models.timeinv import (
     set_active_loras,
     tokenize_concepts,
 )
+from story.tasks.concepts.decoder import decoder_owner, swapped_decoder
 from story.tasks.concepts.pack import ConceptPack
 from story.tasks.concepts.params import ConceptError
 from story.tasks.provenance.checkpoint_identity import model_fingerprint
@@ -63,7 +64,8 @@ class ConceptSet:
 
     @contextmanager
     def applied(self, prompt: str) -> Iterator[torch.Tensor | ConceptConditioner]:
-        """Text states of a prompt; per timestep, with the named concepts' LoRA on, in the block."""
+        """Text states of a prompt; per timestep, with the named concepts' LoRA on (and the decoder
+        top of the one that carries its own), in the block."""
         names = concept_names(prompt)
         if not names:
             yield self.model.encode_prompts([prompt])
@@ -89,7 +91,13 @@ class ConceptSet:
                     set_active_loras(unet, wanted)
                     current = wanted
 
-        with active_loras(self.model.unet, loras):
+        owner = decoder_owner(names, {n: bool(self.packs[n].decoder) for n in names})
+        decoder = (
+            swapped_decoder(self.model.vae, self.packs[owner].decoder or {}, owner)
+            if owner
+            else nullcontext()
+        )
+        with active_loras(self.model.unet, loras), decoder:
             yield ConceptConditioner(
                 encoder, tokens, self.tables, cfg.max_text_length, self.model.device, switch
             )

@@ -38,6 +38,8 @@ from story.models.timeinv import (
     set_active_loras,
     tokenize_concepts,
 )
+from story.tasks.concepts.decoder import train_decoder
+from story.tasks.concepts.errors import ConceptError
 from story.tasks.concepts.images import ConceptImages, mask_sha256, read_concept_images
 from story.tasks.concepts.pack import ConceptPack
 from story.tasks.concepts.params import ConceptParams, check_name
@@ -76,11 +78,13 @@ def concept_loss(
     gamma: float,
     generator: torch.Generator | None = None,
     pixel_weights: torch.Tensor | None = None,
+    temporal: bool = True,
 ) -> torch.Tensor:
     """The base model's denoising loss (same target and min-SNR weights) at given timesteps.
 
     `pixel_weights` (B, 1, H, W) at any resolution weight the error per latent pixel (e.g. the
-    object up-weighted), normalised per clip so the loss scale stays the same.
+    object up-weighted), normalised per clip so the loss scale stays the same. `temporal=False`
+    denoises every frame as an image (the model's image step).
     """
     scheduler = model.scheduler
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
@@ -88,7 +92,7 @@ def concept_loss(
     v_pred = model.config.prediction_type == "v_prediction"
     target = scheduler.get_velocity(latents, noise, timesteps) if v_pred else noise
     features = model.encode_structure(structure) if structure is not None else None
-    pred = model.predict(noisy, timesteps, text, features)
+    pred = model.predict(noisy, timesteps, text, features, temporal=temporal)
     error = F.mse_loss(pred, target, reduction="none")
     if pixel_weights is None:
         per_clip = error.mean(dim=(1, 2, 3, 4))
@@ -97,6 +101,32 @@ def concept_loss(
         per_clip = (error * w).mean(dim=(1, 2, 3, 4)) / w.mean(dim=(1, 2, 3, 4))
     snr_weight = min_snr_weight(scheduler, timesteps.cpu(), gamma, v_pred).to(latents.device)
     return (per_clip * snr_weight * weights).sum() / weights.sum()
+
+
+def _train_decoder(
+    work: StructureT2V,
+    videos: PseudoVideos,
+    regularization: Sequence[TrainingClip],
+    params: ConceptParams,
+    rng: np.random.Generator,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+    """The concept's decoder top (`decoder.py`), on single frames: the augmented images with their
+    object masks, and a quarter of each batch from the regularisation clips when there are any."""
+    own = params.decoder_batch - (params.decoder_batch // 4 if regularization else 0)
+
+    def sample() -> tuple[torch.Tensor, torch.Tensor]:
+        clips = [videos.clip(int(i), rng) for i in rng.integers(0, len(videos.images), own)]
+        images = [v[:, 0] for v, _, _ in clips]
+        masks = [m for _, _, m in clips]
+        for _ in range(params.decoder_batch - own):
+            clip = regularization[int(rng.integers(0, len(regularization)))]
+            images.append(clip.video[:, int(rng.integers(0, clip.video.shape[1]))])
+            masks.append(torch.zeros_like(masks[0]))
+        return torch.stack(images).to(work.device), torch.stack(masks).to(work.device)
+
+    return train_decoder(
+        work.vae, sample, params.decoder_steps, params.decoder_lr, params.object_weight
+    )
 
 
 def default_depth(checkpoints: str | Path | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -199,8 +229,14 @@ def _train(
         set_active_loras(work.unet, [name])
         groups.append({"params": lora_parameters(work.unet, name), "lr": params.lr_lora})
     cfg = work.config
+    frames = params.pseudo_frames or cfg.frames
+    if frames > cfg.frames:
+        raise ConceptError(
+            f"pseudo_frames {frames} is longer than the model's clip ({cfg.frames} frames)"
+        )
+    images_only = frames == 1
     videos = PseudoVideos(
-        data.images, data.masks, depth or default_depth(), cfg.frames, cfg.height, cfg.width, params
+        data.images, data.masks, depth or default_depth(), frames, cfg.height, cfg.width, params
     )
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     trainable = [p for group in groups for p in group["params"]]
@@ -226,8 +262,19 @@ def _train(
         )
         n_reg = len(reg)
         if reg:
-            video = torch.cat([video, torch.stack([c.video for c in reg])])
-            structure = torch.cat([structure, torch.stack([c.structure for c in reg])])
+            # A regularisation clip is cut to the pseudo-videos' length: one random frame for
+            # image steps, its first frames otherwise.
+            cut = []
+            for clip in reg:
+                first = int(rng.integers(0, clip.video.shape[1] - frames + 1)) if images_only else 0
+                cut.append(
+                    (
+                        clip.video[:, first : first + frames],
+                        clip.structure[:, first : first + frames],
+                    )
+                )
+            video = torch.cat([video, torch.stack([v for v, _ in cut])])
+            structure = torch.cat([structure, torch.stack([s for _, s in cut])])
             objects = torch.cat([objects, torch.ones(n_reg, *objects.shape[1:])])
         total = video.shape[0]
         low, high = 0, work.scheduler.config.num_train_timesteps
@@ -261,6 +308,7 @@ def _train(
             params.min_snr_gamma,
             generator,
             pixel_weights=1.0 + params.object_weight * objects,
+            temporal=not images_only,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -273,6 +321,9 @@ def _train(
         if progress is not None:
             progress(step, steps, float(loss.detach()))
     lora = lora_state_dict(work.unet, name) if params.uses_lora else None
+    decoder, decoder_curve = None, []
+    if params.decoder_steps:
+        decoder, decoder_curve = _train_decoder(work, videos, regularization, params, rng)
     seconds = time.monotonic() - started
     meta = {
         "params": asdict(params),
@@ -294,6 +345,16 @@ def _train(
             if lora
             else None
         ),
+        "decoder": (
+            {
+                "steps": params.decoder_steps,
+                "lr": params.decoder_lr,
+                "parameters": len(decoder),
+                "loss_curve": decoder_curve,
+            }
+            if decoder
+            else None
+        ),
         "regularization_clips": len(regularization),
         "train_seconds": round(seconds, 2),
         "images_sha256": sha256_bytes("".join(data.sha256).encode()),
@@ -306,6 +367,7 @@ def _train(
         table=table.table.detach().cpu(),
         lora=lora,
         meta=meta,
+        decoder=decoder,
     )
     if out is not None:
         pack.save(out)

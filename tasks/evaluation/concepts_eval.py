@@ -24,11 +24,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from story.tasks.concepts.methods import DEFAULT_REG_CLIPS, DEFAULT_STEPS
+from story.tasks.concepts.methods import (
+    DEFAULT_DECODER_STEPS,
+    DEFAULT_REG_CLIPS,
+    DEFAULT_STEPS,
+    METHODS,
+)
 from story.tasks.evaluation.clip_scores import IOU, score_clips
-from story.tasks.evaluation.concept_characters import CHARACTERS, Character, shows_signature
+from story.tasks.evaluation.concept_characters import (
+    CHARACTERS,
+    Character,
+    object_region,
+    shows_signature,
+)
 from story.tasks.evaluation.concept_shots import ConceptShot, concept_shots, regularization_seeds
 from story.tasks.evaluation.intervals import mean_interval, paired_difference
+from story.tasks.evaluation.judge_eval import MASK_THRESHOLD
 from story.tasks.evaluation.judge_reader import JudgeReader
 from story.tasks.evaluation.report import Grid, Table, write_report
 from story.tasks.world import miniworld, splits
@@ -72,6 +83,28 @@ class ConceptEvalConfig:
     baselines: list[str] = field(default_factory=lambda: list(BASELINE_KINDS))
     lr_table: float | None = None
     lr_lora: float | None = None
+    pseudo_frames: int = 0
+    """Frames per training pseudo-video (0: the model's clip; 1: image steps)."""
+    decoder_steps: int = 0
+    """Steps fine-tuning each trained concept's own decoder top (0: the model's decoder)."""
+    decoder_lr: float | None = None
+
+
+WITH_DECODER = "+decoder"
+
+
+def method_variant(method: str, decoder_steps: int) -> tuple[str, int]:
+    """A row's training method and decoder-top steps: `timeinv_lora+decoder` is TimeInv + LoRA
+    with the concept's own decoder top (`decoder_steps`, or DEFAULT_DECODER_STEPS when 0); a
+    plain method uses `decoder_steps` as configured."""
+    base, plus, extra = method.partition("+")
+    if base not in METHODS or (plus and f"+{extra}" != WITH_DECODER):
+        raise ValueError(
+            f"method {method!r}: use one of {list(METHODS)}, optionally with {WITH_DECODER!r}"
+        )
+    if plus:
+        return base, decoder_steps or DEFAULT_DECODER_STEPS
+    return base, decoder_steps
 
 
 def _prompt(template: str, shot: ConceptShot) -> str:
@@ -85,6 +118,16 @@ def _render(model, template: str, shots: list[ConceptShot], seed: int, steps: in
         synthesize(model, _prompt(template, s), s.guide, seed=seed * 1009 + i, steps=steps)
         for i, s in enumerate(shots)
     ]
+
+
+def _signature(reader: JudgeReader, clips: list, character: Character) -> np.ndarray:
+    """Per clip, 1/0: the character's signature colours on the object the judge finds."""
+    return np.array(
+        [
+            shows_signature(clip, character.signature, object_region(mask, MASK_THRESHOLD))
+            for clip, mask in zip(clips, reader.masks(clips), strict=True)
+        ]
+    )
 
 
 def identity_column(character: Character) -> str:
@@ -109,11 +152,47 @@ def _score(
     scores, _ = score_clips(reader, renders, targets, [s.mask for s in shots])
     identity = np.prod([scores[k] for k in character.judged], axis=0)
     if character.signature:
-        scores[SIGNATURE] = np.array([shows_signature(r, character.signature) for r in renders])
+        scores[SIGNATURE] = _signature(reader, renders, character)
         identity = identity * scores[SIGNATURE]
     scores[identity_column(character)] = identity
     scores[ALIGNED] = scores["background"] * scores["motion"]
     return scores
+
+
+SHEET, ROUND_TRIP = "the character's images, as drawn", "the same through the model's autoencoder"
+
+
+def sheet_identity(
+    model, reader: JudgeReader, images: str | Path, character: Character
+) -> dict[str, dict[str, np.ndarray]]:
+    """Identity of the character's own images, each held still for a clip, as drawn and after
+    the model's autoencoder (encode, decode). No render can show more of the character than its
+    decoder keeps, so the second row is a ceiling for every method."""
+    from story.tasks.concepts.images import read_concept_images
+
+    cfg = model.config
+    sheet = read_concept_images(images, cfg.height).images
+    clips = np.stack([np.repeat(np.asarray(i)[None], cfg.frames, axis=0) for i in sheet])
+    video = torch.from_numpy(clips).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
+    with torch.no_grad():
+        decoded = model.decode_latents(model.encode_video(video.to(model.device)))
+    round_trip = (
+        decoded.permute(0, 2, 3, 4, 1).clamp(-1, 1).add(1).mul(127.5).round().byte().cpu().numpy()
+    )
+    rows = {}
+    for label, frames in ((SHEET, clips), (ROUND_TRIP, round_trip)):
+        reading = reader.read(list(frames))
+        scores = {
+            k: np.array([float(v == want) for v in reading.labels[k]])
+            for k, want in character.judged.items()
+        }
+        identity = np.prod(list(scores.values()), axis=0)
+        if character.signature:
+            scores[SIGNATURE] = _signature(reader, list(frames), character)
+            identity = identity * scores[SIGNATURE]
+        scores[identity_column(character)] = identity
+        rows[label] = {k: v[:, None] for k, v in scores.items()}
+    return rows
 
 
 def _regularization(model, count: int, depth) -> list:
@@ -189,6 +268,7 @@ def evaluate_concepts(
     reader = JudgeReader.load(judge_folder)
     cfg = model.config
     shots = concept_shots(config.split, config.shots, cfg.frames, cfg.height)
+    ceiling = sheet_identity(model, reader, images, character)
     depth = default_depth(checkpoints)
     regularization: list | None = None
     fingerprint = model_fingerprint(model)
@@ -204,19 +284,29 @@ def evaluate_concepts(
             rows.setdefault(label, {}).setdefault(key, []).append(value)
 
     trained = (["none"] if NO_CONCEPT in config.baselines else []) + list(config.methods)
+    for method in config.methods:
+        method_variant(method, config.decoder_steps)  # refuse a bad name before any work
     for method in trained:
         label = labels[NO_CONCEPT] if method == "none" else method
         tick = time.monotonic()
         for seed in range(config.training_seeds):
             done = cells.get(label, seed)
             if done is None:
+                base, decoder_steps = method_variant(method, config.decoder_steps)
                 params = ConceptParams(
-                    method=method, steps=config.train_steps, seed=seed, threads=config.threads
+                    method=base,
+                    steps=config.train_steps,
+                    seed=seed,
+                    threads=config.threads,
+                    pseudo_frames=config.pseudo_frames,
+                    decoder_steps=0 if base == "none" else decoder_steps,
                 )
                 if config.lr_table is not None:
                     params = replace(params, lr_table=config.lr_table)
                 if config.lr_lora is not None:
                     params = replace(params, lr_lora=config.lr_lora)
+                if config.decoder_lr is not None:
+                    params = replace(params, decoder_lr=config.decoder_lr)
                 if params.uses_lora and regularization is None:
                     regularization = _regularization(model, config.reg_clips, depth)
                 result = train_concept(
@@ -262,6 +352,7 @@ def evaluate_concepts(
         character,
         shots,
         rows,
+        ceiling,
         examples,
         {
             **seconds,
@@ -278,6 +369,7 @@ def _write(
     character: Character,
     shots: list[ConceptShot],
     rows: dict[str, dict[str, list[np.ndarray]]],
+    ceiling: dict[str, dict[str, np.ndarray]],
     examples: dict[str, list],
     seconds: dict[str, float],
 ) -> dict[str, Any]:
@@ -314,6 +406,17 @@ def _write(
                 },
             )
         )
+    kept = [*judged, *signature, identity]
+    tables.append(
+        Table(
+            f"What the model can show of {character.name}: its images held still, as drawn and "
+            "through the model's autoencoder",
+            kept,
+            {label: {c: mean_interval(v[c]) for c in kept} for label, v in ceiling.items()},
+            note="no render shows more of the character than the decoder keeps, so the "
+            "autoencoder row bounds every method's identity",
+        )
+    )
     grid = Grid(
         f"First {GRID_SHOTS} shots, seed 0",
         [(label, list(clips)) for label, clips in examples.items()],
@@ -330,6 +433,7 @@ def _write(
         character.name: {label: main.rows[label][identity]["mean"] for label in stacked},
         "identity": {label: main.rows[label][identity] for label in stacked},
         "alignment": {label: main.rows[label][ALIGNED] for label in stacked},
+        "ceiling": {label: tables[-1].rows[label][identity] for label in ceiling},
     }
     paths = write_report(out, f"Concepts ({character.name}): {model_id}", summary, tables, [grid])
     return {**paths, **summary}

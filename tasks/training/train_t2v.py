@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from diffusers.training_utils import EMAModel
 
-from story.models.losses import diffusion_loss, edge_error, object_weights
+from story.models.losses import diffusion_loss, edge_error, object_weights, pooled_colour_error
 from story.models.t2v import StructureT2V, T2VConfig, param_count
 from story.models.unet import tiny_unet_config
 from story.models.vae import build_vae, downsample_factor, load_vae, tiny_vae_config
@@ -89,6 +89,8 @@ class TrainConfig:
     kl_weight: float = 1e-6
     object_weight: float = 4.0
     edge_weight: float = 0.0
+    colour_weight: float = 0.0
+    colour_pool: int = 4
     recolour: float = 0.0
     text_encoder: str = "minilm"
     manifest: str | None = None
@@ -333,10 +335,16 @@ class Trainer:
             error = (recon - flat).abs() + (recon - flat).square()
             if cfg.edge_weight:
                 error = error + cfg.edge_weight * edge_error(recon, flat)
+            weights = None
             if batch.objects is not None:
                 objects = batch.objects.to(self.device).reshape(-1, 1, *flat.shape[-2:])
-                error = error * (1.0 + cfg.object_weight * objects)
-            return error.mean() + cfg.kl_weight * dist.kl().mean()
+                weights = 1.0 + cfg.object_weight * objects
+                error = error * weights
+            loss = error.mean() + cfg.kl_weight * dist.kl().mean()
+            if cfg.colour_weight:
+                colour = pooled_colour_error(recon, flat, cfg.colour_pool, weights)
+                loss = loss + cfg.colour_weight * colour
+            return loss
         with torch.no_grad():
             latents = self.model.encode_video(video)
         text = self.text(_drop_captions(batch.captions, cfg.caption_dropout, self.rng))
@@ -483,6 +491,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "latent_channels",
         "detail_levels",
         "image_batch",
+        "colour_pool",
         "frames",
         "height",
         "width",
@@ -500,6 +509,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "kl_weight",
         "object_weight",
         "edge_weight",
+        "colour_weight",
         "recolour",
         "image_ratio",
         "object_loss_weight",

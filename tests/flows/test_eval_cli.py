@@ -59,3 +59,16 @@ def test_train_split_is_refused(tmp_path) -> None:
         app, ["eval", "judge", "--split", "train", "--judge", str(_tiny_judge(tmp_path / "j"))]
     )
     assert result.exit_code == 2 and "train is for learning" in result.output
+
+
+def test_consistency_names_a_folder_that_is_no_render_and_a_bad_sheet(tmp_path) -> None:
+    judge = str(_tiny_judge(tmp_path / "j"))
+    missing = CliRunner().invoke(
+        app, ["eval", "consistency", str(tmp_path / "nothing"), "--judge", judge]
+    )
+    assert missing.exit_code == 2
+    assert f"{tmp_path / 'nothing'}: cannot read the manifest" in missing.output
+    bad = CliRunner().invoke(
+        app, ["eval", "consistency", str(tmp_path), "--sheet", "bob", "--judge", judge]
+    )
+    assert bad.exit_code == 2 and "NAME=DIR" in bad.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ import torch
 from PIL import Image
 
 from story.models.t2v import StructureT2V, random_tiny
+from story.models.temporal import TEMPORAL_TYPES
 from story.models.timeinv import active_loras, lora_adapters
+from story.tasks.concepts.decoder import adapted_names
 from story.tasks.concepts.images import read_concept_images
 from story.tasks.concepts.pack import ConceptPack, list_packs
 from story.tasks.concepts.params import ConceptError, ConceptParams
@@ -147,6 +150,82 @@ def test_each_method_trains_what_it_says(
     assert result.pack.table.shape[0] == rows
     assert bool(result.pack.lora) == has_lora
     assert result.pack.meta["steps"] == (0 if method == "none" else 1)
+
+
+def test_image_steps_train_a_concept_without_the_temporal_layers(
+    images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []  # temporal layers that computed (the switch wraps these forwards)
+    for kind in TEMPORAL_TYPES:
+
+        def counted(self, *args, _forward=kind.forward, **kwargs):
+            ran.append(type(self).__name__)
+            return _forward(self, *args, **kwargs)
+
+        monkeypatch.setattr(kind, "forward", counted)
+    model = tiny()
+    clip = TrainingClip(torch.zeros(3, 4, 16, 16), torch.zeros(1, 4, 16, 16), "a blue cube")
+    params = ConceptParams(method="timeinv_lora", steps=2, batch=2, pseudo_frames=1, lr_lora=1e-2)
+    pack = train_concept(
+        model, "bob", images, "sphere", params, depth=flat_depth, regularization=[clip]
+    ).pack
+    assert pack.meta["params"]["pseudo_frames"] == 1
+    assert any(v.abs().sum() > 0 for k, v in pack.lora.items() if "lora_B" in k), "LoRA trained"
+    assert ran == [], "image steps bypass every temporal layer"
+    train_concept(
+        model, "bob", images, "sphere", replace(params, pseudo_frames=0), depth=flat_depth
+    )
+    assert set(ran) == {t.__name__ for t in TEMPORAL_TYPES}, "video steps run them"
+    with pytest.raises(ConceptError, match="pseudo_frames 5 is longer than the model's clip"):
+        train_concept(
+            model, "bob", images, "sphere", replace(params, pseudo_frames=5), depth=flat_depth
+        )
+    with pytest.raises(ConceptError, match="pseudo_frames -1"):
+        ConceptParams(pseudo_frames=-1)
+
+
+def test_a_concept_with_its_own_decoder_top_uses_it_only_for_its_prompts(
+    images: Path, tmp_path: Path
+) -> None:
+    model = tiny()
+    before = {n: p.detach().clone() for n, p in model.vae.named_parameters()}
+    clip = TrainingClip(torch.zeros(3, 4, 16, 16), torch.zeros(1, 4, 16, 16), "a blue cube")
+    params = ConceptParams(
+        method="ti", steps=1, batch=1, decoder_steps=3, decoder_batch=4, decoder_lr=1e-2
+    )
+    pack = train_concept(
+        model, "bob", images, "sphere", params, depth=flat_depth, regularization=[clip]
+    ).pack
+    assert pack.decoder and set(pack.decoder) == set(adapted_names(model.vae))
+    assert all(not n.startswith("encoder") for n in pack.decoder), "the latent space stays"
+    assert pack.meta["decoder"]["steps"] == 3 and len(pack.meta["decoder"]["loss_curve"]) == 1
+    changed = [n for n, v in pack.decoder.items() if not torch.allclose(v, before[n])]
+    assert changed, "the decoder top trained"
+    for n, p in model.vae.named_parameters():
+        assert torch.equal(p, before[n]), f"training left the model's {n} unchanged"
+    pack.save(tmp_path / "bob")
+    loaded = ConceptPack.load(tmp_path / "bob")
+    assert loaded.decoder is not None and set(loaded.decoder) == set(pack.decoder)
+
+    guide = np.linspace(-1, 1, 4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+    without = ConceptPack(**{**pack.__dict__, "decoder": None, "path": None})
+    plain = render_with_concepts(model, "a <bob> on the grass", guide, {"bob": without}, steps=2)
+    unload_concepts(model)
+    own = render_with_concepts(model, "a <bob> on the grass", guide, {"bob": loaded}, steps=2)
+    assert not np.array_equal(plain, own), "the concept's decoder draws its renders"
+    for n, p in model.vae.named_parameters():
+        assert torch.equal(p, before[n]), f"{n} is the model's own again after the render"
+    other = synthesize(model, "a sphere on the grass", guide, steps=2)
+    unload_concepts(model)
+    assert np.array_equal(other, synthesize(model, "a sphere on the grass", guide, steps=2))
+
+    eve = ConceptPack(**{**loaded.__dict__, "name": "eve", "path": None})
+    load_concepts(model, {"bob": loaded, "eve": eve})
+    with pytest.raises(ConceptError, match="each with its own decoder"):
+        synthesize(model, "a <bob> and a <eve> on the grass", guide, steps=2)
+    unload_concepts(model)
+    with pytest.raises(ConceptError, match="decoder_steps"):
+        ConceptParams(decoder_steps=-1)
 
 
 def test_lora_targets_are_saved_and_reloaded_onto_the_same_layers(

@@ -13,6 +13,7 @@ from story.tasks.evaluation.concept_characters import (
     ZIB_BOTTOM_RGB,
     ZIB_TOP_RGB,
     colour_shares,
+    object_region,
     shows_signature,
 )
 from story.tasks.settings import REPO_ROOT
@@ -58,3 +59,17 @@ def test_no_caption_word_names_zibs_look() -> None:
     palette = np.asarray(list(miniworld.COLOURS.values()), np.float32)
     for colour in ZIB:
         assert np.linalg.norm(palette - np.asarray(colour, np.float32), axis=1).min() > 90
+
+
+def test_the_signature_is_looked_for_on_the_object_not_in_a_pink_sky() -> None:
+    frame = np.full((1, 32, 32, 3), (70, 120, 60), np.uint8)  # grass
+    frame[:, :8] = ZIB_TOP_RGB  # a sky within reach of zib's pink
+    frame[:, 20:26, 12:18] = ZIB_BOTTOM_RGB  # a teal object, nothing pink on it
+    probability = np.zeros((1, 32, 32), np.float32)
+    probability[:, 20:26, 12:18] = 0.9
+    region = object_region(probability, 0.5, grow=2)
+    assert region[0, 18, 10] and not region[0, 17, 10] and not region[0, 5, 5]
+    assert shows_signature(frame, ZIB) == 1.0, "anywhere in the frame, the sky passes for pink"
+    assert shows_signature(frame, ZIB, region) == 0.0
+    frame[:, 20:23, 12:18] = ZIB_TOP_RGB  # now the object is pink over teal
+    assert shows_signature(frame, ZIB, region) == 1.0

@@ -43,6 +43,11 @@ def test_zib_is_scored_by_its_colour_signature_and_a_rerun_resumes(tmp_path, min
     assert set(result["zib"]) == {"timeinv_lora", "baseline: zib spelled out in words"}
     table = json.loads((tmp_path / "out" / "report.json").read_text())["tables"][0]
     assert "colour signature" in table["columns"] and "ground + motion" in table["columns"]
+    ceiling = json.loads((tmp_path / "out" / "report.json").read_text())["tables"][-1]
+    assert set(ceiling["rows"]) == {
+        "the character's images, as drawn",
+        "the same through the model's autoencoder",
+    }
     pack = json.loads(
         (tmp_path / "out" / "packs" / "timeinv_lora-seed0" / "concept.json").read_text()
     )
@@ -53,3 +58,36 @@ def test_zib_is_scored_by_its_colour_signature_and_a_rerun_resumes(tmp_path, min
     again = evaluate_concepts(config, tmp_path / "out", mini, images, judge)
     assert again["identity"] == result["identity"]
     assert not (tmp_path / "out" / "packs" / "timeinv_lora-seed1").exists()
+
+
+def test_the_autoencoder_ceiling_reads_the_sheet_as_drawn_and_after_the_decoder() -> None:
+    from story.models.t2v import random_tiny
+    from story.tasks.evaluation.concept_characters import CHARACTERS
+    from story.tasks.evaluation.concepts_eval import ROUND_TRIP, SHEET, sheet_identity
+    from story.tasks.evaluation.judge_reader import JudgeReader
+
+    zib = CHARACTERS["zib"]
+    rows = sheet_identity(
+        random_tiny(frames=4, size=64),
+        JudgeReader.load(),
+        REPO_ROOT / "datasets" / "concepts" / "zib",
+        zib,
+    )
+    identity = zib.identity
+    # Every sheet image shows zib as drawn: a sphere with both signature colours.
+    assert rows[SHEET][identity].shape == (5, 1) and rows[SHEET][identity].mean() == 1.0
+    # An untrained autoencoder keeps none of it, and the ceiling row says so.
+    assert rows[ROUND_TRIP]["colour signature"].mean() == 0.0
+    assert rows[ROUND_TRIP][identity].mean() == 0.0
+
+
+def test_a_row_can_add_the_concepts_own_decoder_and_a_bad_name_is_refused() -> None:
+    from story.tasks.concepts.methods import DEFAULT_DECODER_STEPS
+    from story.tasks.evaluation.concepts_eval import method_variant
+
+    assert method_variant("timeinv_lora", 0) == ("timeinv_lora", 0)
+    assert method_variant("timeinv_lora+decoder", 0) == ("timeinv_lora", DEFAULT_DECODER_STEPS)
+    assert method_variant("ti+decoder", 50) == ("ti", 50)
+    for bad in ("timeinv_lora+vae", "dreambooth", "ti+"):
+        with pytest.raises(ValueError, match="optionally with '\\+decoder'"):
+            method_variant(bad, 0)
