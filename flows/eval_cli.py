@@ -285,7 +285,13 @@ def eval_concepts_command(
             **({} if train_steps is None else {"train_steps": train_steps}),
         )
         folder = _out_folder(out, settings.workspace, f"concepts-{character}", chosen, model_id)
-        _seal("concepts", chosen, model_id, rerun_sealed, {"shots": shots, "seeds": seeds})
+        _seal(
+            f"concepts-{character}",
+            chosen,
+            model_id,
+            rerun_sealed,
+            {"shots": shots, "seeds": seeds},
+        )
         return evaluate_concepts(
             config,
             folder,

@@ -321,7 +321,8 @@ def _train(
         if progress is not None:
             progress(step, steps, float(loss.detach()))
     lora = lora_state_dict(work.unet, name) if params.uses_lora else None
-    decoder, decoder_curve = None, []
+    decoder: dict[str, torch.Tensor] | None = None
+    decoder_curve: list[dict[str, float]] = []
     if params.decoder_steps:
         decoder, decoder_curve = _train_decoder(work, videos, regularization, params, rng)
     seconds = time.monotonic() - started

@@ -42,18 +42,15 @@ def looks(reading: JudgeReading) -> np.ndarray:
 
 
 def world_ground(place: str | None) -> str | None:
-    """The miniature world's ground a place phrase names ('on the sandy beach' -> sand)."""
-    from story.tasks.world.captions import BACKGROUND_EXTRA, BACKGROUND_WORDS
+    """The miniature world's ground a place phrase names ('on the sandy beach' -> sand), by the
+    world's own ground words; None for a place the world has no ground for."""
+    from story.tasks.world.captions import BACKGROUND_EXTRA
 
     if not place:
         return None
     words = set(place.lower().split())
-    for ground in BACKGROUND_WORDS:
-        names = {ground, *BACKGROUND_EXTRA.get(ground, ())}
-        names |= {w for phrase in BACKGROUND_WORDS[ground] for w in phrase.split()[-1:]}
-        if words & names:
-            return ground
-    return None
+    found = [ground for ground, names in BACKGROUND_EXTRA.items() if words & set(names)]
+    return found[0] if len(found) == 1 else None
 
 
 def _read_plots(root: Path, manifest: dict[str, Any]) -> list[np.ndarray]:
@@ -194,6 +191,8 @@ def story_consistency(
             {"plots": [i, i + 1], "same_place_named": same_place, "ground_agrees": agree}
         )
     held = [c["ground_agrees"] for c in consecutive if c["same_place_named"]]
+    ground_held = float(np.mean(held)) if held else None
+    ground_as_named = _share([p["ground_as_named"] for p in per_plot])
     for item in per_plot:
         row = rows.setdefault(f"plot {item['plot']}", {})
         row["ground read"] = item["read"]["background"]
@@ -206,8 +205,8 @@ def story_consistency(
         "characters": characters,
         "plots": per_plot,
         "consecutive": consecutive,
-        "ground_held": float(np.mean(held)) if held else None,
-        "ground_as_named": _share([p["ground_as_named"] for p in per_plot]),
+        "ground_held": ground_held,
+        "ground_as_named": ground_as_named,
     }
     columns = sorted({c for r in rows.values() for c in r})
     tables = [
@@ -241,11 +240,9 @@ def story_consistency(
                     for n, c in characters.items()
                 },
                 "consecutive plots on one named place, ground agrees": {
-                    "value": _round(summary["ground_held"])
+                    "value": _round(ground_held)
                 },
-                "plots whose ground is the one named": {
-                    "value": _round(summary["ground_as_named"])
-                },
+                "plots whose ground is the one named": {"value": _round(ground_as_named)},
             },
             note=f"{len(plots)} plots: descriptive shares of one render, no interval",
         ),

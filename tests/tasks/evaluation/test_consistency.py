@@ -105,6 +105,10 @@ def test_place_words_map_to_the_world_grounds_and_bad_renders_are_named(tmp_path
     assert world_ground("on the sandy beach") == "sand"
     assert world_ground("at dusk") == "dusk"
     assert world_ground("on the kitchen floor") is None
+    assert (
+        world_ground("in a snowy field") == "snow" and world_ground("on a grassy field") == "grass"
+    )
+    assert world_ground("on the ground") is None
     from story.tasks.errors import StoryError
 
     with pytest.raises(StoryError, match=str(tmp_path / "missing")):
