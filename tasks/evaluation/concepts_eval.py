@@ -150,13 +150,21 @@ def _score(
         for s in shots
     ]
     scores, _ = score_clips(reader, renders, targets, [s.mask for s in shots])
-    identity = np.prod([scores[k] for k in character.judged], axis=0)
-    if character.signature:
-        scores[SIGNATURE] = _signature(reader, renders, character)
-        identity = identity * scores[SIGNATURE]
-    scores[identity_column(character)] = identity
+    _add_identity(scores, reader, renders, character)
     scores[ALIGNED] = scores["background"] * scores["motion"]
     return scores
+
+
+def _add_identity(
+    scores: dict[str, np.ndarray], reader: JudgeReader, clips: list, character: Character
+) -> None:
+    """Add the identity column (and the colour signature, for a character that has one) to
+    per-clip `scores` that already hold the character's judged attributes (1/0)."""
+    identity = np.prod([scores[k] for k in character.judged], axis=0)
+    if character.signature:
+        scores[SIGNATURE] = _signature(reader, clips, character)
+        identity = identity * scores[SIGNATURE]
+    scores[identity_column(character)] = identity
 
 
 SHEET, ROUND_TRIP = "the character's images, as drawn", "the same through the model's autoencoder"
@@ -168,6 +176,7 @@ def sheet_identity(
     """Identity of the character's own images, each held still for a clip, as drawn and after
     the model's autoencoder (encode, decode). No render can show more of the character than its
     decoder keeps, so the second row is a ceiling for every method."""
+    from story.models.vae import vae_output_to_frames
     from story.tasks.concepts.images import read_concept_images
 
     cfg = model.config
@@ -176,9 +185,7 @@ def sheet_identity(
     video = torch.from_numpy(clips).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
     with torch.no_grad():
         decoded = model.decode_latents(model.encode_video(video.to(model.device)))
-    round_trip = (
-        decoded.permute(0, 2, 3, 4, 1).clamp(-1, 1).add(1).mul(127.5).round().byte().cpu().numpy()
-    )
+    round_trip = vae_output_to_frames(decoded.permute(0, 2, 1, 3, 4)).cpu().numpy()
     rows = {}
     for label, frames in ((SHEET, clips), (ROUND_TRIP, round_trip)):
         reading = reader.read(list(frames))
@@ -186,11 +193,7 @@ def sheet_identity(
             k: np.array([float(v == want) for v in reading.labels[k]])
             for k, want in character.judged.items()
         }
-        identity = np.prod(list(scores.values()), axis=0)
-        if character.signature:
-            scores[SIGNATURE] = _signature(reader, list(frames), character)
-            identity = identity * scores[SIGNATURE]
-        scores[identity_column(character)] = identity
+        _add_identity(scores, reader, list(frames), character)
         rows[label] = {k: v[:, None] for k, v in scores.items()}
     return rows
 
