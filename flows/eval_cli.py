@@ -244,6 +244,24 @@ def eval_concepts_command(
         float | None,
         typer.Option("--decoder-lr", min=0.0, help="Decoder-top learning rate."),
     ] = None,
+    tau: Annotated[
+        int | None,
+        typer.Option(
+            "--tau",
+            min=0,
+            max=1000,
+            help="Structure guidance only for denoising steps t >= TAU (default: the product's).",
+        ),
+    ] = None,
+    shared_decoder: Annotated[
+        bool,
+        typer.Option(
+            "--shared-decoder",
+            help="One decoder top per training seed for every +decoder row (trained apart from "
+            "the token), token packs reused across a method's rows; runs on other cores may "
+            "share --out.",
+        ),
+    ] = False,
     judge: JudgeOpt = None,
     out: OutOpt = None,
     rerun_sealed: RerunOpt = False,
@@ -282,6 +300,8 @@ def eval_concepts_command(
             pseudo_frames=pseudo_frames,
             decoder_steps=decoder_steps,
             decoder_lr=decoder_lr,
+            shared_decoder=shared_decoder,
+            tau=tau,
             **({} if train_steps is None else {"train_steps": train_steps}),
         )
         folder = _out_folder(out, settings.workspace, f"concepts-{character}", chosen, model_id)

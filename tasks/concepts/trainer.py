@@ -129,6 +129,44 @@ def _train_decoder(
     )
 
 
+DECODER_STREAM = 7
+"""The second seed word of `train_concept_decoder`'s generator: its draws are its own, not the
+token's."""
+
+
+def train_concept_decoder(
+    model: StructureT2V,
+    images: str | Path | ConceptImages,
+    params: ConceptParams,
+    *,
+    depth: Callable[[np.ndarray], np.ndarray] | None = None,
+    regularization: Sequence[TrainingClip] = (),
+) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+    """A concept's decoder top (`params.decoder_steps` at `params.decoder_lr`) trained on its own,
+    without the token: it reads only the images and the regularisation clips, so one decoder per
+    (images, seed) can serve every token method, which then differ in the token alone. Draws
+    come from `default_rng([params.seed, DECODER_STREAM])`; the model is left unchanged."""
+    if params.decoder_steps < 1:
+        raise ConceptError("train_concept_decoder needs decoder_steps >= 1")
+    data = (
+        images
+        if isinstance(images, ConceptImages)
+        else read_concept_images(images, params.source_size)
+    )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(params.threads)
+    try:
+        torch.manual_seed(params.seed)
+        rng = np.random.default_rng([params.seed, DECODER_STREAM])
+        cfg = model.config
+        videos = PseudoVideos(
+            data.images, data.masks, depth or default_depth(), 1, cfg.height, cfg.width, params
+        )
+        return _train_decoder(model, videos, regularization, params, rng)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def default_depth(checkpoints: str | Path | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The bundled tiny depth net as `frames -> (T, H, W)` normalised disparity."""
     from story.models.depth import load_depth_estimator

@@ -13,9 +13,11 @@ packs trained are kept under `<out>/packs/<method>-seed<k>/`.
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from story.tasks import atomic
 from story.tasks.concepts.methods import (
     DEFAULT_DECODER_STEPS,
     DEFAULT_REG_CLIPS,
@@ -54,10 +57,13 @@ BASELINE_KINDS = (NO_CONCEPT, CLASS_WORD, WORDS)
 GRID_SHOTS = 6
 
 
+NO_CONCEPT_LABEL = "baseline: no concept (untrained token)"
+
+
 def baselines(character: Character) -> dict[str, str]:
     """Baseline row label -> prompt template, for the character."""
     return {
-        "baseline: no concept (untrained token)": f"a <{character.name}> {{ground}}",
+        NO_CONCEPT_LABEL: f"a <{character.name}> {{ground}}",
         "baseline: class word only": f"a {character.class_word} {{ground}}",
         f"baseline: {character.name} spelled out in words": f"{character.words} {{ground}}",
     }
@@ -88,6 +94,13 @@ class ConceptEvalConfig:
     decoder_steps: int = 0
     """Steps fine-tuning each trained concept's own decoder top (0: the model's decoder)."""
     decoder_lr: float | None = None
+    tau: int | None = None
+    """Structure guidance only for denoising steps t >= tau (None: the product's default)."""
+    shared_decoder: bool = False
+    """One decoder top per training seed, trained apart from the token
+    (`train_concept_decoder`) and given to every `+decoder` row of that seed, so the rows differ
+    in the token method alone; token packs are then kept per base method and reused by its
+    `+decoder` row. False: each `+decoder` row trains its own after its token."""
 
 
 WITH_DECODER = "+decoder"
@@ -107,15 +120,52 @@ def method_variant(method: str, decoder_steps: int) -> tuple[str, int]:
     return base, decoder_steps
 
 
+METHOD_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("timeinv_lora", "timeinv", "LoRA"),
+    ("ti_lora", "ti", "LoRA"),
+    ("timeinv", "ti", "timestep buckets"),
+    ("timeinv_lora", "ti_lora", "timestep buckets"),
+    ("ti", "none", "a trained token"),
+)
+"""(method, against, what the difference isolates): the paper's ordering as paired
+differences, asked of the plain rows and of the `+decoder` rows alike."""
+
+
+def _row_label(method: str) -> str:
+    """A trained row's label: the untrained token is the no-concept baseline."""
+    return NO_CONCEPT_LABEL if method == "none" else method
+
+
+def method_differences(stacked: dict[str, Any], columns: list[str]) -> dict[str, dict[str, Any]]:
+    """Paired differences (by shot and seed) between the rows present: each METHOD_PAIRS pair,
+    plain and with the decoder top, and each method's decoder top against none."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def add(first: str, second: str, title: str) -> None:
+        a, b = stacked.get(_row_label(first)), stacked.get(_row_label(second))
+        if a is not None and b is not None:
+            rows[title] = {c: paired_difference(a[c], b[c]) for c in columns}
+
+    for suffix in ("", WITH_DECODER):
+        for first, second, what in METHOD_PAIRS:
+            add(first + suffix, second + suffix, f"{first}{suffix} minus {second}{suffix} ({what})")
+    for method in METHODS:
+        add(method + WITH_DECODER, method, f"{method}{WITH_DECODER} minus {method} (decoder top)")
+    return rows
+
+
 def _prompt(template: str, shot: ConceptShot) -> str:
     return template.format(ground=BACKGROUND_WORDS[shot.background][0])
 
 
-def _render(model, template: str, shots: list[ConceptShot], seed: int, steps: int) -> list:
+def _render(
+    model, template: str, shots: list[ConceptShot], seed: int, steps: int, tau: int | None = None
+) -> list:
     from story.tasks.render.synthesize import synthesize
 
+    knobs = {} if tau is None else {"tau": tau}
     return [
-        synthesize(model, _prompt(template, s), s.guide, seed=seed * 1009 + i, steps=steps)
+        synthesize(model, _prompt(template, s), s.guide, seed=seed * 1009 + i, steps=steps, **knobs)
         for i, s in enumerate(shots)
     ]
 
@@ -222,9 +272,31 @@ def _slug(label: str) -> str:
 class _Cells:
     """Finished (row, seed) scores and the first renders, one .npz each, read back on resume."""
 
-    def __init__(self, out: Path) -> None:
+    SETTINGS = "settings.json"
+
+    def __init__(self, out: Path, settings: dict[str, Any] | None = None) -> None:
+        """`settings`: what every cell depends on; a folder holding cells made with other
+        settings is refused, so a rerun with another --tau or --steps cannot read old scores."""
         self.folder = out / "cells"
         self.folder.mkdir(parents=True, exist_ok=True)
+        if settings is None:
+            return
+        path, wanted = self.folder / self.SETTINGS, _plain(settings)
+        if path.is_file():
+            kept = json.loads(path.read_text())
+            changed = sorted(k for k in {*kept, *wanted} if kept.get(k) != wanted.get(k))
+            if changed:
+                differences = ", ".join(
+                    f"{k}: {kept.get(k)!r} there, {wanted.get(k)!r} now" for k in changed
+                )
+                raise ValueError(
+                    f"{self.folder}: its scores were made with other settings ({differences}); "
+                    "use another --out"
+                )
+        elif any(self.folder.glob("*.npz")):
+            return  # cells from before settings were kept: read as they are
+        else:
+            atomic.write_text(path, json.dumps(wanted, indent=2) + "\n")
 
     def path(self, label: str, seed: int) -> Path:
         return self.folder / f"{_slug(label)}-seed{seed}.npz"
@@ -245,6 +317,91 @@ class _Cells:
         tmp.replace(self.path(label, seed))
 
 
+CELL_FREE = ("methods", "baselines", "training_seeds", "threads")
+"""Config fields a cell does not depend on: they choose which rows and seeds are made."""
+
+
+def _cell_settings(config: ConceptEvalConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if k not in CELL_FREE}
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path`: runs sharing an out folder (one per core) train each pack
+    and decoder once, the later one waiting for and reading the earlier one's."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON reads it back (tuples become lists), for comparing stored settings."""
+    return json.loads(json.dumps(value))
+
+
+def _cached_pack(folder: Path, params: Any) -> Any:
+    """The token pack kept in `folder`, or None; a pack trained with other settings is refused
+    rather than reused."""
+    from story.tasks.concepts.pack import ConceptPack
+
+    if not (folder / "concept.json").is_file():
+        return None
+    pack = ConceptPack.load(folder)
+    if pack.meta.get("params") != _plain(asdict(params)):
+        raise ValueError(
+            f"{folder}: a pack trained with other settings is in the way; remove it or use "
+            "another --out"
+        )
+    return pack
+
+
+DECODER_WEIGHTS, DECODER_META = "decoder.safetensors", "decoder.json"
+
+
+def _decoder_key(params: Any, fingerprint: str) -> dict[str, Any]:
+    return _plain({"params": asdict(params), "base_checkpoint": fingerprint})
+
+
+def _cached_decoder(folder: Path, params: Any, fingerprint: str) -> dict[str, torch.Tensor] | None:
+    """The shared decoder top kept in `folder`, or None; one trained otherwise is refused."""
+    from safetensors.torch import load_file
+
+    meta = folder / DECODER_META
+    if not meta.is_file():
+        return None
+    stored = json.loads(meta.read_text())
+    if {k: stored.get(k) for k in ("params", "base_checkpoint")} != _decoder_key(
+        params, fingerprint
+    ):
+        raise ValueError(
+            f"{folder}: a decoder top trained with other settings is in the way; remove it or "
+            "use another --out"
+        )
+    return load_file(str(folder / DECODER_WEIGHTS))
+
+
+def _save_decoder(
+    folder: Path,
+    decoder: dict[str, torch.Tensor],
+    params: Any,
+    fingerprint: str,
+    curve: list[dict[str, float]],
+) -> None:
+    from safetensors.torch import save
+
+    atomic.write_bytes(
+        folder / DECODER_WEIGHTS, save({k: v.contiguous() for k, v in decoder.items()})
+    )
+    meta = {**_decoder_key(params, fingerprint), "loss_curve": curve}
+    atomic.write_text(folder / DECODER_META, json.dumps(meta, indent=2) + "\n")
+
+
 def evaluate_concepts(
     config: ConceptEvalConfig,
     out: str | Path,
@@ -256,7 +413,11 @@ def evaluate_concepts(
     """Train, render and score every method and baseline; write the report into `out`."""
     from story.tasks.concepts.params import ConceptParams
     from story.tasks.concepts.runtime import load_concepts, unload_concepts
-    from story.tasks.concepts.trainer import default_depth, train_concept
+    from story.tasks.concepts.trainer import (
+        default_depth,
+        train_concept,
+        train_concept_decoder,
+    )
     from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
     from story.tasks.provenance.checkpoint_identity import model_fingerprint
     from story.tasks.render.synthesize import load_t2v
@@ -265,7 +426,7 @@ def evaluate_concepts(
     character = CHARACTERS[config.character]
     name = character.name
     out = Path(out)
-    cells = _Cells(out)
+    cells = _Cells(out, _cell_settings(config))
     torch.set_num_threads(config.threads)
     model = load_t2v(eval_checkpoint(config.checkpoint, checkpoints), device="cpu")
     reader = JudgeReader.load(judge_folder)
@@ -289,42 +450,89 @@ def evaluate_concepts(
     trained = (["none"] if NO_CONCEPT in config.baselines else []) + list(config.methods)
     for method in config.methods:
         method_variant(method, config.decoder_steps)  # refuse a bad name before any work
+
+    def params_for(base: str, seed: int, decoder_steps: int) -> ConceptParams:
+        params = ConceptParams(
+            method=base,
+            steps=config.train_steps,
+            seed=seed,
+            threads=config.threads,
+            pseudo_frames=config.pseudo_frames,
+            decoder_steps=0 if base == "none" else decoder_steps,
+        )
+        if config.lr_table is not None:
+            params = replace(params, lr_table=config.lr_table)
+        if config.lr_lora is not None:
+            params = replace(params, lr_lora=config.lr_lora)
+        if config.decoder_lr is not None:
+            params = replace(params, decoder_lr=config.decoder_lr)
+        return params
+
+    def regularization_clips() -> list:
+        nonlocal regularization
+        if regularization is None:
+            regularization = _regularization(model, config.reg_clips, depth)
+        return regularization
+
+    def train(base: str, params: ConceptParams, folder: Path | None) -> Any:
+        reg = regularization_clips() if params.uses_lora else []
+        return train_concept(
+            model,
+            name,
+            images,
+            character.class_word,
+            params,
+            out=folder,
+            depth=depth,
+            regularization=reg,
+            base_checkpoint=fingerprint,
+        ).pack
+
+    def shared_pack(method: str, seed: int) -> Any:
+        """The base method's token pack (trained once, kept under packs/BASE-seedK) with the
+        seed's shared decoder top when the row asks for one."""
+        base, decoder_steps = method_variant(method, config.decoder_steps)
+        params = params_for(base, seed, 0)
+        folder = out / "packs" / f"{base}-seed{seed}"
+        with _locked(folder.with_suffix(".lock")):
+            pack = _cached_pack(folder, params) or train(base, params, folder)
+        if not decoder_steps or method == base:
+            return pack
+        # The decoder reads no token: its settings are the same whichever method asks for it.
+        decoder_params = params_for("timeinv_lora", seed, decoder_steps)
+        folder = out / "decoders" / f"seed{seed}"
+        with _locked(folder.with_suffix(".lock")):
+            decoder = _cached_decoder(folder, decoder_params, fingerprint)
+            if decoder is None:
+                decoder, curve = train_concept_decoder(
+                    model,
+                    images,
+                    decoder_params,
+                    depth=depth,
+                    regularization=regularization_clips(),
+                )
+                _save_decoder(folder, decoder, decoder_params, fingerprint, curve)
+        return replace(pack, decoder=decoder)
+
     for method in trained:
-        label = labels[NO_CONCEPT] if method == "none" else method
+        label = _row_label(method)
         tick = time.monotonic()
         for seed in range(config.training_seeds):
             done = cells.get(label, seed)
             if done is None:
-                base, decoder_steps = method_variant(method, config.decoder_steps)
-                params = ConceptParams(
-                    method=base,
-                    steps=config.train_steps,
-                    seed=seed,
-                    threads=config.threads,
-                    pseudo_frames=config.pseudo_frames,
-                    decoder_steps=0 if base == "none" else decoder_steps,
+                if config.shared_decoder:
+                    pack = shared_pack(method, seed)
+                else:
+                    base, decoder_steps = method_variant(method, config.decoder_steps)
+                    pack = train(
+                        base,
+                        params_for(base, seed, decoder_steps),
+                        None if method == "none" else out / "packs" / f"{method}-seed{seed}",
+                    )
+                load_concepts(model, {name: pack})
+                renders = _render(
+                    model, f"a <{name}> {{ground}}", shots, seed, config.sample_steps, config.tau
                 )
-                if config.lr_table is not None:
-                    params = replace(params, lr_table=config.lr_table)
-                if config.lr_lora is not None:
-                    params = replace(params, lr_lora=config.lr_lora)
-                if config.decoder_lr is not None:
-                    params = replace(params, decoder_lr=config.decoder_lr)
-                if params.uses_lora and regularization is None:
-                    regularization = _regularization(model, config.reg_clips, depth)
-                result = train_concept(
-                    model,
-                    name,
-                    images,
-                    character.class_word,
-                    params,
-                    out=None if method == "none" else out / "packs" / f"{method}-seed{seed}",
-                    depth=depth,
-                    regularization=regularization if params.uses_lora and regularization else (),
-                    base_checkpoint=fingerprint,
-                )
-                load_concepts(model, {name: result.pack})
-                renders = _render(model, f"a <{name}> {{ground}}", shots, seed, config.sample_steps)
                 unload_concepts(model)
                 scores = _score(reader, renders, shots, character)
                 cells.put(label, seed, scores, renders)
@@ -340,7 +548,7 @@ def evaluate_concepts(
         for seed in range(config.training_seeds):
             done = cells.get(label, seed)
             if done is None:
-                renders = _render(model, template, shots, seed, config.sample_steps)
+                renders = _render(model, template, shots, seed, config.sample_steps, config.tau)
                 scores = _score(reader, renders, shots, character)
                 cells.put(label, seed, scores, renders)
                 done = scores, renders
@@ -409,6 +617,17 @@ def _write(
                 },
             )
         )
+    differences = method_differences(stacked, [identity, ALIGNED, IOU])
+    if differences:
+        tables.append(
+            Table(
+                "What each ingredient adds: one method minus another (paired by shot, seed)",
+                [identity, ALIGNED, IOU],
+                differences,
+                note="the paper's ordering is TimeInv + LoRA >= TimeInv > TI > none on identity "
+                "with alignment held; a difference whose interval holds 0 is not a difference",
+            )
+        )
     kept = [*judged, *signature, identity]
     tables.append(
         Table(
@@ -437,6 +656,7 @@ def _write(
         "identity": {label: main.rows[label][identity] for label in stacked},
         "alignment": {label: main.rows[label][ALIGNED] for label in stacked},
         "ceiling": {label: tables[-1].rows[label][identity] for label in ceiling},
+        "differences": {title: row[identity] for title, row in differences.items()},
     }
     paths = write_report(out, f"Concepts ({character.name}): {model_id}", summary, tables, [grid])
     return {**paths, **summary}

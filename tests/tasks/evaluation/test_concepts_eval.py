@@ -1,8 +1,10 @@
-"""`story eval concepts` for the character no word describes, and its resume (slow: trains)."""
+"""`story eval concepts` for the character no word describes: its resume (slow: trains), the
+autoencoder ceiling, and one decoder top shared by the method rows of a training seed."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -91,3 +93,50 @@ def test_a_row_can_add_the_concepts_own_decoder_and_a_bad_name_is_refused() -> N
     for bad in ("timeinv_lora+vae", "dreambooth", "ti+"):
         with pytest.raises(ValueError, match="optionally with '\\+decoder'"):
             method_variant(bad, 0)
+
+
+def test_a_shared_decoder_serves_every_decoder_row_and_the_methods_are_compared(
+    tmp_path, mini
+) -> None:
+    from story.tasks.evaluation.concepts_eval import ConceptEvalConfig, evaluate_concepts
+
+    config = ConceptEvalConfig(
+        checkpoint="t2v-mini",
+        shots=2,
+        training_seeds=1,
+        methods=["ti", "ti+decoder", "none+decoder"],
+        train_steps=1,
+        sample_steps=2,
+        reg_clips=1,
+        character="zib",
+        baselines=["none"],
+        decoder_steps=2,
+        shared_decoder=True,
+        tau=500,
+    )
+    images = REPO_ROOT / "datasets" / "concepts" / "zib"
+    judge = _tiny_judge(tmp_path / "j")
+    out = tmp_path / "out"
+    result = evaluate_concepts(config, out, mini, images, judge)
+    # One decoder for the seed, one token pack per base method: ti and ti+decoder share theirs.
+    assert sorted(p.name for p in (out / "decoders").iterdir() if p.is_dir()) == ["seed0"]
+    assert sorted(p.name for p in (out / "packs").iterdir() if p.is_dir()) == [
+        "none-seed0",
+        "ti-seed0",
+    ]
+    assert set(result["differences"]) == {
+        "ti minus none (a trained token)",
+        "ti+decoder minus none+decoder (a trained token)",
+        "ti+decoder minus ti (decoder top)",
+        "none+decoder minus none (decoder top)",
+    }
+    tables = json.loads((out / "report.json").read_text())["tables"]
+    assert any(t["title"].startswith("What each ingredient adds") for t in tables)
+    # Scores made at another tau are not read back as this tau's: the folder is refused.
+    with pytest.raises(ValueError, match=r"other settings \(tau: 500 there, 0 now\)"):
+        evaluate_concepts(replace(config, tau=0), out, mini, images, judge)
+    # A kept decoder trained with other settings is refused, not silently reused.
+    for cell in (out / "cells").iterdir():
+        cell.unlink()
+    with pytest.raises(ValueError, match="decoder top trained with other settings"):
+        evaluate_concepts(replace(config, decoder_steps=3), out, mini, images, judge)
