@@ -13,11 +13,8 @@ packs trained are kept under `<out>/packs/<method>-seed<k>/`.
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from story.tasks import atomic
 from story.tasks.concepts.methods import (
     DEFAULT_DECODER_STEPS,
     DEFAULT_REG_CLIPS,
@@ -41,6 +37,13 @@ from story.tasks.evaluation.concept_characters import (
     shows_signature,
 )
 from story.tasks.evaluation.concept_shots import ConceptShot, concept_shots, regularization_seeds
+from story.tasks.evaluation.concept_store import (
+    Cells,
+    cached_decoder,
+    cached_pack,
+    locked,
+    save_decoder,
+)
 from story.tasks.evaluation.intervals import mean_interval, paired_difference
 from story.tasks.evaluation.judge_eval import MASK_THRESHOLD
 from story.tasks.evaluation.judge_reader import JudgeReader
@@ -265,141 +268,12 @@ def _regularization(model, count: int, depth) -> list:
     return clips
 
 
-def _slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-
-
-class _Cells:
-    """Finished (row, seed) scores and the first renders, one .npz each, read back on resume."""
-
-    SETTINGS = "settings.json"
-
-    def __init__(self, out: Path, settings: dict[str, Any] | None = None) -> None:
-        """`settings`: what every cell depends on; a folder holding cells made with other
-        settings is refused, so a rerun with another --tau or --steps cannot read old scores."""
-        self.folder = out / "cells"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if settings is None:
-            return
-        path, wanted = self.folder / self.SETTINGS, _plain(settings)
-        if path.is_file():
-            kept = json.loads(path.read_text())
-            changed = sorted(k for k in {*kept, *wanted} if kept.get(k) != wanted.get(k))
-            if changed:
-                differences = ", ".join(
-                    f"{k}: {kept.get(k)!r} there, {wanted.get(k)!r} now" for k in changed
-                )
-                raise ValueError(
-                    f"{self.folder}: its scores were made with other settings ({differences}); "
-                    "use another --out"
-                )
-        elif any(self.folder.glob("*.npz")):
-            return  # cells from before settings were kept: read as they are
-        else:
-            atomic.write_text(path, json.dumps(wanted, indent=2) + "\n")
-
-    def path(self, label: str, seed: int) -> Path:
-        return self.folder / f"{_slug(label)}-seed{seed}.npz"
-
-    def get(self, label: str, seed: int) -> tuple[dict[str, np.ndarray], list] | None:
-        path = self.path(label, seed)
-        if not path.is_file():
-            return None
-        with np.load(path) as data:
-            scores = {k[len("score:") :]: data[k] for k in data.files if k.startswith("score:")}
-            return scores, list(data["renders"])
-
-    def put(self, label: str, seed: int, scores: dict[str, np.ndarray], renders: list) -> None:
-        tmp = self.path(label, seed).with_suffix(".tmp.npz")
-        arrays: dict[str, Any] = {f"score:{k}": np.asarray(v) for k, v in scores.items()}
-        arrays["renders"] = np.stack(renders[:GRID_SHOTS])
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(self.path(label, seed))
-
-
 CELL_FREE = ("methods", "baselines", "training_seeds", "threads")
 """Config fields a cell does not depend on: they choose which rows and seeds are made."""
 
 
 def _cell_settings(config: ConceptEvalConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(config).items() if k not in CELL_FREE}
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path`: runs sharing an out folder (one per core) train each pack
-    and decoder once, the later one waiting for and reading the earlier one's."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _plain(value: Any) -> Any:
-    """`value` as JSON reads it back (tuples become lists), for comparing stored settings."""
-    return json.loads(json.dumps(value))
-
-
-def _cached_pack(folder: Path, params: Any) -> Any:
-    """The token pack kept in `folder`, or None; a pack trained with other settings is refused
-    rather than reused."""
-    from story.tasks.concepts.pack import ConceptPack
-
-    if not (folder / "concept.json").is_file():
-        return None
-    pack = ConceptPack.load(folder)
-    if pack.meta.get("params") != _plain(asdict(params)):
-        raise ValueError(
-            f"{folder}: a pack trained with other settings is in the way; remove it or use "
-            "another --out"
-        )
-    return pack
-
-
-DECODER_WEIGHTS, DECODER_META = "decoder.safetensors", "decoder.json"
-
-
-def _decoder_key(params: Any, fingerprint: str) -> dict[str, Any]:
-    return _plain({"params": asdict(params), "base_checkpoint": fingerprint})
-
-
-def _cached_decoder(folder: Path, params: Any, fingerprint: str) -> dict[str, torch.Tensor] | None:
-    """The shared decoder top kept in `folder`, or None; one trained otherwise is refused."""
-    from safetensors.torch import load_file
-
-    meta = folder / DECODER_META
-    if not meta.is_file():
-        return None
-    stored = json.loads(meta.read_text())
-    if {k: stored.get(k) for k in ("params", "base_checkpoint")} != _decoder_key(
-        params, fingerprint
-    ):
-        raise ValueError(
-            f"{folder}: a decoder top trained with other settings is in the way; remove it or "
-            "use another --out"
-        )
-    return load_file(str(folder / DECODER_WEIGHTS))
-
-
-def _save_decoder(
-    folder: Path,
-    decoder: dict[str, torch.Tensor],
-    params: Any,
-    fingerprint: str,
-    curve: list[dict[str, float]],
-) -> None:
-    from safetensors.torch import save
-
-    atomic.write_bytes(
-        folder / DECODER_WEIGHTS, save({k: v.contiguous() for k, v in decoder.items()})
-    )
-    meta = {**_decoder_key(params, fingerprint), "loss_curve": curve}
-    atomic.write_text(folder / DECODER_META, json.dumps(meta, indent=2) + "\n")
 
 
 def evaluate_concepts(
@@ -426,7 +300,7 @@ def evaluate_concepts(
     character = CHARACTERS[config.character]
     name = character.name
     out = Path(out)
-    cells = _Cells(out, _cell_settings(config))
+    cells = Cells(out, _cell_settings(config), keep=GRID_SHOTS)
     torch.set_num_threads(config.threads)
     model = load_t2v(eval_checkpoint(config.checkpoint, checkpoints), device="cpu")
     reader = JudgeReader.load(judge_folder)
@@ -494,15 +368,15 @@ def evaluate_concepts(
         base, decoder_steps = method_variant(method, config.decoder_steps)
         params = params_for(base, seed, 0)
         folder = out / "packs" / f"{base}-seed{seed}"
-        with _locked(folder.with_suffix(".lock")):
-            pack = _cached_pack(folder, params) or train(base, params, folder)
+        with locked(folder.with_suffix(".lock")):
+            pack = cached_pack(folder, params) or train(base, params, folder)
         if not decoder_steps or method == base:
             return pack
         # The decoder reads no token: its settings are the same whichever method asks for it.
         decoder_params = params_for("timeinv_lora", seed, decoder_steps)
         folder = out / "decoders" / f"seed{seed}"
-        with _locked(folder.with_suffix(".lock")):
-            decoder = _cached_decoder(folder, decoder_params, fingerprint)
+        with locked(folder.with_suffix(".lock")):
+            decoder = cached_decoder(folder, decoder_params, fingerprint)
             if decoder is None:
                 decoder, curve = train_concept_decoder(
                     model,
@@ -511,7 +385,7 @@ def evaluate_concepts(
                     depth=depth,
                     regularization=regularization_clips(),
                 )
-                _save_decoder(folder, decoder, decoder_params, fingerprint, curve)
+                save_decoder(folder, decoder, decoder_params, fingerprint, curve)
         return replace(pack, decoder=decoder)
 
     for method in trained:

@@ -1,0 +1,144 @@
+"""What `story eval concepts` keeps in its out folder, so a stopped run resumes and runs on two
+cores share the work: finished (row, seed) cells, token packs and shared decoder tops, each
+refused when it was made with other settings rather than read back as if it were current."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from story.tasks import atomic
+from story.tasks.hashing import to_plain
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+class Cells:
+    """Finished (row, seed) scores and the first `keep` renders, one .npz each, read back on
+    resume."""
+
+    SETTINGS = "settings.json"
+
+    def __init__(self, out: Path, settings: dict[str, Any] | None = None, keep: int = 6) -> None:
+        """`settings`: what every cell depends on; a folder holding cells made with other
+        settings is refused, so a rerun with another --tau or --steps cannot read old scores."""
+        self.folder, self.keep = out / "cells", keep
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if settings is None:
+            return
+        path, wanted = self.folder / self.SETTINGS, to_plain(settings)
+        if path.is_file():
+            kept = json.loads(path.read_text())
+            changed = sorted(k for k in {*kept, *wanted} if kept.get(k) != wanted.get(k))
+            if changed:
+                differences = ", ".join(
+                    f"{k}: {kept.get(k)!r} there, {wanted.get(k)!r} now" for k in changed
+                )
+                raise ValueError(
+                    f"{self.folder}: its scores were made with other settings ({differences}); "
+                    "use another --out"
+                )
+        elif any(self.folder.glob("*.npz")):
+            return  # cells from before settings were kept: read as they are
+        else:
+            atomic.write_text(path, json.dumps(wanted, indent=2) + "\n")
+
+    def path(self, label: str, seed: int) -> Path:
+        return self.folder / f"{_slug(label)}-seed{seed}.npz"
+
+    def get(self, label: str, seed: int) -> tuple[dict[str, np.ndarray], list] | None:
+        path = self.path(label, seed)
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            scores = {k[len("score:") :]: data[k] for k in data.files if k.startswith("score:")}
+            return scores, list(data["renders"])
+
+    def put(self, label: str, seed: int, scores: dict[str, np.ndarray], renders: list) -> None:
+        tmp = self.path(label, seed).with_suffix(".tmp.npz")
+        arrays: dict[str, Any] = {f"score:{k}": np.asarray(v) for k, v in scores.items()}
+        arrays["renders"] = np.stack(renders[: self.keep])
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(self.path(label, seed))
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path`: runs sharing an out folder (one per core) train each pack
+    and decoder once, the later one waiting for and reading the earlier one's."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_pack(folder: Path, params: Any) -> Any:
+    """The token pack kept in `folder`, or None; a pack trained with other settings is refused
+    rather than reused."""
+    from story.tasks.concepts.pack import ConceptPack
+
+    if not (folder / "concept.json").is_file():
+        return None
+    pack = ConceptPack.load(folder)
+    if pack.meta.get("params") != to_plain(asdict(params)):
+        raise ValueError(
+            f"{folder}: a pack trained with other settings is in the way; remove it or use "
+            "another --out"
+        )
+    return pack
+
+
+DECODER_WEIGHTS, DECODER_META = "decoder.safetensors", "decoder.json"
+
+
+def _decoder_key(params: Any, fingerprint: str) -> dict[str, Any]:
+    return to_plain({"params": asdict(params), "base_checkpoint": fingerprint})
+
+
+def cached_decoder(folder: Path, params: Any, fingerprint: str) -> dict[str, torch.Tensor] | None:
+    """The shared decoder top kept in `folder`, or None; one trained otherwise is refused."""
+    from safetensors.torch import load_file
+
+    meta = folder / DECODER_META
+    if not meta.is_file():
+        return None
+    stored = json.loads(meta.read_text())
+    if {k: stored.get(k) for k in ("params", "base_checkpoint")} != _decoder_key(
+        params, fingerprint
+    ):
+        raise ValueError(
+            f"{folder}: a decoder top trained with other settings is in the way; remove it or "
+            "use another --out"
+        )
+    return load_file(str(folder / DECODER_WEIGHTS))
+
+
+def save_decoder(
+    folder: Path,
+    decoder: dict[str, torch.Tensor],
+    params: Any,
+    fingerprint: str,
+    curve: list[dict[str, float]],
+) -> None:
+    from safetensors.torch import save
+
+    atomic.write_bytes(
+        folder / DECODER_WEIGHTS, save({k: v.contiguous() for k, v in decoder.items()})
+    )
+    meta = {**_decoder_key(params, fingerprint), "loss_curve": curve}
+    atomic.write_text(folder / DECODER_META, json.dumps(meta, indent=2) + "\n")
