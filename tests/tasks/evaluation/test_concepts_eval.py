@@ -55,7 +55,11 @@ def test_zib_is_scored_by_its_colour_signature_and_a_rerun_resumes(tmp_path, min
     )
     assert pack["params"]["lr_table"] == 1e-3 and pack["name"] == "zib"
     cells = sorted(p.name for p in (tmp_path / "out" / "cells").iterdir())
-    assert cells == ["baseline-zib-spelled-out-in-words-seed0.npz", "timeinv-lora-seed0.npz"]
+    assert cells == [
+        "baseline-zib-spelled-out-in-words-seed0.npz",
+        "settings.json",
+        "timeinv-lora-seed0.npz",
+    ]
     # A second run finds every cell done: it trains and renders nothing, and reports the same.
     again = evaluate_concepts(config, tmp_path / "out", mini, images, judge)
     assert again["identity"] == result["identity"]
