@@ -253,6 +253,22 @@ def eval_concepts_command(
             help="Structure guidance only for denoising steps t >= TAU (default: the product's).",
         ),
     ] = None,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Pseudo-video augmentation of the token's images (crop, flip, zoom-out, "
+            "jitter); --no-augment trains on each image as drawn (a shared decoder top keeps it).",
+        ),
+    ] = True,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            "--against",
+            help="Another run's --out on the same shots (an ablation): every row both hold is "
+            "compared with it, paired by shot and seed.",
+        ),
+    ] = None,
     shared_decoder: Annotated[
         bool,
         typer.Option(
@@ -298,6 +314,7 @@ def eval_concepts_command(
             lr_table=lr_table,
             lr_lora=lr_lora,
             pseudo_frames=pseudo_frames,
+            augment=augment,
             decoder_steps=decoder_steps,
             decoder_lr=decoder_lr,
             shared_decoder=shared_decoder,
@@ -319,6 +336,7 @@ def eval_concepts_command(
             images or REPO_ROOT / "datasets" / "concepts" / character,
             judge,
             log=lambda line: typer.echo(line, err=True),
+            against=against,
         )
 
     result = run_command(as_json, work, (FileNotFoundError, ValueError))

@@ -49,6 +49,9 @@ class ConceptParams:
     zoom_out: float = 0.4
     jitter: float = 0.08
     source_size: int = 64
+    augment: bool = True
+    """Pseudo-video augmentation (random crop, flip, zoom-out, brightness / contrast jitter of
+    each image); False: every pseudo-video is the whole image as drawn (the ablation)."""
     pseudo_frames: int = 0
     """Frames per pseudo-video: 0 = the model's clip length; 1 = single images with the
     temporal layers bypassed (the Gen-1 image step the model was trained with), which costs a

@@ -69,8 +69,11 @@ class PseudoVideos:
         """A random crop / flip / zoom-out / jitter of image `index` as (video, structure, object
         mask). Zooming out shrinks the picture by up to `zoom_out` and places it anywhere in the
         frame, its border pixels extended outwards, so the concept is seen at other sizes and
-        places and its layout has to come from the structure guide."""
+        places and its layout has to come from the structure guide. With `params.augment` off,
+        the whole image as drawn, only resized (no draws from `rng`)."""
         image, disparity, mask = self.images[index], self.depths[index], self.masks[index]
+        if not self.params.augment:
+            return self._pseudo_video(*self._resized(image, disparity, mask))
         _, h, w = image.shape
         scale = rng.uniform(self.params.crop_scale, 1.0)
         ch, cw = max(2, int(round(h * scale))), max(2, int(round(w * scale)))
@@ -80,16 +83,29 @@ class PseudoVideos:
         mask = mask[top : top + ch, left : left + cw]
         if rng.random() < 0.5:
             image, disparity, mask = image.flip(-1), disparity.flip(-1), mask.flip(-1)
-        size = (self.height, self.width)
-        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
-        disparity = F.interpolate(disparity[None, None], size=size, mode="bilinear")[0, 0]
-        mask = F.interpolate(mask[None, None], size=size, mode="bilinear")[0]
+        image, disparity, mask = self._resized(image, disparity, mask)
         if self.params.zoom_out > 0:
             image, disparity, mask = self._zoom_out(image, disparity, mask, rng)
         jitter = self.params.jitter
         brightness = rng.uniform(1 - jitter, 1 + jitter)
         contrast = rng.uniform(1 - jitter, 1 + jitter)
         image = ((image - image.mean()) * contrast + image.mean()) * brightness
+        return self._pseudo_video(image, disparity, mask)
+
+    def _resized(
+        self, image: torch.Tensor, disparity: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        size = (self.height, self.width)
+        return (
+            F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0],
+            F.interpolate(disparity[None, None], size=size, mode="bilinear")[0, 0],
+            F.interpolate(mask[None, None], size=size, mode="bilinear")[0],
+        )
+
+    def _pseudo_video(
+        self, image: torch.Tensor, disparity: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The still image repeated over the clip, its static depth as the guide."""
         video = (image.clamp(0, 1) * 2 - 1)[:, None].expand(-1, self.frames, -1, -1)
         guide = normalize_structure(disparity[None], mode="frame")
         structure = guide[None].expand(-1, self.frames, -1, -1)

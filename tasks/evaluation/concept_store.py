@@ -72,6 +72,39 @@ class Cells:
         tmp.replace(self.path(label, seed))
 
 
+def other_run(
+    other: Path, settings: dict[str, Any], labels: list[str], seeds: int
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, tuple[Any, Any]]]:
+    """Another run's cells to compare with, row by row: every label of `labels` it holds for
+    all `seeds`, stacked like this run's (shots x seeds), and how its settings differ from
+    `settings` (field: (there, here)). Runs on other shots cannot be paired and are refused."""
+    folder = other / "cells"
+    path = folder / Cells.SETTINGS
+    if not path.is_file():
+        raise ValueError(f"{folder}: no finished cells with their settings to compare against")
+    kept, wanted = json.loads(path.read_text()), to_plain(settings)
+    paired_on = ("split", "shots", "character", "checkpoint")
+    clash = [k for k in paired_on if kept.get(k) != wanted.get(k)]
+    if clash:
+        raise ValueError(
+            f"{other}: made on other shots ({', '.join(f'{k}: {kept.get(k)!r}' for k in clash)}); "
+            "only runs on the same shots can be paired"
+        )
+    cells = Cells(other)
+    rows: dict[str, dict[str, np.ndarray]] = {}
+    for label in labels:
+        found = [cells.get(label, seed) for seed in range(seeds)]
+        if all(f is not None for f in found):
+            scores = [f[0] for f in found if f is not None]
+            rows[label] = {k: np.stack([s[k] for s in scores], axis=1) for k in scores[0]}
+    changed = {
+        k: (kept.get(k), wanted.get(k))
+        for k in sorted({*kept, *wanted})
+        if kept.get(k) != wanted.get(k)
+    }
+    return rows, changed
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """An exclusive lock on `path`: runs sharing an out folder (one per core) train each pack

@@ -42,6 +42,7 @@ from story.tasks.evaluation.concept_store import (
     cached_decoder,
     cached_pack,
     locked,
+    other_run,
     save_decoder,
 )
 from story.tasks.evaluation.intervals import mean_interval, paired_difference
@@ -99,6 +100,10 @@ class ConceptEvalConfig:
     decoder_lr: float | None = None
     tau: int | None = None
     """Structure guidance only for denoising steps t >= tau (None: the product's default)."""
+    augment: bool = True
+    """Pseudo-video augmentation of the token's training images (False: the ablation, each
+    image as drawn). A shared decoder top is trained with augmentation either way, so the two
+    settings differ in the token's training alone."""
     shared_decoder: bool = False
     """One decoder top per training seed, trained apart from the token
     (`train_concept_decoder`) and given to every `+decoder` row of that seed, so the rows differ
@@ -283,8 +288,12 @@ def evaluate_concepts(
     images: str | Path,
     judge_folder: str | Path | None = None,
     log: Callable[[str], None] = print,
+    against: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train, render and score every method and baseline; write the report into `out`."""
+    """Train, render and score every method and baseline; write the report into `out`.
+
+    `against`: another run's out folder on the same shots (an ablation: another --tau, no
+    augmentation, ...); each row both runs hold is compared with it, paired by shot and seed."""
     from story.tasks.concepts.params import ConceptParams
     from story.tasks.concepts.runtime import load_concepts, unload_concepts
     from story.tasks.concepts.trainer import (
@@ -301,6 +310,8 @@ def evaluate_concepts(
     name = character.name
     out = Path(out)
     cells = Cells(out, _cell_settings(config), keep=GRID_SHOTS)
+    if against is not None:
+        other_run(Path(against), _cell_settings(config), [], 0)  # refuse other shots up front
     torch.set_num_threads(config.threads)
     model = load_t2v(eval_checkpoint(config.checkpoint, checkpoints), device="cpu")
     reader = JudgeReader.load(judge_folder)
@@ -333,6 +344,7 @@ def evaluate_concepts(
             threads=config.threads,
             pseudo_frames=config.pseudo_frames,
             decoder_steps=0 if base == "none" else decoder_steps,
+            augment=config.augment,
         )
         if config.lr_table is not None:
             params = replace(params, lr_table=config.lr_table)
@@ -373,7 +385,7 @@ def evaluate_concepts(
         if not decoder_steps or method == base:
             return pack
         # The decoder reads no token: its settings are the same whichever method asks for it.
-        decoder_params = params_for("timeinv_lora", seed, decoder_steps)
+        decoder_params = replace(params_for("timeinv_lora", seed, decoder_steps), augment=True)
         folder = out / "decoders" / f"seed{seed}"
         with locked(folder.with_suffix(".lock")):
             decoder = cached_decoder(folder, decoder_params, fingerprint)
@@ -429,6 +441,11 @@ def evaluate_concepts(
             record(label, seed, *done)
         seconds[label] = round(time.monotonic() - tick, 1)
         log(f"concepts: {label} ({seconds[label]}s)")
+    compared = None
+    if against is not None:
+        compared = other_run(
+            Path(against), _cell_settings(config), list(rows), config.training_seeds
+        )
     return _write(
         config,
         out,
@@ -443,6 +460,7 @@ def evaluate_concepts(
             **seconds,
             "total": round(time.monotonic() - started, 1),
         },
+        None if compared is None else (Path(against or ""), *compared),
     )
 
 
@@ -457,6 +475,7 @@ def _write(
     ceiling: dict[str, dict[str, np.ndarray]],
     examples: dict[str, list],
     seconds: dict[str, float],
+    other: tuple[Path, dict[str, dict[str, np.ndarray]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     identity = identity_column(character)
     stacked = {label: {k: np.stack(v, axis=1) for k, v in r.items()} for label, r in rows.items()}
@@ -502,6 +521,28 @@ def _write(
                 "with alignment held; a difference whose interval holds 0 is not a difference",
             )
         )
+    against: dict[str, dict[str, Any]] = {}
+    if other is not None:
+        other_out, other_rows, changed = other
+        what = "; ".join(
+            f"{k} {here!r} here, {there!r} there" for k, (there, here) in changed.items()
+        )
+        against = {
+            f"{label} minus {label} in {other_out.name}": {
+                c: paired_difference(stacked[label][c], other_rows[label][c])
+                for c in (identity, ALIGNED, IOU)
+            }
+            for label in stacked
+            if label in other_rows
+        }
+        tables.append(
+            Table(
+                f"This run minus {other_out} (paired by shot, seed)",
+                [identity, ALIGNED, IOU],
+                against,
+                note=f"the two runs differ in: {what or 'nothing recorded'}",
+            )
+        )
     kept = [*judged, *signature, identity]
     tables.append(
         Table(
@@ -531,6 +572,16 @@ def _write(
         "alignment": {label: main.rows[label][ALIGNED] for label in stacked},
         "ceiling": {label: tables[-1].rows[label][identity] for label in ceiling},
         "differences": {title: row[identity] for title, row in differences.items()},
+        **(
+            {
+                "against": {
+                    title: {c: row[c] for c in (identity, ALIGNED)}
+                    for title, row in against.items()
+                }
+            }
+            if other is not None
+            else {}
+        ),
     }
     paths = write_report(out, f"Concepts ({character.name}): {model_id}", summary, tables, [grid])
     return {**paths, **summary}

@@ -331,6 +331,38 @@ def test_zoom_out_shows_the_character_smaller_and_elsewhere_with_its_guide() -> 
         ConceptParams(zoom_out=1.0)
 
 
+def test_without_augmentation_every_pseudo_video_is_the_image_as_drawn() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 10:30] = True
+
+    def depth(frames: np.ndarray) -> np.ndarray:
+        return frames[..., 0].astype(np.float32) / 127.5 - 1
+
+    plain = PseudoVideos([image], [mask], depth, 3, 32, 32, ConceptParams(augment=False))
+    augmented = PseudoVideos([image], [mask], depth, 3, 32, 32, ConceptParams())
+    draws = np.random.default_rng(0)
+    first = plain.clip(0, draws)
+    for _ in range(5):
+        video, structure, object_mask = plain.clip(0, draws)
+        assert torch.equal(video, first[0]) and torch.equal(structure, first[1])
+        assert torch.equal(object_mask, first[2])
+    # The whole image at the model's size: the mask keeps its area (20 x 20 of 64 x 64 -> 10 x 10
+    # of 32 x 32), and the frames are the image downsampled.
+    assert float(first[2].sum()) == pytest.approx(100, abs=1)
+    small = torch.nn.functional.interpolate(
+        torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255,
+        size=(32, 32),
+        mode="bilinear",
+        antialias=True,
+    )[0]
+    assert torch.allclose((first[0][:, 0] + 1) / 2, small.clamp(0, 1), atol=1e-5)
+    # With augmentation the same draws give different pseudo-videos.
+    views = [augmented.clip(0, np.random.default_rng(k))[0] for k in range(3)]
+    assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
+
+
 def test_bad_image_folders_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConceptError, match="missing.*not found"):
         read_concept_images(tmp_path / "missing")

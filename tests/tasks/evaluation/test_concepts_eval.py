@@ -136,6 +136,34 @@ def test_a_shared_decoder_serves_every_decoder_row_and_the_methods_are_compared(
     }
     tables = json.loads((out / "report.json").read_text())["tables"]
     assert any(t["title"].startswith("What each ingredient adds") for t in tables)
+    # The augmentation ablation changes the token's training alone: the seed's decoder top
+    # (trained with augmentation) is read back, the token is trained on the images as drawn.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "decoders").symlink_to(out / "decoders")
+    decoder_files = {p: p.stat().st_mtime_ns for p in (out / "decoders" / "seed0").iterdir()}
+    ablation = evaluate_concepts(
+        replace(config, augment=False, methods=["ti+decoder"], baselines=[]),
+        plain,
+        mini,
+        images,
+        judge,
+        against=out,
+    )
+    assert {p: p.stat().st_mtime_ns for p in (out / "decoders" / "seed0").iterdir()} == (
+        decoder_files
+    )
+    record = json.loads((plain / "packs" / "ti-seed0" / "concept.json").read_text())
+    assert record["params"]["augment"] is False
+    # ... and compared with the first run, paired by shot and seed, naming what differs.
+    assert set(ablation["against"]) == {"ti+decoder minus ti+decoder in out"}
+    assert ablation["against"]["ti+decoder minus ti+decoder in out"]["ground + motion"]["n"] == 2
+    notes = [t.get("note", "") for t in json.loads((plain / "report.json").read_text())["tables"]]
+    assert any("augment False here, True there" in n for n in notes)
+    with pytest.raises(ValueError, match="only runs on the same shots"):
+        evaluate_concepts(
+            replace(config, shots=3), tmp_path / "o3", mini, images, judge, against=out
+        )
     # Scores made at another tau are not read back as this tau's: the folder is refused.
     with pytest.raises(ValueError, match=r"other settings \(tau: 500 there, 0 now\)"):
         evaluate_concepts(replace(config, tau=0), out, mini, images, judge)
