@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,6 +65,10 @@ class TrainConfig:
     stage: str
     out: str
     init: str | None = None
+    warm_start: str | None = None
+    """A trained model bundle whose U-Net and structure-encoder weights start a new joint /
+    base model wherever a tensor's name and shape match (a new VAE's latent size or channels
+    leave the rest at their fresh initialisation); recorded in the run's warm_start.json."""
     steps: int = 1000
     batch: int = 8
     lr: float = 1e-3
@@ -157,6 +162,24 @@ def _drop_captions(captions: list[str], p: float, rng: np.random.Generator) -> l
     return ["" if rng.random() < p else c for c in captions]
 
 
+def copy_matching(source: torch.nn.Module, target: torch.nn.Module) -> dict[str, Any]:
+    """Copy into `target` every tensor of `source` with the same name and shape; returns how
+    many were copied and the names left at their initialisation (missing or reshaped)."""
+    theirs = source.state_dict()
+    mine = target.state_dict()
+    copied = {
+        k: v.to(mine[k].dtype) for k, v in theirs.items() if k in mine and v.shape == mine[k].shape
+    }
+    target.load_state_dict(copied, strict=False)
+    kept = sorted(set(mine) - set(copied))
+    return {
+        "copied": len(copied),
+        "copied_params": int(sum(v.numel() for v in copied.values())),
+        "total_params": int(sum(v.numel() for v in mine.values())),
+        "left": kept,
+    }
+
+
 class Trainer:
     """Runs one stage: builds or loads the model, trains, checkpoints, evaluates, resumes."""
 
@@ -240,7 +263,7 @@ class Trainer:
             sample_size=cfg.height // f,
             heads=cfg.unet_heads,
         )
-        return StructureT2V.from_configs(
+        model = StructureT2V.from_configs(
             vae.config,
             unet_config,
             config,
@@ -248,6 +271,13 @@ class Trainer:
             vae=vae,
             detail_levels=cfg.detail_levels,
         )
+        if cfg.warm_start and not (self.out / STATE_FILE).is_file():
+            source = StructureT2V.from_pretrained(cfg.warm_start, device="cpu")
+            record = {"from": str(cfg.warm_start)}
+            for part in ("unet", "structure_encoder"):
+                record[part] = copy_matching(getattr(source, part), getattr(model, part))
+            (self.out / "warm_start.json").write_text(json.dumps(record, indent=2) + "\n")
+        return model
 
     def _resume(self) -> None:
         path = self.out / STATE_FILE
@@ -476,6 +506,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--out", required=True, help="run folder (state, logs, model/)")
     parser.add_argument("--init", help="VAE folder (stage 1) or model folder (stage 2 / joint)")
     parser.add_argument("--manifest", help="caption manifest to train on instead of the miniworld")
+    parser.add_argument(
+        "--warm-start",
+        help="trained model bundle whose U-Net / structure-encoder tensors of matching name and "
+        "shape start the new model (joint / base stage with a new VAE)",
+    )
     for name in (
         "steps",
         "batch",

@@ -104,6 +104,39 @@ def test_joint_image_video_steps_with_detail_levels_and_object_weights(tmp_path)
     assert model.structure_encoder.config.detail_levels == 3
 
 
+def test_a_warm_start_carries_the_unet_over_to_a_new_autoencoder(tmp_path) -> None:
+    text = HashTextEncoder(16)
+    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
+    base = dict(stage="base", out=str(tmp_path / "base"), init=str(tmp_path / "vae" / "model"))
+    Trainer(TrainConfig(steps=1, **base, **TINY), text_encoder=text).run(log=str)
+    # A less compressed autoencoder (f2 instead of f4): twice the latent size per side.
+    f2 = {**TINY, "vae_channels": (8, 16)}
+    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae2"), steps=1, **f2)).run(log=str)
+    warm = TrainConfig(
+        stage="joint",
+        out=str(tmp_path / "warm"),
+        init=str(tmp_path / "vae2" / "model"),
+        warm_start=str(tmp_path / "base" / "model"),
+        steps=1,
+        **f2,
+    )
+    trainer = Trainer(warm, text_encoder=text)
+    source = StructureT2V.from_pretrained(tmp_path / "base" / "model", device="cpu")
+    theirs, mine = source.unet.state_dict(), trainer.model.unet.state_dict()
+    assert trainer.model.unet.config.sample_size == 2 * source.unet.config.sample_size
+    assert all(torch.equal(theirs[k], mine[k].cpu()) for k in theirs)
+    record = json.loads((tmp_path / "warm" / "warm_start.json").read_text())
+    assert record["unet"]["left"] == [] and record["unet"]["copied"] == len(theirs)
+    # The structure encoder's stem has one stride-2 layer fewer: that layer is not in the new one.
+    assert record["structure_encoder"]["copied"] > 0
+    assert len(source.structure_encoder.stem) > len(trainer.model.structure_encoder.stem)
+    assert trainer.run(log=str) == 1
+    # Resuming does not copy again over the trained weights.
+    (tmp_path / "warm" / "warm_start.json").unlink()
+    assert Trainer(warm, text_encoder=text).step == 1
+    assert not (tmp_path / "warm" / "warm_start.json").exists()
+
+
 def test_object_weights_mark_the_cells_an_object_touches() -> None:
     from story.models.losses import object_weights
 
