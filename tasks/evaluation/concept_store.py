@@ -19,6 +19,15 @@ from story.tasks import atomic
 from story.tasks.hashing import to_plain
 
 
+def settings_changed(kept: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Every setting that differs between two plain settings dicts: field -> (kept, wanted)."""
+    return {
+        k: (kept.get(k), wanted.get(k))
+        for k in sorted({*kept, *wanted})
+        if kept.get(k) != wanted.get(k)
+    }
+
+
 def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
@@ -38,11 +47,10 @@ class Cells:
             return
         path, wanted = self.folder / self.SETTINGS, to_plain(settings)
         if path.is_file():
-            kept = json.loads(path.read_text())
-            changed = sorted(k for k in {*kept, *wanted} if kept.get(k) != wanted.get(k))
+            changed = settings_changed(json.loads(path.read_text()), wanted)
             if changed:
                 differences = ", ".join(
-                    f"{k}: {kept.get(k)!r} there, {wanted.get(k)!r} now" for k in changed
+                    f"{k}: {there!r} there, {now!r} now" for k, (there, now) in changed.items()
                 )
                 raise ValueError(
                     f"{self.folder}: its scores were made with other settings ({differences}); "
@@ -72,24 +80,29 @@ class Cells:
         tmp.replace(self.path(label, seed))
 
 
-def other_run(
-    other: Path, settings: dict[str, Any], labels: list[str], seeds: int
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, tuple[Any, Any]]]:
-    """Another run's cells to compare with, row by row: every label of `labels` it holds for
-    all `seeds`, stacked like this run's (shots x seeds), and how its settings differ from
-    `settings` (field: (there, here)). Runs on other shots cannot be paired and are refused."""
-    folder = other / "cells"
-    path = folder / Cells.SETTINGS
+PAIRED_ON = ("split", "shots", "character", "checkpoint")
+"""Settings two runs must share for their cells to be paired shot by shot."""
+
+
+def pairable(other: Path, settings: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """How another run's settings differ from `settings` (field: (there, here)); a run on other
+    shots, or one without finished cells, cannot be paired and is refused."""
+    path = other / "cells" / Cells.SETTINGS
     if not path.is_file():
-        raise ValueError(f"{folder}: no finished cells with their settings to compare against")
-    kept, wanted = json.loads(path.read_text()), to_plain(settings)
-    paired_on = ("split", "shots", "character", "checkpoint")
-    clash = [k for k in paired_on if kept.get(k) != wanted.get(k)]
+        raise ValueError(f"{path.parent}: no finished cells with their settings to compare against")
+    changed = settings_changed(json.loads(path.read_text()), to_plain(settings))
+    clash = [k for k in PAIRED_ON if k in changed]
     if clash:
+        there = ", ".join(f"{k}: {changed[k][0]!r}" for k in clash)
         raise ValueError(
-            f"{other}: made on other shots ({', '.join(f'{k}: {kept.get(k)!r}' for k in clash)}); "
-            "only runs on the same shots can be paired"
+            f"{other}: made on other shots ({there}); only runs on the same shots can be paired"
         )
+    return changed
+
+
+def stacked_rows(other: Path, labels: list[str], seeds: int) -> dict[str, dict[str, np.ndarray]]:
+    """Another run's scores for every label of `labels` it holds for all `seeds`, stacked like
+    this run's (shots x seeds)."""
     cells = Cells(other)
     rows: dict[str, dict[str, np.ndarray]] = {}
     for label in labels:
@@ -97,12 +110,7 @@ def other_run(
         if all(f is not None for f in found):
             scores = [f[0] for f in found if f is not None]
             rows[label] = {k: np.stack([s[k] for s in scores], axis=1) for k in scores[0]}
-    changed = {
-        k: (kept.get(k), wanted.get(k))
-        for k in sorted({*kept, *wanted})
-        if kept.get(k) != wanted.get(k)
-    }
-    return rows, changed
+    return rows
 
 
 @contextmanager

@@ -42,8 +42,9 @@ from story.tasks.evaluation.concept_store import (
     cached_decoder,
     cached_pack,
     locked,
-    other_run,
+    pairable,
     save_decoder,
+    stacked_rows,
 )
 from story.tasks.evaluation.intervals import mean_interval, paired_difference
 from story.tasks.evaluation.judge_eval import MASK_THRESHOLD
@@ -310,8 +311,7 @@ def evaluate_concepts(
     name = character.name
     out = Path(out)
     cells = Cells(out, _cell_settings(config), keep=GRID_SHOTS)
-    if against is not None:
-        other_run(Path(against), _cell_settings(config), [], 0)  # refuse other shots up front
+    changed = None if against is None else pairable(Path(against), _cell_settings(config))
     torch.set_num_threads(config.threads)
     model = load_t2v(eval_checkpoint(config.checkpoint, checkpoints), device="cpu")
     reader = JudgeReader.load(judge_folder)
@@ -441,11 +441,10 @@ def evaluate_concepts(
             record(label, seed, *done)
         seconds[label] = round(time.monotonic() - tick, 1)
         log(f"concepts: {label} ({seconds[label]}s)")
-    compared = None
-    if against is not None:
-        compared = other_run(
-            Path(against), _cell_settings(config), list(rows), config.training_seeds
-        )
+    other = None
+    if against is not None and changed is not None:
+        other_rows = stacked_rows(Path(against), list(rows), config.training_seeds)
+        other = (Path(against), other_rows, changed)
     return _write(
         config,
         out,
@@ -460,7 +459,7 @@ def evaluate_concepts(
             **seconds,
             "total": round(time.monotonic() - started, 1),
         },
-        None if compared is None else (Path(against or ""), *compared),
+        other,
     )
 
 
@@ -521,7 +520,7 @@ def _write(
                 "with alignment held; a difference whose interval holds 0 is not a difference",
             )
         )
-    against: dict[str, dict[str, Any]] = {}
+    against: dict[str, dict[str, Any]] | None = None
     if other is not None:
         other_out, other_rows, changed = other
         what = "; ".join(
@@ -572,16 +571,10 @@ def _write(
         "alignment": {label: main.rows[label][ALIGNED] for label in stacked},
         "ceiling": {label: tables[-1].rows[label][identity] for label in ceiling},
         "differences": {title: row[identity] for title, row in differences.items()},
-        **(
-            {
-                "against": {
-                    title: {c: row[c] for c in (identity, ALIGNED)}
-                    for title, row in against.items()
-                }
-            }
-            if other is not None
-            else {}
-        ),
     }
+    if against is not None:
+        summary["against"] = {
+            title: {c: row[c] for c in (identity, ALIGNED)} for title, row in against.items()
+        }
     paths = write_report(out, f"Concepts ({character.name}): {model_id}", summary, tables, [grid])
     return {**paths, **summary}

@@ -32,7 +32,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +49,7 @@ from story.tasks.training.t2v_data import (
     MiniworldSource,
     images_from,
 )
+from story.tasks.training.warm_start import warm_start
 
 STAGES = ("vae", "base", "structure", "joint")
 IMAGES_PER_CLIP = 4
@@ -162,24 +162,6 @@ def _drop_captions(captions: list[str], p: float, rng: np.random.Generator) -> l
     return ["" if rng.random() < p else c for c in captions]
 
 
-def copy_matching(source: torch.nn.Module, target: torch.nn.Module) -> dict[str, Any]:
-    """Copy into `target` every tensor of `source` with the same name and shape; returns how
-    many were copied and the names left at their initialisation (missing or reshaped)."""
-    theirs = source.state_dict()
-    mine = target.state_dict()
-    copied = {
-        k: v.to(mine[k].dtype) for k, v in theirs.items() if k in mine and v.shape == mine[k].shape
-    }
-    target.load_state_dict(copied, strict=False)
-    kept = sorted(set(mine) - set(copied))
-    return {
-        "copied": len(copied),
-        "copied_params": int(sum(v.numel() for v in copied.values())),
-        "total_params": int(sum(v.numel() for v in mine.values())),
-        "left": kept,
-    }
-
-
 class Trainer:
     """Runs one stage: builds or loads the model, trains, checkpoints, evaluates, resumes."""
 
@@ -272,11 +254,7 @@ class Trainer:
             detail_levels=cfg.detail_levels,
         )
         if cfg.warm_start and not (self.out / STATE_FILE).is_file():
-            source = StructureT2V.from_pretrained(cfg.warm_start, device="cpu")
-            record = {"from": str(cfg.warm_start)}
-            for part in ("unet", "structure_encoder"):
-                record[part] = copy_matching(getattr(source, part), getattr(model, part))
-            (self.out / "warm_start.json").write_text(json.dumps(record, indent=2) + "\n")
+            warm_start(model, cfg.warm_start, self.out)
         return model
 
     def _resume(self) -> None:
