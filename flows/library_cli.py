@@ -112,7 +112,7 @@ def search_command(
             diversity=diversity,
         )
         if (
-            found["served_by"] == "in-process"
+            found["served_by"] != "service"
             and autostart_wanted(autostart)
             and not service_starting(settings)
         ):

@@ -15,7 +15,6 @@ the new rows into every index, so queries never scan a growing unindexed tail.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,13 +25,16 @@ import pyarrow as pa
 from lancedb.index import IvfPq
 
 from story.tasks.errors import StoryError
+from story.tasks.library.columns import (  # noqa: F401 (re-exported)
+    CAPTION_SLOTS,
+    RANKING_COLUMNS,
+    TEXT_VECTOR,
+    VISUAL_VECTOR,
+    ivf_partitions,
+)
 from story.tasks.library.filters import sql_string
 from story.tasks.library.media_paths import media_uri, stored_uri
 
-TEXT_VECTOR = "text_vector"
-VISUAL_VECTOR = "visual_vector"
-CAPTION_SLOTS = ("caption_shape", "caption_motion", "caption_camera", "caption_ground")
-RANKING_COLUMNS = ("motion_probs", "camera_probs", *CAPTION_SLOTS)
 SLOT_FILTER_COLUMNS = (
     "motion_label",
     "camera_label",
@@ -334,7 +336,7 @@ def ivf_pq_config(rows: int, dim: int) -> IvfPq:
     instead of lance's 256 x 50, which took several times longer on a 2-core box.
     bench/bench_search.py measures build time, latency and recall with these settings.
     """
-    partitions = max(1, round(math.sqrt(rows) / 4))
+    partitions = ivf_partitions(rows)
     width = next((w for w in (8, 4, 16, 2) if dim % w == 0), 1)
     return IvfPq(
         distance_type="cosine",

@@ -4,21 +4,27 @@ A library that fits in memory and has no IVF-PQ index is searched by LanceDB wit
 (flat) scan, ~15-20 ms of CPU per list whatever the table size at a few hundred rows, and a
 query runs up to four vector lists. `ResidentTable` reads the table once (one scan, at a pinned
 table version) and answers the same lists from numpy: cosine distance by a matrix product over
-the rows the filters keep, the `pool` nearest, ties in table order as LanceDB breaks them. The
-resident search service and any searcher built with `resident=True` hold one; it is rebuilt when
-the table's version changes. Above `MAX_ROWS`, or on a column with a vector index (approximate
-search, which the resident path would not reproduce), search goes to LanceDB as before.
+the rows the filters keep, the `pool` nearest, ties in table order as LanceDB breaks them.
+Full-text search runs in memory too (`story.tasks.library.bm25`: LanceDB's BM25 scores, tied
+rows in table order). The resident search service and any searcher built with `resident=True`
+hold one; it is rebuilt when the table's version changes, and `story.tasks.library.snapshot`
+writes it to disk for cold processes. Above `MAX_ROWS`, or on a column with a vector index
+(approximate search, which the resident path would not reproduce), search goes to LanceDB.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from story.tasks.library.bm25 import Bm25
+from story.tasks.library.columns import TEXT_VECTOR, VISUAL_VECTOR
 from story.tasks.library.filters import SearchFilters
-from story.tasks.library.index import TEXT_VECTOR, VISUAL_VECTOR, ClipIndex
+
+if TYPE_CHECKING:
+    from story.tasks.library.index import ClipIndex
 
 MAX_ROWS = 100_000
 FILTER_COLUMNS = (
@@ -47,39 +53,66 @@ def _matrix(column: Any, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class ResidentTable:
     """One version of the clip table in memory (see the module docstring)."""
 
-    def __init__(self, index: ClipIndex, columns: Sequence[str]) -> None:
-        table = index.table
-        self.version = int(table.version)
-        names = [c for c in dict.fromkeys([*columns, *FILTER_COLUMNS]) if c in index.schema.names]
-        data = table.search().select(names).limit(None).to_arrow()
-        self.count = data.num_rows
-        self.has_fts = any(ix.columns == ["caption"] for ix in table.list_indices())
-        self.indexed = {ix.columns[0] for ix in table.list_indices() if ix.columns} & {
-            TEXT_VECTOR,
-            VISUAL_VECTOR,
-        }
-        self.vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for name, dim in ((TEXT_VECTOR, index.text_dim), (VISUAL_VECTOR, index.visual_dim)):
-            if name in data.column_names and dim is not None:
-                self.vectors[name] = _matrix(data.column(name).combine_chunks(), dim)
+    def __init__(
+        self,
+        version: int,
+        rows: list[dict[str, Any]],
+        vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+        has_fts: bool,
+        indexed: set[str],
+        fts: Bm25 | None = None,
+    ) -> None:
+        """`rows`: every row's plain columns (media uris as paths to open); `vectors`: per vector
+        column (matrix, row norms, which rows have one); `fts`: the captions' full-text index in
+        memory (built here from the rows' captions when the table has one and it is not given)."""
+        self.version = version
+        self.rows = rows
+        self.count = len(rows)
+        self.vectors = vectors
+        self.has_fts = has_fts
+        self.indexed = indexed
+        present = set(rows[0]) if rows else set()
         self.columns = {
-            name: np.asarray(data.column(name).to_pylist(), dtype=object)
+            name: np.asarray([row.get(name) for row in rows], dtype=object)
             for name in FILTER_COLUMNS
-            if name in data.column_names
+            if name in present
         }
         self.numbers = {
             name: np.asarray([np.nan if v is None else v for v in self.columns[name]], np.float64)
             for name in ("duration", "aspect")
             if name in self.columns
         }
-        plain = data.drop_columns([c for c in self.vectors if c in data.column_names])
-        self.rows: list[dict[str, Any]] = plain.to_pylist()
-        for position, row in enumerate(self.rows):
+        for position, row in enumerate(rows):
+            for name, (matrix, _, valid) in vectors.items():
+                row[name] = matrix[position] if valid[position] else None
+        self.position = {row["clip_id"]: i for i, row in enumerate(rows)}
+        if fts is None and has_fts and "caption" in present:
+            fts = Bm25.from_captions([row["caption"] for row in rows])
+        self.fts = fts
+
+    @classmethod
+    def from_index(cls, index: ClipIndex, columns: Sequence[str]) -> ResidentTable:
+        """The table's current version, read from LanceDB in one scan."""
+        table = index.table
+        version = int(table.version)
+        names = [c for c in dict.fromkeys([*columns, *FILTER_COLUMNS]) if c in index.schema.names]
+        data = table.search().select(names).limit(None).to_arrow()
+        listed = table.list_indices()
+        vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for name, dim in ((TEXT_VECTOR, index.text_dim), (VISUAL_VECTOR, index.visual_dim)):
+            if name in data.column_names and dim is not None:
+                vectors[name] = _matrix(data.column(name).combine_chunks(), dim)
+        rows = data.drop_columns([c for c in vectors if c in data.column_names]).to_pylist()
+        for row in rows:
             if "uri" in row:
                 row["uri"] = index.media_uri(row["uri"])
-            for name, (matrix, _, valid) in self.vectors.items():
-                row[name] = matrix[position] if valid[position] else None
-        self.position = {row["clip_id"]: i for i, row in enumerate(self.rows)}
+        return cls(
+            version,
+            rows,
+            vectors,
+            has_fts=any(ix.columns == ["caption"] for ix in listed),
+            indexed={ix.columns[0] for ix in listed if ix.columns} & {TEXT_VECTOR, VISUAL_VECTOR},
+        )
 
     @classmethod
     def load(cls, index: ClipIndex, columns: Sequence[str]) -> ResidentTable | None:
@@ -89,7 +122,7 @@ class ResidentTable:
         rows = index.count()
         if rows == 0 or rows > MAX_ROWS:
             return None
-        return cls(index, columns)
+        return cls.from_index(index, columns)
 
     def serves(self, column: str, exact: bool) -> bool:
         """Whether `vector_rows` gives what LanceDB would for this column (exact search)."""
@@ -152,6 +185,13 @@ class ResidentTable:
         else:
             order = np.argsort(distance, kind="stable")
         return [self.row(int(candidates[i]), columns, _distance=float(distance[i])) for i in order]
+
+    def fts_rows(
+        self, query: str, keep: np.ndarray, pool: int, columns: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The `pool` best rows for `query` by BM25 among `keep`, with `_score` (`bm25`)."""
+        assert self.fts is not None
+        return [self.row(i, columns, _score=score) for i, score in self.fts.top(query, keep, pool)]
 
     def row(self, position: int, columns: Sequence[str], **extra: Any) -> dict[str, Any]:
         """One row restricted to `columns` (a fresh dict), with `extra` keys added."""

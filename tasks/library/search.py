@@ -16,18 +16,12 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from story.tasks.library.columns import CAPTION_SLOTS, TEXT_VECTOR, VISUAL_VECTOR, ivf_partitions
 from story.tasks.library.filters import SearchError, SearchFilters, sql_string
-from story.tasks.library.index import (
-    CAPTION_SLOTS,
-    TEXT_VECTOR,
-    VISUAL_VECTOR,
-    ClipIndex,
-    ivf_pq_config,
-)
 from story.tasks.library.query_intent import QueryIntent, canonical_text, parse_query
 from story.tasks.library.rerank import (
     DEFAULT_WEIGHTS,
@@ -39,6 +33,9 @@ from story.tasks.library.rerank import (
     score_row,
 )
 from story.tasks.library.resident import ResidentTable, Term
+
+if TYPE_CHECKING:
+    from story.tasks.library.index import ClipIndex
 
 RRF_K = 60
 # Word matches break ties and rescue rare names; meaning leads (a shared word like "sphere"
@@ -102,7 +99,7 @@ def default_nprobes(rows: int, dim: int) -> int:
     At 1M rows (250 partitions) that is 20, at 10M (791) 40: bench/bench_scale.py measured
     recall@10 0.75 at 10M with a fixed 20 and 0.87 with 40.
     """
-    partitions = ivf_pq_config(max(rows, 1), dim).num_partitions
+    partitions = ivf_partitions(max(rows, 1))
     return max(MIN_NPROBES, math.ceil(partitions / PROBE_SHARE))
 
 
@@ -191,6 +188,9 @@ def _has_fts(index: ClipIndex) -> bool:
 
 def _fts_rows(plan: _Plan, query: str) -> list[dict[str, Any]]:
     resident = plan.resident
+    if resident is not None and resident.fts is not None:
+        # BM25 in memory, LanceDB's scores (`story.tasks.library.bm25`), ties in table order.
+        return resident.fts_rows(query, resident.mask(plan.filters), plan.pool, plan.columns)
     builder = (
         plan.index.table.search(query, query_type="fts", fts_columns="caption")
         .select(["clip_id", "_score"] if resident is not None else [*plan.columns, "_score"])
@@ -320,10 +320,18 @@ def _run_lists(
     """Every list's rows, LanceDB queries side by side on threads; lists answered from memory
     run here (a thread hop costs more than they do)."""
     resident = plan.resident
+
+    def in_memory(function: Any, args: tuple[Any, ...]) -> bool:
+        if resident is None:
+            return False
+        if function is _fts_rows:
+            return resident.fts is not None
+        return resident.serves(args[1], plan.exact)
+
     jobs = {
         name: _LISTS.submit(function, *args)
         for name, function, args in calls
-        if resident is None or function is _fts_rows or not resident.serves(args[1], plan.exact)
+        if not in_memory(function, args)
     }
     return {
         name: jobs[name].result() if name in jobs else function(*args)

@@ -115,7 +115,7 @@ class _Service(ThreadingHTTPServer):
 
         super().__init__((HOST, 0), _Handler)
         self.settings = settings
-        self.searcher = LibrarySearcher.from_settings(settings, resident=True)
+        self.searcher = LibrarySearcher.from_settings(settings, resident=True, snapshots=True)
         self.version = self.searcher.index.version()
         self.checked = time.monotonic()
         self.last_request = time.monotonic()
@@ -311,17 +311,22 @@ def run_search(
     diversity: str = "source",
     use_service: bool = True,
 ) -> dict[str, Any]:
-    """Search through the resident service when one serves this library, else in-process."""
+    """Search through the resident service when one serves this library, else in this process:
+    from the library's snapshot when it is current (no LanceDB import), else through LanceDB."""
     payload = {"query": query, "k": k, "mode": mode, "rerank": rerank, "diversity": diversity}
     if use_service:
         answer = service_call(settings, "/search", _request(payload, filters))
         if answer is not None:
             return {**answer, "served_by": "service"}
-    from story.tasks.library.fast_import import lancedb_deferred
-
-    lancedb_deferred()
     from story.tasks.library.searcher import LibrarySearcher
 
-    searcher = LibrarySearcher.from_settings(settings)
+    searcher = LibrarySearcher.from_snapshot(settings)
+    served_by = "snapshot"
+    if searcher is None:
+        from story.tasks.library.fast_import import lancedb_deferred
+
+        lancedb_deferred()
+        searcher = LibrarySearcher.from_settings(settings)
+        served_by = "in-process"
     answer = search_payload(searcher, query, k, filters, mode, rerank, diversity)
-    return {**answer, "served_by": "in-process"}
+    return {**answer, "served_by": served_by}

@@ -12,17 +12,19 @@ vectors of recent queries.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from story.tasks.library.index import CAPTION_SLOTS, TEXT_VECTOR, VISUAL_VECTOR, ClipIndex
+from story.tasks.library import snapshot
+from story.tasks.library.columns import CAPTION_SLOTS, TEXT_VECTOR, VISUAL_VECTOR
 from story.tasks.library.query_intent import canonical_text, parse_query
 from story.tasks.library.rerank import DEFAULT_WEIGHTS, RankWeights
 from story.tasks.library.resident import ResidentTable
@@ -36,6 +38,9 @@ from story.tasks.library.search import (
     SearchFilters,
     search,
 )
+
+if TYPE_CHECKING:
+    from story.tasks.library.index import ClipIndex
 
 RESIDENT_COLUMNS = (*HIT_COLUMNS, *RANK_COLUMNS, *CAPTION_SLOTS, TEXT_VECTOR, VISUAL_VECTOR)
 QUERY_CACHE = 512
@@ -115,15 +120,25 @@ class LibrarySearcher:
         self.resident = resident
         self._table: ResidentTable | None = None
         self._table_key: tuple[int, int] | None = None
+        # Where each version held in memory is also written as a snapshot (`snapshot`), for
+        # cold processes: the search service sets it.
+        self.snapshots: Path | None = None
         self._queries: OrderedDict[str, QueryVectors] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(
-        cls, settings: Any, torch_encoders: bool = False, resident: bool = False
+        cls,
+        settings: Any,
+        torch_encoders: bool = False,
+        resident: bool = False,
+        snapshots: bool = False,
     ) -> LibrarySearcher:
         """The settings' library with the configured encoders (numpy towers unless asked);
-        `resident` keeps the table and recent query vectors in memory (long-lived callers)."""
+        `resident` keeps the table and recent query vectors in memory (long-lived callers);
+        `snapshots` also writes each version it holds to the workspace's search snapshots."""
+        from story.tasks.library.index import ClipIndex
+
         index = ClipIndex(
             settings.lancedb,
             settings.clips_table,
@@ -135,8 +150,24 @@ class LibrarySearcher:
             )
         encoders = _torch_encoders(settings) if torch_encoders else _numpy_encoders(settings)
         searcher = cls(index, encoders, resident=resident)
+        if resident and snapshots:
+            searcher.snapshots = Path(settings.workspace)
         if resident:
             searcher.resident_table()
+        return searcher
+
+    @classmethod
+    def from_snapshot(cls, settings: Any) -> LibrarySearcher | None:
+        """The settings' library answered from its snapshot (`story.tasks.library.snapshot`:
+        no LanceDB import), or None when it has no snapshot at the table's current version."""
+        if settings.storage_options:
+            return None
+        found = snapshot.read(settings.workspace, str(settings.lancedb), settings.clips_table)
+        if found is None:
+            return None
+        index, table = found
+        searcher = cls(index, _numpy_encoders(settings), resident=True)  # type: ignore[arg-type]
+        searcher._table, searcher._table_key = table, (id(index), index.version())
         return searcher
 
     def refresh(self, index: ClipIndex) -> None:
@@ -154,6 +185,9 @@ class LibrarySearcher:
         if key != self._table_key:
             self._table = ResidentTable.load(self.index, RESIDENT_COLUMNS)
             self._table_key = key
+            if self.snapshots is not None and self._table is not None:
+                with contextlib.suppress(OSError):  # a cold search then reads LanceDB instead
+                    snapshot.write(self.snapshots, self.index, self._table)
         return self._table
 
     def embed(self, queries: Sequence[str]) -> list[QueryVectors]:

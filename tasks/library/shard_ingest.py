@@ -13,9 +13,11 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from story.tasks.library import snapshot
 from story.tasks.library.index import ClipIndex
 from story.tasks.library.ingest import INGEST_TEXT_ENCODER, ClipIngestor, ShardJob
 from story.tasks.library.ingest_ledger import ShardLedger
+from story.tasks.library.searcher import RESIDENT_COLUMNS
 from story.tasks.progress import ProgressCallback, no_progress
 from story.tasks.settings import Settings
 from story.tasks.workers import Executor, WorkerSpec
@@ -102,6 +104,10 @@ def ingest_shards(
     t0 = time.perf_counter()
     indices = index.ensure_indices(settings.ivf_pq_min_rows)
     timings["index_s"] = time.perf_counter() - t0
+    # The first `story search` from a new shell then answers without importing LanceDB.
+    t0 = time.perf_counter()
+    written = snapshot.refresh(settings.workspace, index, RESIDENT_COLUMNS)
+    timings["snapshot_s"] = time.perf_counter() - t0
     return {
         "rows": index.count(),
         "added": added,
@@ -112,5 +118,6 @@ def ingest_shards(
         "table_version": index.version(),
         "lancedb_uri": settings.lancedb,
         "indices": indices,
+        "search_snapshot": None if written is None else str(written),
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }

@@ -28,7 +28,7 @@ def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setattr(
         LibrarySearcher,
         "from_settings",
-        classmethod(lambda cls, s, resident=False: searcher(s, resident)),
+        classmethod(lambda cls, s, resident=False, **_: searcher(s, resident)),
     )
     return Settings(workspace=tmp_path / "ws", lancedb_uri=index.uri, worker_idle_s=0)
 

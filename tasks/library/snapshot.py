@@ -1,0 +1,220 @@
+"""A searchable snapshot of a small clip table, so a cold `story search` need not import LanceDB.
+
+Importing LanceDB costs a new process ~2 s of CPU (pyarrow.dataset and pandas, the namespace
+client's models), more than the 2 s a TD should wait for a search from a fresh shell. A
+`ResidentTable` (the search columns in memory: rows, vector matrices, the captions' tokens) is
+everything an in-memory search reads, so once one exists it is written to
+`<workspace>/search_snapshots/<library key>/v<table version>/` (plain JSON and .npy files), and a
+later process answers from it: numpy and LanceDB's native tokenizer, no lancedb package.
+
+The snapshot is used only while it is the table's current version, checked without LanceDB: the
+newest manifest in the table's `_versions/` folder (Lance writes one per commit) must be the one
+the snapshot was written at, with the same size and modification time. Any write to the table
+makes a new manifest, so a stale snapshot is never read; the caller then searches through
+LanceDB as before. Only local tables that the resident path answers in full are written: up to
+`resident.MAX_ROWS` rows, no vector index (approximate search it would not reproduce), the
+full-text index (if any) held in memory. Writers: the search service when it loads a version,
+and `story index` after it builds the table. Writing goes to a temporary folder renamed into
+place, so a reader sees a whole snapshot or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from story.tasks.library.bm25 import Bm25
+from story.tasks.library.columns import RANKING_COLUMNS
+from story.tasks.library.resident import ResidentTable
+
+SNAPSHOTS = "search_snapshots"
+FORMAT = 1
+_MANIFEST = re.compile(r"^(\d+)\.manifest$")
+_V2 = 1 << 63  # Lance's V2 manifest names count down from 2**64 - 1
+
+
+def local_folder(uri: str) -> Path | None:
+    """The folder of a local LanceDB URI (None for an object store)."""
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    return None if "://" in uri else Path(uri)
+
+
+def table_stamp(uri: str, table: str) -> dict[str, Any] | None:
+    """The table's current version and its manifest file, read from the folder (no LanceDB);
+    None for an object-store table or one not written yet."""
+    folder = local_folder(uri)
+    if folder is None:
+        return None
+    try:
+        entries = list(os.scandir(folder / f"{table}.lance" / "_versions"))
+    except OSError:
+        return None
+    versions = {}
+    for entry in entries:
+        match = _MANIFEST.match(entry.name)
+        if match:
+            number = int(match.group(1))
+            versions[(1 << 64) - 1 - number if number >= _V2 else number] = entry
+    if not versions:
+        return None
+    version = max(versions)
+    stat = versions[version].stat()
+    return {
+        "version": version,
+        "manifest": versions[version].name,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+
+
+def library_folder(workspace: Path | str, uri: str, table: str) -> Path:
+    """Where this library's snapshots live in the workspace."""
+    folder = local_folder(uri)
+    where = str(folder.resolve()) if folder is not None else uri
+    key = hashlib.sha256(f"{where}\0{table}".encode()).hexdigest()[:16]
+    return Path(workspace) / SNAPSHOTS / key
+
+
+class SnapshotIndex:
+    """What search reads of a `ClipIndex`, for a snapshot (it has no LanceDB table)."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.uri = meta["uri"]
+        self.table_name = meta["table"]
+        self.text_dim = meta["text_dim"]
+        self.visual_dim = meta["visual_dim"]
+        self.schema = _Names(meta["schema"])
+        self.rows = meta["count"]
+        self.table_version = meta["stamp"]["version"]
+        self.exists = True
+
+    @property
+    def has_ranking_columns(self) -> bool:
+        return all(column in self.schema.names for column in RANKING_COLUMNS)
+
+    @property
+    def table(self) -> Any:
+        raise RuntimeError(f"{self.uri}: a snapshot answers in memory only; open the ClipIndex")
+
+    def count(self) -> int:
+        return int(self.rows)
+
+    def version(self) -> int:
+        return int(self.table_version)
+
+
+class _Names:
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+
+
+def writable(resident: ResidentTable | None) -> bool:
+    """Whether a snapshot of this table answers every search as the resident table does."""
+    return (
+        resident is not None
+        and not resident.indexed
+        and (resident.fts is not None or not resident.has_fts)
+    )
+
+
+def write(workspace: Path | str, index: Any, resident: ResidentTable) -> Path | None:
+    """Write the snapshot of `resident` (read from `index`) when it is the table's current
+    version; its folder, or None when there is nothing to write (see `writable`)."""
+    stamp = table_stamp(index.uri, index.table_name)
+    if not writable(resident) or stamp is None or stamp["version"] != resident.version:
+        return None
+    library = library_folder(workspace, index.uri, index.table_name)
+    final = library / f"v{resident.version}"
+    written = _meta(final)
+    if written is not None and written["stamp"] == stamp:
+        return final
+    library.mkdir(parents=True, exist_ok=True)
+    scratch = library / f".v{resident.version}.{os.getpid()}.tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    vectors = resident.vectors
+    for name, (matrix, _, valid) in vectors.items():
+        np.save(scratch / f"{name}.npy", matrix)
+        np.save(scratch / f"{name}.valid.npy", valid)
+    plain = [{k: v for k, v in row.items() if k not in vectors} for row in resident.rows]
+    (scratch / "rows.json").write_text(json.dumps(plain))
+    if resident.fts is not None:
+        (scratch / "fts.json").write_text(json.dumps(resident.fts.tokenized))
+    meta = {
+        "format": FORMAT,
+        "uri": index.uri,
+        "table": index.table_name,
+        "stamp": stamp,
+        "count": resident.count,
+        "has_fts": resident.has_fts,
+        "text_dim": index.text_dim,
+        "visual_dim": index.visual_dim,
+        "schema": list(index.schema.names),
+        "vectors": sorted(vectors),
+    }
+    (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
+    if final.exists():
+        shutil.rmtree(final, ignore_errors=True)
+    try:
+        scratch.rename(final)
+    except OSError:  # another writer got there first
+        shutil.rmtree(scratch, ignore_errors=True)
+    for old in library.glob("v*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return meta if meta.get("format") == FORMAT else None
+
+
+def read(workspace: Path | str, uri: str, table: str) -> tuple[SnapshotIndex, ResidentTable] | None:
+    """The table's current snapshot as an index and its resident table (None when there is
+    none, or it is not the table's current version)."""
+    stamp = table_stamp(uri, table)
+    if stamp is None:
+        return None
+    folder = library_folder(workspace, uri, table) / f"v{stamp['version']}"
+    meta = _meta(folder)
+    if meta is None or meta["stamp"] != stamp or meta["uri"] != uri or meta["table"] != table:
+        return None
+    try:
+        vectors = {}
+        for name in meta["vectors"]:
+            matrix = np.load(folder / f"{name}.npy")
+            valid = np.load(folder / f"{name}.valid.npy")
+            vectors[name] = (matrix, np.linalg.norm(matrix, axis=1), valid)
+        rows = json.loads((folder / "rows.json").read_text())
+        fts = None
+        if meta["has_fts"]:
+            fts = Bm25(json.loads((folder / "fts.json").read_text()))
+    except (OSError, ValueError, KeyError):
+        return None
+    resident = ResidentTable(
+        stamp["version"], rows, vectors, has_fts=meta["has_fts"], indexed=set(), fts=fts
+    )
+    return SnapshotIndex(meta), resident
+
+
+def refresh(workspace: Path | str, index: Any, columns: Any) -> Path | None:
+    """Load the table in memory and write its snapshot (`story index` after a build); never
+    fails the caller: a table that cannot be snapshotted is searched through LanceDB."""
+    with contextlib.suppress(OSError):
+        resident = ResidentTable.load(index, columns)
+        if resident is not None:
+            return write(workspace, index, resident)
+    return None
