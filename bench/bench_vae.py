@@ -4,6 +4,12 @@ For validation-split scenes (single main object), the object's mean colour insid
 (eroded by one pixel, so edges do not count) is compared before and after encode -> decode,
 on the scene as rendered (palette colours) and with every object recoloured by a random colour
 map (colours no caption names). Target: off-palette colours within 20 RGB units.
+
+`--judge-scenes N` also asks the judge (the evaluation's reader) what it sees in N 16-frame
+scenes of the split before and after the round trip: shape, colour and texture as the caption
+states them, each with its 95% interval, and the paired drop. A render decoded by this
+autoencoder cannot score above the round trip, so this is the latent's ceiling on the
+synthesis table's appearance columns.
 """
 
 from __future__ import annotations
@@ -55,6 +61,33 @@ def colour_errors(vae, rgb: np.ndarray, masks: np.ndarray) -> list[float]:
     return errors
 
 
+def judged(vae, split: str, scenes: int, size: int) -> dict:
+    """The judge's shape / colour / texture reading of real clips and of their round trips."""
+    from story.tasks.evaluation.clip_scores import score_clips
+    from story.tasks.evaluation.intervals import paired_difference
+    from story.tasks.evaluation.judge_reader import JudgeReader
+
+    reader = JudgeReader.load()
+    real, back, targets, masks = [], [], [], []
+    for seed in splits.seeds(split, "scenes", scenes):
+        spec = miniworld.sample_scene(seed, frames=16, height=size, width=size)
+        clip = miniworld.render(spec)
+        real.append(clip.rgb)
+        back.append(round_trip(vae, clip.rgb))
+        targets.append(miniworld.attributes(spec))
+        masks.append(clip.masks == 1)
+    before, _ = score_clips(reader, real, targets, masks)
+    after, _ = score_clips(reader, back, targets, masks)
+    return {
+        name: {
+            "real": mean_interval(before[name]),
+            "round_trip": mean_interval(after[name]),
+            "round_trip_minus_real": paired_difference(after[name], before[name]),
+        }
+        for name in ("shape", "colour", "texture", "all six")
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vae", required=True, help="AutoencoderKL folder (or a bundle's vae/)")
@@ -67,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         help="validation (every choice) | test (sealed: recorded in the ledger, once per VAE)",
     )
     parser.add_argument("--rerun-sealed", action="store_true", help="score the test split again")
+    parser.add_argument(
+        "--judge-scenes", type=int, default=0, help="also judge N 16-frame scenes (0: off)"
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -101,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
             "p90_rgb_error": float(np.percentile(values, 90)),
             "share_within_20": mean_interval((values <= 20).astype(float)),
         }
+    if args.judge_scenes:
+        result["judged"] = {"scenes": args.judge_scenes}
+        result["judged"].update(judged(vae, args.split, args.judge_scenes, args.size))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
