@@ -190,7 +190,8 @@ def read(workspace: Path | str, uri: str, table: str) -> tuple[SnapshotIndex, Re
         return None
     folder = library_folder(workspace, uri, table) / f"v{stamp['version']}"
     meta = _meta(folder)
-    if meta is None or meta["stamp"] != stamp or meta["uri"] != uri or meta["table"] != table:
+    # The folder's key is the library's resolved path and table; the stamp is its version.
+    if meta is None or meta["stamp"] != stamp or meta["table"] != table:
         return None
     try:
         vectors = {}
@@ -207,7 +208,7 @@ def read(workspace: Path | str, uri: str, table: str) -> tuple[SnapshotIndex, Re
     resident = ResidentTable(
         stamp["version"], rows, vectors, has_fts=meta["has_fts"], indexed=set(), fts=fts
     )
-    return SnapshotIndex(meta), resident
+    return SnapshotIndex({**meta, "uri": uri}), resident
 
 
 def refresh(workspace: Path | str, index: Any, columns: Any) -> Path | None:

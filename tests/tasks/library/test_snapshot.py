@@ -4,6 +4,7 @@ has moved on, and lets a cold `story search` answer without importing LanceDB.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,8 @@ def test_a_snapshot_answers_as_the_table_in_memory(index: ClipIndex, tmp_path: P
     found = snapshot.read(tmp_path / "ws", index.uri, "clips")
     assert found is not None
     saved, table = found
+    # The same library named by another path to it.
+    assert snapshot.read(tmp_path / "ws", os.path.relpath(index.uri), "clips") is not None
     assert (saved.count(), saved.version(), saved.text_dim) == (30, index.version(), index.text_dim)
     for query in QUERIES:
         for filters in FILTERS:
