@@ -116,7 +116,10 @@ def main() -> None:
     root = args.workspace / "eval" / "retrieval-libraries"
     library = build_library(root, "validation", args.clips, settings)
     encoders = _numpy_encoders(settings)
-    searchers = {t: LibrarySearcher(library.index(t), encoders) for t in (CAPTIONED, UNCAPTIONED)}
+    searchers = {
+        t: LibrarySearcher(library.index(t), encoders, resident=True)
+        for t in (CAPTIONED, UNCAPTIONED)
+    }
     queries = query_sets("validation", args.queries)
     gathered = {
         f"{table}/{name}": gather(searcher, cases, library.truth_of)

@@ -45,7 +45,9 @@ def method_search(searcher: LibrarySearcher, method: str) -> Search:
     video-text one), so methods differ only in what they search and how they rank.
     """
     if method == "caption_only":
-        plain = LibrarySearcher(searcher.index, QueryEncoders(searcher.encoders.text, None))
+        plain = LibrarySearcher(
+            searcher.index, QueryEncoders(searcher.encoders.text, None), resident=searcher.resident
+        )
         return lambda q, v: plain.search(
             q, k=K, rerank=False, vectors=QueryVectors(v.text, None, v.intent)
         )

@@ -54,7 +54,11 @@ def _searchers(library: Any, settings: Settings) -> dict[str, LibrarySearcher]:
     from story.tasks.library.searcher import _numpy_encoders
 
     encoders = _numpy_encoders(settings)
-    return {t: LibrarySearcher(library.index(t), encoders) for t in (CAPTIONED, UNCAPTIONED)}
+    # resident: the product's search path (`story search`, the service, renders).
+    return {
+        t: LibrarySearcher(library.index(t), encoders, resident=True)
+        for t in (CAPTIONED, UNCAPTIONED)
+    }
 
 
 def _sample_truth(uri: str) -> dict[str, str]:
@@ -83,7 +87,7 @@ def sample_library_searcher(root: Path, settings: Settings) -> LibrarySearcher:
         for job in make_shards(read_manifest(str(SAMPLE_LIBRARY / "manifest.jsonl")), 64):
             index.add(worker.process(job).rows)
         index.ensure_indices(settings.ivf_pq_min_rows)
-    return LibrarySearcher(index, _numpy_encoders(settings))
+    return LibrarySearcher(index, _numpy_encoders(settings), resident=True)
 
 
 def _tables(results: dict[str, Any]) -> list[Table]:

@@ -40,7 +40,9 @@ def retrieve(
         return pins.get(plot.index) or ([plot.clip_id] if plot.clip_id else [])
 
     queries = [plot.query for plot in story.plots if not pinned_ids(plot)]
-    searcher = LibrarySearcher(index, query_encoders(settings))
+    # The table in memory when it fits (`story.tasks.library.resident`): the hits `story search`
+    # and the search service give, full-text ties included.
+    searcher = LibrarySearcher(index, query_encoders(settings), resident=True)
     vectors = dict(zip(queries, searcher.embed(queries), strict=True)) if queries else {}
     chosen: dict[int, list[dict[str, Any]]] = {}
     for plot in story.plots:
