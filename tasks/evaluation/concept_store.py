@@ -147,8 +147,24 @@ def cached_pack(folder: Path, params: Any) -> Any:
 DECODER_WEIGHTS, DECODER_META = "decoder.safetensors", "decoder.json"
 
 
-def _decoder_key(params: Any, fingerprint: str) -> dict[str, Any]:
-    return to_plain({"params": asdict(params), "base_checkpoint": fingerprint})
+# Settings only the token and LoRA read: a decoder top (which reads neither) trained under
+# other values of these is the same decoder, and serves a run that varies them.
+TOKEN_ONLY = (
+    "method",
+    "steps",
+    "buckets",
+    "lr_table",
+    "lr_lora",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+    "lora_max_t",
+)
+
+
+def _decoder_key(params: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    kept = {k: v for k, v in params.items() if k not in TOKEN_ONLY}
+    return to_plain({"params": kept, "base_checkpoint": fingerprint})
 
 
 def cached_decoder(folder: Path, params: Any, fingerprint: str) -> dict[str, torch.Tensor] | None:
@@ -159,8 +175,8 @@ def cached_decoder(folder: Path, params: Any, fingerprint: str) -> dict[str, tor
     if not meta.is_file():
         return None
     stored = json.loads(meta.read_text())
-    if {k: stored.get(k) for k in ("params", "base_checkpoint")} != _decoder_key(
-        params, fingerprint
+    if _decoder_key(stored.get("params") or {}, stored.get("base_checkpoint")) != _decoder_key(
+        to_plain(asdict(params)), fingerprint
     ):
         raise ValueError(
             f"{folder}: a decoder top trained with other settings is in the way; remove it or "
@@ -181,5 +197,5 @@ def save_decoder(
     atomic.write_bytes(
         folder / DECODER_WEIGHTS, save({k: v.contiguous() for k, v in decoder.items()})
     )
-    meta = {**_decoder_key(params, fingerprint), "loss_curve": curve}
+    meta = {**_decoder_key(to_plain(asdict(params)), fingerprint), "loss_curve": curve}
     atomic.write_text(folder / DECODER_META, json.dumps(meta, indent=2) + "\n")
