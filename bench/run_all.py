@@ -75,8 +75,8 @@ QUICK_ARGS: dict[str, ArgsFor] = {
     "bench_shots": _fixed("--repeats", "1"),
     "bench_vae": _fixed("--vae", "checkpoints/t2v-tiny/vae", "--scenes", "2"),
     "bench_search": lambda scratch: [
-        *("--rows", "20000", "--captions", "200", "--queries", "10", "--flat-queries", "2"),
-        *("--data-dir", str(scratch / "search-data")),
+        *("interactive", "--lancedb", str(REPO / "datasets" / "index")),
+        *("--workspace", str(scratch / "search-workspace"), "--runs", "1"),
     ],
     "bench_synthesis": _fixed(
         *("--scenes", "2", "--seeds", "1", "--steps", "2", "--library-clips", "20"),
@@ -86,7 +86,10 @@ QUICK_ARGS: dict[str, ArgsFor] = {
     "faults": _fixed("--fast"),
 }
 # Arguments a benchmark cannot run without, for the full run.
-FULL_ARGS: dict[str, list[str]] = {"bench_vae": ["--vae", "checkpoints/t2v-tiny/vae"]}
+FULL_ARGS: dict[str, list[str]] = {
+    "bench_vae": ["--vae", "checkpoints/t2v-tiny/vae"],
+    "bench_search": ["scale"],
+}
 
 
 def discover() -> list[str]:
