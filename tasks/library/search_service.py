@@ -329,4 +329,10 @@ def run_search(
         searcher = LibrarySearcher.from_settings(settings)
         served_by = "in-process"
     answer = search_payload(searcher, query, k, filters, mode, rerank, diversity)
+    if served_by == "in-process" and not settings.storage_options:
+        # This process paid for LanceDB once; the next cold search need not.
+        from story.tasks.library import snapshot
+        from story.tasks.library.searcher import RESIDENT_COLUMNS
+
+        snapshot.refresh(settings.workspace, searcher.index, RESIDENT_COLUMNS)
     return {**answer, "served_by": served_by}

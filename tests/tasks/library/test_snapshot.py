@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,13 +122,17 @@ def _cold(settings: Settings, query: str) -> dict:
 def test_a_cold_search_answers_from_the_snapshot_without_lancedb(tmp_path: Path) -> None:
     settings = _library(tmp_path)
     query = "a cube bouncing on the sand"
-    before = _cold(settings, query)  # no snapshot yet: through LanceDB
+    before = _cold(settings, query)  # no snapshot yet: through LanceDB, which then writes one
     assert before["by"] == "in-process" and "lancedb" in before["loaded"]
+    assert _cold(settings, query)["by"] == "snapshot"
+    library = snapshot.library_folder(settings.workspace, settings.lancedb, "clips")
+    shutil.rmtree(library)
     service = LibrarySearcher.from_settings(settings, resident=True, snapshots=True)
+    assert library.is_dir()  # the service writes it too
     expected = [h.to_dict() for h in service.search(query, k=4)]
     cold = _cold(settings, query)
     assert cold["by"] == "snapshot" and cold["loaded"] == []
-    assert cold["hits"] == expected
+    assert cold["hits"] == expected == before["hits"]
     ClipIndex(settings.lancedb, text_dim=384).add(
         [dict(row("late", "static", caption="late"), text_vector=[0.1] * 384, visual_vector=None)]
     )
