@@ -154,20 +154,24 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
     from story.tasks.library.searcher import LibrarySearcher
 
     snapshots = snapshot.library_folder(workspace, lancedb, settings.clips_table)
-    shutil.rmtree(snapshots, ignore_errors=True)  # a library never searched or indexed here
 
-    def cold_runs() -> list[dict[str, float]]:
-        return [
-            timed_command([story, "search", QUERIES[i % len(QUERIES)], "-k", "5", *base], env)
-            for i in range(runs)
-        ]
+    def cold_runs(fresh: bool) -> list[dict[str, float]]:
+        """`fresh`: each search meets a library new to the workspace (no snapshot; the search
+        writes one, which is removed before the next)."""
+        timed = []
+        for i in range(runs):
+            if fresh:
+                shutil.rmtree(snapshots, ignore_errors=True)
+            command = [story, "search", QUERIES[i % len(QUERIES)], "-k", "5", *base]
+            timed.append(timed_command(command, env))
+        return timed
 
-    cold = cold_runs()
-    # What `story index` or the service leaves behind: the library's search snapshot.
+    cold = cold_runs(fresh=True)
+    # What `story index`, the service or that first search leaves behind: the snapshot.
     LibrarySearcher.from_settings(settings, resident=True, snapshots=True)
     if snapshot.read(workspace, lancedb, settings.clips_table) is None:
         raise SystemExit(f"{lancedb}: no search snapshot was written")
-    cold_snapshot = cold_runs()
+    cold_snapshot = cold_runs(fresh=False)
     autostart = _autostart(story, base, settings, env, runs)
     start = subprocess.run(
         [story, "search-service", "start", "--detach", "--idle", "0", *base, "--json"],

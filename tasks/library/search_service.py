@@ -326,13 +326,9 @@ def run_search(
         from story.tasks.library.fast_import import lancedb_deferred
 
         lancedb_deferred()
-        searcher = LibrarySearcher.from_settings(settings)
+        # The table in memory, as the service and the snapshot answer (full-text ties
+        # included), written as the snapshot so the next cold search need not import LanceDB.
+        searcher = LibrarySearcher.from_settings(settings, resident=True, snapshots=True)
         served_by = "in-process"
     answer = search_payload(searcher, query, k, filters, mode, rerank, diversity)
-    if served_by == "in-process" and not settings.storage_options:
-        # This process paid for LanceDB once; the next cold search need not.
-        from story.tasks.library import snapshot
-        from story.tasks.library.searcher import RESIDENT_COLUMNS
-
-        snapshot.refresh(settings.workspace, searcher.index, RESIDENT_COLUMNS)
     return {**answer, "served_by": served_by}

@@ -14,9 +14,9 @@ makes a new manifest, so a stale snapshot is never read; the caller then searche
 LanceDB as before. Only local tables that the resident path answers in full are written: up to
 `resident.MAX_ROWS` rows, no vector index (approximate search it would not reproduce), the
 full-text index (if any) held in memory. Writers: `story index` after it builds the table, the
-search service when it loads a version, and a `story search` that had to answer through
-LanceDB. Writing goes to a temporary folder renamed into place, so a reader sees a whole
-snapshot or none.
+search service when it loads a version, and a `story search` that found no current snapshot
+(`search_service.run_search`). Writing goes to a temporary folder renamed into place, so a
+reader sees a whole snapshot or none.
 """
 
 from __future__ import annotations
