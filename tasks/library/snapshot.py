@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +213,10 @@ def read(workspace: Path | str, uri: str, table: str) -> tuple[SnapshotIndex, Re
     return SnapshotIndex({**meta, "uri": uri}), resident
 
 
-def refresh(workspace: Path | str, index: Any, columns: Any) -> Path | None:
-    """Load the table in memory and write its snapshot (`story index` after a build); never
-    fails the caller: a table that cannot be snapshotted is searched through LanceDB."""
+def refresh(workspace: Path | str, index: Any, columns: Sequence[str]) -> Path | None:
+    """Load the table in memory and write its snapshot (`story index` after a build). A file
+    system error (a full disk, a read-only workspace) does not fail the caller: that library is
+    then searched through LanceDB."""
     with contextlib.suppress(OSError):
         resident = ResidentTable.load(index, columns)
         if resident is not None:
