@@ -64,12 +64,29 @@ def _out_folder(out: Path | None, workspace: Path, area: str, split: str, model_
     return out or workspace / "eval" / f"{area}-{split}-{model_id.replace('@', '-')}"
 
 
-def _seal(area: str, split: str, model_id: str, rerun: bool, details: dict[str, Any]) -> None:
-    """Record a sealed test run before it starts (refused on a repeat without --rerun-sealed)."""
-    from story.tasks.evaluation.sealed import open_sealed_run
+def _seal(
+    area: str,
+    split: str,
+    model_id: str,
+    rerun: bool,
+    details: dict[str, Any],
+    resumable: Path | None = None,
+) -> None:
+    """Record a sealed test run before it starts (refused on a repeat without --rerun-sealed).
 
-    if split == "test":
+    `resumable`: the run's output folder, for runs that keep their work: the same command on the
+    same folder before its report.json exists continues the run (recorded as resumed)."""
+    from story.tasks.evaluation.sealed import open_sealed_run
+    from story.tasks.hashing import sha256_json
+
+    if split != "test":
+        return
+    if resumable is None:
         open_sealed_run(area, model_id, rerun=rerun, details=details)
+        return
+    key = sha256_json({"out": str(resumable.resolve()), **details})[:16]
+    finished = (resumable / "report.json").is_file()
+    open_sealed_run(area, model_id, rerun=rerun, details=details, resume_key=key, finished=finished)
 
 
 def _echo_report(result: dict[str, Any]) -> None:
@@ -149,11 +166,22 @@ def eval_synthesis_command(
     out: OutOpt = None,
     rerun_sealed: RerunOpt = False,
     threads: ThreadsOpt = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes that render (each loads the model and uses --threads threads).",
+        ),
+    ] = 1,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A synthesis checkpoint on the production path (retrieved clip, estimated depth, a new look)
-    and the controlled case, scored by the judge with baselines, intervals and the miniature FVD."""
+    and the controlled case, scored by the judge with baselines, intervals and the miniature FVD.
+
+    Every render is kept in the report folder: the same command resumes an interrupted run (on
+    the sealed test split too, recorded in the ledger as resumed)."""
     from story.flows.cli_io import make_settings, run_command
 
     settings = make_settings(workspace)
@@ -176,11 +204,19 @@ def eval_synthesis_command(
             library_clips=library_clips,
             controlled=controlled,
             threads=threads,
+            workers=workers,
             sampling=_knobs(sampling or []),
         )
         folder = _out_folder(out, settings.workspace, "synthesis", chosen, model_id)
-        details = {"scenes": scenes, "seeds": seeds, "sampling": config.sampling}
-        _seal("synthesis", chosen, model_id, rerun_sealed, details)
+        details = {
+            "scenes": scenes,
+            "seeds": seeds,
+            "steps": steps,
+            "library_clips": library_clips,
+            "controlled": controlled,
+            "sampling": config.sampling,
+        }
+        _seal("synthesis", chosen, model_id, rerun_sealed, details, resumable=folder)
         return evaluate_synthesis(
             config,
             folder,

@@ -22,7 +22,7 @@ from torch import nn
 
 from story.models.device import pick_device
 from story.models.structure_encoder import StructureEncoder
-from story.models.temporal import TemporalSwitch
+from story.models.temporal import TemporalSwitch, fast_temporal_convs
 from story.models.unet import StructureInjection, build_unet, load_unet, video_to_frames
 from story.models.vae import build_vae, decode_video, downsample_factor, encode_video, load_vae
 
@@ -122,6 +122,7 @@ class StructureT2V(VideoModelBase):
         self.config = config
         self.injection = StructureInjection(unet)
         self.temporal = TemporalSwitch(unet)
+        fast_temporal_convs(unet)
         self._text_encoder = None
         self.model_id = "unsaved"
         self._check()

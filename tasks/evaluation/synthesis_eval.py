@@ -5,7 +5,8 @@ text alone, scores them and the baselines with `clip_scores.score_clips` (the bu
 is the depth probe: a render's estimated depth against its guide), and writes the report:
 the production path (main table), the controlled case, paired differences, temporal ratios to
 the real clip, retrieval, and the miniature FVD (real vs structure-guided vs text-only).
-Renders are kept under the output folder, so an interrupted run resumes where it stopped.
+Renders are kept under the output folder, one file per render (`synthesis_renders`), so an
+interrupted run resumes at the render it stopped at, and `workers` processes render in parallel.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ import numpy as np
 import torch
 
 from story.models.pipeline import SAMPLING_DEFAULTS
-from story.tasks.atomic import atomic_path
 from story.tasks.evaluation.clip_scores import score_clips
 from story.tasks.evaluation.judge_reader import JudgeReader
 from story.tasks.evaluation.report import Grid, write_report
 from story.tasks.evaluation.synthesis_cases import SynthesisCase, controlled_cases, production_cases
+from story.tasks.evaluation.synthesis_renders import (
+    RenderJob,
+    ensure_renders,
+    load_renders,
+    render_job,
+)
 from story.tasks.evaluation.synthesis_tables import case_tables, guide_frames
-from story.tasks.hashing import frames_sha256, sha256_json
 from story.tasks.world import splits
 
 GUIDED, TEXT_ONLY = "structure-guided", "text-only"
@@ -59,6 +64,8 @@ class SynthesisEvalConfig:
     library_clips: int = 1000
     controlled: bool = True
     threads: int = 1
+    workers: int = 1
+    """Processes that render (each loads the model, `threads` torch threads each)."""
     sampling: dict[str, float] = field(default_factory=dict)
     """Sampling knobs other than the defaults (tau, strength, detail, temporal_guidance)."""
 
@@ -82,49 +89,31 @@ def _sample_seed(case: SynthesisCase, seed: int) -> int:
     return case.scene_seed * 16 + seed
 
 
-def render_condition(
-    model: Any,
+def condition_jobs(
+    model_id: str,
     cases: list[SynthesisCase],
     guided: bool,
     seed: int,
     config: SynthesisEvalConfig,
     cache: Path,
-) -> np.ndarray:
-    """(N, T, H, W, 3) renders of every case with one sampling seed, from the cache if there."""
-    from story.tasks.render.synthesize import synthesize
-
+) -> list[RenderJob]:
+    """One render job per case for one condition and sampling seed."""
     knobs = knobs_for(config, guided)
-    identity = {
-        "model": model.model_id,
-        "prompts": [c.prompt for c in cases],
-        "guides": frames_sha256(np.stack([c.guide for c in cases])) if guided else None,
-        "seed": seed,
-        "steps": config.steps,
-        "guidance": config.guidance,
-    }
-    key = sha256_json({**identity, "sampling": knobs} if knobs else identity)[:16]
-    path = cache / f"{'guided' if guided else 'text'}-{seed}-{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    renders = np.stack(
-        [
-            synthesize(
-                model,
-                case.prompt,
-                case.guide if guided else None,
-                frames=len(case.clip),
-                seed=_sample_seed(case, seed),
-                steps=config.steps,
-                guidance=config.guidance,
-                **knobs,
-            )
-            for case in cases
-        ]
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, durable=False) as partial, partial.open("wb") as handle:
-        np.save(handle, renders)
-    return renders
+    folder = cache / ("guided" if guided else "text")
+    return [
+        render_job(
+            folder,
+            model_id,
+            case.prompt,
+            case.guide if guided else None,
+            len(case.clip),
+            _sample_seed(case, seed),
+            config.steps,
+            config.guidance,
+            knobs,
+        )
+        for case in cases
+    ]
 
 
 def score_case_set(
@@ -136,9 +125,11 @@ def score_case_set(
     cache: Path,
     log: Callable[[str], None],
     depth: Callable[[np.ndarray], np.ndarray],
+    checkpoint: Path,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, np.ndarray]]:
     """Scores (per metric: (N, seeds) for renders, (N, 1) for baselines), embeddings per row, the
-    seconds spent, and the first seed's renders (for the grids)."""
+    seconds spent, and the first seed's renders (for the grids). Every render is made first
+    (`config.workers` processes load `checkpoint`), then read back and scored."""
     targets = [c.target for c in cases]
     masks = [c.guide_mask for c in cases]
     guides = [c.guide for c in cases]
@@ -146,17 +137,35 @@ def score_case_set(
     embeddings: dict[str, list[np.ndarray]] = {}
     seconds: dict[str, float] = {}
     first: dict[str, np.ndarray] = {}
-    for label, guided in ((GUIDED, True), (TEXT_ONLY, False)):
+    conditions = ((GUIDED, True), (TEXT_ONLY, False))
+    jobs = {
+        (guided, seed): condition_jobs(model.model_id, cases, guided, seed, config, cache / name)
+        for seed in range(config.seeds)
+        for _, guided in conditions
+    }
+    tick = time.monotonic()
+    made = ensure_renders(
+        model,
+        checkpoint,
+        [job for seed_jobs in jobs.values() for job in seed_jobs],
+        workers=config.workers,
+        threads=config.threads,
+        log=log,
+        label=f"{name}: renders",
+    )
+    seconds["renders"] = round(time.monotonic() - tick, 1)
+    seconds["renders_made"] = made
+    for label, guided in conditions:
         per_seed, tick = [], time.monotonic()
         for seed in range(config.seeds):
-            renders = render_condition(model, cases, guided, seed, config, cache / name)
+            renders = load_renders(jobs[guided, seed])
             first.setdefault(label, renders)
             scores, emb = score_clips(reader, list(renders), targets, masks, guides, depth)
             per_seed.append(scores)
             embeddings.setdefault(label, []).append(emb)
             log(f"{name}: {label} seed {seed} scored ({time.monotonic() - tick:.0f}s)")
         rows[label] = {k: np.stack([s[k] for s in per_seed], axis=1) for k in per_seed[0]}
-        seconds[label] = round(time.monotonic() - tick, 1)
+        seconds[f"{label} scoring"] = round(time.monotonic() - tick, 1)
     for label, attribute in {**BASELINES, CEILING: "ideal", REAL_AGAIN: "another_take"}.items():
         clips = [c.frozen() if attribute == "frozen" else getattr(c, attribute) for c in cases]
         scores, emb = score_clips(reader, clips, targets, masks, guides, depth)
@@ -183,7 +192,8 @@ def evaluate_synthesis(
     started, cpu_started = time.monotonic(), time.process_time()
     torch.set_num_threads(config.threads)
     out = Path(out)
-    model = load_t2v(eval_checkpoint(config.checkpoint, checkpoints), device="cpu")
+    checkpoint = eval_checkpoint(config.checkpoint, checkpoints)
+    model = load_t2v(checkpoint, device="cpu")
     reader = JudgeReader.load(judge_folder)
     depth = load_depth_estimator("tiny", checkpoints, device="cpu")
     frames, height, width = model.config.frames, model.config.height, model.config.width
@@ -214,7 +224,7 @@ def evaluate_synthesis(
     tables, grids, results = [], [], {}
     for name, cases in sets.items():
         scored, spent, first = score_case_set(
-            name, cases, model, reader, config, out / "renders", log, probe
+            name, cases, model, reader, config, out / "renders", log, probe, checkpoint
         )
         seconds[name] = spent
         made, summary = case_tables(name, cases, scored, GUIDED, TEXT_ONLY, CEILING, REAL_AGAIN)

@@ -55,6 +55,37 @@ def test_a_deep_copy_switches_its_own_temporal_layers(model) -> None:
         assert not torch.allclose(model.predict(latents, t, text), video, atol=1e-5)
 
 
+def test_fast_temporal_convolutions_match_stock_conv3d_values_and_gradients(model) -> None:
+    latents, t, text = _inputs(model)
+    convs = [m for m in model.unet.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all("forward" in vars(c) for c in convs)
+    stock = copy.deepcopy(model)
+    for conv in stock.unet.modules():
+        if isinstance(conv, torch.nn.Conv3d):
+            del conv.forward
+    fast_out = model.predict(latents, t, text)
+    stock_out = stock.predict(latents, t, text)
+    assert torch.allclose(fast_out, stock_out, atol=1e-5)
+    fast_out.square().sum().backward()
+    stock_out.square().sum().backward()
+    for fast_conv, stock_conv in zip(
+        convs, [m for m in stock.unet.modules() if isinstance(m, torch.nn.Conv3d)], strict=True
+    ):
+        assert torch.allclose(fast_conv.weight.grad, stock_conv.weight.grad, rtol=1e-4, atol=1e-5)
+    model.zero_grad(set_to_none=True)
+
+
+def test_a_temporal_convolution_with_a_spatial_kernel_keeps_the_stock_path() -> None:
+    from diffusers.models.resnet import TemporalConvLayer
+
+    from story.models.temporal import fast_temporal_convs
+
+    layer = TemporalConvLayer(32, 32, norm_num_groups=8)
+    layer.conv1[-1] = torch.nn.Conv3d(32, 32, (3, 3, 3), padding=(1, 1, 1))
+    assert fast_temporal_convs(layer) == 3
+    assert "forward" not in vars(layer.conv1[-1])
+
+
 def test_blur_levels_remove_fine_structure() -> None:
     fine = (torch.arange(16).reshape(1, 1, 1, 16) % 2).float().expand(1, 1, 16, 16)
     assert torch.equal(blur_structure(fine, 0), fine)

@@ -33,3 +33,19 @@ def test_a_damaged_ledger_line_is_named(tmp_path) -> None:
     ledger.write_text(json.dumps({"area": "a", "model_id": "m"}) + "\n{not json\n")
     with pytest.raises(StoryError, match=r"sealed.jsonl:2"):
         read_ledger(ledger)
+
+
+def test_an_unfinished_run_is_resumed_by_the_same_command_and_recorded(tmp_path) -> None:
+    ledger = tmp_path / "sealed.jsonl"
+    run = {"path": ledger, "details": {"scenes": 200}}
+    first = open_sealed_run("synthesis", "m@1", resume_key="k1", finished=False, **run)
+    assert first["rerun"] is False and first["resume_key"] == "k1"
+    resumed = open_sealed_run("synthesis", "m@1", resume_key="k1", finished=False, **run)
+    assert resumed["resumed"] is True and "rerun" not in resumed
+    # Another configuration or output folder is another look at the test split.
+    with pytest.raises(SealedSplitError, match="already scored"):
+        open_sealed_run("synthesis", "m@1", resume_key="k2", finished=False, **run)
+    # Once the report exists the run is over: the same command again is a re-run.
+    with pytest.raises(SealedSplitError, match="already scored"):
+        open_sealed_run("synthesis", "m@1", resume_key="k1", finished=True, **run)
+    assert [e.get("resumed", False) for e in read_ledger(ledger)] == [False, True]

@@ -117,7 +117,8 @@ def test_a_whole_run_writes_the_report_and_resumes_from_its_renders(tmp_path) ->
     first = evaluate_synthesis(config, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {"production", "controlled"} <= set(report["summary"]["results"])
-    assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 8
+    # one file per render: 2 sets x 2 conditions x 3 plots x 2 seeds
+    assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 24
     again = evaluate_synthesis(config, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
     assert again["results"] == first["results"]
 
@@ -126,8 +127,37 @@ def test_a_whole_run_writes_the_report_and_resumes_from_its_renders(tmp_path) ->
         checkpoint="t2v-mini", scenes=3, seeds=2, steps=2, library_clips=20, sampling={"tau": 999}
     )
     swept = evaluate_synthesis(tau, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
-    assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 12
+    assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 36
     recorded = json.loads((tmp_path / "out" / "report.json").read_text())["summary"]["config"]
     assert recorded["sampling"] == {"tau": 999} and swept["model_id"] == first["model_id"]
     with pytest.raises(ValueError, match="knob"):
         SynthesisEvalConfig(sampling={"taus": 1})
+
+
+def test_renders_on_two_processes_equal_one_and_a_stopped_run_renders_only_the_rest(
+    tmp_path,
+) -> None:
+    from story.models.t2v import random_tiny
+    from story.tasks.evaluation.synthesis_renders import ensure_renders, load_renders, render_job
+
+    model = random_tiny(frames=4, size=16)
+    model.save_pretrained(tmp_path / "model")
+    guide = np.linspace(-1, 1, 4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+
+    def jobs(folder):
+        return [
+            render_job(folder, model.model_id, prompt, g, 4, seed, 2, 4.0, {})
+            for prompt, g, seed in [("a red cube", guide, 1), ("a blue ball", None, 2)] * 2
+        ]
+
+    one, two = jobs(tmp_path / "one"), jobs(tmp_path / "two")
+    assert len({j.path for j in one}) == 2  # the repeated jobs are one render each
+    log: list[str] = []
+    assert ensure_renders(model, tmp_path / "model", one, log=log.append) == 2
+    assert ensure_renders(model, tmp_path / "model", two, workers=2) == 2
+    assert np.array_equal(load_renders(one), load_renders(two))
+    assert log[-1].startswith("renders: 2/2")
+    one[1].path.unlink()
+    assert ensure_renders(model, tmp_path / "model", one) == 1
+    assert np.array_equal(load_renders(one), load_renders(two))
+    assert ensure_renders(model, tmp_path / "model", one) == 0

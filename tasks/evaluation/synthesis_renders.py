@@ -1,0 +1,156 @@
+"""The renders a synthesis evaluation scores: one file per (case, condition, seed), on N processes.
+
+A full run (200 plots x 3 sampling seeds x 2 conditions) is 1200 renders, hours of CPU: each
+render is cached as its own file, named by everything that determines it (model id, prompt,
+guide, sampling seed, steps, guidance, knobs), so an interrupted run resumes at the render it
+stopped at, and `workers` > 1 renders on that many processes (one model each, `threads` torch
+threads each) with the same result as one process: every render has its own seeded generator.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from story.tasks.atomic import atomic_path
+from story.tasks.hashing import frames_sha256, sha256_json
+
+_WORKER_MODEL: Any = None
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One render of one case: what `synthesize` is called with, and where the frames go."""
+
+    path: Path
+    prompt: str
+    guide: np.ndarray | None = field(compare=False, repr=False)
+    frames: int
+    seed: int
+    steps: int
+    guidance: float
+    knobs: dict[str, float] = field(compare=False)
+
+
+def render_job(
+    folder: Path,
+    model_id: str,
+    prompt: str,
+    guide: np.ndarray | None,
+    frames: int,
+    seed: int,
+    steps: int,
+    guidance: float,
+    knobs: dict[str, float],
+) -> RenderJob:
+    """The job for one render; its file name is the hash of everything that determines it."""
+    identity = {
+        "model": model_id,
+        "prompt": prompt,
+        "guide": frames_sha256(guide) if guide is not None else None,
+        "frames": frames,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "sampling": knobs,
+    }
+    key = sha256_json(identity)[:20]
+    return RenderJob(folder / f"{key}.npy", prompt, guide, frames, seed, steps, guidance, knobs)
+
+
+def run_job(model: Any, job: RenderJob) -> None:
+    """Render one job and write its frames atomically (a killed render leaves no file)."""
+    from story.tasks.render.synthesize import synthesize
+
+    frames = synthesize(
+        model,
+        job.prompt,
+        job.guide,
+        frames=job.frames,
+        seed=job.seed,
+        steps=job.steps,
+        guidance=job.guidance,
+        **job.knobs,
+    )
+    job.path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(job.path, durable=False) as partial, partial.open("wb") as handle:
+        np.save(handle, frames)
+
+
+def _start_worker(checkpoint: str, threads: int) -> None:
+    global _WORKER_MODEL
+    import torch
+
+    from story.tasks.render.synthesize import load_t2v
+
+    torch.set_num_threads(threads)
+    _WORKER_MODEL = load_t2v(checkpoint, device="cpu")
+
+
+def _worker_job(job: RenderJob) -> str:
+    run_job(_WORKER_MODEL, job)
+    return str(job.path)
+
+
+def ensure_renders(
+    model: Any,
+    checkpoint: Path,
+    jobs: Iterable[RenderJob],
+    *,
+    workers: int = 1,
+    threads: int = 1,
+    log: Callable[[str], None] = print,
+    label: str = "renders",
+) -> int:
+    """Render every job whose file is missing; returns how many were rendered now.
+
+    `model` renders in this process when `workers` is 1; otherwise `workers` processes each load
+    `checkpoint` once. The first failing render stops the run (finished files stay).
+    """
+    missing = list(dict.fromkeys(j for j in jobs if not j.path.is_file()))
+    if not missing:
+        return 0
+    tick, done = time.monotonic(), 0
+    every = max(1, len(missing) // 10)
+
+    def progress() -> None:
+        if done % every == 0 or done == len(missing):
+            log(f"{label}: {done}/{len(missing)} rendered ({time.monotonic() - tick:.0f}s)")
+
+    if workers <= 1:
+        for job in missing:
+            run_job(model, job)
+            done += 1
+            progress()
+        return done
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(missing)),
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(str(checkpoint), threads),
+    ) as pool:
+        pending = {pool.submit(_worker_job, job) for job in missing}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    future.result()
+                    done += 1
+                    progress()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return done
+
+
+def load_renders(jobs: list[RenderJob]) -> np.ndarray:
+    """(N, T, H, W, 3) frames of rendered jobs, in job order."""
+    return np.stack([np.load(job.path) for job in jobs])
