@@ -1,5 +1,8 @@
 """`story eval judge|synthesis|concepts|longshot`: evaluation you can trust, one command per area.
 
+`story eval compare A B` puts two synthesis reports of the same plots side by side, B minus A
+paired plot by plot (how a checkpoint or a setting is chosen on validation).
+
 Each writes report.json and a self-contained report.html into `--out` (default
 <workspace>/eval/<area>-<split>-<model>), with 95% intervals and baselines in every table.
 `--split test` is sealed: the run is recorded in bench/results/sealed_test_runs.jsonl first, and
@@ -9,6 +12,7 @@ Retrieval and search add their commands to `eval_app` the same way.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -229,6 +233,48 @@ def eval_synthesis_command(
     result = run_command(as_json, work, (FileNotFoundError, ValueError))
     if result is not None:
         _echo_report(result)
+
+
+@eval_app.command("compare")
+def eval_compare_command(
+    report_a: Annotated[Path, typer.Argument(help="Synthesis report (folder or report.json): A.")],
+    report_b: Annotated[Path, typer.Argument(help="Synthesis report scored on the same plots: B.")],
+    case_set: Annotated[
+        str, typer.Option("--set", help="Case set: production | controlled.")
+    ] = "production",
+    condition: Annotated[
+        str, typer.Option("--condition", help="Rows compared: structure-guided | text-only.")
+    ] = "structure-guided",
+    condition_b: Annotated[
+        str | None,
+        typer.Option("--condition-b", help="B's rows when they differ from A's (e.g. text-only)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the comparison to this JSON file.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """B minus A on every judge column, paired plot by plot, with 95% intervals: how a
+    checkpoint or setting is chosen on validation (both reports must score the same split)."""
+    from story.flows.cli_io import run_command
+    from story.tasks.evaluation.synthesis_compare import (
+        compare_reports,
+        comparison_markdown,
+        load_report,
+    )
+
+    def work() -> dict[str, Any]:
+        result = compare_reports(
+            load_report(report_a), load_report(report_b), case_set, condition, condition_b
+        )
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1) + "\n")
+        return result
+
+    result = run_command(as_json, work)
+    if result is not None:
+        typer.echo(comparison_markdown(result))
 
 
 @eval_app.command("concepts")

@@ -4,7 +4,9 @@ Renders every case (`synthesis_cases`) once per sampling seed with structure gui
 text alone, scores them and the baselines with `clip_scores.score_clips` (the bundled depth net
 is the depth probe: a render's estimated depth against its guide), and writes the report:
 the production path (main table), the controlled case, paired differences, temporal ratios to
-the real clip, retrieval, and the miniature FVD (real vs structure-guided vs text-only).
+the real clip, retrieval, and the miniature FVD (real vs structure-guided vs text-only). The
+report keeps every render's scores by case (`per_case`), so two checkpoints scored on the same
+plots are compared case by case (`synthesis_compare`).
 Renders are kept under the output folder, one file per render (`synthesis_renders`), so an
 interrupted run resumes at the render it stopped at, and `workers` processes render in parallel.
 """
@@ -222,6 +224,7 @@ def evaluate_synthesis(
     log(f"built {config.scenes} cases per set in {seconds['cases']}s")
 
     tables, grids, results = [], [], {}
+    per_case: dict[str, Any] = {}
     for name, cases in sets.items():
         scored, spent, first = score_case_set(
             name, cases, model, reader, config, out / "renders", log, probe, checkpoint
@@ -230,6 +233,13 @@ def evaluate_synthesis(
         made, summary = case_tables(name, cases, scored, GUIDED, TEXT_ONLY, CEILING, REAL_AGAIN)
         tables += made
         results[name] = summary
+        per_case[name] = {
+            "scene_seeds": [c.scene_seed for c in cases],
+            **{
+                label: {k: v.round(6).tolist() for k, v in scored["rows"][label].items()}
+                for label in (GUIDED, TEXT_ONLY)
+            },
+        }
         shown = cases[:6]
         grids.append(
             Grid(
@@ -262,6 +272,7 @@ def evaluate_synthesis(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": seconds,
         "results": results,
+        "per_case": per_case,
     }
     paths = write_report(out, f"Synthesis evaluation: {model.model_id}", summary, tables, grids)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")

@@ -117,6 +117,9 @@ def test_a_whole_run_writes_the_report_and_resumes_from_its_renders(tmp_path) ->
     first = evaluate_synthesis(config, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {"production", "controlled"} <= set(report["summary"]["results"])
+    per_case = report["summary"]["per_case"]["production"]
+    assert len(per_case["scene_seeds"]) == 3
+    assert np.asarray(per_case["structure-guided"]["object IoU"]).shape == (3, 2)
     # one file per render: 2 sets x 2 conditions x 3 plots x 2 seeds
     assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 24
     again = evaluate_synthesis(config, tmp_path / "out", checkpoints, tmp_path / "ws", judge, str)
