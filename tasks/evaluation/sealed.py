@@ -67,20 +67,7 @@ def open_sealed_run(
         and not finished
         and any(e.get("resume_key") == resume_key for e in earlier)
     )
-    if resumes:
-        entry = {
-            "area": area,
-            "model_id": model_id,
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": shlex.join(command if command is not None else sys.argv),
-            "resumed": True,
-            "resume_key": resume_key,
-            **(details or {}),
-        }
-        with path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        return entry
-    if earlier and not rerun:
+    if earlier and not rerun and not resumes:
         first = earlier[0]
         raise SealedSplitError(
             f"{path}: the sealed test split was already scored for {area} on {model_id} "
@@ -92,7 +79,7 @@ def open_sealed_run(
         "model_id": model_id,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join(command if command is not None else sys.argv),
-        "rerun": bool(earlier),
+        **({"resumed": True} if resumes else {"rerun": bool(earlier)}),
         **({"resume_key": resume_key} if resume_key is not None else {}),
         **(details or {}),
     }

@@ -63,14 +63,16 @@ def compare_reports(
     """Per metric: A's and B's means and B - A paired over the plots both scored."""
     seeds_a, rows_a = _scores(a, case_set, condition)
     seeds_b, rows_b = _scores(b, case_set, condition_b or condition)
-    common = [s for s in seeds_a if s in set(seeds_b)]
+    where_a = {seed: i for i, seed in enumerate(seeds_a)}
+    where_b = {seed: i for i, seed in enumerate(seeds_b)}
+    common = [s for s in seeds_a if s in where_b]
     if len(common) < 2:
         raise CompareError(
             f"{a['_path']} and {b['_path']}: {len(common)} plot(s) in common; score the same "
             "split with overlapping --scenes"
         )
-    index_a = [seeds_a.index(s) for s in common]
-    index_b = [seeds_b.index(s) for s in common]
+    index_a = [where_a[s] for s in common]
+    index_b = [where_b[s] for s in common]
     metrics = [m for m in rows_a if m in rows_b]
     out: dict[str, Any] = {}
     for metric in metrics:

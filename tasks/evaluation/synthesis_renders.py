@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,9 +94,8 @@ def _start_worker(checkpoint: str, threads: int) -> None:
     _WORKER_MODEL = load_t2v(checkpoint, device="cpu")
 
 
-def _worker_job(job: RenderJob) -> str:
+def _worker_job(job: RenderJob) -> None:
     run_job(_WORKER_MODEL, job)
-    return str(job.path)
 
 
 def ensure_renders(
@@ -137,14 +136,12 @@ def ensure_renders(
         initializer=_start_worker,
         initargs=(str(checkpoint), threads),
     ) as pool:
-        pending = {pool.submit(_worker_job, job) for job in missing}
+        futures = [pool.submit(_worker_job, job) for job in missing]
         try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    future.result()
-                    done += 1
-                    progress()
+            for future in as_completed(futures):
+                future.result()
+                done += 1
+                progress()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
