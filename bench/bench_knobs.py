@@ -2,7 +2,7 @@
 and structure strength, one at a time from the product defaults, each point a `story eval
 synthesis` run on the production path (retrieved clip, estimated depth, a new look).
 
-    python -m bench.bench_knobs --checkpoint t2v-64 --scenes 24 --seeds 1
+    python -m bench.bench_knobs --checkpoint t2v-64f4 --scenes 24 --seeds 1
 
 Text-only renders are shared by every point of a structure knob's sweep (a knob cache key); each
 point's table row is the judge's reading of the structure-guided renders with 95% intervals.
@@ -42,7 +42,7 @@ def guided_row(report: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="t2v-64")
+    parser.add_argument("--checkpoint", default="t2v-64f4")
     parser.add_argument("--scenes", type=int, default=24)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)

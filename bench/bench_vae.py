@@ -9,7 +9,9 @@ map (colours no caption names). Target: off-palette colours within 20 RGB units.
 scenes of the split before and after the round trip: shape, colour and texture as the caption
 states them, each with its 95% interval, and the paired drop. A render decoded by this
 autoencoder cannot score above the round trip, so this is the latent's ceiling on the
-synthesis table's appearance columns.
+synthesis table's appearance columns. The same scenes give the round trip's warp error against
+the real clip's (`tasks/evaluation/temporal.py`): how much flicker the decoder alone adds, the
+floor of the synthesis table's warp column.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def judged(vae, split: str, scenes: int, size: int) -> dict:
     from story.tasks.evaluation.clip_scores import score_clips
     from story.tasks.evaluation.intervals import paired_difference
     from story.tasks.evaluation.judge_reader import JudgeReader
+    from story.tasks.evaluation.temporal import clip_temporal
 
     reader = JudgeReader.load()
     real, back, targets, masks = [], [], [], []
@@ -78,7 +81,7 @@ def judged(vae, split: str, scenes: int, size: int) -> dict:
         masks.append(clip.masks == 1)
     before, _ = score_clips(reader, real, targets, masks)
     after, _ = score_clips(reader, back, targets, masks)
-    return {
+    readings = {
         name: {
             "real": mean_interval(before[name]),
             "round_trip": mean_interval(after[name]),
@@ -86,6 +89,14 @@ def judged(vae, split: str, scenes: int, size: int) -> dict:
         }
         for name in ("shape", "colour", "texture", "all six")
     }
+    warp_real = np.array([clip_temporal(clip)["warp_error"] for clip in real])
+    warp_back = np.array([clip_temporal(clip)["warp_error"] for clip in back])
+    readings["warp error"] = {
+        "real": mean_interval(warp_real),
+        "round_trip": mean_interval(warp_back),
+        "round_trip_over_real": mean_interval(warp_back / np.maximum(warp_real, 1e-6)),
+    }
+    return readings
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The suite renders on the small t2v-tiny (32x32, 8 frames) for speed; the shipped default
-# (t2v-64) is rendered by tests/flows/test_default_checkpoint.py with this unset.
+# (t2v-64f4) is rendered by tests/flows/test_default_checkpoint.py with this unset.
 os.environ.setdefault("STORY_CHECKPOINT", "tiny")
 # `story search` starts a background search service when none is up; tests (and the commands
 # they run) must leave no daemons behind, so only tests that stop what they start turn it on.

@@ -1,5 +1,6 @@
-"""The shipped default: a render that names no checkpoint is drawn by t2v-64 (64x64, 16 frames);
-t2v-tiny stays loadable by name. The rest of the suite renders on tiny (tests/conftest.py)."""
+"""The shipped default: a render that names no checkpoint is drawn by t2v-64f4 (64x64, 16 frames,
+f4 autoencoder); the older t2v-64 and t2v-tiny stay loadable by name. The rest of the suite
+renders on tiny (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 from story.flows.build_index import build_index
 from story.flows.precompute_depth import synthesis_size
 from story.flows.render_story import render_story
+from story.models.t2v import StructureT2V
 from story.tasks.outputs.video_io import read_mp4
 from story.tasks.provenance.manifest import read_manifest
+from story.tasks.render.checkpoints import resolve_checkpoint
 from story.tasks.settings import Settings
 from tests.flows.library_fixture import build_library
 
@@ -24,15 +27,22 @@ def default_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Setting
     return Settings(workspace=tmp_path / "ws")
 
 
-def test_the_default_checkpoint_is_t2v_64_and_tiny_stays_loadable(
+def test_the_default_checkpoint_is_t2v_64f4_and_the_older_ones_stay_loadable(
     default_settings: Settings,
 ) -> None:
-    assert default_settings.checkpoint == "t2v-64"
+    assert default_settings.checkpoint == "t2v-64f4"
     assert synthesis_size(default_settings) == (64, 64)
+    assert synthesis_size(default_settings, "t2v-64") == (64, 64)
     assert synthesis_size(default_settings, "tiny") == (32, 32)
+    root = default_settings.checkpoints
+    shipped = StructureT2V.from_pretrained(resolve_checkpoint(default_settings.checkpoint, root))
+    older = StructureT2V.from_pretrained(resolve_checkpoint("t2v-64", root))
+    assert shipped.model_id.startswith("t2v-64f4@") and older.model_id.startswith("t2v-64@")
+    # The f4 autoencoder keeps a 16x16 latent per 64x64 frame; t2v-64's f8 one keeps 8x8.
+    assert shipped.latent_shape[1:] == (16, 16, 16) and older.latent_shape[1:] == (16, 8, 8)
 
 
-def test_a_render_that_names_no_checkpoint_is_drawn_by_t2v_64(
+def test_a_render_that_names_no_checkpoint_is_drawn_by_t2v_64f4(
     default_settings: Settings, tmp_path: Path
 ) -> None:
     library = build_library(tmp_path / "library", n_good=2, with_bad=False)
@@ -43,7 +53,7 @@ def test_a_render_that_names_no_checkpoint_is_drawn_by_t2v_64(
         str(story), default_settings.resolved(), params={"steps": 2, "guidance": 2.0}, use_ray=False
     )
     manifest = read_manifest(summary["folder"])
-    assert manifest["inputs"]["checkpoint"]["name"] == "t2v-64"
-    assert manifest["checkpoints"][0]["path"] == "checkpoints/t2v-64"
+    assert manifest["inputs"]["checkpoint"]["name"] == "t2v-64f4"
+    assert manifest["checkpoints"][0]["path"] == "checkpoints/t2v-64f4"
     frames = read_mp4(Path(summary["folder"]) / "plots" / "plot_000.mp4")
     assert frames.shape[0] == 16 and frames.shape[1:3] == (64, 64)
