@@ -25,8 +25,8 @@ WIDTH = 128
 GAP = 12
 
 
-def plot_strips(folder: Path, width: int = WIDTH) -> tuple[str, list[np.ndarray]]:
-    """(checkpoint name, one labelled film strip per plot) of a render folder."""
+def plot_strips(folder: Path, width: int = WIDTH) -> list[np.ndarray]:
+    """One film strip per plot of a render folder, labelled with the plot and its checkpoint."""
     manifest = read_manifest(folder)
     name = manifest["inputs"]["checkpoint"]["name"]
     strips = []
@@ -37,13 +37,13 @@ def plot_strips(folder: Path, width: int = WIDTH) -> tuple[str, list[np.ndarray]
         big[0] = burn_text(big[0], f"{int(plot['index']) + 1} {name}", TOP_LEFT)
         picks = np.linspace(0, len(big) - 1, FRAMES).round().astype(int)
         strips.append(film_strip(big[picks], FRAMES))
-    return name, strips
+    return strips
 
 
 def comparison_picture(original: Path, rerender: Path) -> np.ndarray:
     """Rows of [original strip | re-render strip], white between them."""
-    _, before = plot_strips(original)
-    _, after = plot_strips(rerender)
+    before = plot_strips(original)
+    after = plot_strips(rerender)
     if len(before) != len(after):
         raise SystemExit(f"{original} has {len(before)} plots, {rerender} has {len(after)}")
     rows = []
