@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,13 @@ from story.tasks.evaluation.concept_characters import (
 from story.tasks.settings import REPO_ROOT
 from story.tasks.world import miniworld
 from story.tasks.world.captions import BACKGROUND_WORDS
+from tests.scripts import load_script
 
 ZIB = CHARACTERS["zib"].signature
 
 
 def _sheet_maker():
-    path = REPO_ROOT / "datasets" / "make_character_sheet.py"
-    spec = importlib.util.spec_from_file_location("make_character_sheet", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO_ROOT / "datasets" / "make_character_sheet.py")
 
 
 def test_the_sheet_shows_zib_and_no_world_scene_does(tmp_path: Path) -> None:

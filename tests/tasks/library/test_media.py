@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 import uuid
 from pathlib import Path
@@ -21,15 +20,13 @@ from story.tasks.library.media import (
     sample_indices,
     source_hash,
 )
+from tests.scripts import load_script
 
 FILES = Path(__file__).resolve().parents[2] / "test_files"
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_test_files", FILES / "make_test_files.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(FILES / "make_test_files.py")
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,18 +13,14 @@ import pytest
 
 from story.tasks.library.manifest import read_manifest
 from story.tasks.world import miniworld as mw
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[3] / "datasets" / "build_sample_library.py"
 
 
 @pytest.fixture(scope="module")
 def builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_sample_library", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ the original's frames on the left and the re-render's on the right, from the fol
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +12,7 @@ import pytest
 from story.tasks.outputs.imaging import STRIP_GAP, resize
 from story.tasks.outputs.video_io import read_mp4
 from story.tasks.provenance.manifest import read_manifest
+from tests.scripts import load_script
 from tests.tasks.outputs.render_fixture import make_render
 
 SCRIPT = Path(__file__).resolve().parents[3] / "datasets" / "make_checkpoint_preview.py"
@@ -21,12 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[3] / "datasets" / "make_checkpoint_pre
 
 @pytest.fixture(scope="module")
 def preview() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_checkpoint_preview", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def last_frames(folder: Path) -> list[np.ndarray]:
