@@ -33,10 +33,10 @@ def plot_strips(folder: Path, width: int = WIDTH) -> list[np.ndarray]:
     for plot in sorted(manifest["plots"], key=lambda p: int(p["index"])):
         frames = read_mp4(folder / plot["video"])
         height = round(frames.shape[1] * width / frames.shape[2])
-        big = np.stack([resize(f, (height, width), "nearest") for f in frames])
+        picks = np.linspace(0, len(frames) - 1, FRAMES).round().astype(int)
+        big = np.stack([resize(frames[i], (height, width), "nearest") for i in picks])
         big[0] = burn_text(big[0], f"{int(plot['index']) + 1} {name}", TOP_LEFT)
-        picks = np.linspace(0, len(big) - 1, FRAMES).round().astype(int)
-        strips.append(film_strip(big[picks], FRAMES))
+        strips.append(film_strip(big, FRAMES))
     return strips
 
 
