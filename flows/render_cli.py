@@ -24,7 +24,44 @@ CheckpointOpt = Annotated[
         "settings' (STORY_CHECKPOINT, t2v-64f4)."
     ),
 ]
+StrengthOpt = Annotated[
+    float | None,
+    typer.Option(min=0.0, help="Structure strength: scale of the added structure features (1)."),
+]
+DetailOpt = Annotated[
+    int | None,
+    typer.Option(min=0, max=6, help="Structure detail level: each level halves the guide (0)."),
+]
+TemporalGuidanceOpt = Annotated[
+    float | None,
+    typer.Option(min=0.0, help="Temporal guidance: > 1 smoother, 0 the per-frame image model (1)."),
+]
+NoiseShareOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=0.99,
+        help="Starting noise shared across frames (0..0.99): calmer, with less motion (0).",
+    ),
+]
 render_app = typer.Typer()
+
+
+def sampling_knobs(
+    strength: float | None,
+    detail: int | None,
+    temporal_guidance: float | None,
+    noise_share: float | None,
+) -> dict[str, Any]:
+    """The sampling knobs a command sets; an unset knob stays out, so the render id (and every
+    render made before the knob existed) is unchanged unless the TD asks for it."""
+    given = {
+        "strength": strength,
+        "detail": detail,
+        "temporal_guidance": temporal_guidance,
+        "noise_share": noise_share,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 @render_app.command("plots")
@@ -58,6 +95,10 @@ def render_command(
     tau: Annotated[
         int | None, typer.Option(min=0, max=1000, help="Structure only for steps t >= tau.")
     ] = None,
+    strength: StrengthOpt = None,
+    detail: DetailOpt = None,
+    temporal_guidance: TemporalGuidanceOpt = None,
+    noise_share: NoiseShareOpt = None,
     prompt_frames: Annotated[
         int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
     ] = 2,
@@ -105,6 +146,7 @@ def render_command(
         "prompt_frames": prompt_frames,
         "alpha": alpha,
         "beta": beta,
+        **sampling_knobs(strength, detail, temporal_guidance, noise_share),
     }
     if tau is not None:
         params["tau"] = tau
@@ -176,6 +218,10 @@ def shot_command(
     seed: Annotated[int, typer.Option(min=0, help="Noise seed.")] = 0,
     frames: Annotated[int | None, typer.Option(min=1, max=256, help="Shot length.")] = None,
     steps: Annotated[int, typer.Option(min=1, max=1000, help="Denoising steps.")] = 25,
+    strength: StrengthOpt = None,
+    detail: DetailOpt = None,
+    temporal_guidance: TemporalGuidanceOpt = None,
+    noise_share: NoiseShareOpt = None,
     checkpoint: CheckpointOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
@@ -199,7 +245,10 @@ def shot_command(
             tau=tau,
             frames=frames,
             checkpoint=checkpoint,
-            params={"steps": steps},
+            params={
+                "steps": steps,
+                **sampling_knobs(strength, detail, temporal_guidance, noise_share),
+            },
         )
 
     result = run_command(as_json, work, (FileNotFoundError,))

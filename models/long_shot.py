@@ -26,7 +26,12 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DDIMScheduler
 
-from story.models.sampler import SamplerStats, initial_noise, sample_latents
+from story.models.sampler import (
+    SamplerStats,
+    initial_noise,
+    sample_latents,
+    share_across_frames,
+)
 from story.models.t2v import StructureT2V
 
 
@@ -65,13 +70,19 @@ def clip_starts(total: int, length: int, prompt_frames: int) -> list[int]:
 
 
 def continuation_noise(
-    previous: torch.Tensor, params: ReuseDiffuse, generator: torch.Generator, overlap: int
+    previous: torch.Tensor,
+    params: ReuseDiffuse,
+    generator: torch.Generator,
+    overlap: int,
+    share: float = 0.0,
 ) -> torch.Tensor:
     """Starting noise of the next clip, whose first `overlap` frames repeat the previous clip's
-    last ones: those keep their own noise, the rest reuse the reversed past plus fresh noise."""
+    last ones: those keep their own noise, the rest reuse the reversed past plus fresh noise
+    (correlated across frames by `share`, as the first clip's start)."""
     m = overlap
     reused = previous.flip(2) if params.noise_reversion else previous
     fresh = torch.randn(previous.shape, generator=generator, dtype=previous.dtype)
+    fresh = share_across_frames(fresh, share, generator)
     mixed = (params.alpha * reused + fresh.to(previous.device)) / math.sqrt(1 + params.alpha**2)
     noise = mixed.clone()
     noise[:, :, :m] = previous[:, :, -m:]
@@ -112,6 +123,7 @@ def sample_long(
     strength: float = 1.0,
     detail: int = 0,
     temporal_guidance: float = 1.0,
+    noise_share: float = 0.0,
     seed: int = 0,
     stats: SamplerStats | None = None,
 ) -> torch.Tensor:
@@ -131,11 +143,11 @@ def sample_long(
         window = None if structure is None else structure[:, :, start : start + length]
         if latents is None:
             batch = (text_states(999) if callable(text_states) else text_states).shape[0]
-            noise = initial_noise(model, batch, generator)
+            noise = initial_noise(model, batch, generator, noise_share)
             hook = None
         else:
             overlap = done - start
-            noise = continuation_noise(noise, params, generator, overlap)
+            noise = continuation_noise(noise, params, generator, overlap, noise_share)
             prompt = latents[:, :, length - overlap :]
             hook = _pin_prompt_frames(prompt, noise[:, :, :overlap], guided_steps)
         latents = sample_latents(

@@ -1,9 +1,10 @@
 """The structure-guided video pipeline: diffusers' `DiffusionPipeline` around a video bundle.
 
 Its `__call__` signature is the one home of the sampling defaults (steps, guidance, tau,
-structure strength, detail level, temporal guidance): every other place that needs a default
-reads it with `sampling_defaults()`. The pipeline gives `from_pretrained`, `.to()` and the
-diffusers step callback (`callback_on_step_end(pipe, step, t, {"latents": x}) -> dict`).
+structure strength, detail level, temporal guidance, noise shared across frames): every other
+place that needs a default reads it with `sampling_defaults()`. The pipeline gives
+`from_pretrained`, `.to()` and the diffusers step callback
+(`callback_on_step_end(pipe, step, t, {"latents": x}) -> dict`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from diffusers import DiffusionPipeline
 from story.models.sampler import SamplerStats, sample_latents
 from story.models.t2v import StructureT2V
 
-SAMPLING_KEYS = ("steps", "guidance", "tau", "strength", "detail", "temporal_guidance")
+SAMPLING_KEYS = (
+    "steps",
+    "guidance",
+    "tau",
+    "strength",
+    "detail",
+    "temporal_guidance",
+    "noise_share",
+)
 
 
 class StructureGuidedPipeline(DiffusionPipeline):
@@ -47,6 +56,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         strength: float = 1.0,
         detail: int = 0,
         temporal_guidance: float = 1.0,
+        noise_share: float = 0.0,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -76,6 +86,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
             strength=strength,
             detail=detail,
             temporal_guidance=temporal_guidance,
+            noise_share=noise_share,
             generator=generator,
             latents=latents,
             stats=stats,

@@ -13,7 +13,9 @@ Two more knobs follow Gen-1: `detail` blurs the structure (0 = as given, each le
 resolution), trading structure fidelity for freedom; `temporal_guidance` w extrapolates the
 video prediction away from the per-frame image prediction of the same model (temporal layers
 off): cond = image + w (video - image); 1 is the plain video model, > 1 smoother motion, at one
-more U-Net call per step.
+more U-Net call per step. `noise_share` s correlates the starting noise across frames: each
+frame's noise is sqrt(s) * one shared draw + sqrt(1 - s) * its own (unit variance kept; 0 is the
+plain i.i.d. start and draws exactly the same numbers as before the knob existed).
 """
 
 from __future__ import annotations
@@ -36,12 +38,33 @@ class SamplerStats:
     encoder_runs: int = 0
 
 
-def initial_noise(
-    model: StructureT2V, batch: int, generator: torch.Generator | None
+def check_noise_share(share: float) -> None:
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"noise_share must be in [0, 1), got {share}")
+
+
+def share_across_frames(
+    noise: torch.Tensor, share: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Seeded starting latents, drawn on the CPU so every device gets the same numbers."""
+    """(B, C, T, h, w) unit noise -> sqrt(s) * one draw shared by all frames + sqrt(1 - s) * noise.
+
+    The shared draw comes after `noise` from the same generator, so s = 0 changes nothing."""
+    check_noise_share(share)
+    if share == 0.0:
+        return noise
+    b, c, _, h, w = noise.shape
+    shared = torch.randn((b, c, 1, h, w), generator=generator, dtype=noise.dtype)
+    return share**0.5 * shared.to(noise.device) + (1.0 - share) ** 0.5 * noise
+
+
+def initial_noise(
+    model: StructureT2V, batch: int, generator: torch.Generator | None, share: float = 0.0
+) -> torch.Tensor:
+    """Seeded starting latents, drawn on the CPU so every device gets the same numbers;
+    `share` correlates them across frames (`share_across_frames`)."""
     shape = (batch, *model.latent_shape)
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(model.device)
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    return share_across_frames(noise, share, generator).to(model.device)
 
 
 @torch.no_grad()
@@ -57,6 +80,7 @@ def sample_latents(
     strength: float = 1.0,
     detail: int = 0,
     temporal_guidance: float = 1.0,
+    noise_share: float = 0.0,
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     stats: SamplerStats | None = None,
@@ -64,6 +88,7 @@ def sample_latents(
 ) -> torch.Tensor:
     """Denoise (B, C, T, h, w) latents for B prompts; `structure`: (B, C_s, T, H, W) in [-1, 1].
 
+    `noise_share` applies only when the sampler draws the start itself (`latents` is None).
     `after_step(step_index, scheduler, x)` may edit the latents after each denoising step (the
     long-shot continuation pins its prompt frames this way).
     """
@@ -73,6 +98,7 @@ def sample_latents(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if detail < 0:
         raise ValueError(f"detail must be a level >= 0, got {detail}")
+    check_noise_share(noise_share)
     stats = stats if stats is not None else SamplerStats()
     per_step = callable(text_states)
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
@@ -86,7 +112,10 @@ def sample_latents(
         raise ValueError("classifier-free guidance (guidance != 1) needs null_states")
     if use_cfg and null_states.shape[0] != batch:
         null_states = null_states.expand(batch, -1, -1)
-    x = initial_noise(model, batch, generator) if latents is None else latents.to(model.device)
+    if latents is None:
+        x = initial_noise(model, batch, generator, noise_share)
+    else:
+        x = latents.to(model.device)
     x = x * scheduler.init_noise_sigma
     states = torch.cat([null_states, text_states]) if use_cfg else text_states
     states = states.to(model.device)

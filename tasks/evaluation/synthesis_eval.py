@@ -49,7 +49,7 @@ REAL_AGAIN = "real: another take of the same plot"
 
 
 STRUCTURE_KNOBS = ("tau", "strength", "detail")
-SWEEPABLE = (*STRUCTURE_KNOBS, "temporal_guidance")
+SWEEPABLE = (*STRUCTURE_KNOBS, "temporal_guidance", "noise_share")
 INTEGER_KNOBS = ("tau", "detail")
 
 
@@ -69,7 +69,8 @@ class SynthesisEvalConfig:
     workers: int = 1
     """Processes that render (each loads the model, `threads` torch threads each)."""
     sampling: dict[str, float] = field(default_factory=dict)
-    """Sampling knobs other than the defaults (tau, strength, detail, temporal_guidance)."""
+    """Sampling knobs other than the defaults (tau, strength, detail, temporal_guidance,
+    noise_share)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sampling) - set(SWEEPABLE))

@@ -25,7 +25,15 @@ from story.tasks.settings import Settings
 from story.tasks.structure.depth_store import DepthStore, get_or_compute_depth, make_key
 
 # Sampling parameters a job may set (others take `synthesize`'s defaults), as JSON gives them back.
-SAMPLING_KINDS: dict[str, type] = {"steps": int, "guidance": float, "tau": int, "strength": float}
+SAMPLING_KINDS: dict[str, type] = {
+    "steps": int,
+    "guidance": float,
+    "tau": int,
+    "strength": float,
+    "detail": int,
+    "temporal_guidance": float,
+    "noise_share": float,
+}
 
 
 def check_clip_source(job: PlotJob) -> None:

@@ -91,6 +91,7 @@ def synthesize(
     strength: float = DEFAULTS["strength"],
     detail: int = DEFAULTS["detail"],
     temporal_guidance: float = DEFAULTS["temporal_guidance"],
+    noise_share: float = DEFAULTS["noise_share"],
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     stats: SamplerStats | None = None,
@@ -132,6 +133,7 @@ def synthesize(
                 strength=strength,
                 detail=detail,
                 temporal_guidance=temporal_guidance,
+                noise_share=noise_share,
                 seed=seed,
                 stats=stats,
             )[0].permute(1, 0, 2, 3)
@@ -151,6 +153,7 @@ def synthesize(
                 strength=strength,
                 detail=detail,
                 temporal_guidance=temporal_guidance,
+                noise_share=noise_share,
                 generator=torch.Generator().manual_seed(seed),
                 stats=stats,
             )
@@ -173,6 +176,7 @@ def render_batch(
     strength: float = DEFAULTS["strength"],
     detail: int = DEFAULTS["detail"],
     temporal_guidance: float = DEFAULTS["temporal_guidance"],
+    noise_share: float = DEFAULTS["noise_share"],
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
     """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W)."""
@@ -190,6 +194,7 @@ def render_batch(
         strength=strength,
         detail=detail,
         temporal_guidance=temporal_guidance,
+        noise_share=noise_share,
         generator=generator,
         stats=stats,
     )

@@ -105,6 +105,27 @@ def test_reproduce_is_identical_and_refuses_a_changed_checkpoint(studio: Setting
         weights.write_bytes(original)
 
 
+def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: Settings) -> None:
+    from story.flows.render_cli import sampling_knobs
+
+    assert sampling_knobs(None, None, None, None) == {}
+    knobs = sampling_knobs(None, None, 1.5, 0.6)
+    assert knobs == {"temporal_guidance": 1.5, "noise_share": 0.6}
+    story = story_file(studio)
+    plain = _render(studio, story, seed=3)
+    calm = render_story(
+        str(story), studio.resolved(), params={**FAST, **knobs}, seed=3, use_ray=False
+    )
+    assert calm["render_id"] != plain["render_id"]
+    old, new = read_manifest(plain["manifest"]), read_manifest(calm["manifest"])
+    assert all("noise_share" not in p["params"] for p in old["plots"])
+    assert all(p["params"]["noise_share"] == 0.6 for p in new["plots"])
+    assert all(p["params"]["temporal_guidance"] == 1.5 for p in new["plots"])
+    assert [p["frames_sha256"] for p in new["plots"]] != [p["frames_sha256"] for p in old["plots"]]
+    again = reproduce_render(calm["render_id"], studio.resolved())
+    assert again["identical"] is True
+
+
 def test_rerender_on_another_checkpoint_keeps_clips_and_compares(studio: Settings) -> None:
     story = story_file(studio)
     base = _render(studio, story)

@@ -70,3 +70,22 @@ def test_bad_parameters_are_refused(model, states) -> None:
         )
     with pytest.raises(ValueError, match="at least 4 frames"):
         sample_long(model, text, null, None, 3, steps=1, guidance=1.0)
+
+
+def test_shared_noise_carries_into_each_continued_clip(model, states) -> None:
+    previous = torch.randn(1, 4, 6, 2, 2, generator=torch.Generator().manual_seed(0))
+    params = ReuseDiffuse(prompt_frames=2, alpha=0.0)
+    plain = continuation_noise(previous, params, torch.Generator().manual_seed(1), overlap=2)
+    zero = continuation_noise(previous, params, torch.Generator().manual_seed(1), 2, share=0.0)
+    shared = continuation_noise(previous, params, torch.Generator().manual_seed(1), 2, share=0.9)
+    assert torch.equal(plain, zero)
+    assert torch.equal(shared[:, :, :2], previous[:, :, -2:])  # prompt frames keep their noise
+    spread = lambda x: float(x[:, :, 2:].std(dim=2).mean())  # noqa: E731
+    assert spread(shared) < 0.5 * spread(plain)  # the new frames start close to each other
+    text, null = states
+    kwargs = {"steps": 3, "guidance": 2.0, "seed": 4, "noise_share": 0.5}
+    a = sample_long(model, text, null, None, 11, **kwargs)
+    assert torch.equal(a, sample_long(model, text, null, None, 11, **kwargs))
+    assert not torch.equal(
+        a, sample_long(model, text, null, None, 11, **{**kwargs, "noise_share": 0})
+    )

@@ -125,3 +125,29 @@ def test_the_pipeline_signature_is_the_one_home_of_sampling_defaults(model) -> N
     assert torch.equal(out, direct)
     video = pipe(text, null, steps=2, output_type="pt", generator=torch.Generator().manual_seed(1))
     assert video.shape[:3] == (1, 3, model.config.frames)
+
+
+def test_noise_share_correlates_the_start_across_frames_and_zero_is_the_old_start() -> None:
+    from story.models.sampler import share_across_frames
+
+    plain = torch.randn((64, 4, 8, 6, 6), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(share_across_frames(plain, 0.0, torch.Generator().manual_seed(9)), plain)
+    for share in (0.25, 0.5, 0.8):
+        mixed = share_across_frames(plain, share, torch.Generator().manual_seed(9))
+        assert abs(float(mixed.std()) - 1.0) < 0.02
+        a, b = mixed[:, :, 0].flatten(), mixed[:, :, 5].flatten()
+        correlation = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+        assert abs(correlation - share) < 0.03, (share, correlation)
+    with pytest.raises(ValueError, match="noise_share"):
+        share_across_frames(plain, 1.0, None)
+
+
+def test_noise_share_reaches_the_sampler_and_stays_seeded(model) -> None:
+    plain, _ = _run(model, _structure(model), seed=4)
+    zero, _ = _run(model, _structure(model), seed=4, noise_share=0.0)
+    shared, _ = _run(model, _structure(model), seed=4, noise_share=0.6)
+    again, _ = _run(model, _structure(model), seed=4, noise_share=0.6)
+    assert torch.equal(plain, zero)
+    assert torch.equal(shared, again) and not torch.allclose(shared, plain)
+    with pytest.raises(ValueError, match="noise_share"):
+        _run(model, None, noise_share=-0.1)
