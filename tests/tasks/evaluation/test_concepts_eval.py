@@ -136,6 +136,12 @@ def test_a_shared_decoder_serves_every_decoder_row_and_the_methods_are_compared(
     }
     tables = json.loads((out / "report.json").read_text())["tables"]
     assert any(t["title"].startswith("What each ingredient adds") for t in tables)
+    # The ceiling also reads the sheet through the seed's decoder top, which bounds +decoder rows.
+    assert set(tables[-1]["rows"]) == {
+        "the character's images, as drawn",
+        "the same through the model's autoencoder",
+        "the same through the decoder top of seed 0",
+    }
     # The augmentation ablation changes the token's training alone: the seed's decoder top
     # (trained with augmentation) is read back, the token is trained on the images as drawn.
     plain = tmp_path / "plain"
