@@ -50,7 +50,7 @@ REAL_AGAIN = "real: another take of the same plot"
 
 STRUCTURE_KNOBS = ("tau", "strength", "detail")
 SWEEPABLE = (*STRUCTURE_KNOBS, "temporal_guidance", "noise_share")
-INTEGER_KNOBS = ("tau", "detail")
+INTEGER_KNOBS = tuple(k for k in SWEEPABLE if isinstance(SAMPLING_DEFAULTS[k], int))
 
 
 @dataclass

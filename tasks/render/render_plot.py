@@ -15,6 +15,7 @@ import numpy as np
 
 from story.models.device import set_torch_threads
 from story.models.long_shot import ReuseDiffuse
+from story.models.pipeline import SAMPLING_DEFAULTS
 from story.tasks.hashing import sha256_json
 from story.tasks.library.media import read_frames, source_hash
 from story.tasks.provenance.checkpoint_identity import checkpoint_sha256
@@ -24,16 +25,9 @@ from story.tasks.render.shot_cache import ShotCache
 from story.tasks.settings import Settings
 from story.tasks.structure.depth_store import DepthStore, get_or_compute_depth, make_key
 
-# Sampling parameters a job may set (others take `synthesize`'s defaults), as JSON gives them back.
-SAMPLING_KINDS: dict[str, type] = {
-    "steps": int,
-    "guidance": float,
-    "tau": int,
-    "strength": float,
-    "detail": int,
-    "temporal_guidance": float,
-    "noise_share": float,
-}
+# Sampling parameters a job may set (others take `synthesize`'s defaults), each with the type of
+# its pipeline default, to restore what JSON gives back.
+SAMPLING_KINDS: dict[str, type] = {key: type(value) for key, value in SAMPLING_DEFAULTS.items()}
 
 
 def check_clip_source(job: PlotJob) -> None:
