@@ -38,7 +38,6 @@ from story.tasks.evaluation.concept_characters import (
 )
 from story.tasks.evaluation.concept_shots import ConceptShot, concept_shots, regularization_seeds
 from story.tasks.evaluation.concept_store import (
-    DECODER_WEIGHTS,
     Cells,
     cached_decoder,
     cached_pack,
@@ -296,8 +295,6 @@ def evaluate_concepts(
 
     `against`: another run's out folder on the same shots (an ablation: another --tau, no
     augmentation, ...); each row both runs hold is compared with it, paired by shot and seed."""
-    from safetensors.torch import load_file
-
     from story.tasks.concepts.decoder import swapped_decoder
     from story.tasks.concepts.params import ConceptParams
     from story.tasks.concepts.runtime import load_concepts, unload_concepts
@@ -378,6 +375,11 @@ def evaluate_concepts(
             base_checkpoint=fingerprint,
         ).pack
 
+    def shared_decoder_params(seed: int) -> Any:
+        # The decoder reads no token: its settings are the same whichever method asks for it.
+        steps = config.decoder_steps or DEFAULT_DECODER_STEPS
+        return replace(params_for("timeinv_lora", seed, steps), augment=True)
+
     def shared_pack(method: str, seed: int) -> Any:
         """The base method's token pack (trained once, kept under packs/BASE-seedK) with the
         seed's shared decoder top when the row asks for one."""
@@ -388,8 +390,7 @@ def evaluate_concepts(
             pack = cached_pack(folder, params) or train(base, params, folder)
         if not decoder_steps or method == base:
             return pack
-        # The decoder reads no token: its settings are the same whichever method asks for it.
-        decoder_params = replace(params_for("timeinv_lora", seed, decoder_steps), augment=True)
+        decoder_params = shared_decoder_params(seed)
         folder = out / "decoders" / f"seed{seed}"
         with locked(folder.with_suffix(".lock")):
             decoder = cached_decoder(folder, decoder_params, fingerprint)
@@ -447,8 +448,12 @@ def evaluate_concepts(
         log(f"concepts: {label} ({seconds[label]}s)")
     for seed in range(config.training_seeds):
         decoder_folder = out / "decoders" / f"seed{seed}"
-        if config.shared_decoder and (decoder_folder / DECODER_WEIGHTS).is_file():
-            weights = load_file(str(decoder_folder / DECODER_WEIGHTS))
+        weights = (
+            cached_decoder(decoder_folder, shared_decoder_params(seed), fingerprint)
+            if config.shared_decoder
+            else None
+        )
+        if weights is not None:
             with swapped_decoder(model.vae, weights, name):
                 trip = sheet_identity(model, reader, images, character)[ROUND_TRIP]
             ceiling[f"the same through the decoder top of seed {seed}"] = trip

@@ -13,6 +13,7 @@ per clip so ranking reads them without decoding anything.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,46 +60,92 @@ def _grey_frames(frames: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def camera_fit(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Robust similarity fit of a flow field: (tx, ty, scale, rotation) in frame widths, and
-    the residual flow (H, W, 2) the camera does not explain."""
-    h, w = flow.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    x = ((xs - (w - 1) / 2) / w).ravel()
-    y = ((ys - (h - 1) / 2) / w).ravel()
-    one, zero = np.ones_like(x), np.zeros_like(x)
-    design = np.concatenate([np.stack([one, zero, x, -y], 1), np.stack([zero, one, y, x], 1)])
-    target = np.concatenate([flow[..., 0].ravel(), flow[..., 1].ravel()]) / w
-    weight = np.ones(len(target), np.float32)
-    params = np.zeros(4, np.float32)
-    for _ in range(IRLS_ROUNDS):
-        weighted = design * weight[:, None]
-        params = np.linalg.solve(weighted.T @ design + 1e-6 * np.eye(4), weighted.T @ target)
-        residual = target - design @ params
-        scale = 1.4826 * float(np.median(np.abs(residual))) + 1e-4
-        weight = 1.0 / np.maximum(1.0, np.abs(residual) / (1.5 * scale))
-    residual = target - design @ params
-    n = len(x)
-    return params.astype(np.float32), np.stack([residual[:n], residual[n:]], 1).reshape(h, w, 2)
-
-
-def _object_track(residual: np.ndarray) -> list[float]:
-    """Centre-weighted residual motion: energy, centroid, velocity and expansion of one step."""
-    h, w = residual.shape[:2]
+@functools.lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centred pixel coordinates in frame widths (x, y as (H, W)), the moments basis
+    [1, x, y, x^2, y^2, xy] (HW, 6) the similarity fit sums over, and the centre weighting
+    (H, W) of one analysis size; read-only, shared."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     xs = (xs - (w - 1) / 2) / w
     ys = (ys - (h - 1) / 2) / w
-    energy = np.linalg.norm(residual, axis=2)
-    weight = energy * np.exp(-(xs**2) / (2 * CENTRE_SIGMA**2))
-    total = float(weight.sum()) + 1e-6
-    cx = float((weight * xs).sum()) / total
-    cy = float((weight * ys).sum()) / total
-    u = float((weight * residual[..., 0]).sum()) / total
-    v = float((weight * residual[..., 1]).sum()) / total
-    dx, dy = xs - cx, ys - cy
+    x, y = xs.ravel(), ys.ravel()
+    basis = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], 1)
+    centre = np.exp(-(xs**2) / (2 * CENTRE_SIGMA**2)).astype(np.float32)
+    for array in (xs, ys, basis, centre):
+        array.setflags(write=False)
+    return xs, ys, basis, centre
+
+
+def camera_fits(flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Robust similarity fits of a stack of flow fields (P, H, W, 2) at once: per field
+    (tx, ty, scale, rotation) in frame widths (P, 4), and the residual flow (P, H, W, 2) the
+    camera does not explain.
+
+    The model is u = tx + s x - r y, v = ty + s y + r x, fitted by iteratively reweighted least
+    squares with a Huber weight on the residual's robust scale (so a moving object does not
+    drag the camera estimate). The 4x4 normal equations are built from weighted moments of the
+    pixel grid, one small matrix product per round for all fields, not a (2HW, 4) design per
+    field.
+    """
+    pairs, h, w = flows.shape[:3]
+    _, _, basis, _ = _grid(h, w)
+    x, y = basis[:, 1], basis[:, 2]
+    n = h * w
+    fu = flows[..., 0].reshape(pairs, n).astype(np.float32) / w
+    fv = flows[..., 1].reshape(pairs, n).astype(np.float32) / w
+    wu = np.ones_like(fu)
+    wv = np.ones_like(fv)
+    ru, rv = fu, fv
+    params = np.zeros((pairs, 4), np.float32)
+    for _ in range(IRLS_ROUNDS):
+        mu, mv = wu @ basis, wv @ basis  # weighted moments [1, x, y, xx, yy, xy] per field
+        bu, bv = (wu * fu) @ basis[:, :3], (wv * fv) @ basis[:, :3]
+        normal = np.zeros((pairs, 4, 4), np.float32)
+        normal[:, 0, 0], normal[:, 1, 1] = mu[:, 0], mv[:, 0]
+        normal[:, 0, 2], normal[:, 0, 3] = mu[:, 1], -mu[:, 2]
+        normal[:, 1, 2], normal[:, 1, 3] = mv[:, 2], mv[:, 1]
+        normal[:, 2, 2] = mu[:, 3] + mv[:, 4]
+        normal[:, 3, 3] = mu[:, 4] + mv[:, 3]
+        normal[:, 2, 3] = mv[:, 5] - mu[:, 5]
+        normal = np.triu(normal) + np.swapaxes(np.triu(normal, 1), 1, 2)
+        normal += 1e-6 * np.eye(4, dtype=np.float32)
+        rhs = np.stack([bu[:, 0], bv[:, 0], bu[:, 1] + bv[:, 2], bv[:, 1] - bu[:, 2]], 1)
+        params = np.linalg.solve(normal, rhs[..., None])[..., 0].astype(np.float32)
+        tx, ty, sc, rot = (params[:, i : i + 1] for i in range(4))
+        ru = fu - (tx + sc * x - rot * y)
+        rv = fv - (ty + sc * y + rot * x)
+        both = np.abs(np.concatenate([ru, rv], 1))
+        scale = 1.4826 * np.median(both, axis=1, keepdims=True) + 1e-4
+        weight = 1.0 / np.maximum(1.0, both / (1.5 * scale))
+        wu, wv = weight[:, :n], weight[:, n:]
+    return params, np.stack([ru, rv], 2).reshape(pairs, h, w, 2).astype(np.float32)
+
+
+def camera_fit(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`camera_fits` of one flow field (H, W, 2)."""
+    params, residual = camera_fits(np.asarray(flow)[None])
+    return params[0], residual[0]
+
+
+def _object_tracks(residual: np.ndarray) -> np.ndarray:
+    """Centre-weighted residual motion of each step (P, H, W, 2) -> (P, 7): energy, weight,
+    centroid x / y, velocity u / v and expansion (towards / away)."""
+    pairs, h, w = residual.shape[:3]
+    xs, ys, _, centre = _grid(h, w)
+    energy = np.linalg.norm(residual, axis=3)
+    weight = energy * centre
+    total = weight.sum((1, 2)) + 1e-6
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return (weight * values).sum((1, 2)) / total
+
+    cx, cy = mean(xs), mean(ys)
+    u, v = mean(residual[..., 0]), mean(residual[..., 1])
+    dx, dy = xs - cx[:, None, None], ys - cy[:, None, None]
     radial = (residual[..., 0] * dx + residual[..., 1] * dy) / np.sqrt(dx * dx + dy * dy + 1e-3)
-    expansion = float((weight * radial).sum()) / total
-    return [float(energy.mean()), total / (h * w), cx, cy, u, v, expansion]
+    expansion = mean(radial)
+    track = np.stack([energy.mean((1, 2)), total / (h * w), cx, cy, u, v, expansion], 1)
+    return track.astype(np.float64)
 
 
 def _sign_changes(series: np.ndarray) -> float:
@@ -113,20 +160,21 @@ def motion_descriptor(frames: np.ndarray) -> np.ndarray:
     grey = _grey_frames(np.asarray(frames))
     if len(grey) < 2:
         raise MotionError(f"motion needs at least 2 frames, got {len(grey)}")
-    camera, track = [], []
-    for a, b in zip(grey, grey[1:], strict=False):
-        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)
-        params, residual = camera_fit(flow)
-        camera.append(params)
-        track.append(_object_track(residual))
+    flows = np.stack(
+        [
+            cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)
+            for a, b in zip(grey, grey[1:], strict=False)
+        ]
+    )
+    camera, residual = camera_fits(flows)
+    track = _object_tracks(residual)
     features: list[float] = []
-    for series in (np.asarray(camera), np.asarray(track)):
+    for series in (camera, track):
         half = max(1, len(series) // 2)
         trend = series[:half].mean(0) - series[half:].mean(0) if len(series) > 1 else series[0] * 0
         features += list(series.mean(0)) + list(np.abs(series).mean(0)) + list(series.std(0))
         features += list(trend)
-    track_array = np.asarray(track)
-    features += [_sign_changes(track_array[:, 5]), _sign_changes(track_array[:, 4])]
+    features += [_sign_changes(track[:, 5]), _sign_changes(track[:, 4])]
     return np.asarray(features, dtype=np.float32)
 
 

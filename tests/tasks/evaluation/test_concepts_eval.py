@@ -178,3 +178,11 @@ def test_a_shared_decoder_serves_every_decoder_row_and_the_methods_are_compared(
         cell.unlink()
     with pytest.raises(ValueError, match="decoder top trained with other settings"):
         evaluate_concepts(replace(config, decoder_steps=3), out, mini, images, judge)
+    # The ceiling row reads a seed's decoder top only if it was trained with this run's settings.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "decoders").symlink_to(out / "decoders")
+    with pytest.raises(ValueError, match="decoder top trained with other settings"):
+        evaluate_concepts(
+            replace(config, decoder_steps=3, methods=["none"]), other, mini, images, judge
+        )

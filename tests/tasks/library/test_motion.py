@@ -13,6 +13,8 @@ from story.tasks.library.motion import (
     MOTION_LABELS,
     MotionClassifier,
     MotionError,
+    camera_fit,
+    camera_fits,
     clip_motion,
     load_motion_classifier,
     motion_descriptor,
@@ -45,6 +47,29 @@ def test_descriptor_of_any_frame_size_and_bad_input() -> None:
         motion_descriptor(still[:1])
     with pytest.raises(MotionError, match="uint8"):
         motion_descriptor(still.astype(np.float32))
+
+
+def test_camera_fit_recovers_pan_zoom_and_roll_despite_a_moving_object() -> None:
+    h, w = 36, 64
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    x, y = (xs - (w - 1) / 2) / w, (ys - (h - 1) / 2) / w
+    truths = np.array([[0.02, -0.01, 0.05, 0.0], [-0.03, 0.0, -0.04, 0.02], [0, 0, 0, 0]])
+    flows = []
+    for tx, ty, scale, rot in truths:
+        u, v = tx + scale * x - rot * y, ty + scale * y + rot * x
+        flow = np.stack([u, v], 2) * w
+        flow[10:18, 20:30] += (6.0, -4.0)  # an object moving against the camera
+        flows.append(flow)
+    params, residual = camera_fits(np.stack(flows).astype(np.float32))
+    np.testing.assert_allclose(params, truths, atol=2e-3)
+    # What the camera does not explain is the object, and only the object.
+    assert np.abs(residual[:, 10:18, 20:30] * w - (6.0, -4.0)).max() < 0.5
+    outside = residual.copy()
+    outside[:, 10:18, 20:30] = 0
+    assert np.abs(outside * w).max() < 0.1
+    one, one_residual = camera_fit(flows[1])
+    np.testing.assert_allclose(one, params[1], atol=1e-6)
+    np.testing.assert_allclose(one_residual, residual[1], atol=1e-6)
 
 
 def _classifier(dim: int, hidden: int) -> MotionClassifier:
