@@ -7,7 +7,10 @@ timed in-process through the same `ClipIngestor` the flow runs on each actor, wr
 model loading excluded (it happens once per actor), with the default models in the loop (caption
 vectors, the video-text encoder, motion measured from frames; target >= 0.5x full decode) and
 with the video-text encoder off, so its own cost shows. Per-stage seconds come from the
-ingestor's timings. `python -m bench.bench_ingest`.
+ingestor's timings. On this VM a plain decode of the same files varies several-fold from one
+pass to the next (30-200 files/s), so each decode baseline is the best of REPEATS passes (every
+pass is kept in the result): the ratio is then against the fastest decode seen, a conservative
+figure. `python -m bench.bench_ingest`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ from story.tasks.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "ingest.json"
 SAMPLE_MANIFEST = REPO / "datasets" / "sample_library" / "manifest.jsonl"
+REPEATS = 3
+
+
+def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest of several passes over the same files, with every pass's files/s beside it."""
+    best = max(runs, key=lambda r: r["files_per_s"])
+    return {**best, "passes_files_per_s": [round(r["files_per_s"], 1) for r in runs]}
 
 
 def full_decode(uris: list[str]) -> dict[str, Any]:
@@ -110,8 +120,8 @@ def main() -> None:
 
     uris = [row.uri for row in read_manifest(args.manifest)]
     decode_only_throughput(uris[:8])  # warm the page cache and the decoders
-    full = full_decode(uris)
-    sampled = decode_only_throughput(uris, backend="decord")
+    full = best_of([full_decode(uris) for _ in range(REPEATS)])
+    sampled = best_of([decode_only_throughput(uris, backend="decord") for _ in range(REPEATS)])
     result = ingest(args.manifest, args.shard_size)
     without_visual = ingest(args.manifest, args.shard_size, video_text_model="none")
     report = {
@@ -121,7 +131,10 @@ def main() -> None:
         "manifest": str(args.manifest.relative_to(REPO)),
         "files": len(uris),
         "full_decode": full,
-        "sampled_decode": {k: sampled[k] for k in ("files", "frames", "seconds", "files_per_s")},
+        "sampled_decode": {
+            k: sampled[k]
+            for k in ("files", "frames", "seconds", "files_per_s", "passes_files_per_s")
+        },
         "ingest": result,
         "ingest_without_video_text": without_visual,
         "ratio_vs_full_decode": result["files_per_s"] / full["files_per_s"],

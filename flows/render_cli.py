@@ -44,6 +44,14 @@ NoiseShareOpt = Annotated[
         help="Starting noise shared across frames (0..0.99): calmer, with less motion (0).",
     ),
 ]
+NoiseWarpOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=0.99,
+        help="Starting noise carried along the guide's motion (0..0.99): calmer (0).",
+    ),
+]
 render_app = typer.Typer()
 
 
@@ -52,6 +60,7 @@ def sampling_knobs(
     detail: int | None,
     temporal_guidance: float | None,
     noise_share: float | None,
+    noise_warp: float | None = None,
 ) -> dict[str, Any]:
     """The sampling knobs a command sets; an unset knob stays out, so the render id (and every
     render made before the knob existed) is unchanged unless the TD asks for it."""
@@ -60,6 +69,7 @@ def sampling_knobs(
         "detail": detail,
         "temporal_guidance": temporal_guidance,
         "noise_share": noise_share,
+        "noise_warp": noise_warp,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -99,6 +109,7 @@ def render_command(
     detail: DetailOpt = None,
     temporal_guidance: TemporalGuidanceOpt = None,
     noise_share: NoiseShareOpt = None,
+    noise_warp: NoiseWarpOpt = None,
     prompt_frames: Annotated[
         int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
     ] = 2,
@@ -146,7 +157,7 @@ def render_command(
         "prompt_frames": prompt_frames,
         "alpha": alpha,
         "beta": beta,
-        **sampling_knobs(strength, detail, temporal_guidance, noise_share),
+        **sampling_knobs(strength, detail, temporal_guidance, noise_share, noise_warp),
     }
     if tau is not None:
         params["tau"] = tau
@@ -222,6 +233,7 @@ def shot_command(
     detail: DetailOpt = None,
     temporal_guidance: TemporalGuidanceOpt = None,
     noise_share: NoiseShareOpt = None,
+    noise_warp: NoiseWarpOpt = None,
     checkpoint: CheckpointOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
@@ -247,7 +259,7 @@ def shot_command(
             checkpoint=checkpoint,
             params={
                 "steps": steps,
-                **sampling_knobs(strength, detail, temporal_guidance, noise_share),
+                **sampling_knobs(strength, detail, temporal_guidance, noise_share, noise_warp),
             },
         )
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DDIMScheduler
 
+from story.models.noise_warp import warp_shared
 from story.models.sampler import (
     SamplerStats,
     initial_noise,
@@ -75,14 +76,18 @@ def continuation_noise(
     generator: torch.Generator,
     overlap: int,
     share: float = 0.0,
+    warp: float = 0.0,
+    structure: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Starting noise of the next clip, whose first `overlap` frames repeat the previous clip's
     last ones: those keep their own noise, the rest reuse the reversed past plus fresh noise
-    (correlated across frames by `share`, as the first clip's start)."""
+    (correlated across frames by `share`, or along the clip's `structure` by `warp`, as the
+    first clip's start)."""
     m = overlap
     reused = previous.flip(2) if params.noise_reversion else previous
     fresh = torch.randn(previous.shape, generator=generator, dtype=previous.dtype)
     fresh = share_across_frames(fresh, share, generator)
+    fresh = warp_shared(fresh, warp, structure, generator)
     mixed = (params.alpha * reused + fresh.to(previous.device)) / math.sqrt(1 + params.alpha**2)
     noise = mixed.clone()
     noise[:, :, :m] = previous[:, :, -m:]
@@ -124,6 +129,7 @@ def sample_long(
     detail: int = 0,
     temporal_guidance: float = 1.0,
     noise_share: float = 0.0,
+    noise_warp: float = 0.0,
     seed: int = 0,
     stats: SamplerStats | None = None,
 ) -> torch.Tensor:
@@ -143,11 +149,13 @@ def sample_long(
         window = None if structure is None else structure[:, :, start : start + length]
         if latents is None:
             batch = (text_states(999) if callable(text_states) else text_states).shape[0]
-            noise = initial_noise(model, batch, generator, noise_share)
+            noise = initial_noise(model, batch, generator, noise_share, noise_warp, window)
             hook = None
         else:
             overlap = done - start
-            noise = continuation_noise(noise, params, generator, overlap, noise_share)
+            noise = continuation_noise(
+                noise, params, generator, overlap, noise_share, noise_warp, window
+            )
             prompt = latents[:, :, length - overlap :]
             hook = _pin_prompt_frames(prompt, noise[:, :, :overlap], guided_steps)
         latents = sample_latents(

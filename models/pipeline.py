@@ -1,7 +1,8 @@
 """The structure-guided video pipeline: diffusers' `DiffusionPipeline` around a video bundle.
 
 Its `__call__` signature is the one home of the sampling defaults (steps, guidance, tau,
-structure strength, detail level, temporal guidance, noise shared across frames): every other
+structure strength, detail level, temporal guidance, noise shared across frames or
+along the structure's motion): every other
 place that needs a default reads it with `sampling_defaults()`. The pipeline gives
 `from_pretrained`, `.to()` and the diffusers step callback
 (`callback_on_step_end(pipe, step, t, {"latents": x}) -> dict`).
@@ -28,6 +29,7 @@ SAMPLING_KEYS = (
     "detail",
     "temporal_guidance",
     "noise_share",
+    "noise_warp",
 )
 
 
@@ -57,6 +59,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         detail: int = 0,
         temporal_guidance: float = 1.0,
         noise_share: float = 0.0,
+        noise_warp: float = 0.0,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -87,6 +90,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
             detail=detail,
             temporal_guidance=temporal_guidance,
             noise_share=noise_share,
+            noise_warp=noise_warp,
             generator=generator,
             latents=latents,
             stats=stats,

@@ -16,6 +16,9 @@ off): cond = image + w (video - image); 1 is the plain video model, > 1 smoother
 more U-Net call per step. `noise_share` s correlates the starting noise across frames: each
 frame's noise is sqrt(s) * one shared draw + sqrt(1 - s) * its own (unit variance kept; 0 is the
 plain i.i.d. start and draws exactly the same numbers as before the knob existed).
+`noise_warp` w is the same with the shared draw carried along the structure's motion
+(`story.models.noise_warp`): calmer at less cost in motion than `noise_share` (measured in
+docs/training.md).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMScheduler
 
+from story.models.noise_warp import check_noise_warp, warp_shared
 from story.models.t2v import StructureT2V
 
 
@@ -58,13 +62,22 @@ def share_across_frames(
 
 
 def initial_noise(
-    model: StructureT2V, batch: int, generator: torch.Generator | None, share: float = 0.0
+    model: StructureT2V,
+    batch: int,
+    generator: torch.Generator | None,
+    share: float = 0.0,
+    warp: float = 0.0,
+    structure: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Seeded starting latents, drawn on the CPU so every device gets the same numbers;
-    `share` correlates them across frames (`share_across_frames`)."""
+    `share` correlates them across frames (`share_across_frames`), `warp` along the
+    structure's motion (`noise_warp.warp_shared`); both 0 draw exactly the i.i.d. start."""
+    if share and warp:
+        raise ValueError("noise_share and noise_warp: use one of them")
     shape = (batch, *model.latent_shape)
     noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-    return share_across_frames(noise, share, generator).to(model.device)
+    noise = share_across_frames(noise, share, generator)
+    return warp_shared(noise, warp, structure, generator).to(model.device)
 
 
 @torch.no_grad()
@@ -81,6 +94,7 @@ def sample_latents(
     detail: int = 0,
     temporal_guidance: float = 1.0,
     noise_share: float = 0.0,
+    noise_warp: float = 0.0,
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     stats: SamplerStats | None = None,
@@ -88,7 +102,8 @@ def sample_latents(
 ) -> torch.Tensor:
     """Denoise (B, C, T, h, w) latents for B prompts; `structure`: (B, C_s, T, H, W) in [-1, 1].
 
-    `noise_share` applies only when the sampler draws the start itself (`latents` is None).
+    `noise_share` and `noise_warp` apply only when the sampler draws the start itself
+    (`latents` is None).
     `after_step(step_index, scheduler, x)` may edit the latents after each denoising step (the
     long-shot continuation pins its prompt frames this way).
     """
@@ -99,6 +114,7 @@ def sample_latents(
     if detail < 0:
         raise ValueError(f"detail must be a level >= 0, got {detail}")
     check_noise_share(noise_share)
+    check_noise_warp(noise_warp)
     stats = stats if stats is not None else SamplerStats()
     per_step = callable(text_states)
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
@@ -113,7 +129,7 @@ def sample_latents(
     if use_cfg and null_states.shape[0] != batch:
         null_states = null_states.expand(batch, -1, -1)
     if latents is None:
-        x = initial_noise(model, batch, generator, noise_share)
+        x = initial_noise(model, batch, generator, noise_share, noise_warp, structure)
     else:
         x = latents.to(model.device)
     x = x * scheduler.init_noise_sigma

@@ -49,7 +49,7 @@ REAL_AGAIN = "real: another take of the same plot"
 
 
 STRUCTURE_KNOBS = ("tau", "strength", "detail")
-SWEEPABLE = (*STRUCTURE_KNOBS, "temporal_guidance", "noise_share")
+SWEEPABLE = (*STRUCTURE_KNOBS, "temporal_guidance", "noise_share", "noise_warp")
 INTEGER_KNOBS = tuple(k for k in SWEEPABLE if isinstance(SAMPLING_DEFAULTS[k], int))
 
 
@@ -70,7 +70,7 @@ class SynthesisEvalConfig:
     """Processes that render (each loads the model, `threads` torch threads each)."""
     sampling: dict[str, float] = field(default_factory=dict)
     """Sampling knobs other than the defaults (tau, strength, detail, temporal_guidance,
-    noise_share)."""
+    noise_share, noise_warp)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sampling) - set(SWEEPABLE))

@@ -92,6 +92,7 @@ def synthesize(
     detail: int = DEFAULTS["detail"],
     temporal_guidance: float = DEFAULTS["temporal_guidance"],
     noise_share: float = DEFAULTS["noise_share"],
+    noise_warp: float = DEFAULTS["noise_warp"],
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     stats: SamplerStats | None = None,
@@ -134,6 +135,7 @@ def synthesize(
                 detail=detail,
                 temporal_guidance=temporal_guidance,
                 noise_share=noise_share,
+                noise_warp=noise_warp,
                 seed=seed,
                 stats=stats,
             )[0].permute(1, 0, 2, 3)
@@ -154,6 +156,7 @@ def synthesize(
                 detail=detail,
                 temporal_guidance=temporal_guidance,
                 noise_share=noise_share,
+                noise_warp=noise_warp,
                 generator=torch.Generator().manual_seed(seed),
                 stats=stats,
             )
@@ -177,6 +180,7 @@ def render_batch(
     detail: int = DEFAULTS["detail"],
     temporal_guidance: float = DEFAULTS["temporal_guidance"],
     noise_share: float = DEFAULTS["noise_share"],
+    noise_warp: float = DEFAULTS["noise_warp"],
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
     """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W)."""
@@ -195,6 +199,7 @@ def render_batch(
         detail=detail,
         temporal_guidance=temporal_guidance,
         noise_share=noise_share,
+        noise_warp=noise_warp,
         generator=generator,
         stats=stats,
     )

@@ -109,8 +109,9 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
     from story.flows.render_cli import sampling_knobs
 
     assert sampling_knobs(None, None, None, None) == {}
-    knobs = sampling_knobs(None, None, 1.5, 0.6)
-    assert knobs == {"temporal_guidance": 1.5, "noise_share": 0.6}
+    assert sampling_knobs(None, None, 1.5, 0.6) == {"temporal_guidance": 1.5, "noise_share": 0.6}
+    knobs = sampling_knobs(None, None, 1.5, None, 0.6)
+    assert knobs == {"temporal_guidance": 1.5, "noise_warp": 0.6}
     story = story_file(studio)
     plain = _render(studio, story, seed=3)
     calm = render_story(
@@ -118,8 +119,8 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
     )
     assert calm["render_id"] != plain["render_id"]
     old, new = read_manifest(plain["manifest"]), read_manifest(calm["manifest"])
-    assert all("noise_share" not in p["params"] for p in old["plots"])
-    assert all(p["params"]["noise_share"] == 0.6 for p in new["plots"])
+    assert all("noise_warp" not in p["params"] for p in old["plots"])
+    assert all(p["params"]["noise_warp"] == 0.6 for p in new["plots"])
     assert all(p["params"]["temporal_guidance"] == 1.5 for p in new["plots"])
     assert [p["frames_sha256"] for p in new["plots"]] != [p["frames_sha256"] for p in old["plots"]]
     again = reproduce_render(calm["render_id"], studio.resolved())

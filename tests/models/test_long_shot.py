@@ -89,3 +89,21 @@ def test_shared_noise_carries_into_each_continued_clip(model, states) -> None:
     assert not torch.equal(
         a, sample_long(model, text, null, None, 11, **{**kwargs, "noise_share": 0})
     )
+
+
+def test_noise_carried_along_the_guide_reaches_every_continued_clip(model, states) -> None:
+    text, null = states
+    guide = torch.rand(1, 1, 11, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    kwargs = {"steps": 2, "guidance": 2.0, "seed": 4, "noise_warp": 0.5}
+    a = sample_long(model, text, null, guide, 11, **kwargs)
+    assert torch.equal(a, sample_long(model, text, null, guide, 11, **kwargs))
+    plain = sample_long(model, text, null, guide, 11, **{**kwargs, "noise_warp": 0})
+    assert not torch.equal(a[:, :, :4], plain[:, :, :4])  # the first clip's start
+    previous = torch.randn(1, 4, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    params = ReuseDiffuse(prompt_frames=2, alpha=0.0)
+    carried = continuation_noise(
+        previous, params, torch.Generator().manual_seed(1), 2, warp=0.9, structure=guide[:, :, :4]
+    )
+    fresh = continuation_noise(previous, params, torch.Generator().manual_seed(1), 2)
+    assert torch.equal(carried[:, :, :2], previous[:, :, -2:])
+    assert not torch.equal(carried[:, :, 2:], fresh[:, :, 2:])  # ... and each continuation's

@@ -1,0 +1,64 @@
+"""Starting noise carried along the structure's motion (`noise_warp`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from story.models.noise_warp import source_positions, structure_flow, warp_shared
+from tests.models.test_sampler import _run, _structure, model  # noqa: F401 - the fixture
+
+FRAMES = 8
+
+
+def moving_square(step: int = 4) -> torch.Tensor:
+    """(1, 1, T, 64, 64) depth: a near square moving right `step` pixels a frame over a ground
+    whose depth changes with height only."""
+    guide = torch.linspace(-1, 0, 64).view(64, 1).expand(FRAMES, 64, 64).clone()
+    for t in range(FRAMES):
+        guide[t, 24:40, 8 + step * t : 24 + step * t] = 0.8
+    return guide[None, None]
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+
+def test_flow_is_read_from_the_structure_and_chained_to_frame_zero() -> None:
+    positions = source_positions(structure_flow(moving_square(), (16, 16)))
+    # 4 pixels a frame at 64 is one latent pixel a frame at 16: seven frames on, the square's
+    # latent pixels came from seven pixels to the left; the ground did not move.
+    centre_x = positions[0, 7, 0, 6:10, 9:11]
+    assert torch.allclose(centre_x, torch.arange(9, 11).float() - 7, atol=0.35)
+    assert torch.allclose(positions[0, 7, :, 0:3, 12:15], positions[0, 0, :, 0:3, 12:15])
+
+
+def test_the_shared_draw_moves_with_the_square_and_zero_changes_nothing() -> None:
+    plain = torch.randn((1, 4, FRAMES, 16, 16), generator=torch.Generator().manual_seed(1))
+    same = warp_shared(plain, 0.0, moving_square(), torch.Generator().manual_seed(2))
+    assert torch.equal(same, plain)
+    warped = warp_shared(plain, 0.9, moving_square(), torch.Generator().manual_seed(2))
+    assert abs(float(warped.std()) - 1.0) < 0.1
+    last_on_square = warped[0, :, 7, 6:10, 9:12]
+    # Where the square is now, the noise is frame 0's noise from where the square was ...
+    assert _correlation(last_on_square, warped[0, :, 0, 6:10, 2:5]) > 0.8
+    # ... not frame 0's noise at the same place (what a shared, unmoved draw would give).
+    assert abs(_correlation(last_on_square, warped[0, :, 0, 6:10, 9:12])) < 0.3
+    # Without a structure nothing moves: the draw is shared in place, as noise_share's.
+    still = warp_shared(plain, 0.9, None, torch.Generator().manual_seed(2))
+    assert _correlation(still[0, :, 7], still[0, :, 0]) > 0.8
+
+
+def test_noise_warp_reaches_the_sampler_and_bad_settings_are_refused(model) -> None:  # noqa: F811
+    plain, _ = _run(model, _structure(model), seed=4)
+    zero, _ = _run(model, _structure(model), seed=4, noise_warp=0.0)
+    warped, _ = _run(model, _structure(model), seed=4, noise_warp=0.6)
+    again, _ = _run(model, _structure(model), seed=4, noise_warp=0.6)
+    assert torch.equal(plain, zero)
+    assert torch.equal(warped, again) and not torch.allclose(warped, plain)
+    with pytest.raises(ValueError, match="noise_warp must be in"):
+        _run(model, None, noise_warp=1.0)
+    with pytest.raises(ValueError, match="use one of them"):
+        _run(model, _structure(model), noise_warp=0.5, noise_share=0.5)
+    with pytest.raises(ValueError, match="does not match the noise"):
+        warp_shared(torch.zeros(1, 4, 3, 8, 8), 0.5, moving_square(), None)
