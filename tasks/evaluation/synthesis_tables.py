@@ -26,7 +26,11 @@ from story.tasks.evaluation.report import Table
 from story.tasks.evaluation.synthesis_cases import RETRIEVED, SynthesisCase
 
 FVD = "FVD"
-DIFF_COLUMNS: tuple[str, ...] = (*ATTRIBUTES, ALL, IOU, WARP, DEPTH, OBJECT_DEPTH)
+MOTION_ERROR = "motion error"
+"""|render's motion magnitude - the real clip's| per plot: a pooled motion ratio lets a render
+that moves too much on some plots (flicker read as motion) hide one that moves too little on
+others; this does not."""
+DIFF_COLUMNS: tuple[str, ...] = (*ATTRIBUTES, ALL, IOU, WARP, MOTION_ERROR, DEPTH, OBJECT_DEPTH)
 
 
 def guide_frames(guide: np.ndarray) -> np.ndarray:
@@ -67,18 +71,25 @@ def case_tables(
         "frame and over the guide's main object",
     )
     reference = rows[ceiling]
+    for label, v in rows.items():
+        if label != ceiling and MOTION in v:
+            v[MOTION_ERROR] = np.abs(v[MOTION] - reference[MOTION])
     temporal = Table(
         f"{name}: temporal quality relative to the real clip with the prompt's look",
-        ["warp error / real", "motion / real"],
+        ["warp error / real", "motion / real", "motion error / real"],
         {
             label: {
                 "warp error / real": ratio_interval(v[WARP], reference[WARP]),
                 "motion / real": ratio_interval(v[MOTION], reference[MOTION]),
+                "motion error / real": ratio_interval(v[MOTION_ERROR], reference[MOTION]),
             }
             for label, v in rows.items()
             if label != ceiling
         },
-        note="a frozen frame has no warp error but no motion: temporal quality needs both near 1",
+        note="a frozen frame has no warp error but no motion: temporal quality needs both near 1; "
+        "motion error is |the render's motion - the real clip's| plot by plot, over the real "
+        "clip's mean motion (0 is the real motion on every plot, 1 is as far off as no motion), "
+        "so moving too much on some plots cannot cancel moving too little on others",
     )
     others = [label for label in rows if label not in (guided, ceiling, real_again)]
     diff_columns = [c for c in DIFF_COLUMNS if c in rows[guided]]

@@ -9,10 +9,10 @@ import pytest
 
 from story.models.depth import load_depth_estimator
 from story.models.text_encoder import load_text_encoder
-from story.tasks.evaluation.clip_scores import ALL, COLUMNS
+from story.tasks.evaluation.clip_scores import ALL, COLUMNS, MOTION
 from story.tasks.evaluation.eval_library import EvalLibrary
 from story.tasks.evaluation.synthesis_cases import controlled_cases, production_cases
-from story.tasks.evaluation.synthesis_tables import case_tables
+from story.tasks.evaluation.synthesis_tables import MOTION_ERROR, case_tables
 from story.tasks.settings import REPO_ROOT
 from story.tasks.world import miniworld, plots, splits
 
@@ -90,6 +90,36 @@ def test_tables_put_baselines_and_intervals_beside_every_figure(cases) -> None:
     assert all({"low", "high"} <= set(cell) for row in main.rows.values() for cell in row.values())
     assert summary["seeds"] == 3 and "retrieval_all_three" in summary
     assert retrieval.rows["top-1 hit (hybrid search)"]["all three"]["n"] == n
+
+
+def test_motion_error_is_not_fooled_by_too_much_motion_cancelling_too_little(cases) -> None:
+    n = len(cases)
+    labels = ["guided", "text", "ceiling", "again"]
+    rows = {label: {c: np.full((n, 1), 0.5) for c in COLUMNS} for label in labels}
+    real = np.linspace(1.0, 2.0, n)[:, None]
+    rows["ceiling"][MOTION] = real
+    rows["again"][MOTION] = real.copy()  # moves exactly as the real clip, plot by plot
+    # Twice the real motion on even plots, none on odd ones: about the real motion pooled.
+    rows["guided"][MOTION] = np.where(np.arange(n)[:, None] % 2 == 0, 2 * real, 0.0)
+    rows["text"][MOTION] = 0.5 * real  # half the motion everywhere
+    embeddings = {label: [np.eye(n, 4)] for label in labels}
+    tables, _ = case_tables(
+        "production",
+        cases,
+        {"rows": rows, "embeddings": embeddings},
+        "guided",
+        "text",
+        "ceiling",
+        "again",
+    )
+    temporal = next(t for t in tables if t.title.startswith("production: temporal"))
+    guided, text = temporal.rows["guided"], temporal.rows["text"]
+    assert abs(guided["motion / real"]["ratio"] - 1.0) < 0.2  # the pooled ratio is fooled ...
+    assert guided["motion error / real"]["ratio"] == pytest.approx(1.0, abs=0.01)  # ... this not
+    assert text["motion error / real"]["ratio"] == pytest.approx(0.5, abs=0.01)
+    assert temporal.rows["again"]["motion error / real"]["ratio"] == 0.0
+    diffs = next(t for t in tables if t.title.startswith("production: paired"))
+    assert diffs.rows["guided - text"][MOTION_ERROR]["difference"] > 0
 
 
 @pytest.mark.slow
