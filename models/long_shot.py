@@ -26,12 +26,11 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DDIMScheduler
 
-from story.models.noise_warp import warp_shared
 from story.models.sampler import (
     SamplerStats,
+    correlate_frames,
     initial_noise,
     sample_latents,
-    share_across_frames,
 )
 from story.models.t2v import StructureT2V
 
@@ -86,8 +85,7 @@ def continuation_noise(
     m = overlap
     reused = previous.flip(2) if params.noise_reversion else previous
     fresh = torch.randn(previous.shape, generator=generator, dtype=previous.dtype)
-    fresh = share_across_frames(fresh, share, generator)
-    fresh = warp_shared(fresh, warp, structure, generator)
+    fresh = correlate_frames(fresh, generator, share, warp, structure)
     mixed = (params.alpha * reused + fresh.to(previous.device)) / math.sqrt(1 + params.alpha**2)
     noise = mixed.clone()
     noise[:, :, :m] = previous[:, :, -m:]

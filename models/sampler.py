@@ -61,6 +61,22 @@ def share_across_frames(
     return share**0.5 * shared.to(noise.device) + (1.0 - share) ** 0.5 * noise
 
 
+def correlate_frames(
+    noise: torch.Tensor,
+    generator: torch.Generator | None,
+    share: float = 0.0,
+    warp: float = 0.0,
+    structure: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, C, T, h, w) i.i.d. unit noise correlated across frames by `share`
+    (`share_across_frames`) or along the structure's motion by `warp` (`noise_warp.warp_shared`),
+    one of the two; both 0 return `noise` and draw nothing more."""
+    if share and warp:
+        raise ValueError("noise_share and noise_warp: use one of them")
+    noise = share_across_frames(noise, share, generator)
+    return warp_shared(noise, warp, structure, generator)
+
+
 def initial_noise(
     model: StructureT2V,
     batch: int,
@@ -69,15 +85,11 @@ def initial_noise(
     warp: float = 0.0,
     structure: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Seeded starting latents, drawn on the CPU so every device gets the same numbers;
-    `share` correlates them across frames (`share_across_frames`), `warp` along the
-    structure's motion (`noise_warp.warp_shared`); both 0 draw exactly the i.i.d. start."""
-    if share and warp:
-        raise ValueError("noise_share and noise_warp: use one of them")
+    """Seeded starting latents, drawn on the CPU so every device gets the same numbers, then
+    correlated across frames as `correlate_frames` says."""
     shape = (batch, *model.latent_shape)
     noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-    noise = share_across_frames(noise, share, generator)
-    return warp_shared(noise, warp, structure, generator).to(model.device)
+    return correlate_frames(noise, generator, share, warp, structure).to(model.device)
 
 
 @torch.no_grad()

@@ -55,7 +55,10 @@ def case_tables(
     ceiling: str,
     real_again: str,
 ) -> tuple[list[Table], dict[str, Any]]:
-    """The tables of one case set and a compact summary of their headline figures."""
+    """The tables of one case set and a compact summary of their headline figures.
+
+    Adds each condition's MOTION_ERROR to `scored["rows"]` (against the `ceiling` row), so the
+    report's per-case scores, which are read from those rows, keep it for `story eval compare`."""
     rows: dict[str, dict[str, np.ndarray]] = scored["rows"]
     n, seeds = rows[guided][ALL].shape
     columns = [c for c in COLUMNS if c in rows[guided]]

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from story.models.noise_warp import source_positions, structure_flow, warp_shared
-from tests.models.test_sampler import _run, _structure, model  # noqa: F401 - the fixture
 
 FRAMES = 8
 
@@ -49,16 +48,6 @@ def test_the_shared_draw_moves_with_the_square_and_zero_changes_nothing() -> Non
     assert _correlation(still[0, :, 7], still[0, :, 0]) > 0.8
 
 
-def test_noise_warp_reaches_the_sampler_and_bad_settings_are_refused(model) -> None:  # noqa: F811
-    plain, _ = _run(model, _structure(model), seed=4)
-    zero, _ = _run(model, _structure(model), seed=4, noise_warp=0.0)
-    warped, _ = _run(model, _structure(model), seed=4, noise_warp=0.6)
-    again, _ = _run(model, _structure(model), seed=4, noise_warp=0.6)
-    assert torch.equal(plain, zero)
-    assert torch.equal(warped, again) and not torch.allclose(warped, plain)
-    with pytest.raises(ValueError, match="noise_warp must be in"):
-        _run(model, None, noise_warp=1.0)
-    with pytest.raises(ValueError, match="use one of them"):
-        _run(model, _structure(model), noise_warp=0.5, noise_share=0.5)
+def test_a_guide_of_another_length_is_refused() -> None:
     with pytest.raises(ValueError, match="does not match the noise"):
         warp_shared(torch.zeros(1, 4, 3, 8, 8), 0.5, moving_square(), None)

@@ -142,12 +142,21 @@ def test_noise_share_correlates_the_start_across_frames_and_zero_is_the_old_star
         share_across_frames(plain, 1.0, None)
 
 
-def test_noise_share_reaches_the_sampler_and_stays_seeded(model) -> None:
+@pytest.mark.parametrize(
+    ("knob", "bad", "message"),
+    [("noise_share", -0.1, "noise_share"), ("noise_warp", 1.0, "noise_warp must be in")],
+)
+def test_noise_knobs_reach_the_sampler_and_stay_seeded(model, knob, bad, message) -> None:
     plain, _ = _run(model, _structure(model), seed=4)
-    zero, _ = _run(model, _structure(model), seed=4, noise_share=0.0)
-    shared, _ = _run(model, _structure(model), seed=4, noise_share=0.6)
-    again, _ = _run(model, _structure(model), seed=4, noise_share=0.6)
+    zero, _ = _run(model, _structure(model), seed=4, **{knob: 0.0})
+    shared, _ = _run(model, _structure(model), seed=4, **{knob: 0.6})
+    again, _ = _run(model, _structure(model), seed=4, **{knob: 0.6})
     assert torch.equal(plain, zero)
     assert torch.equal(shared, again) and not torch.allclose(shared, plain)
-    with pytest.raises(ValueError, match="noise_share"):
-        _run(model, None, noise_share=-0.1)
+    with pytest.raises(ValueError, match=message):
+        _run(model, None, **{knob: bad})
+
+
+def test_the_two_noise_knobs_are_not_combined(model) -> None:
+    with pytest.raises(ValueError, match="use one of them"):
+        _run(model, _structure(model), noise_warp=0.5, noise_share=0.5)
