@@ -195,6 +195,7 @@ def eval_synthesis_command(
     def work() -> dict[str, Any]:
         from story.models.t2v import checkpoint_id
         from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
+        from story.tasks.evaluation.sealed import configuration_id
         from story.tasks.evaluation.synthesis_eval import SynthesisEvalConfig, evaluate_synthesis
 
         chosen = _checked_split(split)
@@ -220,7 +221,8 @@ def eval_synthesis_command(
             "controlled": controlled,
             "sampling": config.sampling,
         }
-        _seal("synthesis", chosen, model_id, rerun_sealed, details, resumable=folder)
+        sealed_id = configuration_id(model_id, config.sampling)
+        _seal("synthesis", chosen, sealed_id, rerun_sealed, details, resumable=folder)
         return evaluate_synthesis(
             config,
             folder,

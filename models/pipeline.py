@@ -3,7 +3,8 @@
 Its `__call__` signature is the one home of the sampling defaults (steps, guidance, tau,
 structure strength, detail level, temporal guidance, noise shared across frames or
 along the structure's motion): every other
-place that needs a default reads it with `sampling_defaults()`. The pipeline gives
+place that needs a default reads it with `sampling_defaults()`; `FORMER_DEFAULTS` keeps the
+value a knob had before its default changed, so older renders reproduce. The pipeline gives
 `from_pretrained`, `.to()` and the diffusers step callback
 (`callback_on_step_end(pipe, step, t, {"latents": x}) -> dict`).
 """
@@ -59,7 +60,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         detail: int = 0,
         temporal_guidance: float = 1.0,
         noise_share: float = 0.0,
-        noise_warp: float = 0.0,
+        noise_warp: float = 0.8,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -110,3 +111,19 @@ def sampling_defaults() -> dict[str, Any]:
 
 
 SAMPLING_DEFAULTS = sampling_defaults()
+
+
+def implied_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    """The knobs a call sets plus what they imply. noise_share and noise_warp both correlate the
+    start noise across frames, one at a time: a call that sets noise_share (> 0) and not
+    noise_warp gets noise_warp 0 instead of the default."""
+    settled = dict(knobs)
+    if settled.get("noise_share") and "noise_warp" not in settled:
+        settled["noise_warp"] = 0.0
+    return settled
+
+
+FORMER_DEFAULTS: dict[str, Any] = {"noise_warp": 0.0}
+"""Knobs whose default changed, at their value before the change. Renders planned before it did
+not record them, so a recorded job without one was rendered at this value
+(`story.tasks.render.planning` records them in every job since)."""

@@ -72,7 +72,10 @@ def correlate_frames(
     (`share_across_frames`) or along the structure's motion by `warp` (`noise_warp.warp_shared`),
     one of the two; both 0 return `noise` and draw nothing more."""
     if share and warp:
-        raise ValueError("noise_share and noise_warp: use one of them")
+        raise ValueError(
+            "noise_share and noise_warp: use one of them (noise_warp is on by default: "
+            "pass noise_warp=0 with noise_share)"
+        )
     noise = share_across_frames(noise, share, generator)
     return warp_shared(noise, warp, structure, generator)
 

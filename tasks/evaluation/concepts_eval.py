@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from story.models.pipeline import SAMPLING_DEFAULTS
 from story.tasks.concepts.methods import (
     DEFAULT_DECODER_STEPS,
     DEFAULT_REG_CLIPS,
@@ -101,6 +102,8 @@ class ConceptEvalConfig:
     decoder_lr: float | None = None
     tau: int | None = None
     """Structure guidance only for denoising steps t >= tau (None: the product's default)."""
+    noise_warp: float = SAMPLING_DEFAULTS["noise_warp"]
+    """Noise carried along the guide's motion, the product's default (in the cells' settings)."""
     augment: bool = True
     """Pseudo-video augmentation of the token's training images (False: the ablation, each
     image as drawn). A shared decoder top is trained with augmentation either way, so the two
@@ -167,12 +170,11 @@ def _prompt(template: str, shot: ConceptShot) -> str:
     return template.format(ground=BACKGROUND_WORDS[shot.background][0])
 
 
-def _render(
-    model, template: str, shots: list[ConceptShot], seed: int, steps: int, tau: int | None = None
-) -> list:
+def _render(model, template: str, shots: list[ConceptShot], seed: int, config) -> list:
     from story.tasks.render.synthesize import synthesize
 
-    knobs = {} if tau is None else {"tau": tau}
+    knobs = {"noise_warp": config.noise_warp, **({} if config.tau is None else {"tau": config.tau})}
+    steps = config.sample_steps
     return [
         synthesize(model, _prompt(template, s), s.guide, seed=seed * 1009 + i, steps=steps, **knobs)
         for i, s in enumerate(shots)
@@ -421,9 +423,7 @@ def evaluate_concepts(
                         None if method == "none" else out / "packs" / f"{method}-seed{seed}",
                     )
                 load_concepts(model, {name: pack})
-                renders = _render(
-                    model, f"a <{name}> {{ground}}", shots, seed, config.sample_steps, config.tau
-                )
+                renders = _render(model, f"a <{name}> {{ground}}", shots, seed, config)
                 unload_concepts(model)
                 scores = _score(reader, renders, shots, character)
                 cells.put(label, seed, scores, renders)
@@ -439,7 +439,7 @@ def evaluate_concepts(
         for seed in range(config.training_seeds):
             done = cells.get(label, seed)
             if done is None:
-                renders = _render(model, template, shots, seed, config.sample_steps, config.tau)
+                renders = _render(model, template, shots, seed, config)
                 scores = _score(reader, renders, shots, character)
                 cells.put(label, seed, scores, renders)
                 done = scores, renders

@@ -46,6 +46,7 @@ class LongShotEvalConfig:
     windows: int = 3
     steps: int = 20
     guidance: float = SAMPLING_DEFAULTS["guidance"]
+    noise_warp: float = SAMPLING_DEFAULTS["noise_warp"]
     threads: int = 1
 
 
@@ -68,6 +69,7 @@ def _independent(model, prompt: str, guide: np.ndarray, seed: int, config) -> np
                 seed=seed * 97 + i,
                 steps=config.steps,
                 guidance=config.guidance,
+                noise_warp=config.noise_warp,
             )
             for i, start in enumerate(range(0, len(guide), length))
         ]
@@ -129,6 +131,7 @@ def evaluate_longshot(
                         seed=seed,
                         steps=config.steps,
                         guidance=config.guidance,
+                        noise_warp=config.noise_warp,
                         continuation=SETTINGS[label],
                     )
                 examples.setdefault(label, shot)

@@ -43,6 +43,15 @@ def read_ledger(path: Path | None = None) -> list[dict[str, Any]]:
     return entries
 
 
+def configuration_id(model_id: str, sampling: dict[str, float]) -> str:
+    """What a sealed run scores: the model, and the sampling knobs set other than the defaults.
+
+    A sampling setting a release ships (a new default knob) is its own configuration, so the
+    ledger allows one sealed run per (model, knobs), not one per model whatever the knobs."""
+    knobs = ",".join(f"{key}={value:g}" for key, value in sorted(sampling.items()))
+    return f"{model_id} {knobs}" if knobs else model_id
+
+
 def open_sealed_run(
     area: str,
     model_id: str,

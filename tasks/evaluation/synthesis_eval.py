@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from story.models.pipeline import SAMPLING_DEFAULTS
+from story.models.pipeline import SAMPLING_DEFAULTS, implied_knobs
 from story.tasks.evaluation.clip_scores import score_clips
 from story.tasks.evaluation.judge_reader import JudgeReader
 from story.tasks.evaluation.report import Grid, write_report
@@ -79,11 +79,14 @@ class SynthesisEvalConfig:
 
 
 def knobs_for(config: SynthesisEvalConfig, guided: bool) -> dict[str, float]:
-    """The config's sampling knobs that change a render of this condition (structure knobs do
-    nothing without a guide, so text-only renders are shared across a structure sweep)."""
+    """Every sampling knob that changes a render of this condition, at the config's value or
+    the default (so a render made under another default is never read back as this one);
+    structure knobs do nothing without a guide, so text-only renders are shared across a
+    structure sweep."""
+    settled = {**{k: SAMPLING_DEFAULTS[k] for k in SWEEPABLE}, **implied_knobs(config.sampling)}
     return {
         k: int(v) if k in INTEGER_KNOBS else float(v)
-        for k, v in sorted(config.sampling.items())
+        for k, v in sorted(settled.items())
         if guided or k not in STRUCTURE_KNOBS
     }
 

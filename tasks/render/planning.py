@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from story.models.depth import resolve_depth_model_id
-from story.models.pipeline import SAMPLING_DEFAULTS
 from story.tasks.hashing import render_id
 from story.tasks.outputs.delivery import Delivery
 from story.tasks.provenance.manifest import describe_asset
@@ -23,12 +22,6 @@ from story.tasks.render.request import RenderRequest
 from story.tasks.render.retrieval import clip_fields, frame_indices, retrieve
 from story.tasks.script.story import CONCEPT, effective_seed
 from story.tasks.settings import Settings
-
-# The sampling parameters every job records (and its render id hashes), at the pipeline's defaults
-# unless the request sets them; later knobs (detail, temporal guidance) join only when set, so
-# renders made before they existed keep their ids.
-RECORDED_SAMPLING = ("steps", "guidance", "tau", "strength")
-DEFAULTS = {key: SAMPLING_DEFAULTS[key] for key in RECORDED_SAMPLING}
 
 
 @dataclass(frozen=True)
@@ -59,7 +52,7 @@ def _jobs(
     model_frames = checkpoint_geometry(request.checkpoint_folder).frames
     jobs = []
     for plot in request.story.plots:
-        plot_params = {**DEFAULTS, **request.params}
+        plot_params = request.job_params()
         if plot.tau is not None:
             plot_params["tau"] = int(plot.tau)
         named = dict.fromkeys([*plot.characters, *CONCEPT.findall(plot.prompt)])

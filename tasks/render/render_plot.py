@@ -15,7 +15,7 @@ import numpy as np
 
 from story.models.device import set_torch_threads
 from story.models.long_shot import ReuseDiffuse
-from story.models.pipeline import SAMPLING_DEFAULTS
+from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS
 from story.tasks.hashing import sha256_json
 from story.tasks.library.media import read_frames, source_hash
 from story.tasks.provenance.checkpoint_identity import checkpoint_sha256
@@ -137,7 +137,8 @@ class PlotRenderer:
         """One clip, or a long shot continued clip by clip with Reuse-and-Diffuse."""
         from story.tasks.render.synthesize import synthesize
 
-        p = job.params
+        # A job planned before a knob's default changed did not record it: its former value.
+        p = {**FORMER_DEFAULTS, **job.params}
         common = {
             "seed": job.seed,
             **{k: kind(p[k]) for k, kind in SAMPLING_KINDS.items() if k in p},

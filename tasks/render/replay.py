@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from story.models.depth import resolve_depth_model_id
+from story.models.pipeline import FORMER_DEFAULTS
 from story.tasks.outputs.delivery import with_recorded_delivery
 from story.tasks.outputs.plot_record import PlotRecord
 from story.tasks.outputs.video_io import read_mp4
@@ -62,8 +63,10 @@ def manifest_pins(manifest: dict[str, Any]) -> dict[int, list[str]]:
 
 
 def replay_request(manifest: dict[str, Any], settings: Settings, checkpoint: str) -> RenderRequest:
-    """The manifest's story, seed, candidates, parameters and clips, on `checkpoint`."""
+    """The manifest's story, seed, candidates, parameters and clips, on `checkpoint`; a manifest
+    planned before a default changed is replayed with the defaults it was rendered at."""
     inputs = manifest["inputs"]
+    legacy = any(key not in p["params"] for p in inputs["plots"] for key in FORMER_DEFAULTS)
     return RenderRequest.resolve(
         manifest_story(manifest),
         settings,
@@ -72,6 +75,7 @@ def replay_request(manifest: dict[str, Any], settings: Settings, checkpoint: str
         candidates=int(inputs["candidates"]),
         pins=manifest_pins(manifest),
         params=dict(inputs["params"]),
+        legacy_sampling=legacy,
     )
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from story.models.long_shot import ReuseDiffuse, sample_long
 from story.models.pipeline import SAMPLING_DEFAULTS as DEFAULTS
+from story.models.pipeline import implied_knobs
 from story.models.sampler import SamplerStats, sample_latents
 from story.models.t2v import StructureT2V
 from story.models.timeinv import concept_names
@@ -77,6 +78,15 @@ def default_continuation(clip_frames: int) -> ReuseDiffuse:
     return ReuseDiffuse(prompt_frames=min(ReuseDiffuse.prompt_frames, clip_frames - 1))
 
 
+def _warp(noise_share: float, noise_warp: float | None) -> float:
+    """noise_warp as given, or what a call setting only `noise_share` implies."""
+    if noise_warp is not None:
+        return noise_warp
+    return float(
+        implied_knobs({"noise_share": noise_share}).get("noise_warp", DEFAULTS["noise_warp"])
+    )
+
+
 @torch.no_grad()
 def synthesize(
     model: StructureT2V,
@@ -92,7 +102,7 @@ def synthesize(
     detail: int = DEFAULTS["detail"],
     temporal_guidance: float = DEFAULTS["temporal_guidance"],
     noise_share: float = DEFAULTS["noise_share"],
-    noise_warp: float = DEFAULTS["noise_warp"],
+    noise_warp: float | None = None,
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     stats: SamplerStats | None = None,
@@ -103,8 +113,10 @@ def synthesize(
     `frames` sets T when there is no guide (default: the model's clip length); `size` resizes
     the output (H', W'), default the model's resolution. A T longer than the model's clip is
     continued clip by clip with Reuse-and-Diffuse (`continuation`, default
-    `default_continuation`); a shorter guide is padded with its last frame.
+    `default_continuation`); a shorter guide is padded with its last frame. `noise_warp` None
+    is the default, or 0 when `noise_share` is set (`pipeline.implied_knobs`).
     """
+    noise_warp = _warp(noise_share, noise_warp)
     cfg = model.config
     if structure is not None:
         guide = resize_structure(structure, cfg.height, cfg.width)
@@ -180,10 +192,11 @@ def render_batch(
     detail: int = DEFAULTS["detail"],
     temporal_guidance: float = DEFAULTS["temporal_guidance"],
     noise_share: float = DEFAULTS["noise_share"],
-    noise_warp: float = DEFAULTS["noise_warp"],
+    noise_warp: float | None = None,
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
     """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W)."""
+    noise_warp = _warp(noise_share, noise_warp)
     text = model.encode_prompts(prompts)
     null = model.encode_prompts([""])
     generator = torch.Generator().manual_seed(seed)

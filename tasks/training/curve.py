@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from story.models.pipeline import FORMER_DEFAULTS
 from story.models.t2v import StructureT2V
 from story.tasks.evaluation.quality import mean_quality, scene_quality
 from story.tasks.render.synthesize import render_batch
@@ -37,5 +38,8 @@ def evaluate_model(
         guidance=guidance,
         tau=tau,
         strength=strength,
+        # The probe's sampling stays what it was when the curves began, so a run's curve is
+        # comparable across a change of the product's default (`pipeline.FORMER_DEFAULTS`).
+        noise_warp=FORMER_DEFAULTS["noise_warp"],
     )
     return mean_quality(scene_quality(renders, scenes, guides, estimate_depth))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def test_reproduce_is_identical_and_refuses_a_changed_checkpoint(studio: Setting
 
 def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: Settings) -> None:
     from story.flows.render_cli import sampling_knobs
+    from story.models.pipeline import SAMPLING_DEFAULTS
 
     assert sampling_knobs(None, None, None, None) == {}
     assert sampling_knobs(None, None, 1.5, 0.6) == {"temporal_guidance": 1.5, "noise_share": 0.6}
@@ -119,11 +121,56 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
     )
     assert calm["render_id"] != plain["render_id"]
     old, new = read_manifest(plain["manifest"]), read_manifest(calm["manifest"])
-    assert all("noise_warp" not in p["params"] for p in old["plots"])
+    default = SAMPLING_DEFAULTS["noise_warp"]
+    assert all(p["params"]["noise_warp"] == default for p in old["plots"])
     assert all(p["params"]["noise_warp"] == 0.6 for p in new["plots"])
     assert all(p["params"]["temporal_guidance"] == 1.5 for p in new["plots"])
     assert [p["frames_sha256"] for p in new["plots"]] != [p["frames_sha256"] for p in old["plots"]]
     again = reproduce_render(calm["render_id"], studio.resolved())
+    assert again["identical"] is True
+    # noise_share alone turns the default noise_warp off (they correlate the noise one at a time).
+    shared = render_story(
+        str(story), studio.resolved(), params={**FAST, "noise_share": 0.6}, seed=3, use_ray=False
+    )
+    params = read_manifest(shared["manifest"])["plots"][0]["params"]
+    assert params["noise_share"] == 0.6 and params["noise_warp"] == 0.0
+
+
+def test_a_render_from_before_the_noise_warp_default_reproduces_at_its_former_value(
+    studio: Settings, tmp_path: Path
+) -> None:
+    """The default noise_warp changed (0 -> 0.8): new renders record it in every job; a manifest
+    planned before (no noise_warp anywhere) still reproduces, id and frames, at 0."""
+    from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS
+    from story.tasks.hashing import render_id
+
+    assert FORMER_DEFAULTS["noise_warp"] != SAMPLING_DEFAULTS["noise_warp"]
+    story = story_file(studio)
+    now = read_manifest(_render(studio, story, seed=7)["manifest"])
+    assert {p["params"]["noise_warp"] for p in now["inputs"]["plots"]} == {
+        SAMPLING_DEFAULTS["noise_warp"]
+    }
+    former = FORMER_DEFAULTS["noise_warp"]
+    at_former = render_story(
+        str(story), studio.resolved(), params={**FAST, "noise_warp": former}, seed=7, use_ray=False
+    )
+    assert [p["frames_sha256"] for p in now["plots"]] != [
+        p["frames_sha256"] for p in read_manifest(at_former["manifest"])["plots"]
+    ]
+    # The same render as the code before the change planned it: noise_warp recorded nowhere.
+    old = tmp_path / "old-render"
+    shutil.copytree(at_former["folder"], old)
+    manifest = read_manifest(old)
+    inputs = manifest["inputs"]
+    for params in [inputs["params"], *(p["params"] for p in inputs["plots"])]:
+        del params["noise_warp"]
+    for plot in manifest["plots"]:
+        plot.get("params", {}).pop("noise_warp", None)
+    manifest["render_id"] = render_id(inputs)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+
+    again = reproduce_render(str(old), studio.resolved())
+    assert again["reproduced_id"] == manifest["render_id"]
     assert again["identical"] is True
 
 

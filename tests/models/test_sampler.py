@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,7 +107,14 @@ def test_the_pipeline_signature_is_the_one_home_of_sampling_defaults(model) -> N
 
     for function in (synthesize, render_batch):
         parameters = inspect.signature(function).parameters
-        assert {k: parameters[k].default for k in SAMPLING_DEFAULTS} == SAMPLING_DEFAULTS
+        # noise_warp None: the default, unless noise_share is set (then 0; `implied_knobs`).
+        defaults = {k: parameters[k].default for k in SAMPLING_DEFAULTS}
+        assert defaults.pop("noise_warp") is None
+        assert defaults == {k: v for k, v in SAMPLING_DEFAULTS.items() if k != "noise_warp"}
+    # The CLI states the default without importing the model stack: it must say the same.
+    from story.flows.render_cli import NoiseWarpOpt
+
+    assert f"({SAMPLING_DEFAULTS['noise_warp']:g};" in NoiseWarpOpt.__metadata__[0].help
     pipe = StructureGuidedPipeline(model)
     text = model.encode_prompts(["a red cube on the grass"])
     null = model.encode_prompts([""])
@@ -120,7 +128,13 @@ def test_the_pipeline_signature_is_the_one_home_of_sampling_defaults(model) -> N
     out = pipe(text, null, steps=3, generator=g, callback_on_step_end=count)
     assert seen == [0, 1, 2]
     direct = sample_latents(
-        model, text, null, steps=3, guidance=4.0, generator=torch.Generator().manual_seed(1)
+        model,
+        text,
+        null,
+        steps=3,
+        guidance=4.0,
+        noise_warp=SAMPLING_DEFAULTS["noise_warp"],
+        generator=torch.Generator().manual_seed(1),
     )
     assert torch.equal(out, direct)
     video = pipe(text, null, steps=2, output_type="pt", generator=torch.Generator().manual_seed(1))
@@ -158,5 +172,14 @@ def test_noise_knobs_reach_the_sampler_and_stay_seeded(model, knob, bad, message
 
 
 def test_the_two_noise_knobs_are_not_combined(model) -> None:
+    from story.tasks.render.synthesize import synthesize
+
     with pytest.raises(ValueError, match="use one of them"):
         _run(model, _structure(model), noise_warp=0.5, noise_share=0.5)
+    # A product call that sets noise_share alone turns the default noise_warp off.
+    guide = _structure(model)[0, 0].numpy()
+    alone = synthesize(model, "a red cube on the grass", guide, steps=2, noise_share=0.5)
+    spelled = synthesize(
+        model, "a red cube on the grass", guide, steps=2, noise_share=0.5, noise_warp=0.0
+    )
+    assert np.array_equal(alone, spelled)

@@ -7,7 +7,12 @@ import json
 import pytest
 
 from story.tasks.errors import StoryError
-from story.tasks.evaluation.sealed import SealedSplitError, open_sealed_run, read_ledger
+from story.tasks.evaluation.sealed import (
+    SealedSplitError,
+    configuration_id,
+    open_sealed_run,
+    read_ledger,
+)
 
 
 def test_second_test_run_on_a_model_is_refused_unless_rerun_is_asked(tmp_path) -> None:
@@ -49,3 +54,17 @@ def test_an_unfinished_run_is_resumed_by_the_same_command_and_recorded(tmp_path)
     with pytest.raises(SealedSplitError, match="already scored"):
         open_sealed_run("synthesis", "m@1", resume_key="k1", finished=True, **run)
     assert [e.get("resumed", False) for e in read_ledger(ledger)] == [False, True]
+
+
+def test_a_new_default_knob_gets_its_own_sealed_run_but_only_one(tmp_path) -> None:
+    ledger = tmp_path / "sealed.jsonl"
+    shipped = configuration_id("t2v-64f4@abc", {})
+    knob = configuration_id("t2v-64f4@abc", {"noise_warp": 0.8})
+    assert shipped == "t2v-64f4@abc" and knob == "t2v-64f4@abc noise_warp=0.8"
+    assert configuration_id("m@1", {"tau": 400.0, "detail": 2.0}) == "m@1 detail=2,tau=400"
+    open_sealed_run("synthesis", shipped, path=ledger)
+    assert open_sealed_run("synthesis", knob, path=ledger)["rerun"] is False
+    with pytest.raises(SealedSplitError, match="noise_warp=0.8"):
+        open_sealed_run(
+            "synthesis", configuration_id("t2v-64f4@abc", {"noise_warp": 0.80}), path=ledger
+        )

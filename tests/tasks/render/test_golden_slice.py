@@ -17,15 +17,17 @@ PROMPT = "a red ball rolling on green grass"
 SEED = 7
 STEPS = 4
 RECORDED_ON = "a20e642fb8ceb0ba"
-# frames[-1, -3:, -3:] (RGB) and frames[0, :3, :3, red] of `render_slice()`.
+# frames[-1, -3:, -3:] (RGB) and frames[0, :3, :3, red] of `render_slice()`, at the product's
+# sampling defaults (re-recorded when noise_warp 0.8 became the default: the slice also pins the
+# optical flow the warp reads).
 EXPECTED_LAST_CORNER = np.array(
     [
-        [[94, 127, 60], [92, 125, 60], [98, 129, 70]],
-        [[98, 129, 63], [96, 128, 63], [104, 132, 75]],
-        [[96, 128, 70], [95, 126, 71], [103, 127, 77]],
+        [[87, 116, 57], [85, 115, 58], [92, 118, 65]],
+        [[90, 120, 60], [89, 120, 60], [97, 123, 70]],
+        [[90, 121, 66], [89, 119, 67], [96, 120, 74]],
     ]
 )
-EXPECTED_FIRST_RED = np.array([[173, 175, 176], [174, 176, 175], [177, 178, 177]])
+EXPECTED_FIRST_RED = np.array([[173, 176, 176], [175, 177, 175], [178, 180, 177]])
 TOLERANCE = 2  # uint8 levels: thread counts may move a value by one rounding step
 
 
