@@ -65,7 +65,14 @@ def sampling_knobs(
     noise_warp: float | None = None,
 ) -> dict[str, Any]:
     """The sampling knobs a command sets; an unset knob stays out, so the render id (and every
-    render made before the knob existed) is unchanged unless the TD asks for it."""
+    render made before the knob existed) is unchanged unless the TD asks for it. Both noise
+    knobs at once are refused here, before any work."""
+    if noise_share and noise_warp:
+        raise typer.BadParameter(
+            "use one of them: both correlate the starting noise across frames "
+            "(--noise-share alone turns the default --noise-warp off)",
+            param_hint="'--noise-share' / '--noise-warp'",
+        )
     given = {
         "strength": strength,
         "detail": detail,

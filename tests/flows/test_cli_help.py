@@ -91,3 +91,10 @@ def test_story_help_imports_no_heavy_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+@pytest.mark.parametrize("command", [["render", "story.yaml"], ["shot", "--prompt", "a cube"]])
+def test_both_noise_knobs_are_refused_before_any_work(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--noise-share", "0.5", "--noise-warp", "0.5"])
+    assert result.exit_code == 2
+    assert "use one of them" in result.output and "--noise-warp" in result.output
