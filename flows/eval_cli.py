@@ -468,7 +468,8 @@ def eval_longshot_command(
             threads=threads,
         )
         folder = _out_folder(out, settings.workspace, "longshot", chosen, model_id)
-        _seal("longshot", chosen, model_id, rerun_sealed, {"shots": shots, "seeds": seeds})
+        details = {"shots": shots, "seeds": seeds, "noise_warp": config.noise_warp}
+        _seal("longshot", chosen, model_id, rerun_sealed, details)
         return evaluate_longshot(
             config, folder, settings.checkpoints, judge, log=lambda s: typer.echo(s, err=True)
         )
