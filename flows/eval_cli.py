@@ -196,7 +196,11 @@ def eval_synthesis_command(
         from story.models.t2v import checkpoint_id
         from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
         from story.tasks.evaluation.sealed import configuration_id
-        from story.tasks.evaluation.synthesis_eval import SynthesisEvalConfig, evaluate_synthesis
+        from story.tasks.evaluation.synthesis_eval import (
+            SynthesisEvalConfig,
+            evaluate_synthesis,
+            sealed_knobs,
+        )
 
         chosen = _checked_split(split)
         model_id = checkpoint_id(eval_checkpoint(chosen_checkpoint, settings.checkpoints))
@@ -221,7 +225,7 @@ def eval_synthesis_command(
             "controlled": controlled,
             "sampling": config.sampling,
         }
-        sealed_id = configuration_id(model_id, config.sampling)
+        sealed_id = configuration_id(model_id, sealed_knobs(config.sampling))
         _seal("synthesis", chosen, sealed_id, rerun_sealed, details, resumable=folder)
         return evaluate_synthesis(
             config,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from story.models.pipeline import SAMPLING_DEFAULTS, implied_knobs
+from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS, implied_knobs
 from story.tasks.evaluation.clip_scores import score_clips
 from story.tasks.evaluation.judge_reader import JudgeReader
 from story.tasks.evaluation.report import Grid, write_report
@@ -76,6 +76,15 @@ class SynthesisEvalConfig:
         unknown = sorted(set(self.sampling) - set(SWEEPABLE))
         if unknown:
             raise ValueError(f"sampling knob(s) {unknown}: choose from {list(SWEEPABLE)}")
+
+
+def sealed_knobs(sampling: dict[str, float]) -> dict[str, float]:
+    """The knobs that name a sealed run: what `sampling` renders at, beside the sampling the
+    ledger's names meant before any default changed (`FORMER_DEFAULTS`). So `{}` and
+    `noise_warp=0.8` name one configuration today, and `noise_warp=0` names the former default,
+    already scored under the bare model id."""
+    settled = {**{k: SAMPLING_DEFAULTS[k] for k in FORMER_DEFAULTS}, **implied_knobs(sampling)}
+    return {k: v for k, v in settled.items() if FORMER_DEFAULTS.get(k, object()) != v}
 
 
 def knobs_for(config: SynthesisEvalConfig, guided: bool) -> dict[str, float]:

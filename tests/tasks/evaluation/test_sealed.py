@@ -68,3 +68,20 @@ def test_a_new_default_knob_gets_its_own_sealed_run_but_only_one(tmp_path) -> No
         open_sealed_run(
             "synthesis", configuration_id("t2v-64f4@abc", {"noise_warp": 0.80}), path=ledger
         )
+
+
+def test_a_sealed_run_is_named_by_what_it_renders_not_how_the_knobs_were_typed() -> None:
+    """After noise_warp's default changed (0 -> 0.8), asking for the default, or for it by
+    value, is the configuration scored as `noise_warp=0.8`; asking for 0 is the former default,
+    scored under the bare model id: neither gets a second look at the test split."""
+    from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS
+    from story.tasks.evaluation.synthesis_eval import sealed_knobs
+
+    now = SAMPLING_DEFAULTS["noise_warp"]
+    assert sealed_knobs({}) == sealed_knobs({"noise_warp": now}) == {"noise_warp": now}
+    assert sealed_knobs({"noise_warp": FORMER_DEFAULTS["noise_warp"]}) == {}
+    assert sealed_knobs({"noise_share": 0.5}) == {"noise_share": 0.5}
+    assert sealed_knobs({"tau": 400.0}) == {"noise_warp": now, "tau": 400.0}
+    assert configuration_id("t2v-64f4@5395261700f4", sealed_knobs({})) in {
+        e["model_id"] for e in read_ledger() if e["area"] == "synthesis"
+    }
