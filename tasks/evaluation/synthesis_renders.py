@@ -111,7 +111,10 @@ def ensure_renders(
     """Render every job whose file is missing; returns how many were rendered now.
 
     `model` renders in this process when `workers` is 1; otherwise `workers` processes each load
-    `checkpoint` once. The first failing render stops the run (finished files stay).
+    `checkpoint` once. Either way torch renders on `threads` threads (this process's count is
+    restored after), so the frames do not depend on the worker count: a float sum split over
+    another number of threads can round a pixel one level apart. The first failing render stops
+    the run (finished files stay).
     """
     missing = list(dict.fromkeys(j for j in jobs if not j.path.is_file()))
     if not missing:
@@ -124,10 +127,17 @@ def ensure_renders(
             log(f"{label}: {done}/{len(missing)} rendered ({time.monotonic() - tick:.0f}s)")
 
     if workers <= 1:
-        for job in missing:
-            run_job(model, job)
-            done += 1
-            progress()
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for job in missing:
+                run_job(model, job)
+                done += 1
+                progress()
+        finally:
+            torch.set_num_threads(before)
         return done
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
