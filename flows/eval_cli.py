@@ -458,7 +458,12 @@ def eval_longshot_command(
     def work() -> dict[str, Any]:
         from story.models.t2v import checkpoint_id
         from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
-        from story.tasks.evaluation.longshot_eval import LongShotEvalConfig, evaluate_longshot
+        from story.tasks.evaluation.longshot_eval import (
+            LongShotEvalConfig,
+            evaluate_longshot,
+            sealed_name_knobs,
+        )
+        from story.tasks.evaluation.sealed import configuration_id
 
         chosen = _checked_split(split)
         model_id = checkpoint_id(eval_checkpoint(chosen_checkpoint, settings.checkpoints))
@@ -473,7 +478,8 @@ def eval_longshot_command(
         )
         folder = _out_folder(out, settings.workspace, "longshot", chosen, model_id)
         details = {"shots": shots, "seeds": seeds, "noise_warp": config.noise_warp}
-        _seal("longshot", chosen, model_id, rerun_sealed, details)
+        name = configuration_id(model_id, sealed_name_knobs())
+        _seal("longshot", chosen, name, rerun_sealed, details)
         return evaluate_longshot(
             config, folder, settings.checkpoints, judge, log=lambda s: typer.echo(s, err=True)
         )

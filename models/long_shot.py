@@ -13,6 +13,13 @@ keep the seams invisible:
   prompt frames are pinned to the previous clip's latents, noised to the current step's level;
   afterwards they are left to the model so the new frames and the old ones settle together.
 
+With `noise_warp` w (`story.models.noise_warp`) each start is sqrt(w) x a shared draw carried
+along the structure's motion + sqrt(1 - w) x the frames' own noise. With `carry_warp` (the
+default) the shared draw is one for the whole shot, carried along the whole guide from its
+first frame, and reversion and reuse apply to the own part only: every window reads the same
+moving noise where it overlaps its neighbours, as one long clip would. Without it, each window
+draws and carries its own shared noise (renders planned before `carry_warp` existed).
+
 The frames of a continued clip that duplicate the prompt frames are dropped when clips are
 joined, so the output has exactly the requested length.
 """
@@ -26,6 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 from diffusers import DDIMScheduler
 
+from story.models.noise_warp import advect, source_positions, structure_flow
 from story.models.sampler import (
     SamplerStats,
     correlate_frames,
@@ -43,6 +51,7 @@ class ReuseDiffuse:
     alpha: float = 1.0
     beta: float = 0.6
     noise_reversion: bool = True
+    carry_warp: bool = True
 
     def check(self, clip_frames: int) -> None:
         if not 1 <= self.prompt_frames < clip_frames:
@@ -92,6 +101,43 @@ def continuation_noise(
     return noise
 
 
+class CarriedWarp:
+    """One shared draw for a whole long shot, carried along its whole guide (`carry_warp`).
+
+    `start(window_start)` gives a window's full start noise: sqrt(w) x the carried draw's frames
+    of that window + sqrt(1 - w) x the window's own part, whose continuation (reversion, reuse,
+    kept prompt frames) `continuation_noise` makes from the previous window's own part. The
+    first window draws exactly what `initial_noise` draws for it alone (own noise, then the
+    shared draw, from the same generator; the flow chain from frame 0 sees only its frames)."""
+
+    def __init__(
+        self,
+        model: StructureT2V,
+        batch: int,
+        generator: torch.Generator,
+        warp: float,
+        structure: torch.Tensor | None,
+        total: int,
+    ) -> None:
+        self.warp, self.device = warp, model.device
+        c, _, h, w = model.latent_shape
+        self.own = torch.randn((batch, *model.latent_shape), generator=generator)
+        shared = torch.randn((batch, c, h, w), generator=generator)
+        if structure is None:
+            self.moved = shared.unsqueeze(2).expand(batch, c, total, h, w)
+        else:
+            self.moved = advect(shared, source_positions(structure_flow(structure, (h, w))))
+
+    def continue_own(self, params: ReuseDiffuse, generator: torch.Generator, overlap: int) -> None:
+        self.own = continuation_noise(self.own, params, generator, overlap)
+
+    def start(self, window_start: int) -> torch.Tensor:
+        length = self.own.shape[2]
+        moved = self.moved[:, :, window_start : window_start + length]
+        noise = self.warp**0.5 * moved + (1.0 - self.warp) ** 0.5 * self.own
+        return noise.to(self.device)
+
+
 def _pin_prompt_frames(prompt: torch.Tensor, noise: torch.Tensor, guided_steps: int):
     """An `after_step` hook holding the first M latent frames on the previous clip's path."""
     m = prompt.shape[2]
@@ -137,23 +183,36 @@ def sample_long(
     params.check(length)
     if total < length:
         raise ValueError(f"a long shot needs at least {length} frames, got {total}")
+    if noise_share and noise_warp:
+        correlate_frames(torch.zeros(1), None, noise_share, noise_warp)  # raises: one of the two
     generator = torch.Generator().manual_seed(seed)
     pieces: list[torch.Tensor] = []
     latents: torch.Tensor | None = None
     noise: torch.Tensor | None = None
     done = 0
     guided_steps = round(params.beta * steps)
+    batch = (text_states(999) if callable(text_states) else text_states).shape[0]
+    carried = None
+    if noise_warp and params.carry_warp:
+        whole = None if structure is None else structure.cpu()
+        carried = CarriedWarp(model, batch, generator, noise_warp, whole, total)
     for start in clip_starts(total, length, params.prompt_frames):
         window = None if structure is None else structure[:, :, start : start + length]
         if latents is None:
-            batch = (text_states(999) if callable(text_states) else text_states).shape[0]
-            noise = initial_noise(model, batch, generator, noise_share, noise_warp, window)
+            if carried is not None:
+                noise = carried.start(start)
+            else:
+                noise = initial_noise(model, batch, generator, noise_share, noise_warp, window)
             hook = None
         else:
             overlap = done - start
-            noise = continuation_noise(
-                noise, params, generator, overlap, noise_share, noise_warp, window
-            )
+            if carried is not None:
+                carried.continue_own(params, generator, overlap)
+                noise = carried.start(start)
+            else:
+                noise = continuation_noise(
+                    noise, params, generator, overlap, noise_share, noise_warp, window
+                )
             prompt = latents[:, :, length - overlap :]
             hook = _pin_prompt_frames(prompt, noise[:, :, :overlap], guided_steps)
         latents = sample_latents(

@@ -123,7 +123,9 @@ def implied_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
     return settled
 
 
-FORMER_DEFAULTS: dict[str, Any] = {"noise_warp": 0.0}
-"""Knobs whose default changed, at their value before the change. Renders planned before it did
-not record them, so a recorded job without one was rendered at this value
-(`story.tasks.render.planning` records them in every job since)."""
+FORMER_DEFAULTS: dict[str, Any] = {"noise_warp": 0.0, "carry_warp": False}
+"""Knobs whose default changed, in the order they changed, at their value before the change.
+Renders planned before a change did not record its knob, so a recorded job without one was
+rendered at this value (`story.tasks.render.request` records them in every job since).
+`carry_warp` is the long shot's (`story.models.long_shot.ReuseDiffuse.carry_warp`), not a
+`__call__` parameter: it decides how a shot longer than one clip continues its start noise."""

@@ -53,7 +53,18 @@ class LongShotEvalConfig:
 SETTINGS: dict[str, ReuseDiffuse] = {
     "Reuse-and-Diffuse M=2 alpha=1 beta=0.6 (default)": ReuseDiffuse(2, 1.0, 0.6),
     "Reuse-and-Diffuse M=1 alpha=1 beta=0.6": ReuseDiffuse(1, 1.0, 0.6),
+    "M=2, warped noise drawn per window (before carry_warp)": ReuseDiffuse(
+        2, 1.0, 0.6, carry_warp=False
+    ),
 }
+"""Continuation settings scored beside independent windows; the last is the ablation of
+`carry_warp` (one moving noise for the whole shot against one per window)."""
+
+
+def sealed_name_knobs() -> dict[str, float]:
+    """What names a sealed long-shot run beside the model id: the continuation's changed
+    defaults. Entries before `carry_warp` existed carry the bare model id (noise per window)."""
+    return {"carry_warp": 1.0} if ReuseDiffuse.carry_warp else {}
 
 
 def _independent(model, prompt: str, guide: np.ndarray, seed: int, config) -> np.ndarray:
@@ -181,6 +192,20 @@ def evaluate_longshot(
             for label in SETTINGS
         },
     )
+    default, ablation = list(SETTINGS)[0], list(SETTINGS)[-1]
+    carry = Table(
+        "carry_warp: the default minus the same setting with warped noise drawn per window "
+        "(paired by shot and seed)",
+        ["seam warp error", "within warp error"],
+        {
+            default: {
+                f"{part} warp error": paired_difference(
+                    np.array(scores[default][part]), np.array(scores[ablation][part])
+                )
+                for part in ("seam", "within")
+            }
+        },
+    )
     grid = Grid(
         "First shot, seed 0 (rows: settings, then the real clip)",
         [(label, [clip]) for label, clip in examples.items()] + [(REAL, [scenes[0].rgb])],
@@ -196,5 +221,7 @@ def evaluate_longshot(
         "seconds": round(time.monotonic() - started, 1),
         "seam_ratio": {label: cells[columns[0]]["ratio"] for label, cells in table.rows.items()},
     }
-    paths = write_report(out, f"Long shots: {model.model_id}", summary, [table, diffs], [grid])
+    paths = write_report(
+        out, f"Long shots: {model.model_id}", summary, [table, diffs, carry], [grid]
+    )
     return {**paths, **summary}

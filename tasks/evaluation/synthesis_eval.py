@@ -83,7 +83,8 @@ def sealed_knobs(sampling: dict[str, float]) -> dict[str, float]:
     ledger's names meant before any default changed (`FORMER_DEFAULTS`). So `{}` and
     `noise_warp=0.8` name one configuration today, and `noise_warp=0` names the former default,
     already scored under the bare model id."""
-    settled = {**{k: SAMPLING_DEFAULTS[k] for k in FORMER_DEFAULTS}, **implied_knobs(sampling)}
+    changed = [k for k in FORMER_DEFAULTS if k in SAMPLING_DEFAULTS]  # one clip: no carry_warp
+    settled = {**{k: SAMPLING_DEFAULTS[k] for k in changed}, **implied_knobs(sampling)}
     return {k: v for k, v in settled.items() if FORMER_DEFAULTS.get(k, object()) != v}
 
 

@@ -151,5 +151,6 @@ class PlotRenderer:
             prompt_frames=int(p.get("prompt_frames", ReuseDiffuse.prompt_frames)),
             alpha=float(p.get("alpha", ReuseDiffuse.alpha)),
             beta=float(p.get("beta", ReuseDiffuse.beta)),
+            carry_warp=bool(p.get("carry_warp", ReuseDiffuse.carry_warp)),
         )
         return synthesize(self.model, job.prompt, structure, continuation=continuation, **common)

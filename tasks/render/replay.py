@@ -66,7 +66,9 @@ def replay_request(manifest: dict[str, Any], settings: Settings, checkpoint: str
     """The manifest's story, seed, candidates, parameters and clips, on `checkpoint`; a manifest
     planned before a default changed is replayed with the defaults it was rendered at."""
     inputs = manifest["inputs"]
-    legacy = any(key not in p["params"] for p in inputs["plots"] for key in FORMER_DEFAULTS)
+    former = tuple(
+        key for key in FORMER_DEFAULTS if any(key not in p["params"] for p in inputs["plots"])
+    )
     return RenderRequest.resolve(
         manifest_story(manifest),
         settings,
@@ -75,7 +77,7 @@ def replay_request(manifest: dict[str, Any], settings: Settings, checkpoint: str
         candidates=int(inputs["candidates"]),
         pins=manifest_pins(manifest),
         params=dict(inputs["params"]),
-        legacy_sampling=legacy,
+        former_defaults=former,
     )
 
 

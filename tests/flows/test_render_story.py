@@ -142,7 +142,6 @@ def test_a_render_from_before_the_noise_warp_default_reproduces_at_its_former_va
     """The default noise_warp changed (0 -> 0.8): new renders record it in every job; a manifest
     planned before (no noise_warp anywhere) still reproduces, id and frames, at 0."""
     from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS
-    from story.tasks.hashing import render_id
 
     assert FORMER_DEFAULTS["noise_warp"] != SAMPLING_DEFAULTS["noise_warp"]
     story = story_file(studio)
@@ -157,20 +156,62 @@ def test_a_render_from_before_the_noise_warp_default_reproduces_at_its_former_va
     assert [p["frames_sha256"] for p in now["plots"]] != [
         p["frames_sha256"] for p in read_manifest(at_former["manifest"])["plots"]
     ]
-    # The same render as the code before the change planned it: noise_warp recorded nowhere.
-    old = tmp_path / "old-render"
-    shutil.copytree(at_former["folder"], old)
+    # The same render as the code before the change planned it: no changed knob recorded.
+    old = _as_planned_before(at_former["folder"], tmp_path / "old-render", list(FORMER_DEFAULTS))
+    again = reproduce_render(str(old), studio.resolved())
+    assert again["reproduced_id"] == read_manifest(old)["render_id"]
+    assert again["identical"] is True
+
+
+def _as_planned_before(folder: str, old: Path, knobs: list[str]) -> Path:
+    """A copy of a finished render whose manifest records none of `knobs`, as the code before
+    their defaults changed planned it (its render id recomputed)."""
+    from story.tasks.hashing import render_id
+
+    shutil.copytree(folder, old)
     manifest = read_manifest(old)
     inputs = manifest["inputs"]
     for params in [inputs["params"], *(p["params"] for p in inputs["plots"])]:
-        del params["noise_warp"]
+        for knob in knobs:
+            params.pop(knob, None)
     for plot in manifest["plots"]:
-        plot.get("params", {}).pop("noise_warp", None)
+        for knob in knobs:
+            plot.get("params", {}).pop(knob, None)
     manifest["render_id"] = render_id(inputs)
     (old / "manifest.json").write_text(json.dumps(manifest))
+    return old
 
+
+def test_a_long_shot_from_before_carry_warp_reproduces_with_noise_drawn_per_window(
+    studio: Settings, tmp_path: Path
+) -> None:
+    """carry_warp became the default (one moving noise for a whole long shot): new renders
+    record it; a long shot planned before it (noise_warp recorded, carry_warp not) still
+    reproduces, id and frames, with warped noise drawn per window."""
+    from story.models.pipeline import FORMER_DEFAULTS
+
+    story = tmp_path / "long.yaml"
+    story.write_text(
+        "title: long\nplots:\n  - text: A red ball bounces on the grass\n    frames: 10\n"
+    )
+    now = read_manifest(_render(studio, story, seed=3, out=str(tmp_path / "a"))["manifest"])
+    assert {p["params"]["carry_warp"] for p in now["inputs"]["plots"]} == {True}
+    former = FORMER_DEFAULTS["carry_warp"]
+    per_window = render_story(
+        str(story),
+        studio.resolved(),
+        params={**FAST, "carry_warp": former},
+        seed=3,
+        out=str(tmp_path / "b"),
+        use_ray=False,
+    )
+    assert [p["frames_sha256"] for p in now["plots"]] != [
+        p["frames_sha256"] for p in read_manifest(per_window["manifest"])["plots"]
+    ]
+    old = _as_planned_before(per_window["folder"], tmp_path / "old-render", ["carry_warp"])
+    assert "noise_warp" in read_manifest(old)["inputs"]["plots"][0]["params"]
     again = reproduce_render(str(old), studio.resolved())
-    assert again["reproduced_id"] == manifest["render_id"]
+    assert again["reproduced_id"] == read_manifest(old)["render_id"]
     assert again["identical"] is True
 
 

@@ -107,3 +107,35 @@ def test_noise_carried_along_the_guide_reaches_every_continued_clip(model, state
     fresh = continuation_noise(previous, params, torch.Generator().manual_seed(1), 2)
     assert torch.equal(carried[:, :, :2], previous[:, :, -2:])
     assert not torch.equal(carried[:, :, 2:], fresh[:, :, 2:])  # ... and each continuation's
+
+
+def test_a_carried_warp_is_one_moving_noise_for_the_whole_shot(model, states) -> None:
+    """carry_warp (the default): the first window starts exactly as a one-clip render of its
+    frames would, each continued window's prompt frames keep their noise, and the shared part of
+    every window is the one draw carried along the whole guide; per-window draws (the former
+    behaviour) give another shot."""
+    from story.models.long_shot import CarriedWarp
+    from story.models.sampler import initial_noise
+
+    text, null = states
+    guide = torch.rand(1, 1, 11, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    carried = CarriedWarp(model, 1, torch.Generator().manual_seed(4), 0.8, guide, 11)
+    alone = initial_noise(model, 1, torch.Generator().manual_seed(4), 0.0, 0.8, guide[:, :, :4])
+    assert torch.equal(carried.start(0), alone)
+    first = carried.start(0)
+    params = ReuseDiffuse(prompt_frames=2, alpha=1.0)
+    carried.continue_own(params, torch.Generator().manual_seed(5), overlap=2)
+    second = carried.start(2)
+    assert torch.equal(second[:, :, :2], first[:, :, 2:])  # the prompt frames' noise, kept
+    moving = (second - 0.2**0.5 * carried.own) / 0.8**0.5
+    assert torch.allclose(moving, carried.moved[:, :, 2:6], atol=1e-5)
+    kwargs = {"steps": 2, "guidance": 2.0, "seed": 4, "noise_warp": 0.8}
+    a = sample_long(model, text, null, guide, 11, **kwargs)
+    assert torch.equal(a, sample_long(model, text, null, guide, 11, **kwargs))
+    per_window = sample_long(
+        model, text, null, guide, 11, params=ReuseDiffuse(carry_warp=False), **kwargs
+    )
+    assert torch.equal(a[:, :, :4], per_window[:, :, :4])  # the first clip is the same
+    assert not torch.equal(a[:, :, 4:], per_window[:, :, 4:])
+    with pytest.raises(ValueError, match="one of them"):
+        sample_long(model, text, null, guide, 11, **{**kwargs, "noise_share": 0.5})
