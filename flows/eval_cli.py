@@ -163,7 +163,7 @@ def eval_synthesis_command(
         typer.Option(
             "--sampling",
             help="A sampling knob other than its default, KEY=VALUE (repeatable): tau, "
-            "strength, detail, temporal_guidance, noise_share, noise_warp.",
+            "strength, detail, temporal_guidance, noise_share, noise_warp, flow_smoothing.",
         ),
     ] = None,
     judge: JudgeOpt = None,

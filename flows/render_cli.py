@@ -54,6 +54,15 @@ NoiseWarpOpt = Annotated[
         "clip's motion (0.8; 0 for the renders before it was the default).",
     ),
 ]
+FlowSmoothingOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=0.99,
+        help="At every denoising step, average each frame's prediction with its neighbours' "
+        "along the guide's motion (0..0.99): less flicker, but less motion and colour (0).",
+    ),
+]
 render_app = typer.Typer()
 
 
@@ -63,6 +72,7 @@ def sampling_knobs(
     temporal_guidance: float | None,
     noise_share: float | None,
     noise_warp: float | None = None,
+    flow_smoothing: float | None = None,
 ) -> dict[str, Any]:
     """The sampling knobs a command sets; an unset knob stays out, so the render id (and every
     render made before the knob existed) is unchanged unless the TD asks for it. Both noise
@@ -79,6 +89,7 @@ def sampling_knobs(
         "temporal_guidance": temporal_guidance,
         "noise_share": noise_share,
         "noise_warp": noise_warp,
+        "flow_smoothing": flow_smoothing,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -119,6 +130,7 @@ def render_command(
     temporal_guidance: TemporalGuidanceOpt = None,
     noise_share: NoiseShareOpt = None,
     noise_warp: NoiseWarpOpt = None,
+    flow_smoothing: FlowSmoothingOpt = None,
     prompt_frames: Annotated[
         int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
     ] = 2,
@@ -166,7 +178,9 @@ def render_command(
         "prompt_frames": prompt_frames,
         "alpha": alpha,
         "beta": beta,
-        **sampling_knobs(strength, detail, temporal_guidance, noise_share, noise_warp),
+        **sampling_knobs(
+            strength, detail, temporal_guidance, noise_share, noise_warp, flow_smoothing
+        ),
     }
     if tau is not None:
         params["tau"] = tau
@@ -243,6 +257,7 @@ def shot_command(
     temporal_guidance: TemporalGuidanceOpt = None,
     noise_share: NoiseShareOpt = None,
     noise_warp: NoiseWarpOpt = None,
+    flow_smoothing: FlowSmoothingOpt = None,
     checkpoint: CheckpointOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
@@ -268,7 +283,9 @@ def shot_command(
             checkpoint=checkpoint,
             params={
                 "steps": steps,
-                **sampling_knobs(strength, detail, temporal_guidance, noise_share, noise_warp),
+                **sampling_knobs(
+                    strength, detail, temporal_guidance, noise_share, noise_warp, flow_smoothing
+                ),
             },
         )
 

@@ -174,6 +174,7 @@ def sample_long(
     temporal_guidance: float = 1.0,
     noise_share: float = 0.0,
     noise_warp: float = 0.0,
+    flow_smoothing: float = 0.0,
     seed: int = 0,
     stats: SamplerStats | None = None,
 ) -> torch.Tensor:
@@ -226,6 +227,7 @@ def sample_long(
             strength=strength,
             detail=detail,
             temporal_guidance=temporal_guidance,
+            flow_smoothing=flow_smoothing,
             latents=noise,
             stats=stats,
             after_step=hook,

@@ -103,3 +103,38 @@ def warp_shared(
             )
         moved = advect(shared, source_positions(structure_flow(structure, (h, w))))
     return warp**0.5 * moved.to(noise.device) + (1.0 - warp) ** 0.5 * noise
+
+
+def carry_frame(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) latents of frame t-1 read where frame t's pixels came from (`flow`: (B, 2, h,
+    w), backward, in latent pixels), bilinear, the border repeated."""
+    b, _, h, w = frame.shape
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    where = torch.stack([xs, ys]).to(flow) + flow
+    norm = torch.stack([where[:, 0] / max(1, w - 1), where[:, 1] / max(1, h - 1)], -1) * 2 - 1
+    return F.grid_sample(
+        frame, norm.to(frame), mode="bilinear", padding_mode="border", align_corners=True
+    )
+
+
+def check_flow_smoothing(smoothing: float) -> None:
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"flow_smoothing must be in [0, 1), got {smoothing}")
+
+
+def smooth_along_flow(
+    x: torch.Tensor, flows: tuple[torch.Tensor, torch.Tensor], s: float
+) -> torch.Tensor:
+    """(B, C, T, h, w) latents averaged with their neighbours along the motion: a running mean
+    x'[t] = (1 - s) x[t] + s x'[t-1] carried along the flow, forwards and then backwards (so
+    no frame lags the others). `flows`: the backward flows of the frames in order and of the
+    frames reversed (`structure_flow` of each), each (B, T, 2, h, w)."""
+
+    def one_way(v: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        out = [v[:, :, 0]]
+        for t in range(1, v.shape[2]):
+            out.append((1 - s) * v[:, :, t] + s * carry_frame(out[-1], flow[:, t]))
+        return torch.stack(out, 2)
+
+    forward, backward = flows
+    return one_way(one_way(x, forward).flip(2), backward).flip(2)

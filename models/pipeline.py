@@ -31,6 +31,7 @@ SAMPLING_KEYS = (
     "temporal_guidance",
     "noise_share",
     "noise_warp",
+    "flow_smoothing",
 )
 
 
@@ -61,6 +62,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         temporal_guidance: float = 1.0,
         noise_share: float = 0.0,
         noise_warp: float = 0.8,
+        flow_smoothing: float = 0.0,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -92,6 +94,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
             temporal_guidance=temporal_guidance,
             noise_share=noise_share,
             noise_warp=noise_warp,
+            flow_smoothing=flow_smoothing,
             generator=generator,
             latents=latents,
             stats=stats,

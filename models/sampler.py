@@ -18,7 +18,9 @@ frame's noise is sqrt(s) * one shared draw + sqrt(1 - s) * its own (unit varianc
 plain i.i.d. start and draws exactly the same numbers as before the knob existed).
 `noise_warp` w is the same with the shared draw carried along the structure's motion
 (`story.models.noise_warp`): calmer at less cost in motion than `noise_share` (measured in
-docs/training.md).
+docs/training.md). `flow_smoothing` s acts at every step instead of only on the start: the
+model's prediction of the clean latents is averaged, frame with frame, along the structure's
+motion (`noise_warp.smooth_along_flow`), and the step proceeds from that prediction; 0 is off.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMScheduler
 
-from story.models.noise_warp import check_noise_warp, warp_shared
+from story.models.noise_warp import (
+    check_flow_smoothing,
+    check_noise_warp,
+    smooth_along_flow,
+    structure_flow,
+    warp_shared,
+)
 from story.models.t2v import StructureT2V
 
 
@@ -110,6 +118,7 @@ def sample_latents(
     temporal_guidance: float = 1.0,
     noise_share: float = 0.0,
     noise_warp: float = 0.0,
+    flow_smoothing: float = 0.0,
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     stats: SamplerStats | None = None,
@@ -130,6 +139,7 @@ def sample_latents(
         raise ValueError(f"detail must be a level >= 0, got {detail}")
     check_noise_share(noise_share)
     check_noise_warp(noise_warp)
+    check_flow_smoothing(flow_smoothing)
     stats = stats if stats is not None else SamplerStats()
     per_step = callable(text_states)
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
@@ -148,6 +158,9 @@ def sample_latents(
     else:
         x = latents.to(model.device)
     x = x * scheduler.init_noise_sigma
+    flows = None
+    if flow_smoothing:
+        flows = _smoothing_flows(x, structure)
     states = torch.cat([null_states, text_states]) if use_cfg else text_states
     states = states.to(model.device)
     guided = structure is not None and strength != 0.0
@@ -174,8 +187,47 @@ def sample_latents(
             image = model.predict(x, t.expand(batch), text_only, active, strength, temporal=False)
             cond = image + temporal_guidance * (cond - image)
         pred = uncond + guidance * (cond - uncond) if use_cfg else cond
+        if flows is not None:
+            pred = _smoothed_prediction(scheduler, pred, x, t, flows, flow_smoothing)
         x = scheduler.step(pred, t, x).prev_sample
         if after_step is not None:
             x = after_step(step, scheduler, x)
         stats.steps += 1
     return x
+
+
+def _smoothing_flows(
+    x: torch.Tensor, structure: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flows `smooth_along_flow` follows: the structure's, forwards and reversed (none
+    without a structure: the frames are averaged in place)."""
+    b, _, frames, h, w = x.shape
+    if structure is None:
+        still = torch.zeros(b, frames, 2, h, w)
+        return still, still
+    forward = structure_flow(structure, (h, w))
+    backward = structure_flow(structure.flip(2), (h, w))
+    return forward.to(x.device), backward.to(x.device)
+
+
+def _smoothed_prediction(
+    scheduler: DDIMScheduler,
+    pred: torch.Tensor,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    flows: tuple[torch.Tensor, torch.Tensor],
+    smoothing: float,
+) -> torch.Tensor:
+    """The model output whose clean-latent prediction is the smoothed one (v or epsilon)."""
+    a = scheduler.alphas_cumprod[int(t)].to(x)
+    signal, noise = a.sqrt(), (1 - a).sqrt()
+    if scheduler.config.prediction_type == "v_prediction":
+        clean = signal * x - noise * pred
+    elif scheduler.config.prediction_type == "epsilon":
+        clean = (x - noise * pred) / signal
+    else:
+        raise ValueError(f"flow_smoothing: prediction type {scheduler.config.prediction_type!r}")
+    smooth = smooth_along_flow(clean, flows, smoothing)
+    if scheduler.config.prediction_type == "v_prediction":
+        return (signal * x - smooth) / noise
+    return (x - signal * smooth) / noise

@@ -49,7 +49,13 @@ REAL_AGAIN = "real: another take of the same plot"
 
 
 STRUCTURE_KNOBS = ("tau", "strength", "detail")
-SWEEPABLE = (*STRUCTURE_KNOBS, "temporal_guidance", "noise_share", "noise_warp")
+SWEEPABLE = (
+    *STRUCTURE_KNOBS,
+    "temporal_guidance",
+    "noise_share",
+    "noise_warp",
+    "flow_smoothing",
+)
 INTEGER_KNOBS = tuple(k for k in SWEEPABLE if isinstance(SAMPLING_DEFAULTS[k], int))
 
 

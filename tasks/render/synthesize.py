@@ -103,6 +103,7 @@ def synthesize(
     temporal_guidance: float = DEFAULTS["temporal_guidance"],
     noise_share: float = DEFAULTS["noise_share"],
     noise_warp: float | None = None,
+    flow_smoothing: float = DEFAULTS["flow_smoothing"],
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     stats: SamplerStats | None = None,
@@ -148,6 +149,7 @@ def synthesize(
                 temporal_guidance=temporal_guidance,
                 noise_share=noise_share,
                 noise_warp=noise_warp,
+                flow_smoothing=flow_smoothing,
                 seed=seed,
                 stats=stats,
             )[0].permute(1, 0, 2, 3)
@@ -169,6 +171,7 @@ def synthesize(
                 temporal_guidance=temporal_guidance,
                 noise_share=noise_share,
                 noise_warp=noise_warp,
+                flow_smoothing=flow_smoothing,
                 generator=torch.Generator().manual_seed(seed),
                 stats=stats,
             )
@@ -193,6 +196,7 @@ def render_batch(
     temporal_guidance: float = DEFAULTS["temporal_guidance"],
     noise_share: float = DEFAULTS["noise_share"],
     noise_warp: float | None = None,
+    flow_smoothing: float = DEFAULTS["flow_smoothing"],
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
     """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W)."""
@@ -213,6 +217,7 @@ def render_batch(
         temporal_guidance=temporal_guidance,
         noise_share=noise_share,
         noise_warp=noise_warp,
+        flow_smoothing=flow_smoothing,
         generator=generator,
         stats=stats,
     )
