@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from diffusers import DDIMScheduler
 
-from story.models.noise_warp import advect, source_positions, structure_flow
+from story.models.noise_warp import carried_draw, mix_warped
 from story.models.sampler import (
     SamplerStats,
+    check_one_noise_knob,
     correlate_frames,
     initial_noise,
     sample_latents,
@@ -66,6 +67,10 @@ class ReuseDiffuse:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+CONTINUATION_DEFAULTS = {f.name: f.default for f in fields(ReuseDiffuse)}
+"""The continuation's defaults by name (beside the pipeline's `SAMPLING_DEFAULTS`)."""
 
 
 def clip_starts(total: int, length: int, prompt_frames: int) -> list[int]:
@@ -123,10 +128,7 @@ class CarriedWarp:
         c, _, h, w = model.latent_shape
         self.own = torch.randn((batch, *model.latent_shape), generator=generator)
         shared = torch.randn((batch, c, h, w), generator=generator)
-        if structure is None:
-            self.moved = shared.unsqueeze(2).expand(batch, c, total, h, w)
-        else:
-            self.moved = advect(shared, source_positions(structure_flow(structure, (h, w))))
+        self.moved = carried_draw(shared, structure, total)
 
     def continue_own(self, params: ReuseDiffuse, generator: torch.Generator, overlap: int) -> None:
         self.own = continuation_noise(self.own, params, generator, overlap)
@@ -134,8 +136,7 @@ class CarriedWarp:
     def start(self, window_start: int) -> torch.Tensor:
         length = self.own.shape[2]
         moved = self.moved[:, :, window_start : window_start + length]
-        noise = self.warp**0.5 * moved + (1.0 - self.warp) ** 0.5 * self.own
-        return noise.to(self.device)
+        return mix_warped(moved, self.own, self.warp).to(self.device)
 
 
 def _pin_prompt_frames(prompt: torch.Tensor, noise: torch.Tensor, guided_steps: int):
@@ -184,8 +185,7 @@ def sample_long(
     params.check(length)
     if total < length:
         raise ValueError(f"a long shot needs at least {length} frames, got {total}")
-    if noise_share and noise_warp:
-        correlate_frames(torch.zeros(1), None, noise_share, noise_warp)  # raises: one of the two
+    check_one_noise_knob(noise_share, noise_warp)
     generator = torch.Generator().manual_seed(seed)
     pieces: list[torch.Tensor] = []
     latents: torch.Tensor | None = None

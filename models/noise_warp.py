@@ -58,10 +58,7 @@ def source_positions(flow: torch.Tensor) -> torch.Tensor:
     for t in range(1, frames):
         # The pixel came from p + flow[t] in frame t-1, which came from positions[t-1] there.
         where = grid + flow[:, t]
-        norm = torch.stack([where[:, 0] / max(1, w - 1), where[:, 1] / max(1, h - 1)], -1) * 2 - 1
-        previous = F.grid_sample(
-            positions[-1], norm, mode="bilinear", padding_mode="border", align_corners=True
-        )
+        previous = carry_frame(positions[-1], flow[:, t])
         # Beyond the border the chain continues straight: the out-of-frame offset is kept.
         outside = where - where.clamp(min=0).minimum(torch.tensor([w - 1, h - 1]).view(1, 2, 1, 1))
         positions.append(previous + outside)
@@ -93,15 +90,25 @@ def warp_shared(
         return noise
     b, c, frames, h, w = noise.shape
     shared = torch.randn((b, c, h, w), generator=generator, dtype=noise.dtype)
+    if structure is not None and (structure.shape[0] != b or structure.shape[2] != frames):
+        raise ValueError(
+            f"noise_warp: structure {tuple(structure.shape)} does not match the noise "
+            f"{tuple(noise.shape)} in batch and frames"
+        )
+    return mix_warped(carried_draw(shared, structure, frames), noise, warp)
+
+
+def carried_draw(shared: torch.Tensor, structure: torch.Tensor | None, frames: int) -> torch.Tensor:
+    """A (B, C, h, w) draw carried along the structure's flow from its first frame, (B, C,
+    frames, h, w); without a structure, the same draw in every frame."""
+    b, c, h, w = shared.shape
     if structure is None:
-        moved = shared.unsqueeze(2).expand(b, c, frames, h, w)
-    else:
-        if structure.shape[0] != b or structure.shape[2] != frames:
-            raise ValueError(
-                f"noise_warp: structure {tuple(structure.shape)} does not match the noise "
-                f"{tuple(noise.shape)} in batch and frames"
-            )
-        moved = advect(shared, source_positions(structure_flow(structure, (h, w))))
+        return shared.unsqueeze(2).expand(b, c, frames, h, w)
+    return advect(shared, source_positions(structure_flow(structure, (h, w))))
+
+
+def mix_warped(moved: torch.Tensor, noise: torch.Tensor, warp: float) -> torch.Tensor:
+    """sqrt(w) * the carried draw + sqrt(1 - w) * the frames' own noise (unit variance kept)."""
     return warp**0.5 * moved.to(noise.device) + (1.0 - warp) ** 0.5 * noise
 
 

