@@ -374,7 +374,11 @@ def eval_concepts_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Character concepts (bob or zib) per method and training seed, beside no concept, the
-    class word and the character spelled out in words, read from the frames."""
+    class word and the character spelled out in words, read from the frames.
+
+    The same command started again on the same --out (one per core) shares the work: each
+    (row, seed) cell is made by one of them and both read all; on the test split the second is
+    recorded as resumed, not as a re-run, until the report exists."""
     from story.flows.cli_io import make_settings, run_command
     from story.tasks.settings import REPO_ROOT
 
@@ -416,6 +420,7 @@ def eval_concepts_command(
             model_id,
             rerun_sealed,
             {"shots": shots, "seeds": seeds},
+            resumable=folder,
         )
         return evaluate_concepts(
             config,

@@ -5,8 +5,10 @@ refused when it was made with other settings rather than read back as if it were
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -78,6 +80,94 @@ class Cells:
         arrays["renders"] = np.stack(renders[: self.keep])
         np.savez_compressed(tmp, **arrays)
         tmp.replace(self.path(label, seed))
+
+    def _claim_path(self, label: str, seed: int) -> Path:
+        return self.path(label, seed).with_suffix(".claim")
+
+    def claimant(self, label: str, seed: int) -> int | None:
+        """The live process (pid) other than this one working on the cell, if any."""
+        try:
+            pid = int(self._claim_path(label, seed).read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return None
+        if pid in (0, os.getpid()):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # it stopped without finishing: the claim is stale
+        except PermissionError:
+            pass
+        return pid
+
+    def claim(self, label: str, seed: int) -> bool:
+        """Take the cell for this process: False while another live process works on it."""
+        path = self._claim_path(label, seed)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if self.claimant(label, seed) is not None:
+                return False
+            atomic.write_text(path, str(os.getpid()))  # a stale claim: take it over
+            return True
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return True
+
+    def release(self, label: str, seed: int) -> None:
+        self._claim_path(label, seed).unlink(missing_ok=True)
+
+
+Task = tuple[str, int, Callable[[], tuple[dict[str, np.ndarray], list]]]
+
+
+def run_cells(
+    cells: Cells, tasks: list[Task], log: Callable[[str], None] = print, poll: float = 10.0
+) -> tuple[list[tuple[dict[str, np.ndarray], list]], dict[str, float]]:
+    """Every task's (scores, renders), in the order given, and the seconds this process spent
+    per label. A finished cell is read back; one another live process on the same out folder
+    has claimed is left to it and waited for at the end (taken over if that process stopped),
+    so runs on two cores split the cells between them instead of computing each twice."""
+    results: dict[int, tuple[dict[str, np.ndarray], list]] = {}
+    seconds: dict[str, float] = {}
+
+    def compute(index: int) -> None:
+        label, seed, work = tasks[index]
+        tick = time.monotonic()
+        finished = cells.get(label, seed)  # by another process just before the claim
+        if finished is not None:
+            cells.release(label, seed)
+            results[index] = finished
+            return
+        try:
+            scores, renders = work()
+            cells.put(label, seed, scores, renders)
+        finally:
+            cells.release(label, seed)
+        results[index] = scores, renders
+        seconds[label] = seconds.get(label, 0.0) + time.monotonic() - tick
+        log(f"concepts: {label} seed {seed} ({time.monotonic() - tick:.0f}s)")
+
+    waiting = []
+    for index, (label, seed, _) in enumerate(tasks):
+        done = cells.get(label, seed)
+        if done is not None:
+            results[index] = done
+        elif cells.claim(label, seed):
+            compute(index)
+        else:
+            waiting.append(index)
+    for index in waiting:
+        label, seed, _ = tasks[index]
+        while index not in results:
+            done = cells.get(label, seed)
+            if done is not None:
+                results[index] = done
+            elif cells.claim(label, seed):
+                compute(index)
+            else:
+                time.sleep(poll)
+    return [results[i] for i in range(len(tasks))], {k: round(v, 1) for k, v in seconds.items()}
 
 
 PAIRED_ON = ("split", "shots", "character", "checkpoint")

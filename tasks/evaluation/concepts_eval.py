@@ -44,6 +44,7 @@ from story.tasks.evaluation.concept_store import (
     cached_pack,
     locked,
     pairable,
+    run_cells,
     save_decoder,
     stacked_rows,
 )
@@ -328,7 +329,6 @@ def evaluate_concepts(
     labels = dict(zip(BASELINE_KINDS, templates, strict=True))
     rows: dict[str, dict[str, list[np.ndarray]]] = {}
     examples: dict[str, list] = {}
-    seconds: dict[str, float] = {}
 
     def record(label: str, seed: int, scores: dict[str, np.ndarray], renders: list) -> None:
         examples.setdefault(label, renders[:GRID_SHOTS])
@@ -407,45 +407,44 @@ def evaluate_concepts(
                 save_decoder(folder, decoder, decoder_params, fingerprint, curve)
         return replace(pack, decoder=decoder)
 
-    for method in trained:
-        label = _row_label(method)
-        tick = time.monotonic()
-        for seed in range(config.training_seeds):
-            done = cells.get(label, seed)
-            if done is None:
-                if config.shared_decoder:
-                    pack = shared_pack(method, seed)
-                else:
-                    base, decoder_steps = method_variant(method, config.decoder_steps)
-                    pack = train(
-                        base,
-                        params_for(base, seed, decoder_steps),
-                        None if method == "none" else out / "packs" / f"{method}-seed{seed}",
-                    )
-                load_concepts(model, {name: pack})
-                renders = _render(model, f"a <{name}> {{ground}}", shots, seed, config)
-                unload_concepts(model)
-                scores = _score(reader, renders, shots, character)
-                cells.put(label, seed, scores, renders)
-                done = scores, renders
-            record(label, seed, *done)
-            log(f"concepts: {label} seed {seed} ({time.monotonic() - tick:.0f}s)")
-        seconds[label] = round(time.monotonic() - tick, 1)
-    for kind in (WORDS, CLASS_WORD):
-        if kind not in config.baselines:
-            continue
-        label, template = labels[kind], templates[labels[kind]]
-        tick = time.monotonic()
-        for seed in range(config.training_seeds):
-            done = cells.get(label, seed)
-            if done is None:
-                renders = _render(model, template, shots, seed, config)
-                scores = _score(reader, renders, shots, character)
-                cells.put(label, seed, scores, renders)
-                done = scores, renders
-            record(label, seed, *done)
-        seconds[label] = round(time.monotonic() - tick, 1)
-        log(f"concepts: {label} ({seconds[label]}s)")
+    def concept_cell(method: str, seed: int) -> Callable[[], tuple[dict[str, np.ndarray], list]]:
+        def work() -> tuple[dict[str, np.ndarray], list]:
+            if config.shared_decoder:
+                pack = shared_pack(method, seed)
+            else:
+                base, decoder_steps = method_variant(method, config.decoder_steps)
+                pack = train(
+                    base,
+                    params_for(base, seed, decoder_steps),
+                    None if method == "none" else out / "packs" / f"{method}-seed{seed}",
+                )
+            load_concepts(model, {name: pack})
+            renders = _render(model, f"a <{name}> {{ground}}", shots, seed, config)
+            unload_concepts(model)
+            return _score(reader, renders, shots, character), renders
+
+        return work
+
+    def words_cell(template: str, seed: int) -> Callable[[], tuple[dict[str, np.ndarray], list]]:
+        def work() -> tuple[dict[str, np.ndarray], list]:
+            renders = _render(model, template, shots, seed, config)
+            return _score(reader, renders, shots, character), renders
+
+        return work
+
+    tasks = [
+        (_row_label(method), seed, concept_cell(method, seed))
+        for method in trained
+        for seed in range(config.training_seeds)
+    ] + [
+        (labels[kind], seed, words_cell(templates[labels[kind]], seed))
+        for kind in (WORDS, CLASS_WORD)
+        if kind in config.baselines
+        for seed in range(config.training_seeds)
+    ]
+    finished, seconds = run_cells(cells, tasks, log)
+    for (label, seed, _), done in zip(tasks, finished, strict=True):
+        record(label, seed, *done)
     for seed in range(config.training_seeds):
         decoder_folder = out / "decoders" / f"seed{seed}"
         weights = (
