@@ -74,9 +74,18 @@ def eval_search_command(
     ] = 100_000,
     queries: Annotated[int, typer.Option("--queries", min=10, help="Plot queries.")] = 200,
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Where the table is written (deleted after).")
+        Path,
+        typer.Option(
+            "--data-dir", help="Where the table is written (deleted after unless --keep)."
+        ),
     ] = Path("/tmp/story-eval-search"),
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the table afterwards.")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Keep the table afterwards: a later run with the same --rows and --distinct and --data-dir reuses it.",
+        ),
+    ] = False,
     out: OutOpt = None,
     rerun_sealed: RerunOpt = False,
     workspace: WorkspaceOpt = None,

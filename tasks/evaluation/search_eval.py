@@ -13,6 +13,7 @@ embedding the query, and queries per second with 1, 4 and 16 concurrent clients.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -29,6 +30,7 @@ import numpy as np
 from story.tasks.evaluation.intervals import mean_interval, paired_difference
 from story.tasks.evaluation.retrieval_queries import QueryCase, grammar_queries
 from story.tasks.evaluation.search_corpus import Corpus, build_corpus, record_batches
+from story.tasks.hashing import sha256_json
 from story.tasks.library.index import ClipIndex, clip_schema
 
 
@@ -59,11 +61,32 @@ def _embedder() -> Callable[[list[str]], np.ndarray]:
     return lambda texts: encoder.embed_sentences(texts, batch_size=256)
 
 
+TABLE_RECORD = "table.json"
+"""What a kept table was built from, and its build figures, beside it in --data-dir."""
+
+
 def write_table(corpus: Corpus, rows: int, folder: Path) -> tuple[ClipIndex, dict[str, Any]]:
-    """The rows as a clip table under `folder`, indexed like the product's; timings and size."""
+    """The rows as a clip table under `folder`, indexed like the product's; timings and size.
+
+    A table kept by an earlier run (`--keep`) from the same corpus and row count is reused, not
+    rebuilt (the validation run's table serves the test run: the rows come from train scenes
+    only); its build figures are those of when it was built, marked `reused`."""
     import lancedb
     import pyarrow as pa
 
+    made_from = {
+        "rows": rows,
+        "distinct": len(corpus.captions),
+        "sigma": round(corpus.sigma, 8),
+        "captions_sha256": sha256_json(corpus.captions),
+    }
+    record = folder / TABLE_RECORD
+    if record.is_file():
+        kept = json.loads(record.read_text())
+        if kept.get("made_from") == made_from:
+            index = ClipIndex(str(folder), "clips", text_dim=corpus.vectors.shape[1])
+            if index.count() == rows:
+                return index, {**kept["build"], "reused": True}
     shutil.rmtree(folder, ignore_errors=True)
     schema = clip_schema(corpus.vectors.shape[1])
     t0 = time.perf_counter()
@@ -77,13 +100,15 @@ def write_table(corpus: Corpus, rows: int, folder: Path) -> tuple[ClipIndex, dic
     index = ClipIndex(str(folder), "clips", text_dim=corpus.vectors.shape[1])
     t0 = time.perf_counter()
     built = index.ensure_indices(ivf_pq_min_rows=min(rows, 100_000))
-    return index, {
+    build = {
         "write_s": round(write_s, 1),
         "index_s": round(time.perf_counter() - t0, 1),
         "indices": built,
         "table_gib": round(_size(folder) / 2**30, 2),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
+    record.write_text(json.dumps({"made_from": made_from, "build": build}, default=str) + "\n")
+    return index, build
 
 
 def _size(path: Path) -> int:

@@ -1,0 +1,58 @@
+"""`story eval search` at a size CI can afford: every query's top 10 is judged by scene, the
+exact reference finds far more of the right scenes than chance, and a kept table is reused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from story.tasks.evaluation.retrieval_queries import grammar_queries
+from story.tasks.evaluation.search_corpus import build_corpus
+from story.tasks.evaluation.search_eval import SearchEvalConfig, _embedder, evaluate_search
+
+
+def test_search_at_scale_is_judged_by_scene_and_a_kept_table_is_reused(tmp_path: Path) -> None:
+    config = SearchEvalConfig(
+        rows=2000,
+        distinct=300,
+        queries=12,
+        exact_queries=12,
+        nprobes=[2, 8],
+        clients=[1, 2],
+        client_seconds=0.3,
+        data_dir=tmp_path / "table",
+        keep=True,
+    )
+    cache = tmp_path / "cache"
+    report = evaluate_search(config, cache, log=lambda _: None)
+
+    corpus = build_corpus(config.distinct, cache, _embedder(), log=lambda _: None)
+    assert len(set(corpus.captions)) == config.distinct
+    cases = grammar_queries("validation", config.queries)
+    share = [
+        np.mean([case.relevant(corpus.truth_of(i)) for i in range(config.distinct)])
+        for case in cases
+    ]
+    exact = report["exact"]["recall_at_10"]["mean"]
+    assert exact > 3 * float(np.mean(share)), (exact, float(np.mean(share)))
+    for nprobes in config.nprobes:
+        found = report["nprobes_sweep"][nprobes]
+        assert 0.0 <= found["recall_at_10"]["mean"] <= 1.0
+        assert found["hybrid"]["n"] == config.queries
+    assert set(report["queries_per_second"]) == {1, 2}
+    assert all(q > 0 for q in report["queries_per_second"].values())
+    assert "reused" not in report["build"]
+
+    again = evaluate_search(config, cache, log=lambda _: None)
+    assert again["build"]["reused"] is True
+    assert again["build"]["write_s"] == report["build"]["write_s"]
+    assert again["exact"]["recall_at_10"] == report["exact"]["recall_at_10"]
+
+    bigger = evaluate_search(
+        SearchEvalConfig(**{**config.__dict__, "rows": 3000, "keep": False}),
+        cache,
+        log=lambda _: None,
+    )
+    assert "reused" not in bigger["build"] and bigger["rows"] == 3000
+    assert not config.data_dir.exists()
