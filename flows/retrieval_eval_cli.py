@@ -73,6 +73,14 @@ def eval_search_command(
         int, typer.Option("--distinct", min=100, help="Distinct captions in the corpus.")
     ] = 100_000,
     queries: Annotated[int, typer.Option("--queries", min=10, help="Plot queries.")] = 200,
+    exact_queries: Annotated[
+        int,
+        typer.Option(
+            "--exact-queries",
+            min=10,
+            help="Queries also searched exactly, the reference (each scans the whole table).",
+        ),
+    ] = 200,
     data_dir: Annotated[
         Path,
         typer.Option(
@@ -83,7 +91,10 @@ def eval_search_command(
         bool,
         typer.Option(
             "--keep",
-            help="Keep the table afterwards: a later run with the same --rows and --distinct and --data-dir reuses it.",
+            help=(
+                "Keep the table afterwards: a later run with the same --rows, --distinct and "
+                "--data-dir reuses it."
+            ),
         ),
     ] = False,
     out: OutOpt = None,
@@ -103,12 +114,19 @@ def eval_search_command(
         chosen = _checked_split(split)
         model_id = f"search-{rows}"
         folder = _out_folder(out, settings.workspace, "search", chosen, model_id)
-        _seal("search", chosen, model_id, rerun_sealed, {"rows": rows, "queries": queries})
+        _seal(
+            "search",
+            chosen,
+            model_id,
+            rerun_sealed,
+            {"rows": rows, "queries": queries, "exact_queries": exact_queries},
+        )
         config = SearchEvalConfig(
             split=chosen,
             rows=rows,
             distinct=distinct,
             queries=queries,
+            exact_queries=exact_queries,
             data_dir=data_dir,
             keep=keep,
         )
