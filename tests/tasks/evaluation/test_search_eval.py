@@ -9,7 +9,22 @@ import numpy as np
 
 from story.tasks.evaluation.retrieval_queries import grammar_queries
 from story.tasks.evaluation.search_corpus import build_corpus
-from story.tasks.evaluation.search_eval import SearchEvalConfig, _embedder, evaluate_search
+from story.tasks.evaluation.search_eval import (
+    SearchEvalConfig,
+    _embedder,
+    evaluate_search,
+    fastest_within,
+)
+
+
+def test_the_chosen_setting_is_the_fastest_that_stays_within_the_tolerance_of_exact() -> None:
+    def entry(p50: float, low: float) -> dict:
+        return {"hybrid": {"p50_ms": p50}, "minus_exact": {"low": low}}
+
+    sweep = {"fast": entry(5.0, -0.05), "middle": entry(9.0, -0.01), "slow": entry(20.0, 0.0)}
+    assert fastest_within(sweep, 0.02) == "middle"
+    assert fastest_within(sweep, 0.10) == "fast"
+    assert fastest_within({"fast": entry(5.0, -0.05)}, 0.02) is None
 
 
 def test_search_at_scale_is_judged_by_scene_and_a_kept_table_is_reused(tmp_path: Path) -> None:
@@ -18,7 +33,7 @@ def test_search_at_scale_is_judged_by_scene_and_a_kept_table_is_reused(tmp_path:
         distinct=300,
         queries=12,
         exact_queries=12,
-        nprobes=[2, 8],
+        settings=[(2, None), (8, 5)],
         clients=[1, 2],
         client_seconds=0.3,
         data_dir=tmp_path / "table",
@@ -36,10 +51,12 @@ def test_search_at_scale_is_judged_by_scene_and_a_kept_table_is_reused(tmp_path:
     ]
     exact = report["exact"]["recall_at_10"]["mean"]
     assert exact > 3 * float(np.mean(share)), (exact, float(np.mean(share)))
-    for nprobes in config.nprobes:
-        found = report["nprobes_sweep"][nprobes]
+    assert set(report["sweep"]) == {"nprobes 2, refine none", "nprobes 8, refine 5"}
+    for found in report["sweep"].values():
         assert 0.0 <= found["recall_at_10"]["mean"] <= 1.0
         assert found["hybrid"]["n"] == config.queries
+    chosen = report["fastest_within_tolerance"]
+    assert chosen is None or report["sweep"][chosen]["minus_exact"]["low"] >= -0.02
     assert set(report["queries_per_second"]) == {1, 2}
     assert all(q > 0 for q in report["queries_per_second"].values())
     assert "reused" not in report["build"]
