@@ -201,17 +201,16 @@ def _filled(lists: dict[str, list[dict[str, Any]]], plan: _Plan) -> dict[str, li
         )
     return {
         name: [
-            {**full[row["_rowid"]], **{k: v for k, v in row.items() if k.startswith("_")}}
+            {
+                **full[row["_rowid"]],
+                **{k: v for k, v in row.items() if k.startswith("_") and k != "_rowid"},
+            }
             if "_rowid" in row
             else row
             for row in rows
         ]
         for name, rows in lists.items()
     }
-
-
-def _light(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k != "_rowid"}
 
 
 def _has_fts(index: ClipIndex) -> bool:
@@ -432,8 +431,7 @@ def search_rows(
                 f"{index.uri}: table {index.table_name!r} has no full-text index yet; "
                 "run `story index` to build it"
             )
-        found = _filled({"fts": _fts_rows(plan, query)}, plan)["fts"]
-        return [_light(row) for row in found]
+        return _filled({"fts": _fts_rows(plan, query)}, plan)["fts"]
 
     if vectors is None:
         vectors = embed_query(query, encoder, visual_encoder, text_vector)
@@ -457,7 +455,6 @@ def search_rows(
         if vector is not None:
             calls.append(("slots", _vector_rows, (plan, column, vector, slots)))
     lists = _filled(_run_lists(calls, plan), plan)
-    lists = {name: [_light(row) for row in rows] for name, rows in lists.items()}
 
     if not ranking:
         order = [n for n in ("text", "visual", "fts") if lists.get(n)]

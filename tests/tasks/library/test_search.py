@@ -231,3 +231,17 @@ def test_default_nprobes_grows_with_the_library():
     assert ten_million > million
     partitions = ivf_pq_config(10_000_000, 384).num_partitions
     assert ten_million * 20 >= partitions
+
+
+def test_each_list_row_carries_the_tables_columns_read_once_and_no_row_id(
+    library: ClipIndex, encoder: MiniLMTextEncoder
+) -> None:
+    from story.tasks.library.search import search_rows
+
+    for mode in ("hybrid", "vector", "fts"):
+        rows = search_rows(library, encoder, "a red ball bouncing on green grass", k=5, mode=mode)
+        assert rows, mode
+        for row in rows:
+            assert "_rowid" not in row, mode
+            assert row["caption"] == CAPTIONS[int(row["clip_id"][1:])], mode
+            assert row["uri"].endswith(f"{row['clip_id']}.mp4"), mode
