@@ -162,6 +162,26 @@ def run_queries(searcher: Any, cases: list[QueryCase], vectors: list[Any], corpu
     return recall, ms
 
 
+def nearest_ids(searcher: Any, cases: list[QueryCase], vectors: list[Any], **kw) -> list[set]:
+    """The 10 rows nearest each query's caption vector, index alone (no full text, ranking or
+    diversity): what the vector index itself finds."""
+    return [
+        {
+            h.clip_id
+            for h in searcher.search(
+                c.query, k=10, vectors=v, mode="vector", rerank=False, diversity="off", **kw
+            )
+        }
+        for c, v in zip(cases, vectors, strict=True)
+    ]
+
+
+def index_recall(found: list[set], exact: list[set]) -> dict[str, Any]:
+    """Row-level recall@10 of the index against exact search: the share of the exact 10
+    nearest rows the index also returns (the usual ANN figure, beside the scene-level one)."""
+    return mean_interval([len(f & e) / max(len(e), 1) for f, e in zip(found, exact, strict=False)])
+
+
 def throughput(searcher: Any, cases: list[QueryCase], clients: int, seconds: float) -> float:
     """Queries per second with `clients` threads each searching (embedding included)."""
     done = [0] * clients
@@ -201,6 +221,7 @@ def evaluate_search(
     n_exact = min(config.exact_queries, len(cases))
     exact, exact_ms = run_queries(searcher, cases[:n_exact], vectors[:n_exact], corpus, exact=True)
     log(f"exact: recall {np.mean(exact):.3f}, p50 {statistics.median(exact_ms):.0f} ms")
+    exact_rows = nearest_ids(searcher, cases[:n_exact], vectors[:n_exact], exact=True)
     sweep = {}
     for nprobes, refine in config.settings:
         recall, ms = run_queries(
@@ -212,6 +233,16 @@ def evaluate_search(
             "refine_factor": refine,
             "recall_at_10": mean_interval(recall),
             "minus_exact": paired_difference(recall[:n_exact], exact),
+            "index_recall_at_10": index_recall(
+                nearest_ids(
+                    searcher,
+                    cases[:n_exact],
+                    vectors[:n_exact],
+                    nprobes=nprobes,
+                    refine_factor=refine,
+                ),
+                exact_rows,
+            ),
             "hybrid": _latencies(ms),
         }
         log(f"{label}: {sweep[label]['recall_at_10']} {sweep[label]['hybrid']}")
@@ -245,6 +276,9 @@ def evaluate_search(
             "hybrid": _latencies(default_ms),
             "vector": _latencies(vector_ms),
             "vector_recall_at_10": mean_interval(vector_recall),
+            "index_recall_at_10": index_recall(
+                nearest_ids(searcher, cases[:n_exact], vectors[:n_exact]), exact_rows
+            ),
             "hybrid_with_query_embedding": _latencies(end_to_end),
         },
         "queries_per_second": qps,

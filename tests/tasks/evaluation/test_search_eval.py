@@ -54,7 +54,9 @@ def test_search_at_scale_is_judged_by_scene_and_a_kept_table_is_reused(tmp_path:
     assert set(report["sweep"]) == {"nprobes 2, refine none", "nprobes 8, refine 5"}
     for found in report["sweep"].values():
         assert 0.0 <= found["recall_at_10"]["mean"] <= 1.0
+        assert 0.0 < found["index_recall_at_10"]["mean"] <= 1.0
         assert found["hybrid"]["n"] == config.queries
+    assert 0.0 < report["default"]["index_recall_at_10"]["mean"] <= 1.0
     chosen = report["fastest_within_tolerance"]
     assert chosen is None or report["sweep"][chosen]["minus_exact"]["low"] >= -0.02
     assert set(report["queries_per_second"]) == {1, 2}
