@@ -18,13 +18,20 @@ from story.tasks.evaluation.search_eval import (
 
 
 def test_the_chosen_setting_is_the_fastest_that_stays_within_the_tolerance_of_exact() -> None:
-    def entry(p50: float, low: float) -> dict:
-        return {"hybrid": {"p50_ms": p50}, "minus_exact": {"low": low}}
+    def entry(p50: float, low: float, rows: float = 1.0) -> dict:
+        return {
+            "hybrid": {"p50_ms": p50},
+            "minus_exact": {"low": low},
+            "index_recall_at_10": {"mean": rows},
+        }
 
     sweep = {"fast": entry(5.0, -0.05), "middle": entry(9.0, -0.01), "slow": entry(20.0, 0.0)}
     assert fastest_within(sweep, 0.02) == "middle"
     assert fastest_within(sweep, 0.10) == "fast"
     assert fastest_within({"fast": entry(5.0, -0.05)}, 0.02) is None
+    # Scene-level recall alone would keep a setting that loses most true neighbours.
+    sweep["pq only"] = entry(3.0, 0.0, rows=0.4)
+    assert fastest_within(sweep, 0.02) == "middle"
 
 
 def test_search_at_scale_is_judged_by_scene_and_a_kept_table_is_reused(tmp_path: Path) -> None:
