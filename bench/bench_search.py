@@ -2,9 +2,11 @@
 
     python -m bench.bench_search scale [--rows 1000000 --split validation]
     python -m bench.bench_search interactive --lancedb DIR [--runs 5]
+    python -m bench.bench_search rows --lancedb DIR   # a table kept by story eval search --keep
 
 `scale` runs `story.tasks.evaluation.search_eval` (the distinct-caption corpus, scene-level
-recall@10 against exact search, nprobes sweep, `search()` p50 / p95 for vector and hybrid,
+recall@10 against exact search, the (nprobes, refine) sweep with row-level index recall,
+`search()` p50 / p95 for vector and hybrid,
 queries per second with 1 / 4 / 16 concurrent clients) and writes
 bench/results/search.json (search_10m.json for 10M rows: run that one late, with nice -n 19).
 
@@ -15,7 +17,8 @@ snapshot `story index` and the service write (`story.tasks.library.snapshot`); t
 pattern (a first `story search` that answers in-process and
 starts the service in the background, the seconds until the service answers, and the searches
 after it), then with the resident service up (the service's own time per query, and the whole
-command).
+command). `rows` times how a search reads its candidates' columns (once for the union of the
+lists, against once per list), interleaved in one process.
 The service is timed on the five QUERIES repeated (a TD refining one search; their vectors are
 remembered) and on NOVEL queries it has never seen (each one embedded). Each run reports wall and
 CPU seconds and the load average, because on a shared machine wall time says more about the
@@ -204,6 +207,70 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
     }
 
 
+def _setting(text: str) -> tuple[int, int | None]:
+    nprobes, _, refine = text.partition(":")
+    return int(nprobes), None if refine in ("", "none") else int(refine)
+
+
+def row_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
+    """`search()` with each list reading its own rows' columns on its own thread (as before
+    2026-12-04, when each list selected them) against light lists whose union is read once by
+    row id (`search._filled`), interleaved in one process on the same queries, hybrid search
+    with the product's defaults; the hits must be the same."""
+    from story.models.numpy_text import NumpyMiniLM
+    from story.tasks.evaluation.retrieval_queries import grammar_queries
+    from story.tasks.library import search as product
+    from story.tasks.library.index import ClipIndex
+    from story.tasks.library.searcher import LibrarySearcher, QueryEncoders
+
+    index = ClipIndex(lancedb, "clips", text_dim=384)
+    searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None))
+    cases = grammar_queries("validation", queries)
+    vectors = searcher.embed([c.query for c in cases])
+    light_vector, light_fts = product._vector_rows, product._fts_rows
+
+    def per_list(light):
+        def rows(plan, *args):
+            found = light(plan, *args)
+            return product._filled({"list": found}, plan)["list"]
+
+        return rows
+
+    timings: dict[str, list[float]] = {"columns per list": [], "light lists, one read": []}
+    hits: dict[str, list[list[str]]] = {name: [] for name in timings}
+    for _ in range(rounds):
+        for name in timings:
+            if name == "columns per list":
+                product._vector_rows, product._fts_rows = (
+                    per_list(light_vector),
+                    per_list(light_fts),
+                )
+            else:
+                product._vector_rows, product._fts_rows = light_vector, light_fts
+            found = []
+            for case, vector in zip(cases, vectors, strict=True):
+                t0 = time.perf_counter()
+                result = searcher.search(case.query, k=10, vectors=vector, diversity="off")
+                timings[name].append(1000 * (time.perf_counter() - t0))
+                found.append([h.clip_id for h in result])
+            hits[name] = found
+    product._vector_rows, product._fts_rows = light_vector, light_fts
+    p50 = {name: round(statistics.median(ms), 2) for name, ms in timings.items()}
+    return {
+        "table": lancedb,
+        "rows": index.count(),
+        "queries": queries,
+        "rounds": rounds,
+        "p50_ms": p50,
+        "p95_ms": {
+            name: round(sorted(ms)[int(0.95 * (len(ms) - 1))], 2) for name, ms in timings.items()
+        },
+        "ratio_light_to_per_list": round(p50["light lists, one read"] / p50["columns per list"], 3),
+        "same_hits": hits["columns per list"] == hits["light lists, one read"],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -212,11 +279,21 @@ def main() -> None:
     scale.add_argument("--distinct", type=int, default=100_000)
     scale.add_argument("--split", default="validation")
     scale.add_argument("--queries", type=int, default=200)
-    scale.add_argument("--nprobes", type=int, nargs="+", default=[10, 20, 40, 80])
+    scale.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        help="nprobes:refine pairs to sweep, e.g. 10:none 20:20 (default: the evaluation's)",
+    )
     scale.add_argument("--clients-seconds", type=float, default=20.0)
     scale.add_argument("--data-dir", type=Path, default=Path("/tmp/story-bench-search"))
     scale.add_argument("--cache", type=Path, default=Path("runs/search_corpus"))
     scale.add_argument("--out", type=Path, default=None)
+    fetch = sub.add_parser("rows")
+    fetch.add_argument("--lancedb", required=True, help="a kept table (story eval search --keep)")
+    fetch.add_argument("--queries", type=int, default=100)
+    fetch.add_argument("--rounds", type=int, default=3)
+    fetch.add_argument("--out", type=Path, default=RESULTS / "search_rows.json")
     live = sub.add_parser("interactive")
     live.add_argument("--lancedb", required=True)
     live.add_argument("--workspace", type=Path, default=Path("workspace"))
@@ -226,6 +303,9 @@ def main() -> None:
     if args.what == "interactive":
         report = interactive(args.lancedb, args.workspace, args.runs)
         out = args.out
+    elif args.what == "rows":
+        report = row_reads(args.lancedb, args.queries, args.rounds)
+        out = args.out
     else:
         from story.tasks.evaluation.search_eval import SearchEvalConfig, evaluate_search
 
@@ -234,7 +314,7 @@ def main() -> None:
             rows=args.rows,
             distinct=args.distinct,
             queries=args.queries,
-            nprobes=args.nprobes,
+            **({"settings": [_setting(x) for x in args.settings]} if args.settings else {}),
             client_seconds=args.clients_seconds,
             data_dir=args.data_dir,
         )
