@@ -227,10 +227,11 @@ def test_default_nprobes_grows_with_the_library():
     small = default_nprobes(1_000, 384)
     million = default_nprobes(1_000_000, 384)
     ten_million = default_nprobes(10_000_000, 384)
+    hundred_million = default_nprobes(100_000_000, 384)
     assert small == million == MIN_NPROBES
-    assert ten_million > million
-    partitions = ivf_pq_config(10_000_000, 384).num_partitions
-    assert ten_million * 20 >= partitions
+    assert hundred_million > ten_million >= million
+    for rows, probes in ((10_000_000, ten_million), (100_000_000, hundred_million)):
+        assert probes * 40 >= ivf_pq_config(rows, 384).num_partitions
 
 
 def test_each_list_row_carries_the_tables_columns_read_once_and_no_row_id(
