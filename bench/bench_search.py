@@ -208,8 +208,10 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
 
 
 def _setting(text: str) -> tuple[int, int | None]:
-    nprobes, _, refine = text.partition(":")
-    return int(nprobes), None if refine in ("", "none") else int(refine)
+    nprobes, colon, refine = text.partition(":")
+    if not colon or not nprobes.isdigit() or not (refine == "none" or refine.isdigit()):
+        raise SystemExit(f"--settings {text!r}: write nprobes:refine, e.g. 20:20 or 10:none")
+    return int(nprobes), None if refine == "none" else int(refine)
 
 
 def row_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
