@@ -131,42 +131,31 @@ def run_cells(
     results: dict[int, tuple[dict[str, np.ndarray], list]] = {}
     seconds: dict[str, float] = {}
 
-    def compute(index: int) -> None:
+    def attempt(index: int) -> bool:
+        """Settle the cell now if it can be (read back, or claimed and made); False while
+        another live process holds it."""
         label, seed, work = tasks[index]
-        tick = time.monotonic()
-        finished = cells.get(label, seed)  # by another process just before the claim
-        if finished is not None:
-            cells.release(label, seed)
-            results[index] = finished
-            return
-        try:
-            scores, renders = work()
-            cells.put(label, seed, scores, renders)
-        finally:
-            cells.release(label, seed)
-        results[index] = scores, renders
-        seconds[label] = seconds.get(label, 0.0) + time.monotonic() - tick
-        log(f"concepts: {label} seed {seed} ({time.monotonic() - tick:.0f}s)")
-
-    waiting = []
-    for index, (label, seed, _) in enumerate(tasks):
         done = cells.get(label, seed)
+        if done is None and cells.claim(label, seed):
+            try:
+                done = cells.get(label, seed)  # by another process just before the claim
+                if done is None:
+                    tick = time.monotonic()
+                    done = work()
+                    cells.put(label, seed, *done)
+                    spent = time.monotonic() - tick
+                    seconds[label] = seconds.get(label, 0.0) + spent
+                    log(f"concepts: {label} seed {seed} ({spent:.0f}s)")
+            finally:
+                cells.release(label, seed)
         if done is not None:
             results[index] = done
-        elif cells.claim(label, seed):
-            compute(index)
-        else:
-            waiting.append(index)
+        return done is not None
+
+    waiting = [index for index in range(len(tasks)) if not attempt(index)]
     for index in waiting:
-        label, seed, _ = tasks[index]
-        while index not in results:
-            done = cells.get(label, seed)
-            if done is not None:
-                results[index] = done
-            elif cells.claim(label, seed):
-                compute(index)
-            else:
-                time.sleep(poll)
+        while not attempt(index):
+            time.sleep(poll)
     return [results[i] for i in range(len(tasks))], {k: round(v, 1) for k, v in seconds.items()}
 
 

@@ -184,7 +184,7 @@ def nearest_ids(searcher: Any, cases: list[QueryCase], vectors: list[Any], **kw)
 def index_recall(found: list[set], exact: list[set]) -> dict[str, Any]:
     """Row-level recall@10 of the index against exact search: the share of the exact 10
     nearest rows the index also returns (the usual ANN figure, beside the scene-level one)."""
-    return mean_interval([len(f & e) / max(len(e), 1) for f, e in zip(found, exact, strict=False)])
+    return mean_interval([len(f & e) / max(len(e), 1) for f, e in zip(found, exact, strict=True)])
 
 
 def throughput(searcher: Any, cases: list[QueryCase], clients: int, seconds: float) -> float:
