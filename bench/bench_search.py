@@ -3,6 +3,7 @@
     python -m bench.bench_search scale [--rows 1000000 --split validation]
     python -m bench.bench_search interactive --lancedb DIR [--runs 5]
     python -m bench.bench_search rows --lancedb DIR   # a table kept by story eval search --keep
+    python -m bench.bench_search slots --lancedb DIR  # the slot lists' refine factor
 
 `scale` runs `story.tasks.evaluation.search_eval` (the distinct-caption corpus, scene-level
 recall@10 against exact search, the (nprobes, refine) sweep with row-level index recall,
@@ -18,7 +19,8 @@ pattern (a first `story search` that answers in-process and
 starts the service in the background, the seconds until the service answers, and the searches
 after it), then with the resident service up (the service's own time per query, and the whole
 command). `rows` times how a search reads its candidates' columns (once for the union of the
-lists, against once per list), interleaved in one process.
+lists, against once per list), interleaved in one process; `slots` times the slot lists' refine
+factor (`search.SLOT_REFINE`) the same way and counts the hit lists that stay the same.
 The service is timed on the five QUERIES repeated (a TD refining one search; their vectors are
 remembered) and on NOVEL queries it has never seen (each one embedded). Each run reports wall and
 CPU seconds and the load average, because on a shared machine wall time says more about the
@@ -273,6 +275,58 @@ def row_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def slot_refine(lancedb: str, queries: int, rounds: int, values: tuple[int, ...]) -> dict[str, Any]:
+    """`search()` with the slot lists' refine factor at each of `values` (`search.SLOT_REFINE`),
+    interleaved in one process on the same validation queries, hybrid search with the product's
+    other defaults (refine 20 for the caption and video-text lists); how many hit lists equal
+    the first value's."""
+    from story.models.numpy_text import NumpyMiniLM
+    from story.tasks.evaluation.retrieval_queries import grammar_queries
+    from story.tasks.library import search as product
+    from story.tasks.library.index import ClipIndex
+    from story.tasks.library.searcher import LibrarySearcher, QueryEncoders
+
+    index = ClipIndex(lancedb, "clips", text_dim=384)
+    searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None))
+    cases = grammar_queries("validation", queries)
+    vectors = searcher.embed([c.query for c in cases])
+    shipped = product.SLOT_REFINE
+    timings: dict[int, list[float]] = {value: [] for value in values}
+    hits: dict[int, list[list[str]]] = {value: [] for value in values}
+    try:
+        for _ in range(rounds):
+            for value in values:
+                product.SLOT_REFINE = value
+                found = []
+                for case, vector in zip(cases, vectors, strict=True):
+                    t0 = time.perf_counter()
+                    result = searcher.search(case.query, k=10, vectors=vector, diversity="off")
+                    timings[value].append(1000 * (time.perf_counter() - t0))
+                    found.append([h.clip_id for h in result])
+                hits[value] = found
+    finally:
+        product.SLOT_REFINE = shipped
+    first = values[0]
+    p50 = {str(v): round(statistics.median(ms), 2) for v, ms in timings.items()}
+    return {
+        "table": lancedb,
+        "rows": index.count(),
+        "queries": queries,
+        "split": "validation",
+        "rounds": rounds,
+        "shipped": shipped,
+        "p50_ms": p50,
+        "p95_ms": {
+            str(v): round(sorted(ms)[int(0.95 * (len(ms) - 1))], 2) for v, ms in timings.items()
+        },
+        "ratio_to_first": {str(v): round(p50[str(v)] / p50[str(first)], 3) for v in values},
+        "same_hits_as_first": {
+            str(v): sum(a == b for a, b in zip(hits[v], hits[first], strict=True)) for v in values
+        },
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -296,6 +350,12 @@ def main() -> None:
     fetch.add_argument("--queries", type=int, default=100)
     fetch.add_argument("--rounds", type=int, default=3)
     fetch.add_argument("--out", type=Path, default=RESULTS / "search_rows.json")
+    slots = sub.add_parser("slots")
+    slots.add_argument("--lancedb", required=True, help="a kept table (story eval search --keep)")
+    slots.add_argument("--queries", type=int, default=200)
+    slots.add_argument("--rounds", type=int, default=3)
+    slots.add_argument("--values", type=int, nargs="+", default=[20, 5])
+    slots.add_argument("--out", type=Path, default=RESULTS / "search_slots.json")
     live = sub.add_parser("interactive")
     live.add_argument("--lancedb", required=True)
     live.add_argument("--workspace", type=Path, default=Path("workspace"))
@@ -304,6 +364,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "interactive":
         report = interactive(args.lancedb, args.workspace, args.runs)
+        out = args.out
+    elif args.what == "slots":
+        report = slot_refine(args.lancedb, args.queries, args.rounds, tuple(args.values))
         out = args.out
     elif args.what == "rows":
         report = row_reads(args.lancedb, args.queries, args.rounds)

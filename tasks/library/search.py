@@ -45,6 +45,11 @@ MODES = ("hybrid", "vector", "fts")
 MIN_NPROBES = 20
 PROBE_SHARE = 40  # probe 1 in 40 partitions (2.5%): chosen on validation at 1M and 10M rows
 POOL = 60
+# The slot lists (pre-filtered on the asked motion / camera / caption slots) gather candidates
+# that ranking re-scores on every piece of evidence, so their refine step re-reads fewer full
+# vectors: 5 for 20 gave the same hits for all 200 validation queries at 1M rows at 0.85x the
+# hybrid p50 (`python -m bench.bench_search slots`, bench/results/search_slots.json).
+SLOT_REFINE = 5
 HIT_COLUMNS = ["clip_id", "uri", "start", "end", "caption", "source", "duration", "source_hash"]
 RANK_COLUMNS = [
     "source_shot",
@@ -132,6 +137,7 @@ class _Plan:
     exact: bool = False
     filters: SearchFilters | None = None
     resident: ResidentTable | None = None
+    slot_refine: int = SLOT_REFINE
 
 
 def _arrow_rows(table: Any, index: ClipIndex) -> list[dict[str, Any]]:
@@ -175,10 +181,13 @@ def _vector_rows(
         .nprobes(plan.nprobes)
         .limit(plan.pool)
     )
+    refine = plan.refine_factor
+    if terms and refine is not None:
+        refine = min(refine, plan.slot_refine)
     if plan.exact:
         builder = builder.bypass_vector_index()
-    elif plan.refine_factor is not None:
-        builder = builder.refine_factor(plan.refine_factor)
+    elif refine is not None:
+        builder = builder.refine_factor(refine)
     where = " AND ".join(f"({w})" for w in (plan.where, terms_sql(terms or [])) if w)
     if where:
         builder = builder.where(where, prefilter=True)
@@ -425,6 +434,7 @@ def search_rows(
         exact=exact,
         filters=filters,
         resident=resident,
+        slot_refine=SLOT_REFINE,
     )
     has_fts = resident.has_fts if resident is not None else _has_fts(index)
     if mode == "fts":
@@ -508,7 +518,8 @@ def search(
     `text_vector` / `vectors` are the query's embeddings when the caller already has them (a
     story embeds all its queries in one batch); otherwise `encoder` (caption space) and
     `visual_encoder` (video-text space) embed it here. Each vector list fetches `pool`
-    candidates and re-ranks `refine_factor` times as many with exact distances (nprobes and
+    candidates and re-ranks `refine_factor` times as many with exact distances (the slot lists
+    at most SLOT_REFINE times; nprobes and
     refine_factor only matter once the IVF-PQ index exists; below its threshold the search is
     exact). `nprobes=None` probes `default_nprobes(rows)` partitions, so recall holds as the
     library grows. `diversity`: "source" (one hit per source file), "shot" or "off". `exact`
