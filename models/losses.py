@@ -29,12 +29,17 @@ def diffusion_loss(
     weights: torch.Tensor | None = None,
     detail: int = 0,
     temporal: bool = True,
+    temporal_weight: float = 0.0,
 ) -> torch.Tensor:
     """One denoising loss on a batch of clean latents; structure None means text only.
 
     `gamma` > 0 applies min-SNR weighting, else every timestep weighs the same. `cubic` draws
     t = (1 - u^3) T (T2I-Adapter), favouring the noisy steps where the layout is decided.
     `weights` (B, 1, T, h, w) weigh latent cells; `temporal=False` is an image step.
+    `temporal_weight` w > 0 adds w times the mean squared frame-to-frame change of the error
+    (pred - target) on video steps: |e[t+1] - e[t]|^2 = |e[t+1]|^2 + |e[t]|^2 - 2 e[t+1].e[t],
+    so an error shared by neighbouring frames costs nothing extra and one that flickers costs up
+    to twice again. The target's own motion is in the target, so motion is not penalised.
     """
     scheduler = model.scheduler
     b = latents.shape[0]
@@ -54,6 +59,9 @@ def diffusion_loss(
     if weights is not None:
         error = error * weights / weights.mean(dim=(1, 2, 3, 4), keepdim=True)
     per_clip = error.mean(dim=(1, 2, 3, 4))
+    if temporal_weight > 0 and temporal and latents.shape[2] > 1:
+        change = (pred - target).diff(dim=2)
+        per_clip = per_clip + temporal_weight * change.square().mean(dim=(1, 2, 3, 4))
     if gamma <= 0:
         return per_clip.mean()
     return (per_clip * min_snr_weight(scheduler, t.cpu(), gamma, v_pred).to(t.device)).mean()

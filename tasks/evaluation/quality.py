@@ -4,7 +4,9 @@ Prompt adherence: the main object's colour (per-pixel hue votes inside the objec
 background (ground and sky colours calibrated on rendered scenes). Structure adherence: the IoU of
 the pixels painted in the prompt colour with the guide's object mask, and, given a depth
 estimator, the error between the render's estimated depth and the guide. Temporal consistency:
-frame-to-frame change of the render relative to the real clip's.
+frame-to-frame change of the render relative to the real clip's, and the warp error
+(`temporal.clip_temporal`: what the optical flow cannot explain) relative to the real clip's, the
+same ratio the evaluation reports, so a training curve tracks the flicker target itself.
 
 These pixel rules are quick checks for training curves (`train_t2v`, `bench_concepts`). They have
 known blind spots (the palette rule calls grass and sand "yellow"; frame change counts motion as
@@ -19,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from story.tasks.evaluation.temporal import clip_temporal
 from story.tasks.world import miniworld
 
 COLOUR_NAMES: tuple[str, ...] = tuple(miniworld.COLOURS)
@@ -124,6 +127,7 @@ class ClipQuality:
     temporal_ratio: float
     depth_error: float | None = None
     object_depth_error: float | None = None
+    warp_ratio: float | None = None  # warp error over the reference clip's (`temporal`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +152,11 @@ def clip_quality(
     in_place = dominant_colour(render[object_mask]) if object_mask.any() else None
     ref_change = temporal_change(reference) if reference is not None else 0.0
     change = temporal_change(render)
+    warp_ratio = None
+    if reference is not None and len(render) > 1 and len(reference) > 1:
+        ref_warp = clip_temporal(reference)["warp_error"]
+        if ref_warp > 0:
+            warp_ratio = clip_temporal(render)["warp_error"] / ref_warp
     error = object_error = None
     if estimate_depth is not None and guide is not None:
         estimated = estimate_depth(render)
@@ -162,6 +171,7 @@ def clip_quality(
         temporal_ratio=change / ref_change if ref_change > 0 else float(change == 0),
         depth_error=error,
         object_depth_error=object_error,
+        warp_ratio=warp_ratio,
     )
 
 

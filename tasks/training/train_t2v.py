@@ -15,7 +15,9 @@ Gen-1's recipe is available in every U-Net stage: `image_ratio` of the steps are
 appearance at a fraction of a video step's cost; `detail_levels` trains the structure encoder on
 the guide blurred to a random level, so structure fidelity becomes a sampling knob;
 `object_loss_weight` weighs the latent cells that cover objects up, since small objects carry
-most of what a prompt asks for.
+most of what a prompt asks for; `temporal_loss_weight` adds the squared change of the
+prediction's error from one frame to the next (video steps), so the error the model cannot
+avoid is pushed to be the same in neighbouring frames, not to flicker.
 
 Each stage writes `<out>/state.pt` (weights, EMA, optimiser, data-stream state, step) and the EMA
 model in diffusers layout (`<out>/model/`) every `checkpoint_every` steps; running the same command
@@ -91,6 +93,7 @@ class TrainConfig:
     image_ratio: float = 0.0
     image_batch: int = 0
     object_loss_weight: float = 0.0
+    temporal_loss_weight: float = 0.0
     kl_weight: float = 1e-6
     object_weight: float = 4.0
     edge_weight: float = 0.0
@@ -377,6 +380,7 @@ class Trainer:
             weights=weights,
             detail=detail,
             temporal=video.shape[2] > 1,
+            temporal_weight=cfg.temporal_loss_weight,
         )
 
     def next_batch(self) -> ClipBatch:
@@ -526,6 +530,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "recolour",
         "image_ratio",
         "object_loss_weight",
+        "temporal_loss_weight",
         "guidance",
         "max_minutes",
     ):

@@ -22,3 +22,57 @@ def test_pooled_colour_error_sees_hue_not_stripes() -> None:
     half = orange.clone()
     half[..., 4:, :] = striped[..., 4:, :]
     assert pooled_colour_error(half, striped, 4, weights) > pooled_colour_error(half, striped, 4)
+
+
+class _ErrorModel:
+    """A stand-in for StructureT2V whose prediction is the exact v target plus a chosen error,
+    so the loss of a known error pattern can be read."""
+
+    def __init__(self, clean: torch.Tensor, error: torch.Tensor) -> None:
+        from types import SimpleNamespace
+
+        from diffusers import DDPMScheduler
+
+        self.scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+        self.config = SimpleNamespace(prediction_type="v_prediction")
+        self.clean, self.error = clean, error
+
+    def encode_structure(self, structure, detail):  # noqa: ANN001, ANN201 - stub
+        return None
+
+    def predict(self, noisy, t, text, features, temporal=True):  # noqa: ANN001, ANN201 - stub
+        a = self.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+        noise = (noisy - a.sqrt() * self.clean) / (1 - a).sqrt()
+        return self.scheduler.get_velocity(self.clean, noise, t) + self.error
+
+
+def test_the_temporal_loss_charges_an_error_that_flickers_not_one_shared_by_the_frames() -> None:
+    from story.models.losses import diffusion_loss
+
+    clean = torch.randn(2, 4, 6, 8, 8, generator=torch.Generator().manual_seed(0))
+    e0 = 0.3 * torch.randn(2, 4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    signs = torch.tensor([1.0, -1.0] * 3).view(1, 1, 6, 1, 1)
+    shared, flicker = e0.expand(-1, -1, 6, -1, -1), e0 * signs
+
+    def loss(error: torch.Tensor, weight: float, temporal: bool = True) -> float:
+        model = _ErrorModel(clean, error)
+        generator = torch.Generator().manual_seed(2)
+        return float(
+            diffusion_loss(
+                model,
+                clean,
+                None,
+                None,
+                0.0,
+                generator=generator,
+                temporal=temporal,
+                temporal_weight=weight,
+            )
+        )
+
+    plain = float(e0.square().mean())
+    assert abs(loss(shared, 0.0) - plain) < 1e-3 and abs(loss(flicker, 0.0) - plain) < 1e-3
+    assert abs(loss(shared, 1.0) - plain) < 1e-3, "an error the frames share costs nothing more"
+    # Every one of the 5 frame-to-frame steps changes the error by 2 e0: 4 |e0|^2 on average.
+    assert abs(loss(flicker, 1.0) - plain * (1 + 4)) < 2e-3
+    assert abs(loss(flicker, 1.0, temporal=False) - plain) < 1e-3, "image steps: no frames"
