@@ -216,21 +216,28 @@ def _setting(text: str) -> tuple[int, int | None]:
     return int(nprobes), None if refine == "none" else int(refine)
 
 
-def row_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
-    """`search()` with each list reading its own rows' columns on its own thread (as before
-    2026-12-04, when each list selected them) against light lists whose union is read once by
-    row id (`search._filled`), interleaved in one process on the same queries, hybrid search
-    with the product's defaults; the hits must be the same."""
+def _validation_searcher(lancedb: str, queries: int) -> tuple[Any, Any, list[Any], list[Any]]:
+    """A kept table's index and searcher (NumPy MiniLM), `queries` validation plot queries and
+    their vectors: what the interleaved `rows` and `slots` comparisons search with."""
     from story.models.numpy_text import NumpyMiniLM
     from story.tasks.evaluation.retrieval_queries import grammar_queries
-    from story.tasks.library import search as product
     from story.tasks.library.index import ClipIndex
     from story.tasks.library.searcher import LibrarySearcher, QueryEncoders
 
     index = ClipIndex(lancedb, "clips", text_dim=384)
     searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None))
     cases = grammar_queries("validation", queries)
-    vectors = searcher.embed([c.query for c in cases])
+    return index, searcher, cases, searcher.embed([c.query for c in cases])
+
+
+def row_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
+    """`search()` with each list reading its own rows' columns on its own thread (as before
+    2026-12-04, when each list selected them) against light lists whose union is read once by
+    row id (`search._filled`), interleaved in one process on the same queries, hybrid search
+    with the product's defaults; the hits must be the same."""
+    from story.tasks.library import search as product
+
+    index, searcher, cases, vectors = _validation_searcher(lancedb, queries)
     light_vector, light_fts = product._vector_rows, product._fts_rows
 
     def per_list(light):
@@ -280,16 +287,9 @@ def slot_refine(lancedb: str, queries: int, rounds: int, values: tuple[int, ...]
     interleaved in one process on the same validation queries, hybrid search with the product's
     other defaults (refine 20 for the caption and video-text lists); how many hit lists equal
     the first value's."""
-    from story.models.numpy_text import NumpyMiniLM
-    from story.tasks.evaluation.retrieval_queries import grammar_queries
     from story.tasks.library import search as product
-    from story.tasks.library.index import ClipIndex
-    from story.tasks.library.searcher import LibrarySearcher, QueryEncoders
 
-    index = ClipIndex(lancedb, "clips", text_dim=384)
-    searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None))
-    cases = grammar_queries("validation", queries)
-    vectors = searcher.embed([c.query for c in cases])
+    index, searcher, cases, vectors = _validation_searcher(lancedb, queries)
     shipped = product.SLOT_REFINE
     timings: dict[int, list[float]] = {value: [] for value in values}
     hits: dict[int, list[list[str]]] = {value: [] for value in values}
