@@ -230,6 +230,20 @@ def _validation_searcher(lancedb: str, queries: int) -> tuple[Any, Any, list[Any
     return index, searcher, cases, searcher.embed([c.query for c in cases])
 
 
+def _timed_searches(
+    searcher: Any, cases: list[Any], vectors: list[Any], ms: list[float]
+) -> list[list[str]]:
+    """One pass of the product's search (top 10, diversity off) over the cases, each query's
+    milliseconds appended to `ms`; the hit ids of every query."""
+    found = []
+    for case, vector in zip(cases, vectors, strict=True):
+        t0 = time.perf_counter()
+        result = searcher.search(case.query, k=10, vectors=vector, diversity="off")
+        ms.append(1000 * (time.perf_counter() - t0))
+        found.append([h.clip_id for h in result])
+    return found
+
+
 def row_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
     """`search()` with each list reading its own rows' columns on its own thread (as before
     2026-12-04, when each list selected them) against light lists whose union is read once by
@@ -258,13 +272,7 @@ def row_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
                 )
             else:
                 product._vector_rows, product._fts_rows = light_vector, light_fts
-            found = []
-            for case, vector in zip(cases, vectors, strict=True):
-                t0 = time.perf_counter()
-                result = searcher.search(case.query, k=10, vectors=vector, diversity="off")
-                timings[name].append(1000 * (time.perf_counter() - t0))
-                found.append([h.clip_id for h in result])
-            hits[name] = found
+            hits[name] = _timed_searches(searcher, cases, vectors, timings[name])
     product._vector_rows, product._fts_rows = light_vector, light_fts
     p50 = {name: round(statistics.median(ms), 2) for name, ms in timings.items()}
     return {
@@ -297,13 +305,7 @@ def slot_refine(lancedb: str, queries: int, rounds: int, values: tuple[int, ...]
         for _ in range(rounds):
             for value in values:
                 product.SLOT_REFINE = value
-                found = []
-                for case, vector in zip(cases, vectors, strict=True):
-                    t0 = time.perf_counter()
-                    result = searcher.search(case.query, k=10, vectors=vector, diversity="off")
-                    timings[value].append(1000 * (time.perf_counter() - t0))
-                    found.append([h.clip_id for h in result])
-                hits[value] = found
+                hits[value] = _timed_searches(searcher, cases, vectors, timings[value])
     finally:
         product.SLOT_REFINE = shipped
     first = values[0]

@@ -137,7 +137,6 @@ class _Plan:
     exact: bool = False
     filters: SearchFilters | None = None
     resident: ResidentTable | None = None
-    slot_refine: int = SLOT_REFINE
 
 
 def _arrow_rows(table: Any, index: ClipIndex) -> list[dict[str, Any]]:
@@ -183,7 +182,7 @@ def _vector_rows(
     )
     refine = plan.refine_factor
     if terms and refine is not None:
-        refine = min(refine, plan.slot_refine)
+        refine = min(refine, SLOT_REFINE)  # read per call: bench_search slots sets it
     if plan.exact:
         builder = builder.bypass_vector_index()
     elif refine is not None:
@@ -434,7 +433,6 @@ def search_rows(
         exact=exact,
         filters=filters,
         resident=resident,
-        slot_refine=SLOT_REFINE,
     )
     has_fts = resident.has_fts if resident is not None else _has_fts(index)
     if mode == "fts":
