@@ -1,6 +1,6 @@
 """Training losses of the structure-guided model, shared by the trainer and concept training:
 the denoising loss (v or epsilon, min-SNR weighting, image steps), latent-cell weights for
-objects, and the autoencoder's edge term."""
+objects, and the autoencoder's loss with its edge, colour and temporal terms."""
 
 from __future__ import annotations
 
@@ -95,3 +95,49 @@ def pooled_colour_error(
         return error.mean()
     w = F.avg_pool2d(weights, pool)
     return (error * w).mean() / w.mean()
+
+
+def autoencoder_loss(
+    vae,
+    video: torch.Tensor,
+    objects: torch.Tensor | None = None,
+    *,
+    object_weight: float = 0.0,
+    edge_weight: float = 0.0,
+    colour_weight: float = 0.0,
+    colour_pool: int = 4,
+    kl_weight: float = 1e-6,
+    latent_noise: float = 0.0,
+    temporal_weight: float = 0.0,
+) -> torch.Tensor:
+    """The per-frame autoencoder's loss on a (B, 3, T, H, W) clip batch in [-1, 1].
+
+    L1 + MSE per pixel (object pixels of the (B, T, H, W) `objects` masks weighted
+    1 + `object_weight`), plus an edge term, a pooled-colour term and a small KL term.
+    `latent_noise` s decodes latent + s x (the batch's latent std) x a fresh draw per frame, so
+    the decoder learns to draw the clean frame from a latent that is a little off, as a U-Net's
+    are, frame by frame: the noise is independent between frames, so a decoder that passes it
+    through flickers and pays. `temporal_weight` w adds w times the mean squared frame-to-frame
+    change of the reconstruction's error, as `diffusion_loss` does for the U-Net's.
+    """
+    b, _, frames = video.shape[:3]
+    flat = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, *video.shape[-2:])
+    dist = vae.encode(flat).latent_dist
+    latent = dist.sample()
+    if latent_noise > 0:
+        latent = latent + latent_noise * latent.detach().std() * torch.randn_like(latent)
+    recon = vae.decode(latent).sample
+    error = (recon - flat).abs() + (recon - flat).square()
+    if edge_weight:
+        error = error + edge_weight * edge_error(recon, flat)
+    weights = None
+    if objects is not None:
+        weights = 1.0 + object_weight * objects.reshape(-1, 1, *flat.shape[-2:]).to(recon)
+        error = error * weights
+    loss = error.mean() + kl_weight * dist.kl().mean()
+    if colour_weight:
+        loss = loss + colour_weight * pooled_colour_error(recon, flat, colour_pool, weights)
+    if temporal_weight > 0 and frames > 1:
+        change = (recon - flat).reshape(b, frames, *flat.shape[1:]).diff(dim=1)
+        loss = loss + temporal_weight * change.square().mean()
+    return loss

@@ -2,7 +2,9 @@
 
 Stages:
 - `vae`: the per-frame `AutoencoderKL` on clip frames (L1 + MSE, object pixels weighted up, a
-  small KL term); with `--init` only the decoder trains, so a trained model's latents stay valid.
+  small KL term); with `--init` only the decoder trains, so a trained model's latents stay valid
+  (`latent_noise` and `temporal_loss_weight` then teach it not to pass a latent's frame-to-frame
+  noise on as flicker).
 - `base`: stage 1, the video U-Net on text alone (v-prediction, min-SNR weighting, 10% caption
   dropout for classifier-free guidance).
 - `structure`: stage 2, the StructureEncoder with the base frozen; its features are added to the
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 from diffusers.training_utils import EMAModel
 
-from story.models.losses import diffusion_loss, edge_error, object_weights, pooled_colour_error
+from story.models.losses import autoencoder_loss, diffusion_loss, object_weights
 from story.models.t2v import StructureT2V, T2VConfig, param_count
 from story.models.unet import tiny_unet_config
 from story.models.vae import build_vae, downsample_factor, load_vae, tiny_vae_config
@@ -94,6 +96,7 @@ class TrainConfig:
     image_batch: int = 0
     object_loss_weight: float = 0.0
     temporal_loss_weight: float = 0.0
+    latent_noise: float = 0.0
     kl_weight: float = 1e-6
     object_weight: float = 4.0
     edge_weight: float = 0.0
@@ -340,22 +343,18 @@ class Trainer:
         cfg = self.cfg
         video = batch.video.to(self.device)
         if cfg.stage == "vae":
-            flat = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, *video.shape[-2:])
-            dist = self.vae.encode(flat).latent_dist
-            recon = self.vae.decode(dist.sample()).sample
-            error = (recon - flat).abs() + (recon - flat).square()
-            if cfg.edge_weight:
-                error = error + cfg.edge_weight * edge_error(recon, flat)
-            weights = None
-            if batch.objects is not None:
-                objects = batch.objects.to(self.device).reshape(-1, 1, *flat.shape[-2:])
-                weights = 1.0 + cfg.object_weight * objects
-                error = error * weights
-            loss = error.mean() + cfg.kl_weight * dist.kl().mean()
-            if cfg.colour_weight:
-                colour = pooled_colour_error(recon, flat, cfg.colour_pool, weights)
-                loss = loss + cfg.colour_weight * colour
-            return loss
+            return autoencoder_loss(
+                self.vae,
+                video,
+                batch.objects.to(self.device) if batch.objects is not None else None,
+                object_weight=cfg.object_weight,
+                edge_weight=cfg.edge_weight,
+                colour_weight=cfg.colour_weight,
+                colour_pool=cfg.colour_pool,
+                kl_weight=cfg.kl_weight,
+                latent_noise=cfg.latent_noise,
+                temporal_weight=cfg.temporal_loss_weight,
+            )
         with torch.no_grad():
             latents = self.model.encode_video(video)
         text = self.text(_drop_captions(batch.captions, cfg.caption_dropout, self.rng))
@@ -531,6 +530,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "image_ratio",
         "object_loss_weight",
         "temporal_loss_weight",
+        "latent_noise",
         "guidance",
         "max_minutes",
     ):

@@ -1,12 +1,13 @@
-"""The shipped default: a render that names no checkpoint is drawn by t2v-64f4 (64x64, 16 frames,
-f4 autoencoder); the older t2v-64 and t2v-tiny stay loadable by name. The rest of the suite
-renders on tiny (tests/conftest.py)."""
+"""The shipped default: a render that names no checkpoint is drawn by t2v-64f4-v2 (64x64, 16
+frames, f4 autoencoder); the older t2v-64f4, t2v-64 and t2v-tiny stay loadable by name. The rest
+of the suite renders on tiny (tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from story.flows.build_index import build_index
 from story.flows.precompute_depth import synthesis_size
@@ -27,22 +28,29 @@ def default_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Setting
     return Settings(workspace=tmp_path / "ws")
 
 
-def test_the_default_checkpoint_is_t2v_64f4_and_the_older_ones_stay_loadable(
+def test_the_default_checkpoint_is_t2v_64f4_v2_and_the_older_ones_stay_loadable(
     default_settings: Settings,
 ) -> None:
-    assert default_settings.checkpoint == "t2v-64f4"
+    assert default_settings.checkpoint == "t2v-64f4-v2"
     assert synthesis_size(default_settings) == (64, 64)
+    assert synthesis_size(default_settings, "t2v-64f4") == (64, 64)
     assert synthesis_size(default_settings, "t2v-64") == (64, 64)
     assert synthesis_size(default_settings, "tiny") == (32, 32)
     root = default_settings.checkpoints
     shipped = StructureT2V.from_pretrained(resolve_checkpoint(default_settings.checkpoint, root))
+    previous = StructureT2V.from_pretrained(resolve_checkpoint("t2v-64f4", root))
     older = StructureT2V.from_pretrained(resolve_checkpoint("t2v-64", root))
-    assert shipped.model_id.startswith("t2v-64f4@") and older.model_id.startswith("t2v-64@")
+    assert shipped.model_id.startswith("t2v-64f4-v2@")
+    assert previous.model_id.startswith("t2v-64f4@") and older.model_id.startswith("t2v-64@")
     # The f4 autoencoder keeps a 16x16 latent per 64x64 frame; t2v-64's f8 one keeps 8x8.
     assert shipped.latent_shape[1:] == (16, 16, 16) and older.latent_shape[1:] == (16, 8, 8)
+    # v2 keeps t2v-64f4's encoder (its latent space) and retrains only the decoder.
+    assert shipped.latent_shape == previous.latent_shape
+    for name, tensor in previous.vae.encoder.state_dict().items():
+        assert torch.equal(tensor, shipped.vae.encoder.state_dict()[name]), name
 
 
-def test_a_render_that_names_no_checkpoint_is_drawn_by_t2v_64f4(
+def test_a_render_that_names_no_checkpoint_is_drawn_by_t2v_64f4_v2(
     default_settings: Settings, tmp_path: Path
 ) -> None:
     library = build_library(tmp_path / "library", n_good=2, with_bad=False)
@@ -53,7 +61,7 @@ def test_a_render_that_names_no_checkpoint_is_drawn_by_t2v_64f4(
         str(story), default_settings.resolved(), params={"steps": 2, "guidance": 2.0}, use_ray=False
     )
     manifest = read_manifest(summary["folder"])
-    assert manifest["inputs"]["checkpoint"]["name"] == "t2v-64f4"
-    assert manifest["checkpoints"][0]["path"] == "checkpoints/t2v-64f4"
+    assert manifest["inputs"]["checkpoint"]["name"] == "t2v-64f4-v2"
+    assert manifest["checkpoints"][0]["path"] == "checkpoints/t2v-64f4-v2"
     frames = read_mp4(Path(summary["folder"]) / "plots" / "plot_000.mp4")
     assert frames.shape[0] == 16 and frames.shape[1:3] == (64, 64)

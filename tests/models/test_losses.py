@@ -1,4 +1,5 @@
-"""The autoencoder's colour loss: blind to texture inside a window, not to a shifted hue."""
+"""The training losses: the autoencoder's colour term (blind to texture inside a window, not to a
+shifted hue), its latent noise and temporal term, and the U-Net's temporal term."""
 
 from __future__ import annotations
 
@@ -76,3 +77,59 @@ def test_the_temporal_loss_charges_an_error_that_flickers_not_one_shared_by_the_
     # Every one of the 5 frame-to-frame steps changes the error by 2 e0: 4 |e0|^2 on average.
     assert abs(loss(flicker, 1.0) - plain * (1 + 4)) < 2e-3
     assert abs(loss(flicker, 1.0, temporal=False) - plain) < 1e-3, "image steps: no frames"
+
+
+class _ShiftVAE:
+    """A stand-in autoencoder: the latent is the frame itself (no KL), and decoding adds a chosen
+    per-frame offset, so the autoencoder loss of a known reconstruction error can be read."""
+
+    def __init__(self, offsets: torch.Tensor) -> None:
+        self.offsets = offsets  # (N frames, 3, H, W), N = batch x frames
+
+    def encode(self, flat: torch.Tensor):  # noqa: ANN201 - stub
+        from types import SimpleNamespace
+
+        dist = SimpleNamespace(sample=lambda: flat.clone(), kl=lambda: torch.zeros(len(flat)))
+        return SimpleNamespace(latent_dist=dist)
+
+    def decode(self, latent: torch.Tensor):  # noqa: ANN201 - stub
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample=latent + self.offsets)
+
+
+def test_the_autoencoder_temporal_term_charges_a_reconstruction_that_flickers() -> None:
+    from story.models.losses import autoencoder_loss
+
+    video = torch.rand(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    e0 = 0.2 * torch.randn(2, 1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(1, 4, 1, 1, 1)
+    shared = e0.expand(-1, 4, -1, -1, -1).reshape(8, 3, 8, 8)
+    flicker = (e0 * signs).reshape(8, 3, 8, 8)
+
+    def loss(offsets: torch.Tensor, weight: float) -> float:
+        return float(autoencoder_loss(_ShiftVAE(offsets), video, temporal_weight=weight))
+
+    plain = float((e0.abs() + e0.square()).mean())
+    assert abs(loss(shared, 0.0) - plain) < 1e-5 and abs(loss(flicker, 0.0) - plain) < 1e-5
+    assert abs(loss(shared, 1.0) - plain) < 1e-5, "an error the frames share costs nothing more"
+    # Each of the 3 frame-to-frame steps changes the error by 2 e0: 4 |e0|^2 on average.
+    assert abs(loss(flicker, 1.0) - (plain + 4 * float(e0.square().mean()))) < 1e-5
+
+
+def test_latent_noise_reaches_the_decoder_fresh_for_every_frame() -> None:
+    from story.models.losses import autoencoder_loss
+
+    still = torch.rand(1, 3, 1, 8, 8, generator=torch.Generator().manual_seed(0)).expand(
+        2, 3, 4, 8, 8
+    )
+    perfect = _ShiftVAE(torch.zeros(8, 3, 8, 8))
+    assert float(autoencoder_loss(perfect, still, latent_noise=0.0, temporal_weight=1.0)) < 1e-6
+    torch.manual_seed(3)
+    noisy = float(autoencoder_loss(perfect, still, latent_noise=0.5))
+    torch.manual_seed(3)
+    with_temporal = float(autoencoder_loss(perfect, still, latent_noise=0.5, temporal_weight=1.0))
+    # A decoder that passes the latent's noise through is charged for it, and since the draw is
+    # new in every frame of a still clip, the passed-on noise flickers and the temporal term pays.
+    assert noisy > 0.05
+    assert with_temporal > noisy + 0.01
