@@ -127,7 +127,8 @@ def autoencoder_loss(
     if latent_noise > 0:
         latent = latent + latent_noise * latent.detach().std() * torch.randn_like(latent)
     recon = vae.decode(latent).sample
-    error = (recon - flat).abs() + (recon - flat).square()
+    residual = recon - flat
+    error = residual.abs() + residual.square()
     if edge_weight:
         error = error + edge_weight * edge_error(recon, flat)
     weights = None
@@ -138,6 +139,6 @@ def autoencoder_loss(
     if colour_weight:
         loss = loss + colour_weight * pooled_colour_error(recon, flat, colour_pool, weights)
     if temporal_weight > 0 and frames > 1:
-        change = (recon - flat).reshape(b, frames, *flat.shape[1:]).diff(dim=1)
+        change = residual.reshape(b, frames, *flat.shape[1:]).diff(dim=1)
         loss = loss + temporal_weight * change.square().mean()
     return loss
