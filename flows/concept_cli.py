@@ -66,8 +66,8 @@ def concept_train_command(
     checkpoint: Annotated[
         str | None,
         typer.Option(
-            help="Synthesis checkpoint: a name (t2v-64f4-v2, t2v-64f4, t2v-64, tiny) or a folder; "
-            "default the settings' (STORY_CHECKPOINT, t2v-64f4-v2)."
+            help="Synthesis checkpoint: a name (t2v-64f4-v3, t2v-64f4-v2, t2v-64f4, t2v-64, tiny) "
+            "or a folder; default the settings' (STORY_CHECKPOINT, t2v-64f4-v3)."
         ),
     ] = None,
     out: Annotated[

@@ -31,8 +31,8 @@ CheckpointOpt = Annotated[
     str | None,
     typer.Option(
         "--checkpoint",
-        help="Synthesis checkpoint: a name (t2v-64f4-v2, t2v-64f4, t2v-64, tiny) or a folder; "
-        "default the settings' (STORY_CHECKPOINT, t2v-64f4-v2).",
+        help="Synthesis checkpoint: a name (t2v-64f4-v3, t2v-64f4-v2, t2v-64f4, t2v-64, tiny) "
+        "or a folder; default the settings' (STORY_CHECKPOINT, t2v-64f4-v3).",
     ),
 ]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Report folder.")]

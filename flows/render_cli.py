@@ -20,8 +20,8 @@ DEMO_QUERIES = (
 CheckpointOpt = Annotated[
     str | None,
     typer.Option(
-        help="Synthesis checkpoint: a name (t2v-64f4-v2, t2v-64f4, t2v-64, tiny) or a folder; "
-        "default the settings' (STORY_CHECKPOINT, t2v-64f4-v2)."
+        help="Synthesis checkpoint: a name (t2v-64f4-v3, t2v-64f4-v2, t2v-64f4, t2v-64, tiny) "
+        "or a folder; default the settings' (STORY_CHECKPOINT, t2v-64f4-v3)."
     ),
 ]
 StrengthOpt = Annotated[

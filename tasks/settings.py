@@ -45,10 +45,10 @@ class Settings(BaseSettings):
         default=REPO_ROOT / "checkpoints", description="Folder of named model checkpoints."
     )
     checkpoint: str = Field(
-        default="t2v-64f4-v2",
+        default="t2v-64f4-v3",
         description="Synthesis checkpoint a render uses unless told otherwise: a name under "
-        "`checkpoints` (`t2v-64f4-v2`, the default; the older `t2v-64f4`, `t2v-64`; `tiny` = "
-        "t2v-tiny) or a folder.",
+        "`checkpoints` (`t2v-64f4-v3`, the default; the older `t2v-64f4-v2`, `t2v-64f4`, "
+        "`t2v-64`; `tiny` = t2v-tiny) or a folder.",
     )
     preset: str = Field(default="tiny", description="Model zoo preset.")
     depth_model: str = Field(
