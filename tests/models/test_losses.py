@@ -3,9 +3,11 @@ shifted hue), its latent noise and temporal term, and the U-Net's temporal term.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
-from story.models.losses import pooled_colour_error
+from story.models.losses import autoencoder_loss, diffusion_loss, pooled_colour_error
 
 
 def test_pooled_colour_error_sees_hue_not_stripes() -> None:
@@ -30,8 +32,6 @@ class _ErrorModel:
     so the loss of a known error pattern can be read."""
 
     def __init__(self, clean: torch.Tensor, error: torch.Tensor) -> None:
-        from types import SimpleNamespace
-
         from diffusers import DDPMScheduler
 
         self.scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
@@ -48,8 +48,6 @@ class _ErrorModel:
 
 
 def test_the_temporal_loss_charges_an_error_that_flickers_not_one_shared_by_the_frames() -> None:
-    from story.models.losses import diffusion_loss
-
     clean = torch.randn(2, 4, 6, 8, 8, generator=torch.Generator().manual_seed(0))
     e0 = 0.3 * torch.randn(2, 4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     signs = torch.tensor([1.0, -1.0] * 3).view(1, 1, 6, 1, 1)
@@ -87,20 +85,14 @@ class _ShiftVAE:
         self.offsets = offsets  # (N frames, 3, H, W), N = batch x frames
 
     def encode(self, flat: torch.Tensor):  # noqa: ANN201 - stub
-        from types import SimpleNamespace
-
         dist = SimpleNamespace(sample=lambda: flat.clone(), kl=lambda: torch.zeros(len(flat)))
         return SimpleNamespace(latent_dist=dist)
 
     def decode(self, latent: torch.Tensor):  # noqa: ANN201 - stub
-        from types import SimpleNamespace
-
         return SimpleNamespace(sample=latent + self.offsets)
 
 
 def test_the_autoencoder_temporal_term_charges_a_reconstruction_that_flickers() -> None:
-    from story.models.losses import autoencoder_loss
-
     video = torch.rand(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     e0 = 0.2 * torch.randn(2, 1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     signs = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(1, 4, 1, 1, 1)
@@ -118,8 +110,6 @@ def test_the_autoencoder_temporal_term_charges_a_reconstruction_that_flickers() 
 
 
 def test_latent_noise_reaches_the_decoder_fresh_for_every_frame() -> None:
-    from story.models.losses import autoencoder_loss
-
     still = torch.rand(1, 3, 1, 8, 8, generator=torch.Generator().manual_seed(0)).expand(
         2, 3, 4, 8, 8
     )
