@@ -27,8 +27,21 @@ def concept_train_command(
     class_word: Annotated[
         str, typer.Option("--class-word", help="What it is (e.g. sphere): the starting point.")
     ],
-    method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "timeinv_lora",
-    steps: Annotated[int, typer.Option(min=0, help="Training steps.")] = DEFAULT_STEPS,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help=f"One of {', '.join(METHODS)} (default: the checkpoint's measured recipe, "
+            "else timeinv_lora)."
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Training steps (default: the checkpoint's measured recipe, else "
+            f"{DEFAULT_STEPS}).",
+        ),
+    ] = None,
     buckets: Annotated[int, typer.Option(min=1, help="TimeInv timestep buckets.")] = 10,
     reg_clips: Annotated[
         int | None,
@@ -41,28 +54,39 @@ def concept_train_command(
     seed: Annotated[int, typer.Option(min=0)] = 0,
     lr_table: Annotated[
         float | None,
-        typer.Option(min=0.0, help=f"Token-table learning rate (default {DEFAULT_LR_TABLE:g})."),
+        typer.Option(
+            min=0.0,
+            help=f"Token-table learning rate (default: the recipe's, else {DEFAULT_LR_TABLE:g}).",
+        ),
     ] = None,
     lr_lora: Annotated[
         float | None,
-        typer.Option(min=0.0, help=f"LoRA learning rate (default {DEFAULT_LR_LORA:g})."),
+        typer.Option(
+            min=0.0, help=f"LoRA learning rate (default: the recipe's, else {DEFAULT_LR_LORA:g})."
+        ),
     ] = None,
     pseudo_frames: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             help="Frames per training pseudo-video: 0 the model's clip length; 1 single images "
-            "with the temporal layers bypassed (several times cheaper per step).",
+            "with the temporal layers bypassed (several times cheaper per step) (default: the "
+            "recipe's, else 0).",
         ),
-    ] = 0,
+    ] = None,
     decoder_steps: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             help="Steps fine-tuning the concept's own decoder top on its images, for colours "
-            "the model's decoder cannot draw (0: none; the pack grows by ~0.6 MB on t2v-64).",
+            "the model's decoder cannot draw (0: none; the pack grows by ~0.6 MB on t2v-64) "
+            "(default: the recipe's, else 0).",
         ),
-    ] = 0,
+    ] = None,
+    decoder_lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Decoder-top learning rate (default: the recipe's, else 1e-4)."),
+    ] = None,
     checkpoint: Annotated[
         str | None,
         typer.Option(
@@ -80,7 +104,11 @@ def concept_train_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Train a character concept from a few images (flow `train_concept`)."""
+    """Train a character concept from a few images (flow `train_concept`).
+
+    Every setting not given takes the recipe measured on validation for the chosen checkpoint
+    when there is one (on t2v-64f4-v3: TimeInv + LoRA with the concept's own decoder top, 3000
+    steps, 10 minutes on two CPU cores here; docs/concepts.md), else the general defaults."""
     from story.flows.train_concept import train_concept
 
     settings = make_settings(workspace, lancedb)
@@ -102,14 +130,15 @@ def concept_train_command(
             lr_lora=lr_lora,
             pseudo_frames=pseudo_frames,
             decoder_steps=decoder_steps,
+            decoder_lr=decoder_lr,
         ),
         (FileNotFoundError, ValueError),
     )
     if summary is None:
         return
     typer.echo(
-        f"<{summary['name']}> ({summary['method']}, {summary['steps']} steps, final loss "
-        f"{summary['final_loss']}) -> {summary['pack']}"
+        f"<{summary['name']}> ({summary['method']}, {summary['steps']} steps, "
+        f"{summary['recipe']}, final loss {summary['final_loss']}) -> {summary['pack']}"
     )
 
 

@@ -152,6 +152,9 @@ def eval_synthesis_command(
     scenes: Annotated[int, typer.Option("--scenes", min=2, help="Plots per case set.")] = 200,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Sampling seeds per plot.")] = 3,
     steps: Annotated[int, typer.Option("--steps", min=1, help="DDIM steps.")] = 20,
+    guidance: Annotated[
+        float, typer.Option("--guidance", min=0.0, help="Classifier-free guidance scale.")
+    ] = 4.0,
     library_clips: Annotated[
         int, typer.Option("--library-clips", min=10, help="Clips in the split's library.")
     ] = 1000,
@@ -210,6 +213,7 @@ def eval_synthesis_command(
             scenes=scenes,
             seeds=seeds,
             steps=steps,
+            guidance=guidance,
             library_clips=library_clips,
             controlled=controlled,
             threads=threads,
@@ -221,11 +225,12 @@ def eval_synthesis_command(
             "scenes": scenes,
             "seeds": seeds,
             "steps": steps,
+            "guidance": guidance,
             "library_clips": library_clips,
             "controlled": controlled,
             "sampling": config.sampling,
         }
-        sealed_id = configuration_id(model_id, sealed_knobs(config.sampling))
+        sealed_id = configuration_id(model_id, sealed_knobs(config.sampling, steps, guidance))
         _seal("synthesis", chosen, sealed_id, rerun_sealed, details, resumable=folder)
         return evaluate_synthesis(
             config,

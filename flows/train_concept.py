@@ -21,7 +21,7 @@ from story.flows.logs import run_logger
 from story.flows.parameters import SettingsParam, as_settings
 from story.flows.progress import Progress
 from story.tasks.concepts.images import read_concept_images
-from story.tasks.concepts.methods import DEFAULT_REG_CLIPS, DEFAULT_STEPS
+from story.tasks.concepts.methods import DEFAULT_REG_CLIPS, recipe_for
 from story.tasks.concepts.params import ConceptParams, check_name
 from story.tasks.concepts.trainer import default_depth
 from story.tasks.concepts.trainer import train_concept as train_concept_task
@@ -96,14 +96,25 @@ def _regularization(
     )
 
 
+def concept_params(
+    fingerprint: str, given: dict[str, Any], **fixed: Any
+) -> tuple[ConceptParams, dict[str, Any]]:
+    """The training settings for a checkpoint: each setting given (not None) as given, else the
+    checkpoint's measured recipe, else `ConceptParams`' default. Returns the params and the part
+    of the recipe they took."""
+    recipe = {k: v for k, v in recipe_for(fingerprint).items() if given.get(k) is None}
+    chosen = {k: v for k, v in given.items() if v is not None}
+    return ConceptParams(**fixed, **recipe, **chosen), recipe
+
+
 @flow(name="train_concept")
 def train_concept(
     name: str,
     images: str,
     class_word: str,
     settings: SettingsParam = None,
-    method: str = "timeinv_lora",
-    steps: int = DEFAULT_STEPS,
+    method: str | None = None,
+    steps: int | None = None,
     buckets: int = 10,
     reg_clips: int | None = None,
     seed: int = 0,
@@ -111,44 +122,50 @@ def train_concept(
     out: str | None = None,
     lr_table: float | None = None,
     lr_lora: float | None = None,
-    pseudo_frames: int = 0,
-    decoder_steps: int = 0,
+    pseudo_frames: int | None = None,
+    decoder_steps: int | None = None,
+    decoder_lr: float | None = None,
 ) -> dict[str, Any]:
-    """Train `<name>` from the images in `images`; returns the pack's summary. Learning rates
-    left at None take `ConceptParams`' defaults; `reg_clips` None takes DEFAULT_REG_CLIPS
-    regularisation clips for a LoRA method when the clip library exists; `pseudo_frames` 1
-    trains on image steps (`ConceptParams.pseudo_frames`); `decoder_steps` gives the concept its own
-    decoder top (`ConceptParams.decoder_steps`)."""
+    """Train `<name>` from the images in `images`; returns the pack's summary. A setting left at
+    None takes the checkpoint's measured recipe (`methods.MEASURED_RECIPES`, keyed by the loaded
+    weights) where there is one, else `ConceptParams`' defaults; `reg_clips` None takes
+    DEFAULT_REG_CLIPS regularisation clips for a LoRA method when the clip library exists;
+    `pseudo_frames` 1 trains on image steps (`ConceptParams.pseudo_frames`); `decoder_steps`
+    gives the concept its own decoder top (`ConceptParams.decoder_steps`)."""
+    from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
     from story.tasks.render.synthesize import load_t2v
 
     log = run_logger(__name__)
     resolved = as_settings(settings)
     checkpoint = checkpoint or resolved.checkpoint
     check_name(name)
-    params = ConceptParams(
-        method=method,
-        steps=steps,
-        buckets=buckets,
-        seed=seed,
-        threads=2,
-        pseudo_frames=pseudo_frames,
-        decoder_steps=decoder_steps,
-    )
-    if lr_table is not None:
-        params = replace(params, lr_table=lr_table)
-    if lr_lora is not None:
-        params = replace(params, lr_lora=lr_lora)
-    data = read_concept_images(images, params.source_size)
+    given = {
+        "method": method,
+        "steps": steps,
+        "lr_table": lr_table,
+        "lr_lora": lr_lora,
+        "pseudo_frames": pseudo_frames,
+        "decoder_steps": decoder_steps,
+        "decoder_lr": decoder_lr,
+    }
+    # a bad method or images folder fails before the model loads
+    data = read_concept_images(images, ConceptParams(method=method or "none").source_size)
     tick = time.perf_counter()
-    model = load_t2v(checkpoint, resolved.checkpoints, device=resolved.device)
+    model = load_t2v(eval_checkpoint(checkpoint, resolved.checkpoints), device=resolved.device)
+    fingerprint = model_fingerprint(model)
+    params, recipe = concept_params(fingerprint, given, buckets=buckets, seed=seed, threads=2)
+    if recipe:
+        log.info("the measured recipe of checkpoint %s: %s", fingerprint, recipe)
+    method = params.method
     depth = default_depth(resolved.checkpoints)
     regularization = _regularization(
         resolved, class_word, reg_clips, params.uses_lora, model, depth, log
     )
     params = replace(params, reg_clips=len(regularization))
     load_s = time.perf_counter() - tick
-    log.info("training <%s> (%s) on %d images, %d steps", name, method, len(data.images), steps)
-    fingerprint = model_fingerprint(model)
+    log.info(
+        "training <%s> (%s) on %d images, %d steps", name, method, len(data.images), params.steps
+    )
     target = Path(out) if out else default_pack_folder(resolved, name, fingerprint, checkpoint)
     with Progress(f"training <{name}>", key=f"concept-{name.lower()}-progress") as bar:
 
@@ -173,6 +190,7 @@ def train_concept(
         "name": name,
         "token": result.pack.token,
         "method": method,
+        "recipe": "measured" if recipe else "defaults",
         "pack": str(target),
         "base_checkpoint": result.pack.base_checkpoint,
         "steps": result.pack.meta["steps"],

@@ -84,14 +84,21 @@ class SynthesisEvalConfig:
             raise ValueError(f"sampling knob(s) {unknown}: choose from {list(SWEEPABLE)}")
 
 
-def sealed_knobs(sampling: dict[str, float]) -> dict[str, float]:
+def sealed_knobs(
+    sampling: dict[str, float], steps: int | None = None, guidance: float | None = None
+) -> dict[str, float]:
     """The knobs that name a sealed run: what `sampling` renders at, beside the sampling the
     ledger's names meant before any default changed (`FORMER_DEFAULTS`). So `{}` and
     `noise_warp=0.8` name one configuration today, and `noise_warp=0` names the former default,
-    already scored under the bare model id."""
+    already scored under the bare model id. DDIM steps and the guidance scale other than the
+    defaults name their own configuration too."""
     changed = [k for k in FORMER_DEFAULTS if k in SAMPLING_DEFAULTS]  # one clip: no carry_warp
     settled = {**{k: SAMPLING_DEFAULTS[k] for k in changed}, **implied_knobs(sampling)}
-    return {k: v for k, v in settled.items() if FORMER_DEFAULTS.get(k, object()) != v}
+    knobs = {k: v for k, v in settled.items() if FORMER_DEFAULTS.get(k, object()) != v}
+    for key, value in (("steps", steps), ("guidance", guidance)):
+        if value is not None and value != SAMPLING_DEFAULTS[key]:
+            knobs[key] = value
+    return knobs
 
 
 def knobs_for(config: SynthesisEvalConfig, guided: bool) -> dict[str, float]:

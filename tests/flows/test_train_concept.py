@@ -151,3 +151,44 @@ def test_train_command_takes_the_learning_rates(
     pack = ConceptPack.load(tmp_path / "ws" / "concepts" / "bob")
     assert pack.meta["params"]["lr_lora"] == 1e-5
     assert pack.meta["params"]["lr_table"] == 5e-4
+
+
+def test_the_default_checkpoint_trains_with_its_measured_recipe_unless_told_otherwise(
+    checkpoint: Path,
+) -> None:
+    """`story concept train` on t2v-64f4-v3 takes the recipe measured on its validation shots
+    (TimeInv + LoRA + the concept's own decoder top) for every setting not given; on a
+    checkpoint without one, the general defaults."""
+    from story.flows.train_concept import concept_params
+    from story.tasks.concepts.methods import recipe_for
+    from story.tasks.concepts.params import ConceptParams
+
+    repo = Path(__file__).resolve().parents[2]
+    default = checkpoint_fingerprint(repo / "checkpoints" / "t2v-64f4-v3")
+    assert recipe_for(default), "the shipped default has a measured concept recipe"
+    params, recipe = concept_params(default, {"steps": 50, "method": None}, seed=1)
+    assert (params.method, params.steps, params.decoder_steps) == ("timeinv_lora", 50, 400)
+    assert (params.lr_table, params.lr_lora, params.pseudo_frames) == (5e-3, 1e-3, 1)
+    assert params.decoder_lr == 4e-4 and params.seed == 1
+    assert "steps" not in recipe and "method" in recipe, "what was given is kept"
+    other, none = concept_params(checkpoint_fingerprint(checkpoint), {"steps": 50}, seed=1)
+    assert none == {} and other == ConceptParams(steps=50, seed=1)
+
+
+def test_a_checkpoint_is_named_as_everywhere_else(
+    prefect_harness, tmp_path: Path, images: Path
+) -> None:
+    """`story concept train --checkpoint NAME` (and the settings' default, a name) means the
+    folder of that name under the checkpoints root, as in `story render`; an unknown name says
+    where it looked."""
+    root = tmp_path / "checkpoints"
+    folder = random_tiny(text_dim=384, frames=4).save_pretrained(root / "t2v-mine")
+    repo = Path(__file__).resolve().parents[2]
+    (root / "depth-tiny").symlink_to(repo / "checkpoints" / "depth-tiny")
+    settings = Settings(workspace=tmp_path / "ws", checkpoints=root).resolved()
+    common = {"method": "ti", "steps": 1, "buckets": 1}
+    summary = train_concept("bob", str(images), "sphere", settings, checkpoint="t2v-mine", **common)
+    assert ConceptPack.load(summary["pack"]).base_checkpoint == checkpoint_fingerprint(folder)
+    assert summary["recipe"] == "defaults", "no measured recipe for these weights"
+    with pytest.raises(StoryError, match=f"checkpoint 't2v-other': no model at {root}"):
+        train_concept("bob", str(images), "sphere", settings, checkpoint="t2v-other", **common)
