@@ -90,13 +90,14 @@ def sealed_knobs(
     """The knobs that name a sealed run: what `sampling` renders at, beside the sampling the
     ledger's names meant before any default changed (`FORMER_DEFAULTS`). So `{}` and
     `noise_warp=0.8` name one configuration today, and `noise_warp=0` names the former default,
-    already scored under the bare model id. DDIM steps and the guidance scale other than the
-    defaults name their own configuration too."""
+    already scored under the bare model id. DDIM steps and a guidance scale other than the
+    evaluation's defaults (`SynthesisEvalConfig`: 20 steps, every sealed run so far) name their
+    own configuration too."""
     changed = [k for k in FORMER_DEFAULTS if k in SAMPLING_DEFAULTS]  # one clip: no carry_warp
     settled = {**{k: SAMPLING_DEFAULTS[k] for k in changed}, **implied_knobs(sampling)}
     knobs = {k: v for k, v in settled.items() if FORMER_DEFAULTS.get(k, object()) != v}
     for key, value in (("steps", steps), ("guidance", guidance)):
-        if value is not None and value != SAMPLING_DEFAULTS[key]:
+        if value is not None and value != getattr(SynthesisEvalConfig, key):
             knobs[key] = value
     return knobs
 
