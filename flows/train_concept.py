@@ -132,7 +132,6 @@ def train_concept(
     DEFAULT_REG_CLIPS regularisation clips for a LoRA method when the clip library exists;
     `pseudo_frames` 1 trains on image steps (`ConceptParams.pseudo_frames`); `decoder_steps`
     gives the concept its own decoder top (`ConceptParams.decoder_steps`)."""
-    from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
     from story.tasks.render.synthesize import load_t2v
 
     log = run_logger(__name__)
@@ -151,7 +150,7 @@ def train_concept(
     # a bad method or images folder fails before the model loads
     data = read_concept_images(images, ConceptParams(method=method or "none").source_size)
     tick = time.perf_counter()
-    model = load_t2v(eval_checkpoint(checkpoint, resolved.checkpoints), device=resolved.device)
+    model = load_t2v(checkpoint, resolved.checkpoints, device=resolved.device)
     fingerprint = model_fingerprint(model)
     params, recipe = concept_params(fingerprint, given, buckets=buckets, seed=seed, threads=2)
     if recipe:

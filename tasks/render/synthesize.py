@@ -25,19 +25,21 @@ from story.models.sampler import SamplerStats, sample_latents
 from story.models.t2v import StructureT2V
 from story.models.timeinv import concept_names
 from story.models.vae import vae_output_to_frames
-from story.models.zoo import SYNTHESIS_PRESETS
+from story.tasks.render.checkpoints import resolve_checkpoint
 
 
 def load_t2v(
     spec: str | Path = "tiny", checkpoints: str | Path | None = None, device: str = "auto"
 ) -> StructureT2V:
-    """`tiny` -> <checkpoints>/t2v-tiny (the bundled default); a folder -> that checkpoint."""
-    if str(spec) == "tiny":
+    """A checkpoint name (a zoo preset such as `tiny`, or a folder name) under `checkpoints`
+    (default: the settings') -> that model, as `story render` resolves it; a folder -> that
+    checkpoint."""
+    if "/" not in str(spec) and not Path(spec).is_dir():
         if checkpoints is None:
             from story.tasks.settings import get_settings
 
             checkpoints = get_settings().checkpoints
-        spec = Path(checkpoints) / SYNTHESIS_PRESETS["tiny"]
+        spec = resolve_checkpoint(str(spec), checkpoints)
     return StructureT2V.from_pretrained(spec, device=device)
 
 
