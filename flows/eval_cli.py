@@ -89,8 +89,23 @@ def _seal(
         open_sealed_run(area, model_id, rerun=rerun, details=details)
         return
     key = sha256_json({"out": str(resumable.resolve()), **details})[:16]
-    finished = (resumable / "report.json").is_file()
+    finished = _report_finished(resumable, details)
     open_sealed_run(area, model_id, rerun=rerun, details=details, resume_key=key, finished=finished)
+
+
+def _report_finished(folder: Path, details: dict[str, Any]) -> bool:
+    """Whether `folder` holds the finished report of this configuration.
+
+    A report left by another configuration on the same folder (say 1 sampling seed, now extended
+    to 3, reusing its renders) does not finish this one: its config disagrees on a setting."""
+    report = folder / "report.json"
+    if not report.is_file():
+        return False
+    try:
+        config = json.loads(report.read_text()).get("summary", {}).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return True
+    return not any(k in config and config[k] != v for k, v in details.items())
 
 
 def _echo_report(result: dict[str, Any]) -> None:

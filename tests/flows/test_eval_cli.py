@@ -72,3 +72,29 @@ def test_consistency_names_a_folder_that_is_no_render_and_a_bad_sheet(tmp_path) 
         app, ["eval", "consistency", str(tmp_path), "--sheet", "bob", "--judge", judge]
     )
     assert bad.exit_code == 2 and "NAME=DIR" in bad.output
+
+
+def test_a_run_extended_on_its_own_folder_is_resumed_until_its_own_report_exists(
+    tmp_path, monkeypatch
+) -> None:
+    """Three seeds on the folder of a one-seed run reuse its renders: one re-run, then resumes."""
+    from story.flows.eval_cli import _seal
+
+    ledger = tmp_path / "sealed.jsonl"
+    monkeypatch.setattr(sealed, "LEDGER", ledger)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    one_seed = {"scenes": 200, "seeds": 1, "steps": 20}
+    _seal("synthesis", "test", "m@1", False, one_seed, resumable=folder)
+    summary = {"summary": {"config": {"split": "test", "workers": 2, **one_seed}}}
+    (folder / "report.json").write_text(json.dumps(summary))
+
+    three_seeds = {**one_seed, "seeds": 3}
+    _seal("synthesis", "test", "m@1", True, three_seeds, resumable=folder)
+    _seal("synthesis", "test", "m@1", True, three_seeds, resumable=folder)  # interrupted, resumed
+    assert [e.get("resumed", False) for e in sealed.read_ledger(ledger)] == [False, False, True]
+
+    summary["summary"]["config"]["seeds"] = 3
+    (folder / "report.json").write_text(json.dumps(summary))
+    _seal("synthesis", "test", "m@1", True, three_seeds, resumable=folder)
+    assert sealed.read_ledger(ledger)[-1]["rerun"] is True
