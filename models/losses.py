@@ -1,6 +1,7 @@
 """Training losses of the structure-guided model, shared by the trainer and concept training:
 the denoising loss (v or epsilon, min-SNR weighting, image steps), latent-cell weights for
-objects, and the autoencoder's loss with its edge, colour and temporal terms."""
+objects, the autoencoder's loss with its edge, colour and temporal terms, and the latent
+smoother's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 
 from story.models.t2v import StructureT2V
+from story.models.vae import encode_video
 
 
 def min_snr_weight(scheduler, t: torch.Tensor, gamma: float, v_pred: bool) -> torch.Tensor:
@@ -140,5 +142,31 @@ def autoencoder_loss(
         loss = loss + colour_weight * pooled_colour_error(recon, flat, colour_pool, weights)
     if temporal_weight > 0 and frames > 1:
         change = residual.reshape(b, frames, *flat.shape[1:]).diff(dim=1)
+        loss = loss + temporal_weight * change.square().mean()
+    return loss
+
+
+def smoother_loss(
+    model: StructureT2V,
+    video: torch.Tensor,
+    latent_noise: float,
+    temporal_weight: float = 0.0,
+) -> torch.Tensor:
+    """The latent smoother's loss on real clips (B, 3, T, H, W): it sees the clip's normalised
+    latents plus `latent_noise` s x a fresh draw per frame and cell (the frame-to-frame wobble a
+    rendered clip's latents carry and a real clip's do not) and is asked for the clean latents;
+    `temporal_weight` w adds w times the squared error of the frame-to-frame change, so motion
+    the clean latents have is kept, not smoothed away."""
+    with torch.no_grad():
+        z = encode_video(model.vae, video, 1.0, sample=False)
+        z = (z - model.config.vae_shift) * model.config.vae_scaling
+    smoother = model.latent_smoother
+    if smoother is None:
+        raise ValueError("smoother_loss: the model has no latent smoother to train")
+    noisy = z + latent_noise * torch.randn_like(z)
+    out = smoother(noisy)
+    loss = F.mse_loss(out, z)
+    if temporal_weight > 0 and z.shape[2] > 1:
+        change = out.diff(dim=2) - z.diff(dim=2)
         loss = loss + temporal_weight * change.square().mean()
     return loss

@@ -21,6 +21,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
 from torch import nn
 
 from story.models.device import pick_device
+from story.models.latent_smoother import LatentSmoother
 from story.models.structure_encoder import StructureEncoder
 from story.models.temporal import TemporalSwitch, fast_temporal_convs
 from story.models.unet import StructureInjection, build_unet, load_unet, video_to_frames
@@ -28,6 +29,7 @@ from story.models.vae import build_vae, decode_video, downsample_factor, encode_
 
 INDEX_FILE = "model_index.json"
 SUBFOLDERS = ("vae", "unet", "structure_encoder", "scheduler")
+OPTIONAL_SUBFOLDERS = ("latent_smoother",)
 
 
 @dataclass
@@ -123,6 +125,7 @@ class StructureT2V(VideoModelBase):
         self.injection = StructureInjection(unet)
         self.temporal = TemporalSwitch(unet)
         fast_temporal_convs(unet)
+        self.latent_smoother: LatentSmoother | None = None
         self._text_encoder = None
         self.model_id = "unsaved"
         self._check()
@@ -190,7 +193,10 @@ class StructureT2V(VideoModelBase):
         return (z - self.config.vae_shift) * self.config.vae_scaling
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents -> (B, 3, T, H, W) in [-1, 1]."""
+        """Normalised latents -> (B, 3, T, H, W) in [-1, 1]; through the latent smoother first
+        when the checkpoint has one (`models/latent_smoother.py`)."""
+        if self.latent_smoother is not None:
+            latents = self.latent_smoother(latents)
         z = latents / self.config.vae_scaling + self.config.vae_shift
         return decode_video(self.vae, z, 1.0)
 
@@ -204,12 +210,19 @@ class StructureT2V(VideoModelBase):
                 module = copy.deepcopy(module).half()
             module.save_pretrained(root / name, safe_serialization=True)
         self.scheduler.save_pretrained(root / "scheduler")
+        if self.latent_smoother is not None:
+            self.latent_smoother.save_pretrained(root / "latent_smoother", half=half)
         index = {
             "_class_name": type(self).__name__,
             "vae": ["diffusers", "AutoencoderKL"],
             "unet": ["diffusers", "UNet3DConditionModel"],
             "structure_encoder": ["story.models.structure_encoder", "StructureEncoder"],
             "scheduler": ["diffusers", "DDIMScheduler"],
+            **(
+                {"latent_smoother": ["story.models.latent_smoother", "LatentSmoother"]}
+                if self.latent_smoother is not None
+                else {}
+            ),
             "weights_dtype": "float16" if half else "float32",
             **asdict(self.config),
         }
@@ -235,6 +248,8 @@ class StructureT2V(VideoModelBase):
         encoder = StructureEncoder.from_pretrained(root / "structure_encoder").float()
         scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
         model = cls(vae, unet, encoder, scheduler, config)
+        if (root / "latent_smoother").is_dir():
+            model.latent_smoother = LatentSmoother.from_pretrained(root / "latent_smoother")
         model.model_id = checkpoint_id(root)
         return model.to(pick_device(device)).eval()
 
@@ -246,7 +261,7 @@ def checkpoint_id(folder: str | Path, length: int = 12) -> str:
     files = [root / INDEX_FILE] if (root / INDEX_FILE).is_file() else []
     files += sorted(
         p
-        for name in SUBFOLDERS
+        for name in SUBFOLDERS + OPTIONAL_SUBFOLDERS
         for p in (root / name).glob("*")
         if p.is_file() and p.suffix in (".json", ".safetensors")
     )

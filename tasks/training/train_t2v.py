@@ -11,6 +11,9 @@ Stages:
   U-Net down blocks.
 - `joint`: U-Net and encoder together, the guide dropped for a share of clips so the text-only
   path keeps training (an option when stage 2 alone has too little time).
+- `smoother`: the latent smoother of a trained bundle (`--init`; `models/latent_smoother.py`),
+  everything else frozen: real clips' latents with `latent_noise` per frame in, the clean
+  latents out (`temporal_loss_weight` weighs their frame-to-frame change).
 
 Gen-1's recipe is available in every U-Net stage: `image_ratio` of the steps are image steps
 (single frames, temporal layers bypassed, everything else shared), which teach text ->
@@ -41,7 +44,8 @@ import numpy as np
 import torch
 from diffusers.training_utils import EMAModel
 
-from story.models.losses import autoencoder_loss, diffusion_loss, object_weights
+from story.models.latent_smoother import LatentSmoother, SmootherConfig
+from story.models.losses import autoencoder_loss, diffusion_loss, object_weights, smoother_loss
 from story.models.t2v import StructureT2V, T2VConfig, param_count
 from story.models.unet import tiny_unet_config
 from story.models.vae import build_vae, downsample_factor, load_vae, tiny_vae_config
@@ -55,7 +59,7 @@ from story.tasks.training.t2v_data import (
 )
 from story.tasks.training.warm_start import warm_start
 
-STAGES = ("vae", "base", "structure", "joint")
+STAGES = ("vae", "base", "structure", "joint", "smoother")
 IMAGES_PER_CLIP = 4
 STATE_FILE = "state.pt"
 MODEL_DIR = "model"
@@ -91,6 +95,8 @@ class TrainConfig:
     unet_channels: tuple[int, ...] = (32, 64, 64)
     unet_heads: int = 4
     encoder_hidden: int = 32
+    smoother_hidden: int = 32
+    smoother_layers: int = 3
     detail_levels: int = 0
     image_ratio: float = 0.0
     image_batch: int = 0
@@ -120,6 +126,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise StoryError(f"train_t2v: stage {self.stage!r} is not one of {STAGES}")
+        if self.stage == "smoother" and not self.init:
+            raise StoryError("train_t2v: stage 'smoother' needs --init, a trained model folder")
         if self.stage in ("structure",) and not self.init:
             raise StoryError("train_t2v: stage 'structure' needs --init, the stage-1 model folder")
         if self.stage in ("base", "joint") and not self.init:
@@ -202,6 +210,16 @@ class Trainer:
             self.model.set_text_encoder(text_encoder)
             self.text = TextCache(self.model)
             self.model.vae.requires_grad_(False)
+            if cfg.stage == "smoother" and self.model.latent_smoother is None:
+                self.model.latent_smoother = LatentSmoother(
+                    SmootherConfig(
+                        channels=self.model.vae.config.latent_channels,
+                        hidden=cfg.smoother_hidden,
+                        layers=cfg.smoother_layers,
+                    )
+                ).to(self.device)
+            if self.model.latent_smoother is not None:
+                self.model.latent_smoother.requires_grad_(cfg.stage == "smoother")
             train_unet = cfg.stage in ("base", "joint")
             train_encoder = cfg.stage in ("structure", "joint")
             self.model.unet.requires_grad_(train_unet)
@@ -211,6 +229,8 @@ class Trainer:
                 modules.append(self.model.unet)
             if train_encoder:
                 modules.append(self.model.structure_encoder)
+            if cfg.stage == "smoother":
+                modules.append(self.model.latent_smoother)
             self.trained = torch.nn.ModuleList(modules)
         params = [p for p in self.trained.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -312,6 +332,8 @@ class Trainer:
             modules.append(model.unet)
         if self.cfg.stage in ("structure", "joint"):
             modules.append(model.structure_encoder)
+        if self.cfg.stage == "smoother":
+            modules.append(model.latent_smoother)
         self.ema.copy_to(torch.nn.ModuleList(modules).parameters())
         model.set_text_encoder(self.model.text_encoder())
         return model.eval()
@@ -354,6 +376,10 @@ class Trainer:
                 kl_weight=cfg.kl_weight,
                 latent_noise=cfg.latent_noise,
                 temporal_weight=cfg.temporal_loss_weight,
+            )
+        if cfg.stage == "smoother":
+            return smoother_loss(
+                self.model, video, cfg.latent_noise, temporal_weight=cfg.temporal_loss_weight
             )
         with torch.no_grad():
             latents = self.model.encode_video(video)
@@ -431,10 +457,14 @@ class Trainer:
                     handle.write(json.dumps(row) + "\n")
             if self.step % cfg.checkpoint_every == 0:
                 self.checkpoint()
-            if cfg.eval_every and cfg.stage != "vae" and self.step % cfg.eval_every == 0:
+            if (
+                cfg.eval_every
+                and cfg.stage not in ("vae", "smoother")
+                and self.step % cfg.eval_every == 0
+            ):
                 self.evaluate(log)
         self.checkpoint()
-        if cfg.eval_every and cfg.stage != "vae" and self.step % cfg.eval_every:
+        if cfg.eval_every and cfg.stage not in ("vae", "smoother") and self.step % cfg.eval_every:
             self.evaluate(log)
         return self.step
 
@@ -504,6 +534,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "threads",
         "unet_heads",
         "encoder_hidden",
+        "smoother_hidden",
+        "smoother_layers",
         "latent_channels",
         "detail_levels",
         "image_batch",

@@ -146,3 +146,35 @@ def test_object_weights_mark_the_cells_an_object_touches() -> None:
     assert weights.shape == (1, 1, 2, 2, 2)
     assert weights[0, 0, 1, 1, 1] == 4.0
     assert weights.sum() == 8 + 3.0
+
+
+def test_the_smoother_stage_trains_only_the_smoother_and_resumes(tmp_path) -> None:
+    text = HashTextEncoder(16)
+    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
+    base = dict(stage="base", out=str(tmp_path / "base"), init=str(tmp_path / "vae" / "model"))
+    Trainer(TrainConfig(steps=1, **base, **TINY), text_encoder=text).run(log=str)
+    bundle = StructureT2V.from_pretrained(tmp_path / "base" / "model", device="cpu")
+
+    run = dict(
+        stage="smoother",
+        out=str(tmp_path / "sm"),
+        init=str(tmp_path / "base" / "model"),
+        latent_noise=0.2,
+        temporal_loss_weight=1.0,
+        smoother_hidden=8,
+        lr=1e-2,
+        warmup=1,
+    )
+    first = Trainer(TrainConfig(steps=2, **run, **TINY), text_encoder=text)
+    assert first.run(log=str) == 2
+    resumed = Trainer(TrainConfig(steps=3, **run, **TINY), text_encoder=text)
+    assert resumed.step == 2 and resumed.run(log=str) == 3
+
+    after = StructureT2V.from_pretrained(tmp_path / "sm" / "model", device="cpu")
+    assert after.latent_smoother is not None
+    assert any(p.abs().sum() > 0 for p in after.latent_smoother.net[-1].parameters())
+    for name in ("unet", "vae", "structure_encoder"):
+        old, new = getattr(bundle, name).state_dict(), getattr(after, name).state_dict()
+        assert all(torch.equal(old[k], v) for k, v in new.items()), name
+    with pytest.raises(StoryError, match="smoother.*--init"):
+        TrainConfig(stage="smoother", out=str(tmp_path / "x"))
