@@ -504,7 +504,7 @@ def eval_longshot_command(
         folder = _out_folder(out, settings.workspace, "longshot", chosen, model_id)
         details = {"shots": shots, "seeds": seeds, "noise_warp": config.noise_warp}
         name = configuration_id(model_id, sealed_name_knobs())
-        _seal("longshot", chosen, name, rerun_sealed, details)
+        _seal("longshot", chosen, name, rerun_sealed, details, resumable=folder)
         return evaluate_longshot(
             config, folder, settings.checkpoints, judge, log=lambda s: typer.echo(s, err=True)
         )

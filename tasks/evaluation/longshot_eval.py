@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,42 @@ def _independent(model, prompt: str, guide: np.ndarray, seed: int, config) -> np
     )
 
 
+def _render(
+    model, label: str, prompt: str, guide: np.ndarray, seed: int, config: LongShotEvalConfig
+) -> np.ndarray:
+    """One long shot with one setting (or as independent windows)."""
+    from story.tasks.render.synthesize import synthesize
+
+    if label == INDEPENDENT:
+        return _independent(model, prompt, guide, seed, config)
+    return synthesize(
+        model,
+        prompt,
+        guide,
+        seed=seed,
+        steps=config.steps,
+        guidance=config.guidance,
+        noise_warp=config.noise_warp,
+        continuation=SETTINGS[label],
+    )
+
+
+def _kept(folder: Path, key: dict[str, Any], render: Callable[[], np.ndarray]) -> np.ndarray:
+    """A shot rendered once: `<out>/renders/<hash of what determines it>.npy`, so an interrupted
+    run (a sealed one too) resumes at the shot it stopped at."""
+    from story.tasks.atomic import atomic_path
+    from story.tasks.hashing import sha256_json
+
+    path = folder / f"{sha256_json(key)[:20]}.npy"
+    if path.is_file():
+        return np.load(path)
+    shot = render()
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as scratch, open(scratch, "wb") as handle:
+        np.save(handle, shot)  # a handle: np.save would add ".npy" to the scratch file's name
+    return shot
+
+
 def _window_looks(reader: JudgeReader, shot: np.ndarray, length: int) -> float:
     """1 when the judge reads the same shape, colour and texture in every window of the shot."""
     windows = [shot[s : s + length] for s in range(0, len(shot) - length + 1, length)]
@@ -108,7 +145,7 @@ def evaluate_longshot(
 ) -> dict[str, Any]:
     """Render and score every shot with every setting; write the report into `out`."""
     from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
-    from story.tasks.render.synthesize import load_t2v, synthesize
+    from story.tasks.render.synthesize import load_t2v
 
     started = time.monotonic()
     torch.set_num_threads(config.threads)
@@ -130,6 +167,7 @@ def evaluate_longshot(
         seams_of[label] = [start + cfg.frames for start in starts[:-1]]
     scores: dict[str, dict[str, list]] = {}
     examples: dict[str, np.ndarray] = {}
+    renders = Path(out) / "renders"
     for label in [*SETTINGS, INDEPENDENT]:
         rows: dict[str, list] = {"seam": [], "within": [], "seam_motion": [], "within_motion": []}
         rows["same look"] = []
@@ -137,19 +175,19 @@ def evaluate_longshot(
             guide = miniworld_structure(scene.depth)
             per_seed = []
             for seed in range(config.seeds):
-                if label == INDEPENDENT:
-                    shot = _independent(model, scene.caption, guide, seed, config)
-                else:
-                    shot = synthesize(
-                        model,
-                        scene.caption,
-                        guide,
-                        seed=seed,
-                        steps=config.steps,
-                        guidance=config.guidance,
-                        noise_warp=config.noise_warp,
-                        continuation=SETTINGS[label],
-                    )
+                key = {
+                    "model": model.model_id,
+                    "setting": label,
+                    "continuation": asdict(SETTINGS[label]) if label in SETTINGS else None,
+                    "scene": asdict(scene.spec),
+                    "seed": seed,
+                    "steps": config.steps,
+                    "guidance": config.guidance,
+                    "noise_warp": config.noise_warp,
+                }
+                shot = _kept(
+                    renders, key, partial(_render, model, label, scene.caption, guide, seed, config)
+                )
                 examples.setdefault(label, shot)
                 per_seed.append((seam_temporal(shot, seams_of[label]), shot))
             rows["seam"].append([t["seam_warp_error"] for t, _ in per_seed])

@@ -49,6 +49,14 @@ def test_longshot_report_has_seams_baseline_and_real_floor(tmp_path, checkpoints
     assert set(result["seam_ratio"]) >= {INDEPENDENT, REAL}
     tables = json.loads((tmp_path / "out" / "report.json").read_text())["tables"]
     assert tables[0]["rows"][REAL]["same look in every window"]["n"] == 2
+    # Every shot is kept (4 settings x 2 shots x 1 seed), so an interrupted run resumes: a
+    # second run renders nothing and reports the same seams.
+    kept = sorted((tmp_path / "out" / "renders").glob("*.npy"))
+    assert len(kept) == 8
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    again = evaluate_longshot(config, tmp_path / "out", checkpoints, _tiny_judge(tmp_path / "j"))
+    assert [p.stat().st_mtime_ns for p in kept] == stamps
+    assert again["seam_ratio"] == result["seam_ratio"]
 
 
 @pytest.mark.slow
