@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -212,6 +213,8 @@ class StructureT2V(VideoModelBase):
         self.scheduler.save_pretrained(root / "scheduler")
         if self.latent_smoother is not None:
             self.latent_smoother.save_pretrained(root / "latent_smoother", half=half)
+        elif (root / "latent_smoother").is_dir():  # left by an earlier save: not this model's
+            shutil.rmtree(root / "latent_smoother")
         index = {
             "_class_name": type(self).__name__,
             "vae": ["diffusers", "AutoencoderKL"],

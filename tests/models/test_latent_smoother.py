@@ -48,7 +48,12 @@ def test_the_checkpoint_carries_it_and_names_it(tmp_path) -> None:
     with torch.no_grad():
         assert torch.allclose(loaded.decode_latents(latents), smoothed, atol=1e-5)
     assert StructureT2V.from_pretrained(plain, device="cpu").latent_smoother is None
+    model.latent_smoother = None  # saved again over the same folder: no stale smoother left
+    model.save_pretrained(folder)
+    assert StructureT2V.from_pretrained(folder, device="cpu").latent_smoother is None
 
+    model.latent_smoother = _trained(model.vae.config.latent_channels)
+    model.save_pretrained(folder)
     (folder / "latent_smoother" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"latent_smoother/config.json"):
         StructureT2V.from_pretrained(folder, device="cpu")
