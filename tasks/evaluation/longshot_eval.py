@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ from story.tasks.evaluation.intervals import mean_interval, paired_difference, r
 from story.tasks.evaluation.judge_reader import JudgeReader
 from story.tasks.evaluation.report import Grid, Table, write_report
 from story.tasks.evaluation.temporal import seam_temporal
+from story.tasks.hashing import sha256_json
+from story.tasks.render.shot_cache import ShotCache
 from story.tasks.training.t2v_data import miniworld_structure
 from story.tasks.world import miniworld, splits
 
@@ -113,22 +114,6 @@ def _render(
     )
 
 
-def _kept(folder: Path, key: dict[str, Any], render: Callable[[], np.ndarray]) -> np.ndarray:
-    """A shot rendered once: `<out>/renders/<hash of what determines it>.npy`, so an interrupted
-    run (a sealed one too) resumes at the shot it stopped at."""
-    from story.tasks.atomic import atomic_path
-    from story.tasks.hashing import sha256_json
-
-    path = folder / f"{sha256_json(key)[:20]}.npy"
-    if path.is_file():
-        return np.load(path)
-    shot = render()
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as scratch, open(scratch, "wb") as handle:
-        np.save(handle, shot)  # a handle: np.save would add ".npy" to the scratch file's name
-    return shot
-
-
 def _window_looks(reader: JudgeReader, shot: np.ndarray, length: int) -> float:
     """1 when the judge reads the same shape, colour and texture in every window of the shot."""
     windows = [shot[s : s + length] for s in range(0, len(shot) - length + 1, length)]
@@ -167,7 +152,7 @@ def evaluate_longshot(
         seams_of[label] = [start + cfg.frames for start in starts[:-1]]
     scores: dict[str, dict[str, list]] = {}
     examples: dict[str, np.ndarray] = {}
-    renders = Path(out) / "renders"
+    renders = ShotCache(Path(out) / "renders")  # every shot kept, so a stopped run resumes
     for label in [*SETTINGS, INDEPENDENT]:
         rows: dict[str, list] = {"seam": [], "within": [], "seam_motion": [], "within_motion": []}
         rows["same look"] = []
@@ -175,19 +160,22 @@ def evaluate_longshot(
             guide = miniworld_structure(scene.depth)
             per_seed = []
             for seed in range(config.seeds):
-                key = {
-                    "model": model.model_id,
-                    "setting": label,
-                    "continuation": asdict(SETTINGS[label]) if label in SETTINGS else None,
-                    "scene": asdict(scene.spec),
-                    "seed": seed,
-                    "steps": config.steps,
-                    "guidance": config.guidance,
-                    "noise_warp": config.noise_warp,
-                }
-                shot = _kept(
-                    renders, key, partial(_render, model, label, scene.caption, guide, seed, config)
+                key = sha256_json(
+                    {
+                        "model": model.model_id,
+                        "setting": label,
+                        "continuation": asdict(SETTINGS[label]) if label in SETTINGS else None,
+                        "scene": asdict(scene.spec),
+                        "seed": seed,
+                        "steps": config.steps,
+                        "guidance": config.guidance,
+                        "noise_warp": config.noise_warp,
+                    }
                 )
+                shot = renders.get(key)
+                if shot is None:
+                    shot = _render(model, label, scene.caption, guide, seed, config)
+                    renders.put(key, shot)
                 examples.setdefault(label, shot)
                 per_seed.append((seam_temporal(shot, seams_of[label]), shot))
             rows["seam"].append([t["seam_warp_error"] for t, _ in per_seed])

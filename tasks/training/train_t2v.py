@@ -37,7 +37,7 @@ import copy
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -57,85 +57,21 @@ from story.tasks.training.t2v_data import (
     MiniworldSource,
     images_from,
 )
+from story.tasks.training.train_config import TrainConfig, parse_args
 from story.tasks.training.warm_start import warm_start
 
-STAGES = ("vae", "base", "structure", "joint", "smoother")
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "base": ("unet",),
+    "structure": ("structure_encoder",),
+    "joint": ("unet", "structure_encoder"),
+    "smoother": ("latent_smoother",),
+}
+"""The bundle parts each U-Net-side stage trains (the rest frozen); the order is the order of the
+weights in a run's state.pt."""
 IMAGES_PER_CLIP = 4
 STATE_FILE = "state.pt"
 MODEL_DIR = "model"
 CURVE_FILE = "curve.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run; saved as `<out>/train_config.json`."""
-
-    stage: str
-    out: str
-    init: str | None = None
-    warm_start: str | None = None
-    """A trained model bundle whose U-Net and structure-encoder weights start a new joint /
-    base model wherever a tensor's name and shape match (a new VAE's latent size or channels
-    leave the rest at their fresh initialisation); recorded in the run's warm_start.json."""
-    steps: int = 1000
-    batch: int = 8
-    lr: float = 1e-3
-    warmup: int = 100
-    weight_decay: float = 0.01
-    ema_decay: float = 0.999
-    caption_dropout: float = 0.1
-    structure_dropout: float = 0.3
-    min_snr_gamma: float = 5.0
-    cubic_timesteps: bool = False
-    frames: int = 8
-    height: int = 32
-    width: int = 32
-    vae_channels: tuple[int, ...] = (32, 64, 64)
-    latent_channels: int = 4
-    unet_channels: tuple[int, ...] = (32, 64, 64)
-    unet_heads: int = 4
-    encoder_hidden: int = 32
-    smoother_hidden: int = 32
-    smoother_layers: int = 3
-    detail_levels: int = 0
-    image_ratio: float = 0.0
-    image_batch: int = 0
-    object_loss_weight: float = 0.0
-    temporal_loss_weight: float = 0.0
-    latent_noise: float = 0.0
-    kl_weight: float = 1e-6
-    object_weight: float = 4.0
-    edge_weight: float = 0.0
-    colour_weight: float = 0.0
-    colour_pool: int = 4
-    recolour: float = 0.0
-    text_encoder: str = "minilm"
-    manifest: str | None = None
-    depth_model: str = "tiny"
-    checkpoints: str | None = None
-    checkpoint_every: int = 200
-    eval_every: int = 0
-    eval_scenes: int = 16
-    eval_steps: int = 20
-    guidance: float = 4.0
-    seed: int = 0
-    threads: int = 1
-    max_minutes: float = 0.0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise StoryError(f"train_t2v: stage {self.stage!r} is not one of {STAGES}")
-        if self.stage == "smoother" and not self.init:
-            raise StoryError("train_t2v: stage 'smoother' needs --init, a trained model folder")
-        if self.stage in ("structure",) and not self.init:
-            raise StoryError("train_t2v: stage 'structure' needs --init, the stage-1 model folder")
-        if self.stage in ("base", "joint") and not self.init:
-            raise StoryError(
-                f"train_t2v: stage {self.stage!r} needs --init, a trained VAE or model"
-            )
-        self.vae_channels = tuple(self.vae_channels)
-        self.unet_channels = tuple(self.unet_channels)
 
 
 def make_source(cfg: TrainConfig) -> MiniworldSource | ManifestSource:
@@ -218,20 +154,11 @@ class Trainer:
                         layers=cfg.smoother_layers,
                     )
                 ).to(self.device)
-            if self.model.latent_smoother is not None:
-                self.model.latent_smoother.requires_grad_(cfg.stage == "smoother")
-            train_unet = cfg.stage in ("base", "joint")
-            train_encoder = cfg.stage in ("structure", "joint")
-            self.model.unet.requires_grad_(train_unet)
-            self.model.structure_encoder.requires_grad_(train_encoder)
-            modules = []
-            if train_unet:
-                modules.append(self.model.unet)
-            if train_encoder:
-                modules.append(self.model.structure_encoder)
-            if cfg.stage == "smoother":
-                modules.append(self.model.latent_smoother)
-            self.trained = torch.nn.ModuleList(modules)
+            for name in ("unet", "structure_encoder", "latent_smoother"):
+                part = getattr(self.model, name)
+                if part is not None:
+                    part.requires_grad_(name in STAGE_MODULES[cfg.stage])
+            self.trained = self._stage_modules(self.model)
         params = [p for p in self.trained.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -247,6 +174,10 @@ class Trainer:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
         return torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
+
+    def _stage_modules(self, model: StructureT2V) -> torch.nn.ModuleList:
+        """The parts of a bundle this (non-VAE) stage trains, in `STAGE_MODULES` order."""
+        return torch.nn.ModuleList(getattr(model, name) for name in STAGE_MODULES[self.cfg.stage])
 
     def _init_model(self, text_dim: int) -> StructureT2V:
         cfg = self.cfg
@@ -327,14 +258,7 @@ class Trainer:
             self.ema.copy_to(self._vae_trained(vae).parameters())
             return vae.eval()
         model = copy.deepcopy(self.model)
-        modules = []
-        if self.cfg.stage in ("base", "joint"):
-            modules.append(model.unet)
-        if self.cfg.stage in ("structure", "joint"):
-            modules.append(model.structure_encoder)
-        if self.cfg.stage == "smoother":
-            modules.append(model.latent_smoother)
-        self.ema.copy_to(torch.nn.ModuleList(modules).parameters())
+        self.ema.copy_to(self._stage_modules(model).parameters())
         model.set_text_encoder(self.model.text_encoder())
         return model.eval()
 
@@ -508,83 +432,6 @@ def export_checkpoint(
             raise StoryError(f"{vae_folder}: VAE latent channels differ from {model_folder}'s")
         model.vae = vae
     return model.save_pretrained(out, half=half)
-
-
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = TrainConfig(stage="vae", out="")
-    parser.add_argument("--stage", required=True, choices=STAGES)
-    parser.add_argument("--out", required=True, help="run folder (state, logs, model/)")
-    parser.add_argument("--init", help="VAE folder (stage 1) or model folder (stage 2 / joint)")
-    parser.add_argument("--manifest", help="caption manifest to train on instead of the miniworld")
-    parser.add_argument(
-        "--warm-start",
-        help="trained model bundle whose U-Net / structure-encoder tensors of matching name and "
-        "shape start the new model (joint / base stage with a new VAE)",
-    )
-    for name in (
-        "steps",
-        "batch",
-        "warmup",
-        "checkpoint_every",
-        "eval_every",
-        "eval_scenes",
-        "eval_steps",
-        "seed",
-        "threads",
-        "unet_heads",
-        "encoder_hidden",
-        "smoother_hidden",
-        "smoother_layers",
-        "latent_channels",
-        "detail_levels",
-        "image_batch",
-        "colour_pool",
-        "frames",
-        "height",
-        "width",
-    ):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
-        )
-    for name in (
-        "lr",
-        "weight_decay",
-        "ema_decay",
-        "caption_dropout",
-        "structure_dropout",
-        "min_snr_gamma",
-        "kl_weight",
-        "object_weight",
-        "edge_weight",
-        "colour_weight",
-        "recolour",
-        "image_ratio",
-        "object_loss_weight",
-        "temporal_loss_weight",
-        "latent_noise",
-        "guidance",
-        "max_minutes",
-    ):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
-        )
-    for name in ("vae_channels", "unet_channels"):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=int,
-            nargs="+",
-            default=list(getattr(defaults, name)),
-        )
-    parser.add_argument(
-        "--cubic-timesteps", action="store_true", help="favour noisy steps (structure stages)"
-    )
-    parser.add_argument("--depth-model", default=defaults.depth_model)
-    parser.add_argument("--text-encoder", default=defaults.text_encoder)
-    parser.add_argument("--checkpoints", default=None)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
-    return TrainConfig(**vars(args))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,7 +51,7 @@ def test_longshot_report_has_seams_baseline_and_real_floor(tmp_path, checkpoints
     assert tables[0]["rows"][REAL]["same look in every window"]["n"] == 2
     # Every shot is kept (4 settings x 2 shots x 1 seed), so an interrupted run resumes: a
     # second run renders nothing and reports the same seams.
-    kept = sorted((tmp_path / "out" / "renders").glob("*.npy"))
+    kept = sorted((tmp_path / "out" / "renders").rglob("*.npy"))
     assert len(kept) == 8
     stamps = [p.stat().st_mtime_ns for p in kept]
     again = evaluate_longshot(config, tmp_path / "out", checkpoints, _tiny_judge(tmp_path / "j"))

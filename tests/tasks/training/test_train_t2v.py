@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from story.models.t2v import StructureT2V
+from story.models.t2v import StructureT2V, random_tiny
 from story.tasks.errors import StoryError
 from story.tasks.training.train_t2v import TrainConfig, Trainer, export_checkpoint, parse_args
 from tests.models.t2v_stubs import HashTextEncoder
@@ -150,15 +150,13 @@ def test_object_weights_mark_the_cells_an_object_touches() -> None:
 
 def test_the_smoother_stage_trains_only_the_smoother_and_resumes(tmp_path) -> None:
     text = HashTextEncoder(16)
-    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
-    base = dict(stage="base", out=str(tmp_path / "base"), init=str(tmp_path / "vae" / "model"))
-    Trainer(TrainConfig(steps=1, **base, **TINY), text_encoder=text).run(log=str)
-    bundle = StructureT2V.from_pretrained(tmp_path / "base" / "model", device="cpu")
+    random_tiny(text_dim=16, frames=TINY["frames"]).save_pretrained(tmp_path / "base")
+    bundle = StructureT2V.from_pretrained(tmp_path / "base", device="cpu")
 
     run = dict(
         stage="smoother",
         out=str(tmp_path / "sm"),
-        init=str(tmp_path / "base" / "model"),
+        init=str(tmp_path / "base"),
         latent_noise=0.2,
         temporal_loss_weight=1.0,
         smoother_hidden=8,

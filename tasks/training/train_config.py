@@ -1,0 +1,165 @@
+"""What determines a `train_t2v` run (`TrainConfig`, saved as `<out>/train_config.json`) and how
+its command line gives it (`parse_args`); the stages themselves are in `train_t2v`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from story.tasks.errors import StoryError
+
+STAGES = ("vae", "base", "structure", "joint", "smoother")
+TRAIN_T2V = (
+    "Train the structure-guided text-to-video model (the paper's two-stage recipe), resumably."
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; saved as `<out>/train_config.json`."""
+
+    stage: str
+    out: str
+    init: str | None = None
+    warm_start: str | None = None
+    """A trained model bundle whose U-Net and structure-encoder weights start a new joint /
+    base model wherever a tensor's name and shape match (a new VAE's latent size or channels
+    leave the rest at their fresh initialisation); recorded in the run's warm_start.json."""
+    steps: int = 1000
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    structure_dropout: float = 0.3
+    min_snr_gamma: float = 5.0
+    cubic_timesteps: bool = False
+    frames: int = 8
+    height: int = 32
+    width: int = 32
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_heads: int = 4
+    encoder_hidden: int = 32
+    smoother_hidden: int = 32
+    smoother_layers: int = 3
+    detail_levels: int = 0
+    image_ratio: float = 0.0
+    image_batch: int = 0
+    object_loss_weight: float = 0.0
+    temporal_loss_weight: float = 0.0
+    latent_noise: float = 0.0
+    kl_weight: float = 1e-6
+    object_weight: float = 4.0
+    edge_weight: float = 0.0
+    colour_weight: float = 0.0
+    colour_pool: int = 4
+    recolour: float = 0.0
+    text_encoder: str = "minilm"
+    manifest: str | None = None
+    depth_model: str = "tiny"
+    checkpoints: str | None = None
+    checkpoint_every: int = 200
+    eval_every: int = 0
+    eval_scenes: int = 16
+    eval_steps: int = 20
+    guidance: float = 4.0
+    seed: int = 0
+    threads: int = 1
+    max_minutes: float = 0.0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise StoryError(f"train_t2v: stage {self.stage!r} is not one of {STAGES}")
+        if self.stage == "smoother" and not self.init:
+            raise StoryError("train_t2v: stage 'smoother' needs --init, a trained model folder")
+        if self.stage in ("structure",) and not self.init:
+            raise StoryError("train_t2v: stage 'structure' needs --init, the stage-1 model folder")
+        if self.stage in ("base", "joint") and not self.init:
+            raise StoryError(
+                f"train_t2v: stage {self.stage!r} needs --init, a trained VAE or model"
+            )
+        self.vae_channels = tuple(self.vae_channels)
+        self.unet_channels = tuple(self.unet_channels)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(
+        description="Train the structure-guided text-to-video model, one stage at a time."
+    )
+    defaults = TrainConfig(stage="vae", out="")
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--out", required=True, help="run folder (state, logs, model/)")
+    parser.add_argument("--init", help="VAE folder (stage 1) or model folder (stage 2 / joint)")
+    parser.add_argument("--manifest", help="caption manifest to train on instead of the miniworld")
+    parser.add_argument(
+        "--warm-start",
+        help="trained model bundle whose U-Net / structure-encoder tensors of matching name and "
+        "shape start the new model (joint / base stage with a new VAE)",
+    )
+    for name in (
+        "steps",
+        "batch",
+        "warmup",
+        "checkpoint_every",
+        "eval_every",
+        "eval_scenes",
+        "eval_steps",
+        "seed",
+        "threads",
+        "unet_heads",
+        "encoder_hidden",
+        "smoother_hidden",
+        "smoother_layers",
+        "latent_channels",
+        "detail_levels",
+        "image_batch",
+        "colour_pool",
+        "frames",
+        "height",
+        "width",
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
+        )
+    for name in (
+        "lr",
+        "weight_decay",
+        "ema_decay",
+        "caption_dropout",
+        "structure_dropout",
+        "min_snr_gamma",
+        "kl_weight",
+        "object_weight",
+        "edge_weight",
+        "colour_weight",
+        "recolour",
+        "image_ratio",
+        "object_loss_weight",
+        "temporal_loss_weight",
+        "latent_noise",
+        "guidance",
+        "max_minutes",
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
+        )
+    for name in ("vae_channels", "unet_channels"):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            nargs="+",
+            default=list(getattr(defaults, name)),
+        )
+    parser.add_argument(
+        "--cubic-timesteps", action="store_true", help="favour noisy steps (structure stages)"
+    )
+    parser.add_argument("--depth-model", default=defaults.depth_model)
+    parser.add_argument("--text-encoder", default=defaults.text_encoder)
+    parser.add_argument("--checkpoints", default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    return TrainConfig(**vars(args))
