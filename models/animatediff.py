@@ -161,5 +161,8 @@ class AnimateDiffDepth(VideoModelBase):
             mid_block_additional_residual=mid,
         ).sample
 
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_latents(
+        self, latents: torch.Tensor, structure: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        del structure  # no latent smoother here: the interface's argument, unused
         return decode_video(self.vae, latents, self.vae.config.scaling_factor)

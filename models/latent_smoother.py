@@ -11,6 +11,13 @@ learns to remove is what a real clip's latents do not do. The same idea as the t
 Stable Video Diffusion adds to its decoder, kept in the latent space so the decoder, and every
 measurement of its colours, stay as they are.
 
+A guided smoother (`guided=True`) also sees where the shot's structure moves: beside each frame's
+latents it is given the previous and the next frame's latents carried to this frame along the
+structure's optical flow (`noise_warp.structure_flow`, the flow `noise_warp` already follows) and
+the structure's depth on the latent grid, so what it averages is the same point of a moving
+object rather than the object and where it was. Without a structure (text only) the neighbours
+come as they are and the depth as zeros, which its training also shows it.
+
 Saved as a checkpoint's optional `latent_smoother/` folder (`config.json` + safetensors).
 """
 
@@ -21,8 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from story.models.noise_warp import carry_frame, structure_flow
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -34,6 +44,12 @@ class SmootherConfig:
     hidden: int = 32
     layers: int = 3
     kernel_time: int = 3
+    guided: bool = False
+    """Also given the neighbouring frames carried along the structure's flow, and its depth."""
+
+    @property
+    def in_channels(self) -> int:
+        return 3 * self.channels + 1 if self.guided else self.channels
 
 
 class LatentSmoother(nn.Module):
@@ -46,7 +62,7 @@ class LatentSmoother(nn.Module):
         if self.config.layers < 2 or kt % 2 == 0:
             raise ValueError("LatentSmoother: at least 2 layers and an odd temporal kernel")
         blocks: list[nn.Module] = []
-        width = c
+        width = self.config.in_channels
         for _ in range(self.config.layers - 1):
             blocks += [self._conv(width, hidden, kt), nn.SiLU()]
             width = hidden
@@ -61,10 +77,47 @@ class LatentSmoother(nn.Module):
         # Replicate padding: the first and last frames see themselves, not a black frame.
         return nn.Conv3d(cin, cout, (kt, 3, 3), padding=(kt // 2, 1, 1), padding_mode="replicate")
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, latents: torch.Tensor, structure: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, C, T, h, w) normalised latents -> the same, smoothed; `structure` (B, Cs, T, H, W)
+        in [-1, 1] is read by a guided smoother only (None: a text-only shot)."""
         if latents.shape[2] == 1:  # a single image: nothing temporal to smooth
             return latents
-        return latents + self.net(latents)
+        inputs = latents
+        if self.config.guided:
+            inputs = torch.cat([latents, *self.guide_inputs(latents, structure)], dim=1)
+        return latents + self.net(inputs)
+
+    @staticmethod
+    def guide_inputs(
+        latents: torch.Tensor, structure: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The previous and next frames' latents carried to each frame along the structure's
+        flow (the clip's ends repeat themselves), and the structure's depth on the latent grid."""
+        b, _, frames, h, w = latents.shape
+        if structure is None:
+            previous = torch.cat([latents[:, :, :1], latents[:, :, :-1]], dim=2)
+            following = torch.cat([latents[:, :, 1:], latents[:, :, -1:]], dim=2)
+            return previous, following, latents.new_zeros(b, 1, frames, h, w)
+        if structure.shape[0] != b or structure.shape[2] != frames:
+            raise ValueError(
+                f"latent smoother: structure {tuple(structure.shape)} does not match the "
+                f"latents {tuple(latents.shape)} in batch and frames"
+            )
+        forward = structure_flow(structure, (h, w)).to(latents)
+        backward = structure_flow(structure.flip(2), (h, w)).to(latents)
+        previous = [latents[:, :, 0]] + [
+            carry_frame(latents[:, :, t - 1], forward[:, t]) for t in range(1, frames)
+        ]
+        # backward[:, k] is the reversed clip's flow at its frame k, our frame frames-1-k: where
+        # each pixel of frame t was in frame t+1.
+        following = [
+            carry_frame(latents[:, :, t + 1], backward[:, frames - 1 - t])
+            for t in range(frames - 1)
+        ] + [latents[:, :, -1]]
+        depth = F.adaptive_avg_pool3d(structure[:, :1].to(latents), (frames, h, w))
+        return torch.stack(previous, dim=2), torch.stack(following, dim=2), depth
 
     def save_pretrained(self, folder: str | Path, half: bool = False) -> Path:
         root = Path(folder)

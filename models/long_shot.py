@@ -232,7 +232,7 @@ def sample_long(
             stats=stats,
             after_step=hook,
         )
-        video = model.decode_latents(latents)
+        video = model.decode_latents(latents, window)
         pieces.append(video[:, :, done - start :])
         done = start + length
     return torch.cat(pieces, dim=2)

@@ -151,12 +151,14 @@ def smoother_loss(
     video: torch.Tensor,
     latent_noise: float,
     temporal_weight: float = 0.0,
+    structure: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The latent smoother's loss on real clips (B, 3, T, H, W): it sees the clip's normalised
     latents plus `latent_noise` s x a fresh draw per frame and cell (the frame-to-frame wobble a
     rendered clip's latents carry and a real clip's do not) and is asked for the clean latents;
     `temporal_weight` w adds w times the squared error of the frame-to-frame change, so motion
-    the clean latents have is kept, not smoothed away."""
+    the clean latents have is kept, not smoothed away. `structure` (B, C, T, H, W), the clips'
+    own, is what a guided smoother reads (None: as for a text-only shot)."""
     with torch.no_grad():
         z = encode_video(model.vae, video, 1.0, sample=False)
         z = (z - model.config.vae_shift) * model.config.vae_scaling
@@ -164,7 +166,7 @@ def smoother_loss(
     if smoother is None:
         raise ValueError("smoother_loss: the model has no latent smoother to train")
     noisy = z + latent_noise * torch.randn_like(z)
-    out = smoother(noisy)
+    out = smoother(noisy, structure)
     loss = F.mse_loss(out, z)
     if temporal_weight > 0 and z.shape[2] > 1:
         change = out.diff(dim=2) - z.diff(dim=2)

@@ -103,7 +103,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         if output_type == "latent":
             return x
         if output_type == "pt":
-            return self.model.decode_latents(x)
+            return self.model.decode_latents(x, structure)
         raise ValueError(f"output_type {output_type!r}: 'latent' or 'pt'")
 
 

@@ -193,11 +193,14 @@ class StructureT2V(VideoModelBase):
         z = encode_video(self.vae, video, 1.0, generator)
         return (z - self.config.vae_shift) * self.config.vae_scaling
 
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_latents(
+        self, latents: torch.Tensor, structure: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Normalised latents -> (B, 3, T, H, W) in [-1, 1]; through the latent smoother first
-        when the checkpoint has one (`models/latent_smoother.py`)."""
+        when the checkpoint has one (`models/latent_smoother.py`; a guided one reads the shot's
+        `structure`, (B, C, T, H, W) in [-1, 1], or None for text only)."""
         if self.latent_smoother is not None:
-            latents = self.latent_smoother(latents)
+            latents = self.latent_smoother(latents, structure)
         z = latents / self.config.vae_scaling + self.config.vae_shift
         return decode_video(self.vae, z, 1.0)
 

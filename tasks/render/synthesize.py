@@ -177,7 +177,7 @@ def synthesize(
                 generator=torch.Generator().manual_seed(seed),
                 stats=stats,
             )
-            video = model.decode_latents(latents)[0].permute(1, 0, 2, 3)[:total]
+            video = model.decode_latents(latents, window)[0].permute(1, 0, 2, 3)[:total]
     if size is not None and tuple(size) != tuple(video.shape[-2:]):
         video = F.interpolate(video, size=tuple(size), mode="bilinear", align_corners=False)
     return vae_output_to_frames(video).cpu().numpy()
@@ -223,5 +223,5 @@ def render_batch(
         generator=generator,
         stats=stats,
     )
-    video = model.decode_latents(latents).permute(0, 2, 1, 3, 4)
+    video = model.decode_latents(latents, structures).permute(0, 2, 1, 3, 4)
     return vae_output_to_frames(video).cpu().numpy()

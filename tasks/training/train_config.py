@@ -45,6 +45,9 @@ class TrainConfig:
     encoder_hidden: int = 32
     smoother_hidden: int = 32
     smoother_layers: int = 3
+    smoother_guided: bool = False
+    """The smoother also reads the clip's structure (its flow and depth); `structure_dropout`
+    of its batches come without one, as a text-only shot does."""
     detail_levels: int = 0
     image_ratio: float = 0.0
     image_batch: int = 0
@@ -156,6 +159,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         )
     parser.add_argument(
         "--cubic-timesteps", action="store_true", help="favour noisy steps (structure stages)"
+    )
+    parser.add_argument(
+        "--smoother-guided",
+        action="store_true",
+        help="smoother stage: a smoother that reads the shot's structure (flow and depth)",
     )
     parser.add_argument("--depth-model", default=defaults.depth_model)
     parser.add_argument("--text-encoder", default=defaults.text_encoder)

@@ -152,6 +152,7 @@ class Trainer:
                         channels=self.model.vae.config.latent_channels,
                         hidden=cfg.smoother_hidden,
                         layers=cfg.smoother_layers,
+                        guided=cfg.smoother_guided,
                     )
                 ).to(self.device)
             for name in ("unet", "structure_encoder", "latent_smoother"):
@@ -302,8 +303,15 @@ class Trainer:
                 temporal_weight=cfg.temporal_loss_weight,
             )
         if cfg.stage == "smoother":
+            guide = None
+            if cfg.smoother_guided and self.rng.random() >= cfg.structure_dropout:
+                guide = batch.structure
             return smoother_loss(
-                self.model, video, cfg.latent_noise, temporal_weight=cfg.temporal_loss_weight
+                self.model,
+                video,
+                cfg.latent_noise,
+                temporal_weight=cfg.temporal_loss_weight,
+                structure=guide,
             )
         with torch.no_grad():
             latents = self.model.encode_video(video)

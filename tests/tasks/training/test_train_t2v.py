@@ -176,3 +176,9 @@ def test_the_smoother_stage_trains_only_the_smoother_and_resumes(tmp_path) -> No
         assert all(torch.equal(old[k], v) for k, v in new.items()), name
     with pytest.raises(StoryError, match="smoother.*--init"):
         TrainConfig(stage="smoother", out=str(tmp_path / "x"))
+
+    guided = dict(run, out=str(tmp_path / "guided"), smoother_guided=True, structure_dropout=0.0)
+    assert Trainer(TrainConfig(steps=1, **guided, **TINY), text_encoder=text).run(log=str) == 1
+    smoother = StructureT2V.from_pretrained(tmp_path / "guided" / "model").latent_smoother
+    assert smoother is not None and smoother.config.guided
+    assert smoother.net[0].in_channels == 3 * bundle.vae.config.latent_channels + 1
