@@ -77,9 +77,7 @@ class LatentSmoother(nn.Module):
         # Replicate padding: the first and last frames see themselves, not a black frame.
         return nn.Conv3d(cin, cout, (kt, 3, 3), padding=(kt // 2, 1, 1), padding_mode="replicate")
 
-    def forward(
-        self, latents: torch.Tensor, structure: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, structure: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, T, h, w) normalised latents -> the same, smoothed; `structure` (B, Cs, T, H, W)
         in [-1, 1] is read by a guided smoother only (None: a text-only shot)."""
         if latents.shape[2] == 1:  # a single image: nothing temporal to smooth

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 5.0
 EVICT_GRACE_S = 5.0
+STATUS_WAIT_S = 10.0  # a status is answered at once (its own concurrency group)
 
 
 def _plain(value: Any) -> Any:
@@ -75,7 +76,9 @@ def _host_class() -> Any:
                 self.busy -= 1
                 self.last_used = time.monotonic()
 
-        @ray.method(concurrency_group="control")
+        # No retries: a worker that has just exited by itself is reported gone at once, not
+        # asked again (each retry waited out a call to a dead actor; `describe` hung minutes).
+        @ray.method(concurrency_group="control", max_task_retries=0)
         def status(self) -> dict[str, Any]:
             """Answered even while a call runs: worker, key, resources, pid, busy, idle seconds."""
             idle = 0.0 if self.busy else time.monotonic() - self.last_used
@@ -193,12 +196,18 @@ class WarmPool:
         with self._lock:
             actors = [a for group in self._idle.values() for a in group]
         described = []
+        gone = []
         for actor in actors:
             try:
-                status = ask(actor.handle.status.remote)
+                status = ask(actor.handle.status.remote, wait_s=STATUS_WAIT_S)
             except (RayActorError, GetTimeoutError):
+                gone.append(actor)
                 continue
             described.append({"name": actor.name, **status})
+        with self._lock:  # exited by itself (idle) or died: no longer this pool's
+            for actor in gone:
+                group = self._idle.get(actor.key, [])
+                group[:] = [a for a in group if a is not actor]
         return described
 
     def shutdown(self) -> list[str]:
@@ -249,7 +258,7 @@ class WarmPool:
 
         try:
             handle = ray.get_actor(name, namespace=self.namespace)
-            return handle, {"name": name, **ask(handle.status.remote)}
+            return handle, {"name": name, **ask(handle.status.remote, wait_s=STATUS_WAIT_S)}
         except (ValueError, AttributeError, RayActorError, GetTimeoutError):
             return None
 
