@@ -13,8 +13,10 @@ bench/results/search.json (search_10m.json for 10M rows: run that one late, with
 
 `interactive` times `story search` as a TD meets it: from a new process with no search service
 running (cold: process start, imports, loading the library and the query encoders, one query,
-autostart off), first with no search snapshot of the library (through LanceDB), then with the
-snapshot `story index` and the service write (`story.tasks.library.snapshot`); then the daemon
+autostart off), first with no search snapshot of the library anywhere (through LanceDB), then
+with the snapshot `story index` and the service write beside the library
+(`story.tasks.library.snapshot`), then the same from workspaces never used before (a colleague
+searching a library someone else indexed); then the daemon
 pattern (a first `story search` that answers in-process and
 starts the service in the background, the seconds until the service answers, and the searches
 after it), then with the resident service up (the service's own time per query, and the whole
@@ -158,17 +160,23 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
     from story.tasks.library import snapshot
     from story.tasks.library.searcher import LibrarySearcher
 
-    snapshots = snapshot.library_folder(workspace, lancedb, settings.clips_table)
+    snapshots = snapshot.homes(workspace, lancedb, settings.clips_table)
 
-    def cold_runs(fresh: bool) -> list[dict[str, float]]:
-        """`fresh`: each search meets a library new to the workspace (no snapshot; the search
-        writes one, which is removed before the next)."""
+    def cold_runs(fresh: bool, other_workspace: bool = False) -> list[dict[str, float]]:
+        """`fresh`: each search meets a library with no snapshot anywhere (the search writes
+        one, which is removed before the next); `other_workspace`: each search comes from a
+        workspace never used before, the library's snapshot beside it."""
         timed = []
         for i in range(runs):
             if fresh:
-                shutil.rmtree(snapshots, ignore_errors=True)
+                for folder in snapshots:
+                    shutil.rmtree(folder, ignore_errors=True)
             command = [story, "search", QUERIES[i % len(QUERIES)], "-k", "5", *base]
+            if other_workspace:
+                command[-1] = str(workspace / f"bench-new-workspace-{i}")
             timed.append(timed_command(command, env))
+            if other_workspace:
+                shutil.rmtree(command[-1], ignore_errors=True)
         return timed
 
     cold = cold_runs(fresh=True)
@@ -177,6 +185,7 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
     if snapshot.read(workspace, lancedb, settings.clips_table) is None:
         raise SystemExit(f"{lancedb}: no search snapshot was written")
     cold_snapshot = cold_runs(fresh=False)
+    cold_new_workspace = cold_runs(fresh=False, other_workspace=True)
     autostart = _autostart(story, base, settings, env, runs)
     start = subprocess.run(
         [story, "search-service", "start", "--detach", "--idle", "0", *base, "--json"],
@@ -200,6 +209,7 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
         "encoders": service.get("encoders"),
         "cold_story_search": _summary(cold),
         "cold_story_search_snapshot": _summary(cold_snapshot),
+        "cold_story_search_new_workspace": _summary(cold_new_workspace),
         "autostart": autostart,
         "service_search_ms": repeated["service"],
         "service_round_trip_ms": repeated["round_trip"],

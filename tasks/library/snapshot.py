@@ -3,9 +3,13 @@
 Importing LanceDB costs a new process ~2 s of CPU (pyarrow.dataset and pandas, the namespace
 client's models), more than the 2 s a TD should wait for a search from a fresh shell. A
 `ResidentTable` (the search columns in memory: rows, vector matrices, the captions' tokens) is
-everything an in-memory search reads, so once one exists it is written to
-`<workspace>/search_snapshots/<library key>/v<table version>/` (plain JSON and .npy files), and a
-later process answers from it: numpy and LanceDB's native tokenizer, no lancedb package.
+everything an in-memory search reads, so once one exists it is written beside the library's
+tables, `<LanceDB folder>/.story-search/<table>/v<table version>/` (plain JSON and .npy files),
+where every workspace that searches the library finds it, and a later process answers from it:
+numpy and LanceDB's native tokenizer, no lancedb package. A library folder this user cannot
+write (a read-only studio share) gets the snapshot in the workspace instead,
+`<workspace>/search_snapshots/<library key>/v<table version>/`; reading looks beside the library
+first, then in the workspace.
 
 The snapshot is used only while it is the table's current version, checked without LanceDB: the
 newest manifest in the table's `_versions/` folder (Lance writes one per commit) must be the one
@@ -78,8 +82,26 @@ def table_stamp(uri: str, table: str) -> dict[str, Any] | None:
     }
 
 
+SHARED = ".story-search"
+
+
+def shared_folder(uri: str, table: str) -> Path | None:
+    """Where this library's snapshots live beside its tables, found by every workspace (None
+    for an object store)."""
+    folder = local_folder(uri)
+    return None if folder is None else folder.resolve() / SHARED / table
+
+
+def homes(workspace: Path | str, uri: str, table: str) -> list[Path]:
+    """Where this library's snapshot may be, in the order they are tried: beside the library,
+    then in the workspace."""
+    shared = shared_folder(uri, table)
+    return [*([shared] if shared is not None else []), library_folder(workspace, uri, table)]
+
+
 def library_folder(workspace: Path | str, uri: str, table: str) -> Path:
-    """Where this library's snapshots live in the workspace."""
+    """Where this library's snapshots live in the workspace (when its own folder is not
+    writable)."""
     folder = local_folder(uri)
     where = str(folder.resolve()) if folder is not None else uri
     key = hashlib.sha256(f"{where}\0{table}".encode()).hexdigest()[:16]
@@ -134,7 +156,16 @@ def write(workspace: Path | str, index: Any, resident: ResidentTable) -> Path | 
     stamp = table_stamp(index.uri, index.table_name)
     if not writable(resident) or stamp is None or stamp["version"] != resident.version:
         return None
-    library = library_folder(workspace, index.uri, index.table_name)
+    *first, last = homes(workspace, index.uri, index.table_name)
+    for library in first:
+        try:
+            return _write_into(library, index, resident, stamp)
+        except OSError:  # the library's folder is not ours to write: the workspace then
+            continue
+    return _write_into(last, index, resident, stamp)
+
+
+def _write_into(library: Path, index: Any, resident: ResidentTable, stamp: dict[str, Any]) -> Path:
     final = library / f"v{resident.version}"
     written = _meta(final)
     if written is not None and written["stamp"] == stamp:
@@ -143,6 +174,25 @@ def write(workspace: Path | str, index: Any, resident: ResidentTable) -> Path | 
     scratch = library / f".v{resident.version}.{os.getpid()}.tmp"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
+    try:
+        _fill(scratch, index, resident, stamp)
+    except BaseException:  # a full disk half way: nothing half-written is left behind
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final, ignore_errors=True)
+    try:
+        scratch.rename(final)
+    except OSError:  # another writer got there first
+        shutil.rmtree(scratch, ignore_errors=True)
+    for old in library.glob("v*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _fill(scratch: Path, index: Any, resident: ResidentTable, stamp: dict[str, Any]) -> None:
+    """The snapshot's files: vector matrices, rows, full-text tokens, and meta.json last."""
     vectors = resident.vectors
     for name, (matrix, _, valid) in vectors.items():
         np.save(scratch / f"{name}.npy", matrix)
@@ -164,16 +214,6 @@ def write(workspace: Path | str, index: Any, resident: ResidentTable) -> Path | 
         "vectors": sorted(vectors),
     }
     (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
-    if final.exists():
-        shutil.rmtree(final, ignore_errors=True)
-    try:
-        scratch.rename(final)
-    except OSError:  # another writer got there first
-        shutil.rmtree(scratch, ignore_errors=True)
-    for old in library.glob("v*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def _meta(folder: Path) -> dict[str, Any] | None:
@@ -190,9 +230,19 @@ def read(workspace: Path | str, uri: str, table: str) -> tuple[SnapshotIndex, Re
     stamp = table_stamp(uri, table)
     if stamp is None:
         return None
-    folder = library_folder(workspace, uri, table) / f"v{stamp['version']}"
+    for library in homes(workspace, uri, table):
+        found = _read_from(library / f"v{stamp['version']}", uri, table, stamp)
+        if found is not None:
+            return found
+    return None
+
+
+def _read_from(
+    folder: Path, uri: str, table: str, stamp: dict[str, Any]
+) -> tuple[SnapshotIndex, ResidentTable] | None:
     meta = _meta(folder)
-    # The folder's key is the library's resolved path and table; the stamp is its version.
+    # The folder is the library's (beside it, or keyed by its resolved path and table in the
+    # workspace); the stamp is its version.
     if meta is None or meta["stamp"] != stamp or meta["table"] != table:
         return None
     try:

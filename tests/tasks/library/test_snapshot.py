@@ -83,6 +83,34 @@ def test_a_snapshot_is_not_read_once_the_table_moves_on(index: ClipIndex, tmp_pa
     assert snapshot.table_stamp("s3://bucket/db", "clips") is None
 
 
+def test_the_snapshot_lives_beside_the_library_for_every_workspace(
+    index: ClipIndex, tmp_path: Path
+) -> None:
+    resident = ResidentTable.from_index(index, RESIDENT_COLUMNS)
+    folder = snapshot.write(tmp_path / "mine", index, resident)
+    assert folder is not None and folder.parent == snapshot.shared_folder(index.uri, "clips")
+    assert folder.is_relative_to(Path(index.uri).resolve())
+    assert not (tmp_path / "mine").exists()  # nothing of it in the writer's workspace
+    found = snapshot.read(tmp_path / "a-colleague", index.uri, "clips")  # a workspace never used
+    assert found is not None and found[1].count == 30
+    assert snapshot.read(tmp_path / "a-colleague", index.uri, "other") is None
+
+
+def test_a_library_folder_not_ours_to_write_keeps_its_snapshot_in_the_workspace(
+    index: ClipIndex, tmp_path: Path
+) -> None:
+    blocked = Path(index.uri) / snapshot.SHARED
+    blocked.write_text("not a folder")  # what a read-only share does to mkdir: an OSError
+    resident = ResidentTable.from_index(index, RESIDENT_COLUMNS)
+    folder = snapshot.write(tmp_path / "ws", index, resident)
+    assert folder is not None
+    assert folder.parent == snapshot.library_folder(tmp_path / "ws", index.uri, "clips")
+    assert blocked.read_text() == "not a folder"
+    found = snapshot.read(tmp_path / "ws", index.uri, "clips")
+    assert found is not None and found[1].count == 30
+    assert snapshot.read(tmp_path / "elsewhere", index.uri, "clips") is None
+
+
 def _library(tmp_path: Path) -> Settings:
     """A 384-d table (the product's MiniLM) without video-text vectors, and its settings."""
     rng = np.random.default_rng(3)
@@ -125,7 +153,8 @@ def test_a_cold_search_answers_from_the_snapshot_without_lancedb(tmp_path: Path)
     before = _cold(settings, query)  # no snapshot yet: through LanceDB, which then writes one
     assert before["by"] == "in-process" and "lancedb" in before["loaded"]
     assert _cold(settings, query)["by"] == "snapshot"
-    library = snapshot.library_folder(settings.workspace, settings.lancedb, "clips")
+    library = snapshot.shared_folder(settings.lancedb, "clips")
+    assert library is not None
     shutil.rmtree(library)
     service = LibrarySearcher.from_settings(settings, resident=True, snapshots=True)
     assert library.is_dir()  # the service writes it too
@@ -137,3 +166,24 @@ def test_a_cold_search_answers_from_the_snapshot_without_lancedb(tmp_path: Path)
         [dict(row("late", "static", caption="late"), text_vector=[0.1] * 384, visual_vector=None)]
     )
     assert _cold(settings, query)["by"] == "in-process"  # the table moved on
+
+
+def test_a_snapshot_that_fails_half_way_leaves_nothing_behind(
+    index: ClipIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fill, calls = snapshot._fill, []
+
+    def full_disk_once(scratch: Path, *args: object) -> None:
+        calls.append(scratch)
+        if len(calls) == 1:
+            (scratch / "rows.json").write_text("[")
+            raise OSError(28, "No space left on device")
+        real_fill(scratch, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(snapshot, "_fill", full_disk_once)
+    resident = ResidentTable.from_index(index, RESIDENT_COLUMNS)
+    folder = snapshot.write(tmp_path / "ws", index, resident)
+    shared = snapshot.shared_folder(index.uri, "clips")
+    assert shared is not None and list(shared.iterdir()) == []  # no half-written snapshot
+    assert folder is not None and folder.is_relative_to(tmp_path / "ws")
+    assert snapshot.read(tmp_path / "ws", index.uri, "clips") is not None
