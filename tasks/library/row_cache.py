@@ -37,7 +37,7 @@ class RowCache:
         ids = data.column("_rowid").to_numpy()
         self._order = np.argsort(ids, kind="stable")
         self._sorted = ids[self._order]
-        self.data = data.drop_columns(["_rowid"])
+        self.data = data.drop_columns(["_rowid"]).combine_chunks()  # take() on one chunk
 
     @classmethod
     def load(cls, table: Any, version: int, columns: Sequence[str]) -> RowCache:
