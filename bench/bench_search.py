@@ -4,7 +4,6 @@
     python -m bench.bench_search interactive --lancedb DIR [--runs 5]
     python -m bench.bench_search rows --lancedb DIR   # a table kept by story eval search --keep
     python -m bench.bench_search slots --lancedb DIR  # the slot lists' refine factor
-    python -m bench.bench_search rowcache --lancedb DIR  # candidates' rows from memory or not
 
 `scale` runs `story.tasks.evaluation.search_eval` (the distinct-caption corpus, scene-level
 recall@10 against exact search, the (nprobes, refine) sweep with row-level index recall,
@@ -301,48 +300,6 @@ def row_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def row_cache_reads(lancedb: str, queries: int, rounds: int) -> dict[str, Any]:
-    """`search()` reading its candidates' rows from LanceDB (every column by row id) against
-    the row cache (the small columns from memory, the vectors by row id; `row_cache`),
-    interleaved in one process on the same validation queries, hybrid search with the product's
-    defaults; the hits must be the same. The cache's one load per table version is timed apart."""
-    from story.tasks.library import row_cache
-
-    index, searcher, cases, vectors = _validation_searcher(lancedb, queries)
-    shipped = row_cache.MAX_ROWS
-    row_cache.clear()
-    timings: dict[str, list[float]] = {"LanceDB read": [], "row cache": []}
-    hits: dict[str, list[list[str]]] = {name: [] for name in timings}
-    load_s = None
-    try:
-        for _ in range(rounds):
-            for name in timings:
-                row_cache.MAX_ROWS = shipped if name == "row cache" else 0
-                if name == "row cache" and load_s is None:
-                    t0 = time.perf_counter()
-                    searcher.search(cases[0].query, k=10, vectors=vectors[0], diversity="off")
-                    load_s = round(time.perf_counter() - t0, 2)
-                hits[name] = _timed_searches(searcher, cases, vectors, timings[name])
-    finally:
-        row_cache.MAX_ROWS = shipped
-    p50 = {name: round(statistics.median(ms), 2) for name, ms in timings.items()}
-    return {
-        "table": lancedb,
-        "rows": index.count(),
-        "queries": queries,
-        "split": "validation",
-        "rounds": rounds,
-        "first_search_with_cache_load_s": load_s,
-        "p50_ms": p50,
-        "p95_ms": {
-            name: round(sorted(ms)[int(0.95 * (len(ms) - 1))], 2) for name, ms in timings.items()
-        },
-        "ratio_cache_to_lancedb": round(p50["row cache"] / p50["LanceDB read"], 3),
-        "same_hits": hits["LanceDB read"] == hits["row cache"],
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def slot_refine(lancedb: str, queries: int, rounds: int, values: tuple[int, ...]) -> dict[str, Any]:
     """`search()` with the slot lists' refine factor at each of `values` (`search.SLOT_REFINE`),
     interleaved in one process on the same validation queries, hybrid search with the product's
@@ -411,11 +368,6 @@ def main() -> None:
     slots.add_argument("--rounds", type=int, default=3)
     slots.add_argument("--values", type=int, nargs="+", default=[20, 5])
     slots.add_argument("--out", type=Path, default=RESULTS / "search_slots.json")
-    cached = sub.add_parser("rowcache")
-    cached.add_argument("--lancedb", required=True, help="a kept table (story eval search --keep)")
-    cached.add_argument("--queries", type=int, default=200)
-    cached.add_argument("--rounds", type=int, default=3)
-    cached.add_argument("--out", type=Path, default=RESULTS / "search_row_cache.json")
     live = sub.add_parser("interactive")
     live.add_argument("--lancedb", required=True)
     live.add_argument("--workspace", type=Path, default=Path("workspace"))
@@ -424,9 +376,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "interactive":
         report = interactive(args.lancedb, args.workspace, args.runs)
-        out = args.out
-    elif args.what == "rowcache":
-        report = row_cache_reads(args.lancedb, args.queries, args.rounds)
         out = args.out
     elif args.what == "slots":
         report = slot_refine(args.lancedb, args.queries, args.rounds, tuple(args.values))

@@ -200,8 +200,9 @@ def _filled(lists: dict[str, list[dict[str, Any]]], plan: _Plan) -> dict[str, li
     wanted = sorted({row["_rowid"] for rows in lists.values() for row in rows if "_rowid" in row})
     if not wanted:
         return lists
-    table, ids = _read_rows(plan, wanted)
-    full = dict(zip(ids, _arrow_rows(table, plan.index), strict=True))
+    table = plan.index.table.take_row_ids(wanted).select(plan.columns).with_row_id().to_arrow()
+    ids = table.column("_rowid").to_pylist()
+    full = dict(zip(ids, _arrow_rows(table.drop_columns(["_rowid"]), plan.index), strict=True))
     missing = [i for i in wanted if i not in full]
     if missing:
         raise SearchError(
@@ -220,34 +221,6 @@ def _filled(lists: dict[str, list[dict[str, Any]]], plan: _Plan) -> dict[str, li
         ]
         for name, rows in lists.items()
     }
-
-
-def _read_rows(plan: _Plan, wanted: list[int]) -> tuple[Any, list[int]]:
-    """The plan's columns of these rows and their row ids. A large table's small columns come
-    from the process's row cache (`row_cache`) and only its vector columns from LanceDB."""
-    import pyarrow as pa  # here: a search from a snapshot never reads rows, nor imports pyarrow
-
-    from story.tasks.library import row_cache
-
-    vectors = [c for c in plan.columns if c in (TEXT_VECTOR, VISUAL_VECTOR)]
-    small = [c for c in plan.columns if c not in vectors]
-    cached = row_cache.cached_rows(plan.index, small, wanted)
-    if cached is None:
-        table = plan.index.table.take_row_ids(wanted).select(plan.columns).with_row_id().to_arrow()
-        return table.drop_columns(["_rowid"]), table.column("_rowid").to_pylist()
-    if vectors:
-        read = plan.index.table.take_row_ids(wanted).select(vectors).with_row_id().to_arrow()
-        position = {row_id: i for i, row_id in enumerate(read.column("_rowid").to_pylist())}
-        if set(position) != set(wanted):
-            missing = len(set(wanted) - set(position))
-            raise SearchError(
-                f"{plan.index.uri}: {missing} rows found by the index are gone from table "
-                f"{plan.index.table_name!r} (changed during the search?): search again"
-            )
-        read = read.take(pa.array([position[i] for i in wanted]))
-        for name in vectors:
-            cached = cached.append_column(name, read.column(name))
-    return cached.select(plan.columns), list(wanted)
 
 
 def _has_fts(index: ClipIndex) -> bool:
