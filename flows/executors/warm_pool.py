@@ -196,18 +196,14 @@ class WarmPool:
         with self._lock:
             actors = [a for group in self._idle.values() for a in group]
         described = []
-        gone = []
         for actor in actors:
             try:
                 status = ask(actor.handle.status.remote, wait_s=STATUS_WAIT_S)
             except (RayActorError, GetTimeoutError):
-                gone.append(actor)
+                # Not described, but kept: an actor only slow to answer (or restarting) must
+                # still be stopped by `shutdown`; a dead one costs shutdown nothing.
                 continue
             described.append({"name": actor.name, **status})
-        with self._lock:  # exited by itself (idle) or died: no longer this pool's
-            for actor in gone:
-                group = self._idle.get(actor.key, [])
-                group[:] = [a for a in group if a is not actor]
         return described
 
     def shutdown(self) -> list[str]:
