@@ -76,8 +76,9 @@ def _host_class() -> Any:
                 self.busy -= 1
                 self.last_used = time.monotonic()
 
-        # No retries: a worker that has just exited by itself is reported gone at once, not
-        # asked again (each retry waited out a call to a dead actor; `describe` hung minutes).
+        # No retries: a status sent to a worker that has just exited by itself is not sent
+        # again (each retry waited out a call to a dead actor, and `describe` hung for minutes);
+        # the caller gives up after STATUS_WAIT_S.
         @ray.method(concurrency_group="control", max_task_retries=0)
         def status(self) -> dict[str, Any]:
             """Answered even while a call runs: worker, key, resources, pid, busy, idle seconds."""
