@@ -171,12 +171,12 @@ def interactive(lancedb: str, workspace: Path, runs: int) -> dict[str, Any]:
             if fresh:
                 for folder in snapshots:
                     shutil.rmtree(folder, ignore_errors=True)
-            command = [story, "search", QUERIES[i % len(QUERIES)], "-k", "5", *base]
+            searcher = workspace / f"bench-new-workspace-{i}" if other_workspace else workspace
+            query = QUERIES[i % len(QUERIES)]
+            where = ["--lancedb", lancedb, "--workspace", str(searcher)]
+            timed.append(timed_command([story, "search", query, "-k", "5", *where], env))
             if other_workspace:
-                command[-1] = str(workspace / f"bench-new-workspace-{i}")
-            timed.append(timed_command(command, env))
-            if other_workspace:
-                shutil.rmtree(command[-1], ignore_errors=True)
+                shutil.rmtree(searcher, ignore_errors=True)
         return timed
 
     cold = cold_runs(fresh=True)
