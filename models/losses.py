@@ -20,6 +20,17 @@ def min_snr_weight(scheduler, t: torch.Tensor, gamma: float, v_pred: bool) -> to
     return clipped / (snr + 1) if v_pred else clipped / snr
 
 
+TEMPORAL_UNITS = ("output", "clean")
+
+
+def clean_error_scale(scheduler, t: torch.Tensor, v_pred: bool) -> torch.Tensor:
+    """Per-sample factor that turns a squared error of the model's output at timestep t into
+    the squared error of the clean latents it implies: noise^2 for v (x0 = signal x_t - noise v),
+    noise^2 / signal^2 for epsilon (x0 = (x_t - noise eps) / signal)."""
+    alphas = scheduler.alphas_cumprod.to(t.device)[t].float()
+    return (1 - alphas) if v_pred else (1 - alphas) / alphas
+
+
 def diffusion_loss(
     model: StructureT2V,
     latents: torch.Tensor,
@@ -32,6 +43,7 @@ def diffusion_loss(
     detail: int = 0,
     temporal: bool = True,
     temporal_weight: float = 0.0,
+    temporal_units: str = "output",
 ) -> torch.Tensor:
     """One denoising loss on a batch of clean latents; structure None means text only.
 
@@ -42,7 +54,14 @@ def diffusion_loss(
     (pred - target) on video steps: |e[t+1] - e[t]|^2 = |e[t+1]|^2 + |e[t]|^2 - 2 e[t+1].e[t],
     so an error shared by neighbouring frames costs nothing extra and one that flickers costs up
     to twice again. The target's own motion is in the target, so motion is not penalised.
+    `temporal_units` says where that change is measured: "output" in the model's own output
+    (v or epsilon), where a step near t = 0 weighs most although its error barely reaches the
+    clean video; "clean" in the clean latents the step implies (x0 = signal x_t - noise v for v,
+    (x_t - noise eps) / signal for epsilon), where flicker lives, so the weight goes with each
+    step's share of the picture's error.
     """
+    if temporal_units not in TEMPORAL_UNITS:
+        raise ValueError(f"temporal_units {temporal_units!r}: one of {TEMPORAL_UNITS}")
     scheduler = model.scheduler
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
@@ -62,8 +81,10 @@ def diffusion_loss(
         error = error * weights / weights.mean(dim=(1, 2, 3, 4), keepdim=True)
     per_clip = error.mean(dim=(1, 2, 3, 4))
     if temporal_weight > 0 and temporal and latents.shape[2] > 1:
-        change = (pred - target).diff(dim=2)
-        per_clip = per_clip + temporal_weight * change.square().mean(dim=(1, 2, 3, 4))
+        change = (pred - target).diff(dim=2).square().mean(dim=(1, 2, 3, 4))
+        if temporal_units == "clean":
+            change = change * clean_error_scale(scheduler, t, v_pred).to(change)
+        per_clip = per_clip + temporal_weight * change
     if gamma <= 0:
         return per_clip.mean()
     return (per_clip * min_snr_weight(scheduler, t.cpu(), gamma, v_pred).to(t.device)).mean()

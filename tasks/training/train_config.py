@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from story.tasks.errors import StoryError
 
+TEMPORAL_UNITS = ("output", "clean")
+"""Where the U-Net's temporal loss is measured (`story.models.losses.TEMPORAL_UNITS`)."""
+
 STAGES = ("vae", "base", "structure", "joint", "smoother")
 TRAIN_T2V = (
     "Train the structure-guided text-to-video model (the paper's two-stage recipe), resumably."
@@ -53,6 +56,9 @@ class TrainConfig:
     image_batch: int = 0
     object_loss_weight: float = 0.0
     temporal_loss_weight: float = 0.0
+    temporal_loss_units: str = "output"
+    """Where the U-Net's temporal loss measures the error's frame-to-frame change: "output"
+    (v or epsilon, as the model predicts it) or "clean" (the clean latents each step implies)."""
     latent_noise: float = 0.0
     kl_weight: float = 1e-6
     object_weight: float = 4.0
@@ -84,6 +90,11 @@ class TrainConfig:
         if self.stage in ("base", "joint") and not self.init:
             raise StoryError(
                 f"train_t2v: stage {self.stage!r} needs --init, a trained VAE or model"
+            )
+        if self.temporal_loss_units not in TEMPORAL_UNITS:
+            raise StoryError(
+                f"train_t2v: temporal_loss_units {self.temporal_loss_units!r} is not one of "
+                f"{TEMPORAL_UNITS}"
             )
         self.vae_channels = tuple(self.vae_channels)
         self.unet_channels = tuple(self.unet_channels)
@@ -164,6 +175,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "--smoother-guided",
         action="store_true",
         help="smoother stage: a smoother that reads the shot's structure (flow and depth)",
+    )
+    parser.add_argument(
+        "--temporal-loss-units",
+        choices=TEMPORAL_UNITS,
+        default=defaults.temporal_loss_units,
+        help="U-Net stages: measure the temporal loss in the model's output (v / epsilon) or in "
+        "the clean latents each step implies",
     )
     parser.add_argument("--depth-model", default=defaults.depth_model)
     parser.add_argument("--text-encoder", default=defaults.text_encoder)

@@ -77,6 +77,44 @@ def test_the_temporal_loss_charges_an_error_that_flickers_not_one_shared_by_the_
     assert abs(loss(flicker, 1.0, temporal=False) - plain) < 1e-3, "image steps: no frames"
 
 
+def test_the_temporal_loss_in_clean_units_weighs_each_step_by_its_reach_into_the_picture() -> None:
+    """A v error e at timestep t is an error noise_t * e in the clean latents the step implies:
+    the same flicker costs noise_t^2 as much in clean units, next to nothing near t = 0."""
+    clean = torch.randn(1, 4, 6, 8, 8, generator=torch.Generator().manual_seed(0))
+    e0 = 0.3 * torch.randn(1, 4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    flicker = e0 * torch.tensor([1.0, -1.0] * 3).view(1, 1, 6, 1, 1)
+    model = _ErrorModel(clean, flicker)
+
+    def extra(units: str, seed: int) -> tuple[float, float]:
+        """The temporal term alone, and the timestep the loss drew (from the global generator)."""
+        args = (model, clean, None, None, 0.0)
+        torch.manual_seed(seed)
+        t = int(torch.randint(0, 1000, (1,)))
+        losses = []
+        for weight in (1.0, 0.0):
+            torch.manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)
+            losses.append(
+                diffusion_loss(
+                    *args, generator=generator, temporal_weight=weight, temporal_units=units
+                )
+            )
+        return float(losses[0] - losses[1]), t
+
+    for seed in range(4):
+        output, t = extra("output", seed)
+        in_clean, _ = extra("clean", seed)
+        noise2 = float(1 - model.scheduler.alphas_cumprod[t])
+        assert abs(output - 4 * float(e0.square().mean())) < 2e-3
+        assert abs(in_clean - noise2 * output) < 1e-4 * max(1.0, output), (seed, t)
+    try:
+        diffusion_loss(model, clean, None, None, 0.0, temporal_weight=1.0, temporal_units="x")
+    except ValueError as error:
+        assert "temporal_units" in str(error)
+    else:
+        raise AssertionError("an unknown unit was accepted")
+
+
 class _ShiftVAE:
     """A stand-in autoencoder: the latent is the frame itself (no KL), and decoding adds a chosen
     per-frame offset, so the autoencoder loss of a known reconstruction error can be read."""
