@@ -43,3 +43,19 @@ def evaluate_model(
         noise_warp=FORMER_DEFAULTS["noise_warp"],
     )
     return mean_quality(scene_quality(renders, scenes, guides, estimate_depth))
+
+
+def probe_row(
+    model: StructureT2V,
+    n_scenes: int,
+    steps: int,
+    guidance: float,
+    guided_modes: tuple[bool, ...] = (True, False),
+) -> dict[str, dict[str, float]]:
+    """The curve's scores of one model: {"guided": ..., "text_only": ...} for the modes asked."""
+    return {
+        "guided" if guided else "text_only": evaluate_model(
+            model, n_scenes=n_scenes, steps=steps, guidance=guidance, guided=guided
+        )
+        for guided in guided_modes
+    }

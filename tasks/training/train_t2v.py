@@ -338,6 +338,7 @@ class Trainer:
             detail=detail,
             temporal=video.shape[2] > 1,
             temporal_weight=cfg.temporal_loss_weight,
+            temporal_units=cfg.temporal_loss_units,
         )
 
     def next_batch(self) -> ClipBatch:
@@ -402,21 +403,14 @@ class Trainer:
 
     def evaluate(self, log=print) -> dict:
         """Score the EMA model on the held-out scenes and append to the curve."""
-        from story.tasks.training.curve import evaluate_model
+        from story.tasks.training.curve import probe_row
 
         tick = time.monotonic()
         model = self.ema_copy()
-        guided_modes = [True, False] if self.cfg.stage != "base" else [False]
+        guided_modes = (True, False) if self.cfg.stage != "base" else (False,)
         row: dict = {"step": self.step, "stage": self.cfg.stage, "train_min": self.elapsed / 60}
-        for guided in guided_modes:
-            scores = evaluate_model(
-                model,
-                n_scenes=self.cfg.eval_scenes,
-                steps=self.cfg.eval_steps,
-                guidance=self.cfg.guidance,
-                guided=guided,
-            )
-            row["guided" if guided else "text_only"] = scores
+        cfg = self.cfg
+        row.update(probe_row(model, cfg.eval_scenes, cfg.eval_steps, cfg.guidance, guided_modes))
         row["eval_s"] = time.monotonic() - tick
         with (self.out / CURVE_FILE).open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -442,6 +436,26 @@ def export_checkpoint(
     return model.save_pretrained(out, half=half)
 
 
+def probe(args: list[str]) -> dict:
+    """The training curve's probe on any model folder (a shipped checkpoint, a snapshot), so a
+    continuation's curve can be read against the model it started from: the same held-out
+    scenes, seed and sampling as `Trainer.evaluate`."""
+    from story.tasks.training.curve import probe_row
+
+    parser = argparse.ArgumentParser(description="Score a model with the training curve's probe.")
+    parser.add_argument("probe")
+    parser.add_argument("--model", required=True, help="model bundle folder")
+    parser.add_argument("--scenes", type=int, default=TrainConfig.eval_scenes)
+    parser.add_argument("--steps", type=int, default=TrainConfig.eval_steps)
+    parser.add_argument("--guidance", type=float, default=TrainConfig.guidance)
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ns = parser.parse_args(args)
+    torch.set_num_threads(ns.threads)
+    model = StructureT2V.from_pretrained(ns.model, device="cpu")
+    row: dict = {"model": str(ns.model), "scenes": ns.scenes, "steps": ns.steps}
+    return {**row, **probe_row(model, ns.scenes, ns.steps, ns.guidance)}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["export"]:
@@ -453,6 +467,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--fp32", action="store_true", help="keep fp32 weights")
         ns = parser.parse_args(args)
         print(export_checkpoint(ns.model, ns.out, ns.vae, half=not ns.fp32))
+        return
+    if args[:1] == ["probe"]:
+        print(json.dumps(probe(args)))
         return
     cfg = parse_args(args)
     trainer = Trainer(cfg)

@@ -9,7 +9,13 @@ import torch
 
 from story.models.t2v import StructureT2V, random_tiny
 from story.tasks.errors import StoryError
-from story.tasks.training.train_t2v import TrainConfig, Trainer, export_checkpoint, parse_args
+from story.tasks.training.train_t2v import (
+    TrainConfig,
+    Trainer,
+    export_checkpoint,
+    main,
+    parse_args,
+)
 from tests.models.t2v_stubs import HashTextEncoder
 
 TINY = dict(
@@ -182,3 +188,25 @@ def test_the_smoother_stage_trains_only_the_smoother_and_resumes(tmp_path) -> No
     smoother = StructureT2V.from_pretrained(tmp_path / "guided" / "model").latent_smoother
     assert smoother is not None and smoother.config.guided
     assert smoother.net[0].in_channels == 3 * bundle.vae.config.latent_channels + 1
+
+
+def test_the_probe_scores_a_model_folder_as_the_training_curve_scored_it(tmp_path, capsys) -> None:
+    """`train_t2v probe --model FOLDER` reads any model with the curve's probe, so a
+    continuation's curve can be set against the model it started from."""
+    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
+    probe = dict(eval_every=1, eval_scenes=2, eval_steps=2)
+    cfg = TrainConfig(
+        stage="joint",
+        out=str(tmp_path / "joint"),
+        init=str(tmp_path / "vae" / "model"),
+        steps=1,
+        **probe,
+        **TINY,
+    )
+    Trainer(cfg).run(log=str)
+    curve = json.loads((tmp_path / "joint" / "curve.jsonl").read_text().splitlines()[-1])
+    capsys.readouterr()
+    main(["probe", "--model", str(tmp_path / "joint" / "model"), "--scenes", "2", "--steps", "2"])
+    row = json.loads(capsys.readouterr().out)
+    assert set(row) >= {"guided", "text_only"}
+    assert row["guided"] == curve["guided"] and row["text_only"] == curve["text_only"]
