@@ -449,9 +449,10 @@ def probe(args: list[str]) -> dict:
     parser.add_argument("--steps", type=int, default=TrainConfig.eval_steps)
     parser.add_argument("--guidance", type=float, default=TrainConfig.guidance)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (a GPU when present)")
     ns = parser.parse_args(args)
     torch.set_num_threads(ns.threads)
-    model = StructureT2V.from_pretrained(ns.model, device="cpu")
+    model = StructureT2V.from_pretrained(ns.model, device=ns.device)
     row: dict = {"model": str(ns.model), "scenes": ns.scenes, "steps": ns.steps}
     return {**row, **probe_row(model, ns.scenes, ns.steps, ns.guidance)}
 
