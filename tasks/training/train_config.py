@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from story.models.losses import TEMPORAL_UNITS
 from story.tasks.errors import StoryError
-
-TEMPORAL_UNITS = ("output", "clean")
-"""Where the U-Net's temporal loss is measured (`story.models.losses.TEMPORAL_UNITS`)."""
 
 STAGES = ("vae", "base", "structure", "joint", "smoother")
 TRAIN_T2V = (
