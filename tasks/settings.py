@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     frames: int = Field(default=16, ge=1, description="Frames sampled per clip.")
     stride: int = Field(default=8, ge=1, description="Frame stride when sampling a clip.")
     shard_size: int = Field(default=64, ge=1, description="Manifest rows per ingest shard.")
+    ingest_max_side: int = Field(
+        default=256,
+        ge=0,
+        description=(
+            "Ingest decodes frames scaled so their longer side is at most this (its analyses"
+            " work at 64 px); 0 decodes at the stored size."
+        ),
+    )
     ivf_pq_min_rows: int = Field(
         default=100_000, ge=256, description="Build an IVF-PQ vector index from this many rows."
     )

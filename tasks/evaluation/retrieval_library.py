@@ -144,7 +144,8 @@ def _uncaptioned_copy(folder: Path, captioned: ClipIndex, settings: Settings) ->
 
 
 def ingest_models(settings: Settings) -> dict[str, str]:
-    """Content hashes of the models ingest runs (a library is rebuilt when one changes)."""
+    """Content hashes of the models ingest runs, and the size it decodes at when that is not
+    the stored size (a library is rebuilt when one changes)."""
     from story.models.shape_tagger import shape_tagger_folder
     from story.models.video_text_config import video_text_folder
     from story.tasks.library.motion import TINY_CLASSIFIER
@@ -163,6 +164,8 @@ def ingest_models(settings: Settings) -> dict[str, str]:
     path = Path(settings.checkpoints) / TINY_CLASSIFIER if motion == "tiny" else Path(motion)
     if motion != "none" and path.is_file():
         models["motion"] = sha256_file(path)
+    if settings.ingest_max_side:
+        models["decode_max_side"] = str(settings.ingest_max_side)
     return models
 
 

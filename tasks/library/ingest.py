@@ -162,7 +162,7 @@ class ClipIngestor:
     def _candidates(self, row: ManifestRow) -> list[_Candidate]:
         """Probe the file, detect shots inside the row's range, read the sampled frames."""
         settings = self.settings
-        with VideoReader(row.uri) as reader:
+        with VideoReader(row.uri, max_side=settings.ingest_max_side or None) as reader:
             info = reader.info
             first, last = split_range(info, row.start, row.end)
             shots = [

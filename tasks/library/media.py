@@ -110,6 +110,13 @@ class VideoReader:
     `backend="auto"` reads with decord, except for object-store URIs and files decord cannot
     open or counts differently, which PyAV reads. Decoded frames are kept (up to `cache_bytes`)
     so shot detection followed by sampling decodes a short clip only once.
+
+    `max_side` has the decoder itself scale frames whose longer side is larger (FFmpeg's
+    swscale, bilinear with its filter widened to the shrink, in both backends) to fit it, aspect
+    kept, sides even: a reader that only ever looks at small frames (ingest's analyses all work
+    at 64 px) then skips the full-size RGB conversion and the resize, and the cache holds a
+    whole HD shot. `info` describes the file as stored; `frame_size` is the (height, width)
+    frames come out at.
     """
 
     def __init__(
@@ -119,9 +126,12 @@ class VideoReader:
         backend: str = "auto",
         min_frames: int = 2,
         cache_bytes: int = CACHE_BYTES,
+        max_side: int | None = None,
     ) -> None:
         if backend not in ("auto", *BACKENDS):
             raise StoryError(f"unknown video backend {backend!r}; expected auto, decord or pyav")
+        if max_side is not None and max_side < 2:
+            raise StoryError(f"max_side must be at least 2 pixels, got {max_side}")
         self.uri = str(uri)
         self._cache: dict[int, np.ndarray] = {}
         self._cache_left = cache_bytes
@@ -133,8 +143,15 @@ class VideoReader:
                 raise MediaError(
                     self.uri, "too few frames", f"{info.frames} frame(s), need {min_frames}"
                 )
+            self.frame_size = fitted_size(info.height, info.width, max_side)
+            scaled = self.frame_size != (info.height, info.width)
+            self._pyav.output_size = self.frame_size if scaled else None
             if backend != "pyav":
-                self._decord = None if is_remote(self.uri) else _open_decord(self.uri, info.frames)
+                self._decord = (
+                    None
+                    if is_remote(self.uri)
+                    else _open_decord(self.uri, info.frames, self.frame_size if scaled else None)
+                )
                 if self._decord is None and backend == "decord":
                     raise MediaError(self.uri, "undecodable", "decord cannot read this file")
         except BaseException:
@@ -172,7 +189,7 @@ class VideoReader:
         for index, frame in decoded.items():
             self._remember(index, frame)
         frames = [self._cache[i] if i in self._cache else decoded[i] for i in wanted]
-        height, width = self.info.height, self.info.width
+        height, width = self.frame_size
         if not frames:
             shape = size or (height, width)
             return np.zeros((0, shape[0], shape[1], 3), np.uint8)
@@ -208,6 +225,7 @@ class _PyAVDecoder:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self._container: Any = None
+        self.output_size: tuple[int, int] | None = None  # (height, width) to scale to
         self._frames: Iterator[Any] = iter(())
         self._position = -1
         self._bytes = _size(uri)
@@ -217,8 +235,8 @@ class _PyAVDecoder:
         try:
             self._container = _open_container(uri, self._handle)
             self._build_index()
-            height, width = self.decode([0])[0].shape[:2]
-            self.info = replace(self.info, height=height, width=width)
+            first = self._decoded([0])[0]  # decoded, not converted: its size is all we need
+            self.info = replace(self.info, height=first.height, width=first.width)
         except MediaError as exc:
             self.close()
             if exc.reason != "truncated" and _mp4_cut(uri):
@@ -282,8 +300,18 @@ class _PyAVDecoder:
         )
 
     def decode(self, indices: list[int]) -> list[np.ndarray]:
+        """Sorted unique indices as RGB arrays, at `output_size` when one is set."""
+        if self.output_size is None:
+            return [frame.to_ndarray(format="rgb24") for frame in self._decoded(indices)]
+        height, width = self.output_size
+        return [
+            frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+            for frame in self._decoded(indices)
+        ]
+
+    def _decoded(self, indices: list[int]) -> list[Any]:
         """Decode sorted unique indices, seeking only when the next one lies past a keyframe."""
-        out: list[np.ndarray] = []
+        out: list[Any] = []
         try:
             for target in indices:
                 key = self._keyframes[bisect.bisect_right(self._keyframes, target) - 1]
@@ -297,12 +325,12 @@ class _PyAVDecoder:
             raise MediaError(self.uri, "undecodable", _first_line(exc)) from exc
         return out
 
-    def _advance_to(self, target: int) -> np.ndarray:
+    def _advance_to(self, target: int) -> Any:
         for frame in self._frames:
             index = self._pts_to_index.get(frame.pts, self._position)
             self._position = index + 1
             if index == target:
-                return frame.to_ndarray(format="rgb24")
+                return frame
             if index > target:
                 break
         self._position = -1
@@ -408,12 +436,23 @@ def _frame_rate(stream: Any, pts: list[int]) -> float:
     return 1.0
 
 
-def _open_decord(path: str, frames: int) -> Any:
-    """A decord reader when it agrees with the PyAV index, else None (PyAV then decodes)."""
+def fitted_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """(height, width) scaled down, aspect kept, so the longer side is at most `max_side`
+    (sides rounded to even, at least 2); unchanged when it already fits or `max_side` is None."""
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
+
+
+def _open_decord(path: str, frames: int, size: tuple[int, int] | None = None) -> Any:
+    """A decord reader when it agrees with the PyAV index, else None (PyAV then decodes);
+    scaling its frames to `size` (height, width) when given."""
     import decord
 
+    scale = {} if size is None else {"height": size[0], "width": size[1]}
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1, **scale)
     except (decord.DECORDError, RuntimeError):
         return None
     return reader if len(reader) == frames else None

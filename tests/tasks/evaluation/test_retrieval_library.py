@@ -30,8 +30,11 @@ def test_media_are_written_once_with_truth_and_absolute_paths(
 
 
 def test_the_library_key_names_every_ingest_model() -> None:
-    base = ingest_models(Settings(motion_model="none", shape_model="none", video_text_model="none"))
-    assert set(base) == {"caption"}
+    none = {"motion_model": "none", "shape_model": "none", "video_text_model": "none"}
+    assert set(ingest_models(Settings(**none, ingest_max_side=0))) == {"caption"}
+    base = ingest_models(Settings(**none))
+    assert base["decode_max_side"] == "256"
+    assert ingest_models(Settings(**none, ingest_max_side=128)) != base
     full = ingest_models(Settings())
     assert {"motion", "shape", "video_text"} <= set(full)
     assert full["shape"] != full["motion"]

@@ -14,6 +14,7 @@ import pytest
 from story.tasks.errors import MediaError, StoryError
 from story.tasks.library.media import (
     VideoReader,
+    fitted_size,
     make_clip_id,
     probe,
     read_frames,
@@ -257,3 +258,38 @@ def test_any_cut_of_a_video_is_reported_truncated(tmp_path: Path, name: str, kee
     with pytest.raises(MediaError) as caught, VideoReader(str(cut), min_frames=1) as reader:
         reader.read(range(reader.info.frames))
     assert caught.value.reason == "truncated"
+
+
+def test_fitted_size_keeps_the_aspect_with_even_sides() -> None:
+    assert fitted_size(720, 1280, 256) == (144, 256)
+    assert fitted_size(2160, 3840, 256) == (144, 256)
+    assert fitted_size(1001, 333, 100) == (100, 34)
+    assert fitted_size(64, 64, 256) == (64, 64)
+    assert fitted_size(720, 1280, None) == (720, 1280)
+
+
+def test_max_side_has_both_decoders_scale_a_large_video_alike() -> None:
+    uri = str(FILES / "large.mp4")
+    with (
+        VideoReader(uri, backend="decord", max_side=256) as fast,
+        VideoReader(uri, backend="pyav", max_side=256) as safe,
+        VideoReader(uri) as native,
+    ):
+        assert (fast.info.height, fast.info.width) == (2160, 3840)  # the file as stored
+        assert fast.frame_size == safe.frame_size == (144, 256)
+        a, b = fast.read([3, 0]), safe.read([3, 0])
+        reference = native.read([3, 0], size=(144, 256))  # area-averaged from full size
+        assert a.shape == b.shape == (2, 144, 256, 3)
+        assert fast.read([]).shape == (0, 144, 256, 3)
+    assert np.abs(a.astype(np.int16) - b).mean() < 0.5
+    assert np.abs(a.astype(np.int16) - b).max() <= 8
+    assert np.abs(a.astype(np.int16) - reference).mean() < 6
+
+
+def test_max_side_leaves_a_small_video_untouched() -> None:
+    uri = str(FILES / "cuts.mp4")
+    with VideoReader(uri, max_side=256) as capped, VideoReader(uri) as native:
+        assert capped.frame_size == (64, 64)
+        assert np.array_equal(capped.read([0, 20, 47]), native.read([0, 20, 47]))
+    with pytest.raises(StoryError, match="max_side"):
+        VideoReader(uri, max_side=1)
