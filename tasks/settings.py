@@ -141,6 +141,13 @@ class Settings(BaseSettings):
     def _retime(cls, value: str) -> str:
         return check_retime(value)
 
+    @field_validator("ingest_max_side")
+    @classmethod
+    def _ingest_max_side(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("ingest_max_side must be 0 (the stored size) or at least 2 pixels")
+        return value
+
     @property
     def library_uri(self) -> str:
         """The library as given: a LanceDB URI or a canonical export (what manifests record)."""
