@@ -22,8 +22,12 @@ def evaluate_model(
     strength: float = 1.0,
     seed: int = 0,
     estimate_depth=None,
+    noise_warp: float | None = None,
 ) -> dict[str, float]:
-    """Mean quality over held-out miniature-world scenes (validation seeds, never trained on)."""
+    """Mean quality over held-out miniature-world scenes (validation seeds, never trained on).
+
+    `noise_warp` None samples as the curves always have (`FORMER_DEFAULTS`); a value samples
+    with that much noise carried along the guide's motion (the product's default is 0.8)."""
     cfg = model.config
     scenes = held_out_scenes(n_scenes, cfg.frames, cfg.height, cfg.width)
     prompts = [scene.caption for scene in scenes]
@@ -40,7 +44,7 @@ def evaluate_model(
         strength=strength,
         # The probe's sampling stays what it was when the curves began, so a run's curve is
         # comparable across a change of the product's default (`pipeline.FORMER_DEFAULTS`).
-        noise_warp=FORMER_DEFAULTS["noise_warp"],
+        noise_warp=FORMER_DEFAULTS["noise_warp"] if noise_warp is None else noise_warp,
     )
     return mean_quality(scene_quality(renders, scenes, guides, estimate_depth))
 
@@ -51,11 +55,17 @@ def probe_row(
     steps: int,
     guidance: float,
     guided_modes: tuple[bool, ...] = (True, False),
+    noise_warp: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """The curve's scores of one model: {"guided": ..., "text_only": ...} for the modes asked."""
     return {
         "guided" if guided else "text_only": evaluate_model(
-            model, n_scenes=n_scenes, steps=steps, guidance=guidance, guided=guided
+            model,
+            n_scenes=n_scenes,
+            steps=steps,
+            guidance=guidance,
+            guided=guided,
+            noise_warp=noise_warp,
         )
         for guided in guided_modes
     }

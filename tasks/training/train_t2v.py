@@ -450,11 +450,20 @@ def probe(args: list[str]) -> dict:
     parser.add_argument("--guidance", type=float, default=TrainConfig.guidance)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (a GPU when present)")
+    parser.add_argument(
+        "--noise-warp",
+        type=float,
+        default=None,
+        help="sample with this noise warp (the product's is 0.8); default: as the curve samples",
+    )
     ns = parser.parse_args(args)
     torch.set_num_threads(ns.threads)
     model = StructureT2V.from_pretrained(ns.model, device=ns.device)
     row: dict = {"model": str(ns.model), "scenes": ns.scenes, "steps": ns.steps}
-    return {**row, **probe_row(model, ns.scenes, ns.steps, ns.guidance)}
+    if ns.noise_warp is not None:
+        row["noise_warp"] = ns.noise_warp
+    scores = probe_row(model, ns.scenes, ns.steps, ns.guidance, noise_warp=ns.noise_warp)
+    return {**row, **scores}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -210,3 +210,8 @@ def test_the_probe_scores_a_model_folder_as_the_training_curve_scored_it(tmp_pat
     row = json.loads(capsys.readouterr().out)
     assert set(row) >= {"guided", "text_only"}
     assert row["guided"] == curve["guided"] and row["text_only"] == curve["text_only"]
+    folder = str(tmp_path / "joint" / "model")
+    main(["probe", "--model", folder, "--scenes", "2", "--steps", "2", "--noise-warp", "0.8"])
+    warped = json.loads(capsys.readouterr().out)
+    assert warped["noise_warp"] == 0.8
+    assert warped["guided"] != curve["guided"]  # the production sampling, not the curve's
