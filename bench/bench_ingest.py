@@ -15,9 +15,10 @@ the loop (caption vectors, the video-text encoder, motion measured from frames; 
 full decode) and with the video-text encoder off, so its own cost shows. Per-stage seconds come
 from the ingestor's timings. On this VM a plain decode of the same files varies several-fold
 from one pass to the next (30-200 files/s), so every kind of pass runs REPEATS times,
-interleaved (decode, sampled decode, ingest, ingest without the video-text encoder, then again),
-and each figure is the best of its passes, every pass kept in the result: a slow spell hits all
-kinds alike, and the ratio compares best with best. `python -m bench.bench_ingest`.
+interleaved (PyAV decode, decord decode, sampled decode, ingest, ingest without the video-text
+encoder, then again), and each figure is the best of its passes, every pass kept in the result:
+a slow spell hits all kinds alike, and the ratio compares best with best. `python -m
+bench.bench_ingest`.
 """
 
 from __future__ import annotations

@@ -301,13 +301,11 @@ class _PyAVDecoder:
 
     def decode(self, indices: list[int]) -> list[np.ndarray]:
         """Sorted unique indices as RGB arrays, at `output_size` when one is set."""
-        if self.output_size is None:
-            return [frame.to_ndarray(format="rgb24") for frame in self._decoded(indices)]
-        height, width = self.output_size
-        return [
-            frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
-            for frame in self._decoded(indices)
-        ]
+        scale: dict[str, Any] = {}
+        if self.output_size is not None:
+            height, width = self.output_size
+            scale = {"height": height, "width": width, "interpolation": "BILINEAR"}
+        return [frame.to_ndarray(format="rgb24", **scale) for frame in self._decoded(indices)]
 
     def _decoded(self, indices: list[int]) -> list[Any]:
         """Decode sorted unique indices, seeking only when the next one lies past a keyframe."""
