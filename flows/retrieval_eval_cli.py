@@ -97,6 +97,21 @@ def eval_search_command(
             ),
         ),
     ] = False,
+    in_memory: Annotated[
+        bool,
+        typer.Option(
+            "--in-memory",
+            help=(
+                "Search the table held in memory (the search service's path for a large "
+                "library: an inverted file of exact vectors, BM25 from posting lists) instead "
+                "of through LanceDB; the sweep is over its --nprobes values."
+            ),
+        ),
+    ] = False,
+    nprobes: Annotated[
+        list[int] | None,
+        typer.Option("--nprobes", min=1, help="With --in-memory: probe counts to sweep."),
+    ] = None,
     out: OutOpt = None,
     rerun_sealed: RerunOpt = False,
     workspace: WorkspaceOpt = None,
@@ -112,7 +127,7 @@ def eval_search_command(
         from story.tasks.evaluation.search_eval import SearchEvalConfig, evaluate_search
 
         chosen = _checked_split(split)
-        model_id = f"search-{rows}"
+        model_id = f"search-{rows}" + ("-memory" if in_memory else "")
         folder = _out_folder(out, settings.workspace, "search", chosen, model_id)
         _seal(
             "search",
@@ -129,7 +144,10 @@ def eval_search_command(
             exact_queries=exact_queries,
             data_dir=data_dir,
             keep=keep,
+            in_memory=in_memory,
         )
+        if in_memory:
+            config.settings = [(n, None) for n in (nprobes or [8, 16, 32, 64])]
         cache = settings.workspace / "eval" / "search-corpus"
         report = evaluate_search(config, cache, log=lambda line: typer.echo(line, err=True))
         sweep = {

@@ -52,6 +52,10 @@ class SearchEvalConfig:
     client_seconds: float = 20.0
     data_dir: Path = Path("/tmp/story-eval-search")
     keep: bool = False
+    in_memory: bool = False
+    """Search the table held in memory (`partitioned.PartitionedTable`, the search service's
+    path for a large library) instead of through LanceDB; `settings` are then (nprobes, None)
+    of its own inverted file. The exact reference stays LanceDB's flat scan."""
 
 
 def _embedder() -> Callable[[list[str]], np.ndarray]:
@@ -208,6 +212,37 @@ def throughput(searcher: Any, cases: list[QueryCase], clients: int, seconds: flo
     return round(sum(done) / (time.perf_counter() - t0), 2)
 
 
+def _rss_gib() -> float:
+    """This process's resident memory now (GiB), from /proc (0 where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**30, 2)
+
+
+def _in_memory(index: ClipIndex, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """A searcher answering from the table held in memory, and what holding it cost."""
+    from story.models.numpy_text import NumpyMiniLM
+    from story.tasks.library.partitioned import PartitionedTable
+    from story.tasks.library.searcher import RESIDENT_COLUMNS, LibrarySearcher, QueryEncoders
+
+    before = _rss_gib()
+    t0 = time.perf_counter()
+    table = PartitionedTable.from_index(index, RESIDENT_COLUMNS)
+    searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None), resident=True)
+    searcher.hold(table)
+    ivf = table.ivfs["text_vector"]
+    memory = {
+        "build_s": round(time.perf_counter() - t0, 1),
+        "rss_gib_added": round(_rss_gib() - before, 2),
+        "partitions": ivf.partitions,
+        "default_nprobes": table.default_probes("text_vector"),
+    }
+    log(f"in memory: {memory}")
+    return searcher, memory
+
+
 def evaluate_search(
     config: SearchEvalConfig, cache: Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -220,19 +255,24 @@ def evaluate_search(
     log(f"corpus ready ({corpus.seconds}); writing {config.rows} rows")
     index, build = write_table(corpus, config.rows, config.data_dir)
     log(f"table built {build}")
-    searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None))
+    reference = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None))
     cases = grammar_queries(config.split, config.queries)
-    vectors = searcher.embed([c.query for c in cases])
+    vectors = reference.embed([c.query for c in cases])
     n_exact = min(config.exact_queries, len(cases))
-    exact, exact_ms = run_queries(searcher, cases[:n_exact], vectors[:n_exact], corpus, exact=True)
+    exact, exact_ms = run_queries(reference, cases[:n_exact], vectors[:n_exact], corpus, exact=True)
     log(f"exact: recall {np.mean(exact):.3f}, p50 {statistics.median(exact_ms):.0f} ms")
-    exact_rows = nearest_ids(searcher, cases[:n_exact], vectors[:n_exact], exact=True)
+    exact_rows = nearest_ids(reference, cases[:n_exact], vectors[:n_exact], exact=True)
+    searcher, memory = reference, None
+    if config.in_memory:
+        searcher, memory = _in_memory(index, log)
     sweep = {}
     for nprobes, refine in config.settings:
         recall, ms = run_queries(
             searcher, cases, vectors, corpus, nprobes=nprobes, refine_factor=refine
         )
-        label = setting_label(nprobes, refine)
+        label = (
+            f"in memory, nprobes {nprobes}" if config.in_memory else setting_label(nprobes, refine)
+        )
         sweep[label] = {
             "nprobes": nprobes,
             "refine_factor": refine,
@@ -267,6 +307,7 @@ def evaluate_search(
         "row_noise_sigma": round(corpus.sigma, 5),
         "corpus_seconds": corpus.seconds,
         "build": build,
+        "in_memory": memory,
         "queries": len(cases),
         "exact": {
             "queries": n_exact,

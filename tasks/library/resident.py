@@ -166,14 +166,18 @@ class ResidentTable:
         self,
         column: str,
         vector: np.ndarray,
-        keep: np.ndarray,
+        filters: SearchFilters | None,
+        terms: Sequence[Term],
         pool: int,
         columns: Sequence[str],
+        nprobes: int | None = None,
+        exact: bool = False,
     ) -> list[dict[str, Any]]:
-        """The `pool` rows nearest `vector` by cosine among `keep`, with `_distance`."""
+        """The `pool` rows nearest `vector` by cosine among those the filters and terms keep,
+        with `_distance` (every row is scanned, so `nprobes` and `exact` change nothing)."""
         matrix, norm, _ = self.vectors[column]
         query = np.asarray(vector, dtype=np.float32)
-        keep = keep & (norm > 0)
+        keep = self.mask(filters, terms) & (norm > 0)
         candidates = np.flatnonzero(keep)
         distance = 1.0 - (matrix[candidates] @ query) / (
             norm[candidates] * np.float32(np.linalg.norm(query))
@@ -187,11 +191,13 @@ class ResidentTable:
         return [self.row(int(candidates[i]), columns, _distance=float(distance[i])) for i in order]
 
     def fts_rows(
-        self, query: str, keep: np.ndarray, pool: int, columns: Sequence[str]
+        self, query: str, filters: SearchFilters | None, pool: int, columns: Sequence[str]
     ) -> list[dict[str, Any]]:
-        """The `pool` best rows for `query` by BM25 among `keep`, with `_score` (`bm25`)."""
+        """The `pool` best rows for `query` by BM25 among those the filters keep, with `_score`
+        (`bm25`)."""
         assert self.fts is not None
-        return [self.row(i, columns, _score=score) for i, score in self.fts.top(query, keep, pool)]
+        found = self.fts.top(query, self.mask(filters), pool)
+        return [self.row(i, columns, _score=score) for i, score in found]
 
     def row(self, position: int, columns: Sequence[str], **extra: Any) -> dict[str, Any]:
         """One row restricted to `columns` (a fresh dict), with `extra` keys added."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from story.tasks.library.columns import CAPTION_SLOTS, TEXT_VECTOR, VISUAL_VECTOR, ivf_partitions
 from story.tasks.library.filters import SearchError, SearchFilters, sql_string
+from story.tasks.library.partitioned import PartitionedTable
 from story.tasks.library.query_intent import QueryIntent, canonical_text, parse_query
 from story.tasks.library.rerank import (
     DEFAULT_WEIGHTS,
@@ -37,6 +38,8 @@ from story.tasks.library.resident import ResidentTable, Term
 if TYPE_CHECKING:
     from story.tasks.library.index import ClipIndex
 
+InMemory = ResidentTable | PartitionedTable
+"""A table held in memory: small ones row by row, large ones partitioned."""
 RRF_K = 60
 # Word matches break ties and rescue rare names; meaning leads (a shared word like "sphere"
 # must not outrank the right colour and motion).
@@ -136,7 +139,9 @@ class _Plan:
     pool: int
     exact: bool = False
     filters: SearchFilters | None = None
-    resident: ResidentTable | None = None
+    resident: InMemory | None = None
+    asked_nprobes: int | None = None
+    """The caller's nprobes (None: the default of whichever index answers)."""
 
 
 def _arrow_rows(table: Any, index: ClipIndex) -> list[dict[str, Any]]:
@@ -170,8 +175,16 @@ def _vector_rows(
     plan: _Plan, column: str, vector: np.ndarray, terms: list[Term] | None = None
 ) -> list[dict[str, Any]]:
     if plan.resident is not None and plan.resident.serves(column, plan.exact):
-        keep = plan.resident.mask(plan.filters, terms or [])
-        return plan.resident.vector_rows(column, vector, keep, plan.pool, plan.columns)
+        return plan.resident.vector_rows(
+            column,
+            vector,
+            plan.filters,
+            terms or [],
+            plan.pool,
+            plan.columns,
+            nprobes=plan.asked_nprobes,
+            exact=plan.exact,
+        )
     builder = (
         plan.index.table.search(vector, vector_column_name=column)
         .distance_type("cosine")
@@ -231,7 +244,7 @@ def _fts_rows(plan: _Plan, query: str) -> list[dict[str, Any]]:
     resident = plan.resident
     if resident is not None and resident.fts is not None:
         # BM25 in memory, LanceDB's scores (`story.tasks.library.bm25`), ties in table order.
-        return resident.fts_rows(query, resident.mask(plan.filters), plan.pool, plan.columns)
+        return resident.fts_rows(query, plan.filters, plan.pool, plan.columns)
     builder = (
         plan.index.table.search(query, query_type="fts", fts_columns="caption")
         .select(["clip_id", "_score"])
@@ -245,7 +258,7 @@ def _fts_rows(plan: _Plan, query: str) -> list[dict[str, Any]]:
         return found.to_pylist()  # light rows: _filled reads their columns once
     # Full-text ranking stays LanceDB's (BM25 on its tokenizer); the rows come from memory.
     ids = found.column("clip_id").to_pylist()
-    if any(cid not in resident.position for cid in ids):
+    if not isinstance(resident, ResidentTable) or any(cid not in resident.position for cid in ids):
         return _fts_rows(replace(plan, resident=None), query)
     scores = found.column("_score").to_pylist()
     return [
@@ -360,14 +373,15 @@ def _run_lists(
     calls: list[tuple[str, Any, tuple[Any, ...]]], plan: _Plan
 ) -> dict[str, list[dict[str, Any]]]:
     """Every list's rows, LanceDB queries side by side on threads; lists answered from memory
-    run here (a thread hop costs more than they do)."""
+    run here (a thread hop costs more than they do), except a large table's full text, which
+    runs on a thread beside its vector lists (they share one probe, so they stay together)."""
     resident = plan.resident
 
     def in_memory(function: Any, args: tuple[Any, ...]) -> bool:
         if resident is None:
             return False
         if function is _fts_rows:
-            return resident.fts is not None
+            return resident.fts is not None and not isinstance(resident, PartitionedTable)
         return resident.serves(args[1], plan.exact)
 
     jobs = {
@@ -397,7 +411,7 @@ def search_rows(
     vectors: QueryVectors | None = None,
     pool: int = POOL,
     exact: bool = False,
-    resident: ResidentTable | None = None,
+    resident: InMemory | None = None,
 ) -> list[dict[str, Any]]:
     """Every candidate row for a text query, best first, each with `_score` (and `_evidence`,
     the parts of its score, when ranking); `search` cuts this to k hits with diversity and
@@ -433,6 +447,7 @@ def search_rows(
         exact=exact,
         filters=filters,
         resident=resident,
+        asked_nprobes=nprobes,
     )
     has_fts = resident.has_fts if resident is not None else _has_fts(index)
     if mode == "fts":
@@ -509,7 +524,7 @@ def search(
     vectors: QueryVectors | None = None,
     pool: int = POOL,
     exact: bool = False,
-    resident: ResidentTable | None = None,
+    resident: InMemory | None = None,
 ) -> list[Hit]:
     """Top-k clips for a text query (see the module docstring for how they are found).
 

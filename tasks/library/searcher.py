@@ -27,12 +27,13 @@ from story.tasks.library import snapshot
 from story.tasks.library.columns import CAPTION_SLOTS, TEXT_VECTOR, VISUAL_VECTOR
 from story.tasks.library.query_intent import canonical_text, parse_query
 from story.tasks.library.rerank import DEFAULT_WEIGHTS, RankWeights
-from story.tasks.library.resident import ResidentTable
+from story.tasks.library.resident import MAX_ROWS
 from story.tasks.library.search import (
     HIT_COLUMNS,
     POOL,
     RANK_COLUMNS,
     Hit,
+    InMemory,
     QueryVectors,
     SearchError,
     SearchFilters,
@@ -118,7 +119,7 @@ class LibrarySearcher:
         self.encoders = encoders
         self.weights = weights
         self.resident = resident
-        self._table: ResidentTable | None = None
+        self._table: InMemory | None = None
         self._table_key: tuple[int, int] | None = None
         # Where each version held in memory is also written as a snapshot (`snapshot`), for
         # cold processes: the search service sets it.
@@ -166,9 +167,14 @@ class LibrarySearcher:
         if found is None:
             return None
         index, table = found
-        searcher = cls(index, _numpy_encoders(settings), resident=True)  # type: ignore[arg-type]
-        searcher._table, searcher._table_key = table, (id(index), index.version())
+        searcher = cls(index, _numpy_encoders(settings))  # type: ignore[arg-type]
+        searcher.hold(table)
         return searcher
+
+    def hold(self, table: InMemory) -> None:
+        """Answer from `table` (the index's current version, held in memory) from now on."""
+        self.resident = True
+        self._table, self._table_key = table, (id(self.index), self.index.version())
 
     def refresh(self, index: ClipIndex) -> None:
         """Search `index` from now on (a newer version of the table)."""
@@ -176,14 +182,21 @@ class LibrarySearcher:
         with self._lock:
             self._queries.clear()
 
-    def resident_table(self) -> ResidentTable | None:
+    def resident_table(self) -> InMemory | None:
         """The table in memory at the index's current version (None unless `resident`, or when
         the table is too large to hold)."""
         if not self.resident:
             return None
         key = (id(self.index), self.index.version())
         if key != self._table_key:
-            self._table = ResidentTable.load(self.index, RESIDENT_COLUMNS)
+            self._table = None
+            if self.index.exists and self.index.count() > MAX_ROWS:
+                # A large table: its snapshot at this version if one was written (memory-mapped,
+                # no build), else it is built here (about a minute a million rows).
+                found = snapshot.read(self.snapshots, self.index.uri, self.index.table_name)
+                self._table = found[1] if found is not None else None
+            if self._table is None:
+                self._table = snapshot.load(self.index, RESIDENT_COLUMNS)
             self._table_key = key
             if self.snapshots is not None and self._table is not None:
                 with contextlib.suppress(OSError):  # a cold search then reads LanceDB instead

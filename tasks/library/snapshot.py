@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,12 @@ import numpy as np
 
 from story.tasks.library.bm25 import Bm25
 from story.tasks.library.columns import RANKING_COLUMNS
-from story.tasks.library.resident import ResidentTable
+from story.tasks.library.media_paths import media_uri
+from story.tasks.library.partitioned import MAX_ROWS as PARTITIONED_MAX_ROWS
+from story.tasks.library.partitioned import PartitionedTable
+from story.tasks.library.resident import MAX_ROWS, ResidentTable
+
+InMemory = ResidentTable | PartitionedTable
 
 SNAPSHOTS = "search_snapshots"
 FORMAT = 1
@@ -92,11 +98,12 @@ def shared_folder(uri: str, table: str) -> Path | None:
     return None if folder is None else folder.resolve() / SHARED / table
 
 
-def homes(workspace: Path | str, uri: str, table: str) -> list[Path]:
+def homes(workspace: Path | str | None, uri: str, table: str) -> list[Path]:
     """Where this library's snapshot may be, in the order they are tried: beside the library,
-    then in the workspace."""
+    then in the workspace (if one is given)."""
     shared = shared_folder(uri, table)
-    return [*([shared] if shared is not None else []), library_folder(workspace, uri, table)]
+    found = [shared] if shared is not None else []
+    return found + ([library_folder(workspace, uri, table)] if workspace is not None else [])
 
 
 def library_folder(workspace: Path | str, uri: str, table: str) -> Path:
@@ -141,7 +148,7 @@ class _Names:
         self.names = list(names)
 
 
-def writable(resident: ResidentTable | None) -> bool:
+def writable(resident: InMemory | None) -> bool:
     """Whether a snapshot of this table answers every search as the resident table does."""
     return (
         resident is not None
@@ -150,7 +157,23 @@ def writable(resident: ResidentTable | None) -> bool:
     )
 
 
-def write(workspace: Path | str, index: Any, resident: ResidentTable) -> Path | None:
+def load(index: Any, columns: Sequence[str]) -> InMemory | None:
+    """The table in memory at its current version: row by row up to `resident.MAX_ROWS`,
+    partitioned above (up to `partitioned.MAX_ROWS`; building one reads the whole table and
+    partitions its vectors, about a minute at 1M rows); None when it is missing or empty."""
+    if not index.exists:
+        return None
+    rows = index.count()
+    if rows == 0 or rows > PARTITIONED_MAX_ROWS:
+        return None
+    if rows <= MAX_ROWS:
+        return ResidentTable.load(index, columns)
+    # The vectors go through memory-mapped scratch files (10M rows hold 15 GB of them), which
+    # the page cache keeps in memory as far as it can.
+    return PartitionedTable.from_index(index, columns, scratch=Path(tempfile.gettempdir()))
+
+
+def write(workspace: Path | str, index: Any, resident: InMemory) -> Path | None:
     """Write the snapshot of `resident` (read from `index`) when it is the table's current
     version; its folder, or None when there is nothing to write (see `writable`)."""
     stamp = table_stamp(index.uri, index.table_name)
@@ -165,7 +188,7 @@ def write(workspace: Path | str, index: Any, resident: ResidentTable) -> Path | 
     return _write_into(last, index, resident, stamp)
 
 
-def _write_into(library: Path, index: Any, resident: ResidentTable, stamp: dict[str, Any]) -> Path:
+def _write_into(library: Path, index: Any, resident: InMemory, stamp: dict[str, Any]) -> Path:
     final = library / f"v{resident.version}"
     written = _meta(final)
     if written is not None and written["stamp"] == stamp:
@@ -191,17 +214,9 @@ def _write_into(library: Path, index: Any, resident: ResidentTable, stamp: dict[
     return final
 
 
-def _fill(scratch: Path, index: Any, resident: ResidentTable, stamp: dict[str, Any]) -> None:
+def _fill(scratch: Path, index: Any, resident: InMemory, stamp: dict[str, Any]) -> None:
     """The snapshot's files: vector matrices, rows, full-text tokens, and meta.json last."""
-    vectors = resident.vectors
-    for name, (matrix, _, valid) in vectors.items():
-        np.save(scratch / f"{name}.npy", matrix)
-        np.save(scratch / f"{name}.valid.npy", valid)
-    plain = [{k: v for k, v in row.items() if k not in vectors} for row in resident.rows]
-    (scratch / "rows.json").write_text(json.dumps(plain))
-    if resident.fts is not None:
-        (scratch / "fts.json").write_text(json.dumps(resident.fts.tokenized))
-    meta = {
+    common = {
         "format": FORMAT,
         "uri": index.uri,
         "table": index.table_name,
@@ -211,8 +226,19 @@ def _fill(scratch: Path, index: Any, resident: ResidentTable, stamp: dict[str, A
         "text_dim": index.text_dim,
         "visual_dim": index.visual_dim,
         "schema": list(index.schema.names),
-        "vectors": sorted(vectors),
     }
+    if isinstance(resident, PartitionedTable):
+        resident.write(scratch, common)
+        return
+    vectors = resident.vectors
+    for name, (matrix, _, valid) in vectors.items():
+        np.save(scratch / f"{name}.npy", matrix)
+        np.save(scratch / f"{name}.valid.npy", valid)
+    plain = [{k: v for k, v in row.items() if k not in vectors} for row in resident.rows]
+    (scratch / "rows.json").write_text(json.dumps(plain))
+    if resident.fts is not None:
+        (scratch / "fts.json").write_text(json.dumps(resident.fts.tokenized))
+    meta = {**common, "vectors": sorted(vectors)}
     (scratch / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -224,7 +250,9 @@ def _meta(folder: Path) -> dict[str, Any] | None:
     return meta if meta.get("format") == FORMAT else None
 
 
-def read(workspace: Path | str, uri: str, table: str) -> tuple[SnapshotIndex, ResidentTable] | None:
+def read(
+    workspace: Path | str | None, uri: str, table: str
+) -> tuple[SnapshotIndex, InMemory] | None:
     """The table's current snapshot as an index and its resident table (None when there is
     none, or it is not the table's current version)."""
     stamp = table_stamp(uri, table)
@@ -239,12 +267,18 @@ def read(workspace: Path | str, uri: str, table: str) -> tuple[SnapshotIndex, Re
 
 def _read_from(
     folder: Path, uri: str, table: str, stamp: dict[str, Any]
-) -> tuple[SnapshotIndex, ResidentTable] | None:
+) -> tuple[SnapshotIndex, InMemory] | None:
     meta = _meta(folder)
     # The folder is the library's (beside it, or keyed by its resolved path and table in the
     # workspace); the stamp is its version.
     if meta is None or meta["stamp"] != stamp or meta["table"] != table:
         return None
+    if meta.get("kind") == "partitioned":
+        try:
+            table_ = PartitionedTable.read(folder, meta, lambda stored: media_uri(uri, stored))
+        except (OSError, ValueError, KeyError):
+            return None
+        return SnapshotIndex({**meta, "uri": uri}), table_
     try:
         vectors = {}
         for name in meta["vectors"]:
@@ -268,7 +302,7 @@ def refresh(workspace: Path | str, index: Any, columns: Sequence[str]) -> Path |
     system error (a full disk, a read-only workspace) does not fail the caller: that library is
     then searched through LanceDB."""
     with contextlib.suppress(OSError):
-        resident = ResidentTable.load(index, columns)
+        resident = load(index, columns)
         if resident is not None:
             return write(workspace, index, resident)
     return None

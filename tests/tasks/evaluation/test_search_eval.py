@@ -82,3 +82,26 @@ def test_search_at_scale_is_judged_by_scene_and_a_kept_table_is_reused(tmp_path:
     )
     assert "reused" not in bigger["build"] and bigger["rows"] == 3000
     assert not config.data_dir.exists()
+
+
+def test_the_table_held_in_memory_is_judged_against_lancedb_exact_search(tmp_path: Path) -> None:
+    config = SearchEvalConfig(
+        rows=2000,
+        distinct=300,
+        queries=12,
+        exact_queries=12,
+        settings=[(1, None), (45, None)],  # one partition; all 45 (sqrt of 2000)
+        clients=[1],
+        client_seconds=0.3,
+        data_dir=tmp_path / "table",
+        in_memory=True,
+    )
+    report = evaluate_search(config, tmp_path / "cache", log=lambda _: None)
+    assert report["in_memory"]["partitions"] == 45
+    assert set(report["sweep"]) == {"in memory, nprobes 1", "in memory, nprobes 45"}
+    every = report["sweep"]["in memory, nprobes 45"]
+    # Reading every partition is exact search: the same 10 nearest rows as LanceDB's flat scan.
+    assert every["index_recall_at_10"]["mean"] == 1.0
+    assert every["minus_exact"]["difference"] == 0.0
+    one = report["sweep"]["in memory, nprobes 1"]
+    assert one["index_recall_at_10"]["mean"] < every["index_recall_at_10"]["mean"]
