@@ -9,18 +9,15 @@ it in the table-wide filters, BM25 over long posting lists and the PQ refine ste
 `PartitionedTable` answers the same lists from memory, for a long-lived process (the search
 service) or from its memory-mapped snapshot (a cold `story search`):
 
-* **vector lists**: an inverted file over exact vectors (IVF-flat). Spherical k-means
-  (`partitions_for(rows)`: sqrt(rows) partitions, trained on a seeded sample) splits the unit
-  vectors into partitions stored contiguously; a query scores every centroid, reads the
-  `nprobes` nearest partitions' vectors with one matrix-vector product each and keeps the `pool`
-  nearest by cosine distance (ties in table order). No product quantisation, so no refine step:
-  within the probed partitions the distances are exact. The filters (duration / aspect / source,
-  and the slot lists' terms) are evaluated on the probed rows only, from integer codes; when a
-  selective filter leaves fewer than `pool` rows, the probe widens (doubling) until it has them
-  or has read every partition. The lists of one query that share a vector (the caption list
-  and both slot lists search the caption vector) share one probe.
-* **full text**: BM25 exactly as `bm25.Bm25` scores it (LanceDB's scores), from posting lists
-  stored as flat arrays, each posting's term weight precomputed.
+* **vector lists**: an inverted file over exact vectors (`ivf.Ivf`: sqrt(rows) partitions by
+  spherical k-means; a query reads the `nprobes` partitions nearest it, no product
+  quantisation, so no refine step). The filters (duration / aspect / source, and the slot
+  lists' terms) are evaluated on the probed rows only, from integer codes; when a selective
+  filter leaves fewer than `pool` rows, the probe widens (doubling) until it has them or has
+  read every partition. The lists of one query that share a vector (the caption list and both
+  slot lists search the caption vector) share one probe.
+* **full text**: BM25 exactly as `bm25.Bm25` scores it (LanceDB's scores), from flat posting
+  lists with each posting's term weight precomputed (`postings.Postings`).
 * **rows**: the hit and ranking columns in one Arrow table; a query's candidates are taken by
   position.
 
@@ -35,268 +32,26 @@ import math
 import shutil
 import tempfile
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from story.tasks.library.bm25 import K1, B, tokens
 from story.tasks.library.columns import TEXT_VECTOR, VISUAL_VECTOR
 from story.tasks.library.filters import SearchFilters
+from story.tasks.library.ivf import Ivf, default_probes, partitions_for, unit_rows
+from story.tasks.library.postings import Postings, as_array
 from story.tasks.library.resident import FILTER_COLUMNS, Term
 
 if TYPE_CHECKING:
     from story.tasks.library.index import ClipIndex
 
-SAMPLE = 65_536  # k-means training rows
-KMEANS_ITERATIONS = 12
-CHUNK = 32_768  # rows per matrix product when assigning partitions
 NUMBER_COLUMNS = ("duration", "aspect")
-# 1 in 32 partitions: chosen on the validation queries at 1M rows (`story eval search
-# --resident`); never fewer than MIN_PROBES.
-PROBE_SHARE = 32
-MIN_PROBES = 8
 FORMAT = 1
 MAX_ROWS = 20_000_000
 """Largest table held in memory (about 1.9 GB a million rows with a 384-d caption vector and a
 512-d video-text vector); above it search goes to LanceDB."""
-
-
-def partitions_for(rows: int) -> int:
-    """IVF partitions for `rows` vectors: sqrt(rows), so a partition holds about as many rows as
-    there are partitions (1,000 of 1,000 at 1M rows)."""
-    return max(1, round(math.sqrt(max(rows, 1))))
-
-
-def default_probes(partitions: int) -> int:
-    return min(partitions, max(MIN_PROBES, math.ceil(partitions / PROBE_SHARE)))
-
-
-def _unit(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
-def _nearest(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Each row's most similar centroid (rows and centroids unit length), in chunks."""
-    out = np.empty(len(vectors), np.int64)
-    for start in range(0, len(vectors), CHUNK):
-        part = np.asarray(vectors[start : start + CHUNK], np.float32)
-        out[start : start + len(part)] = np.argmax(part @ centroids.T, axis=1)
-    return out
-
-
-def kmeans(sample: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """`k` unit centroids of unit vectors `sample` by spherical k-means (an empty cluster is
-    re-seeded with a random sample row)."""
-    k = min(k, len(sample))
-    centroids = sample[rng.choice(len(sample), k, replace=False)].copy()
-    for _ in range(KMEANS_ITERATIONS):
-        assign = _nearest(sample, centroids)
-        order = np.argsort(assign, kind="stable")
-        counts = np.bincount(assign, minlength=k)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        sums = np.add.reduceat(sample[order], starts[counts > 0], axis=0)
-        centroids[counts > 0] = _unit(sums)
-        empty = np.flatnonzero(counts == 0)
-        if len(empty):
-            centroids[empty] = sample[rng.choice(len(sample), len(empty), replace=False)]
-    return centroids.astype(np.float32)
-
-
-@dataclass
-class Ivf:
-    """One vector column as an inverted file: `vectors[offsets[p]:offsets[p+1]]` are partition
-    p's unit vectors, `positions` their table positions, `slot[position]` a row's index into
-    `vectors` (-1: the row has no vector)."""
-
-    centroids: np.ndarray
-    offsets: np.ndarray
-    positions: np.ndarray
-    vectors: np.ndarray
-    slot: np.ndarray
-
-    @classmethod
-    def build(
-        cls,
-        unit: np.ndarray,
-        valid: np.ndarray,
-        partitions: int,
-        seed: int = 0,
-        allocate: Callable[[str, tuple[int, ...]], np.ndarray] | None = None,
-    ) -> Ivf:
-        """From unit vectors in table order (`valid`: which rows have one; `unit` may be a
-        memory map). `allocate(name, shape)` gives the partition-ordered copy its storage (a
-        memory map for a table larger than memory; default: an array)."""
-        rng = np.random.default_rng(seed)
-        rows = np.flatnonzero(valid)
-        picked = np.sort(rng.choice(len(rows), min(len(rows), SAMPLE), replace=False))
-        sample = np.asarray(unit[rows[picked]], np.float32)
-        centroids = kmeans(sample, min(partitions, max(len(rows), 1)), rng)
-        assign = _nearest(unit, centroids)[rows]
-        order = np.argsort(assign, kind="stable")  # table order inside each partition
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=len(centroids)))])
-        slot = np.full(len(valid), -1, np.int64)
-        slot[rows[order]] = np.arange(len(order))
-        positions = rows[order]
-        shape = (len(positions), unit.shape[1])
-        vectors = allocate("vectors", shape) if allocate else np.empty(shape, np.float32)
-        for start in range(0, len(positions), CHUNK):
-            vectors[start : start + CHUNK] = unit[positions[start : start + CHUNK]]
-        return cls(centroids, offsets.astype(np.int64), positions, vectors, slot)
-
-    @property
-    def partitions(self) -> int:
-        return len(self.centroids)
-
-    def probe(self, query: np.ndarray, nprobes: int) -> tuple[np.ndarray, np.ndarray]:
-        """(slots, cosine similarities) of every vector in the `nprobes` partitions whose
-        centroid is nearest the unit `query` (all partitions: exact search)."""
-        if nprobes >= self.partitions:
-            return np.arange(len(self.vectors)), self.vectors @ query
-        near = np.argpartition(-(self.centroids @ query), nprobes - 1)[:nprobes]
-        near.sort()
-        slots, sims = [], []
-        for p in near:
-            start, end = int(self.offsets[p]), int(self.offsets[p + 1])
-            if end > start:
-                slots.append(np.arange(start, end))
-                sims.append(self.vectors[start:end] @ query)
-        if not slots:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.concatenate(slots), np.concatenate(sims)
-
-
-class Postings:
-    """The captions' full-text index as flat posting lists, scored as `bm25.Bm25` scores."""
-
-    def __init__(
-        self,
-        vocabulary: dict[str, int],
-        indptr: np.ndarray,
-        rows: np.ndarray,
-        weights: np.ndarray,
-        count: int,
-        documents: int,
-    ) -> None:
-        self.vocabulary = vocabulary
-        self.indptr = indptr
-        self.rows = rows
-        self.weights = weights
-        self.count = count
-        self.documents = documents
-        self._local = threading.local()
-
-    @classmethod
-    def from_captions(cls, captions: Any) -> Postings:
-        """From an Arrow string column (nulls: rows without a caption); each distinct caption is
-        tokenized once."""
-        import pyarrow.compute as pc
-
-        encoded = pc.dictionary_encode(_array(captions))
-        distinct = encoded.dictionary.to_pylist()
-        caption_of = encoded.indices.fill_null(-1).to_numpy().astype(np.int64)
-        vocabulary: dict[str, int] = {}
-        token_ids: list[int] = []
-        freqs: list[int] = []
-        per_caption = np.zeros(len(distinct) + 1, np.int64)  # the last entry: no caption
-        length = np.zeros(len(distinct) + 1, np.float64)
-        for i, text in enumerate(distinct):
-            words = tokens(text)
-            length[i] = len(words)
-            counted = Counter(words)
-            per_caption[i] = len(counted)
-            for word, freq in counted.items():
-                token_ids.append(vocabulary.setdefault(word, len(vocabulary)))
-                freqs.append(freq)
-        caption_of[caption_of < 0] = len(distinct)
-        starts = np.concatenate([[0], np.cumsum(per_caption)[:-1]])
-        lengths = length[caption_of]
-        documents = int((lengths > 0).sum())
-        mean = lengths.sum() / documents if documents else 1.0
-        norm = K1 * (1.0 - B + B * lengths / max(mean, 1e-12))
-        n_row = per_caption[caption_of]
-        total = int(n_row.sum())
-        row_of = np.repeat(np.arange(len(caption_of)), n_row)
-        first = np.repeat(np.cumsum(n_row) - n_row, n_row)
-        at = np.repeat(starts[caption_of], n_row) + (np.arange(total) - first)
-        tid = np.asarray(token_ids, np.int64)[at] if total else np.zeros(0, np.int64)
-        counts = np.asarray(freqs, np.float64)[at] if total else np.zeros(0, np.float64)
-        order = np.argsort(tid, kind="stable")  # rows stay in table order within a token
-        rows = row_of[order]
-        counts = counts[order]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=len(vocabulary)))])
-        weights = counts * (K1 + 1.0) / (counts + norm[rows])
-        return cls(vocabulary, indptr, rows.astype(np.int32), weights, len(caption_of), documents)
-
-    def _scratch(self) -> np.ndarray:
-        """This thread's score buffer, zeroed (a fresh array per query cost ~5 ms of page faults
-        at 1M rows)."""
-        local = self._local
-        score = getattr(local, "score", None)
-        if score is None:
-            score = local.score = np.zeros(self.count, np.float64)
-        else:
-            score.fill(0.0)
-        return score
-
-    def top(
-        self, query: str, keep: Callable[[np.ndarray], np.ndarray] | None, limit: int
-    ) -> list[tuple[int, float]]:
-        """The `limit` best (row, score) among the rows `keep` passes, best first, ties in table
-        order (`bm25.Bm25.top`). A row matches when its score is above 0 (every term adds a
-        positive amount)."""
-        score = self._scratch()
-        for word in tokens(query):
-            token = self.vocabulary.get(word)
-            if token is None:
-                continue
-            start, end = int(self.indptr[token]), int(self.indptr[token + 1])
-            n = end - start
-            idf = math.log(1.0 + (self.documents - n + 0.5) / (n + 0.5))
-            _add(score, self.rows[start:end], self.weights[start:end], idf)
-        candidates = None
-        if keep is None and self.count > 16 * limit:
-            # The limit-th best of every 16th row is a floor for the limit-th best of all rows:
-            # only rows at or above it (less a float32 rounding margin) can make the cut.
-            floor = np.partition(score[::16], -limit)[-limit]
-            if floor > 0:
-                candidates = np.flatnonzero(score >= floor * (1.0 - 1e-6))
-        if candidates is None:
-            candidates = np.flatnonzero(score > 0)
-            if keep is not None and len(candidates):
-                candidates = candidates[keep(candidates)]
-        found = score[candidates].astype(np.float32)  # LanceDB's scores are float32
-        return [(int(candidates[i]), float(found[i])) for i in _best(-found, limit)]
-
-
-def _add(score: np.ndarray, rows: np.ndarray, weights: np.ndarray, idf: float) -> None:
-    """score[rows] += idf * weights, in one C loop when SciPy's sparse kernel is there."""
-    if _csc_matvec is not None and rows.dtype == np.int32 and weights.dtype == np.float64:
-        bounds = np.array([0, len(rows)], np.int32)
-        _csc_matvec(len(score), 1, bounds, rows, weights, np.array([idf]), score)
-    else:
-        score[rows] += idf * np.asarray(weights)
-
-
-try:  # the sparse matrix-vector kernel (a column times a scalar, added in place)
-    from scipy.sparse._sparsetools import (  # type: ignore[import-untyped]
-        csc_matvec as _csc_matvec,
-    )
-except ImportError:  # pragma: no cover - SciPy's private module moved: numpy does the same
-    _csc_matvec = None
-
-
-def _best(cost: np.ndarray, limit: int) -> np.ndarray:
-    """Indices of the `limit` lowest costs, lowest first, ties by index (stable)."""
-    if len(cost) > limit:
-        cut = np.partition(cost, limit - 1)[limit - 1]
-        near = np.flatnonzero(cost <= cut)
-        return near[np.argsort(cost[near], kind="stable")][:limit]
-    return np.argsort(cost, kind="stable")
 
 
 class PartitionedTable:
@@ -521,7 +276,7 @@ class PartitionedTable:
                     ok = values.is_valid().to_numpy(zero_copy_only=False)
                     flat = values.flatten().to_numpy(zero_copy_only=False)
                     block = np.zeros((n, dims[column]), np.float32)
-                    block[ok] = _unit(flat.reshape(-1, dims[column]))
+                    block[ok] = unit_rows(flat.reshape(-1, dims[column]))
                     matrices[column][at : at + n] = block
                     valid[column][at : at + n] = ok
                 batches.append(batch.select(plain))
@@ -639,12 +394,7 @@ def _filter_arrays(rows: Any) -> tuple[Codes, dict[str, np.ndarray]]:
         if name in NUMBER_COLUMNS:
             numbers[name] = column.cast(pa.float64()).fill_null(math.nan).to_numpy()
             continue
-        encoded = pc.dictionary_encode(_array(column))
+        encoded = pc.dictionary_encode(as_array(column))
         values = encoded.indices.fill_null(-1).to_numpy().astype(np.int32)
         codes[name] = (values, [str(v) for v in encoded.dictionary.to_pylist()])
     return codes, numbers
-
-
-def _array(column: Any) -> Any:
-    """An Arrow array from an array or a chunked column."""
-    return column.combine_chunks() if hasattr(column, "combine_chunks") else column

@@ -15,7 +15,9 @@ from story.tasks.library import snapshot
 from story.tasks.library.bm25 import Bm25
 from story.tasks.library.filters import SearchFilters
 from story.tasks.library.index import ClipIndex
-from story.tasks.library.partitioned import Ivf, PartitionedTable, Postings, kmeans
+from story.tasks.library.ivf import Ivf, kmeans
+from story.tasks.library.partitioned import PartitionedTable
+from story.tasks.library.postings import Postings
 from story.tasks.library.searcher import RESIDENT_COLUMNS, LibrarySearcher, QueryEncoders
 from tests.tasks.library.test_resident import FILTERS, QUERIES, HashEncoder, _hits, _rows
 from tests.tasks.library.test_resident import index as index  # noqa: F401 (the fixture)
