@@ -221,7 +221,9 @@ def _rss_gib() -> float:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**30, 2)
 
 
-def _in_memory(index: ClipIndex, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+def _in_memory(
+    index: ClipIndex, scratch: Path, log: Callable[[str], None]
+) -> tuple[Any, dict[str, Any]]:
     """A searcher answering from the table held in memory, and what holding it cost."""
     from story.models.numpy_text import NumpyMiniLM
     from story.tasks.library.partitioned import PartitionedTable
@@ -229,7 +231,7 @@ def _in_memory(index: ClipIndex, log: Callable[[str], None]) -> tuple[Any, dict[
 
     before = _rss_gib()
     t0 = time.perf_counter()
-    table = PartitionedTable.from_index(index, RESIDENT_COLUMNS)
+    table = PartitionedTable.from_index(index, RESIDENT_COLUMNS, scratch=scratch)
     searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None), resident=True)
     searcher.hold(table)
     ivf = table.ivfs["text_vector"]
@@ -264,7 +266,7 @@ def evaluate_search(
     exact_rows = nearest_ids(reference, cases[:n_exact], vectors[:n_exact], exact=True)
     searcher, memory = reference, None
     if config.in_memory:
-        searcher, memory = _in_memory(index, log)
+        searcher, memory = _in_memory(index, config.data_dir, log)
     sweep = {}
     for nprobes, refine in config.settings:
         recall, ms = run_queries(

@@ -67,10 +67,12 @@ class Postings:
         norm = K1 * (1.0 - B + B * lengths / max(mean, 1e-12))
         n_row = per_caption[caption_of]
         total = int(n_row.sum())
-        row_of = np.repeat(np.arange(len(caption_of)), n_row)
-        first = np.repeat(np.cumsum(n_row) - n_row, n_row)
-        at = np.repeat(starts[caption_of], n_row) + (np.arange(total) - first)
-        tid = np.asarray(token_ids, np.int64)[at] if total else np.zeros(0, np.int64)
+        # int32 throughout while it fits: 10M rows of ten tokens each are 100M postings.
+        small = np.int32 if total < 2**31 and len(caption_of) < 2**31 else np.int64
+        row_of = np.repeat(np.arange(len(caption_of), dtype=small), n_row)
+        at = np.repeat((starts[caption_of] - (np.cumsum(n_row) - n_row)).astype(small), n_row)
+        at += np.arange(total, dtype=small)  # each posting's index into its caption's tokens
+        tid = np.asarray(token_ids, small)[at] if total else np.zeros(0, small)
         counts = np.asarray(freqs, np.float64)[at] if total else np.zeros(0, np.float64)
         order = np.argsort(tid, kind="stable")  # rows stay in table order within a token
         rows = row_of[order]
