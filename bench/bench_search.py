@@ -4,6 +4,7 @@
     python -m bench.bench_search interactive --lancedb DIR [--runs 5]
     python -m bench.bench_search rows --lancedb DIR   # a table kept by story eval search --keep
     python -m bench.bench_search slots --lancedb DIR  # the slot lists' refine factor
+    python -m bench.bench_search clients --lancedb DIR  # concurrent clients, LanceDB vs memory
 
 `scale` runs `story.tasks.evaluation.search_eval` (the distinct-caption corpus, scene-level
 recall@10 against exact search, the (nprobes, refine) sweep with row-level index recall,
@@ -339,6 +340,63 @@ def slot_refine(lancedb: str, queries: int, rounds: int, values: tuple[int, ...]
     }
 
 
+def _qps(
+    searcher: Any, cases: list[Any], vectors: list[Any], clients: int, seconds: float
+) -> float:
+    """Queries per second with `clients` threads searching (query vectors given)."""
+    import threading
+
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(slot: int) -> None:
+        i = slot
+        while time.monotonic() < stop:
+            at = i % len(cases)
+            searcher.search(cases[at].query, k=10, vectors=vectors[at])
+            done[slot] += 1
+            i += clients
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return round(sum(done) / (time.perf_counter() - t0), 2)
+
+
+def clients(lancedb: str, queries: int, seconds: float, counts: tuple[int, ...]) -> dict[str, Any]:
+    """Queries per second with 1 / 4 / 16 concurrent clients, query vectors given (search
+    alone): through LanceDB, then from the table held in memory with OpenBLAS's own threads,
+    then with one BLAS thread (what a searcher holding a large table sets,
+    `searcher._one_blas_thread`); each client searches the validation queries in turn."""
+    from story.tasks.library.partitioned import PartitionedTable
+    from story.tasks.library.searcher import RESIDENT_COLUMNS
+
+    index, searcher, cases, vectors = _validation_searcher(lancedb, queries)
+    through_lancedb = {n: _qps(searcher, cases, vectors, n, seconds) for n in counts}
+    table = PartitionedTable.from_index(index, RESIDENT_COLUMNS, scratch=Path(lancedb).parent)
+    searcher.resident = True
+    searcher._table, searcher._table_key = table, (id(index), index.version())  # no BLAS limit
+    blas_threads = {n: _qps(searcher, cases, vectors, n, seconds) for n in counts}
+    searcher.hold(table)  # one BLAS thread from here on
+    one_thread = {n: _qps(searcher, cases, vectors, n, seconds) for n in counts}
+    return {
+        "table": lancedb,
+        "rows": index.count(),
+        "queries": queries,
+        "seconds_per_pass": seconds,
+        "queries_per_second": {
+            "lancedb": through_lancedb,
+            "in memory, OpenBLAS threads": blas_threads,
+            "in memory, one BLAS thread": one_thread,
+        },
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -368,6 +426,12 @@ def main() -> None:
     slots.add_argument("--rounds", type=int, default=3)
     slots.add_argument("--values", type=int, nargs="+", default=[20, 5])
     slots.add_argument("--out", type=Path, default=RESULTS / "search_slots.json")
+    many = sub.add_parser("clients")
+    many.add_argument("--lancedb", required=True, help="a kept table (story eval search --keep)")
+    many.add_argument("--queries", type=int, default=200)
+    many.add_argument("--seconds", type=float, default=20.0)
+    many.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    many.add_argument("--out", type=Path, default=RESULTS / "search_clients.json")
     live = sub.add_parser("interactive")
     live.add_argument("--lancedb", required=True)
     live.add_argument("--workspace", type=Path, default=Path("workspace"))
@@ -379,6 +443,9 @@ def main() -> None:
         out = args.out
     elif args.what == "slots":
         report = slot_refine(args.lancedb, args.queries, args.rounds, tuple(args.values))
+        out = args.out
+    elif args.what == "clients":
+        report = clients(args.lancedb, args.queries, args.seconds, tuple(args.clients))
         out = args.out
     elif args.what == "rows":
         report = row_reads(args.lancedb, args.queries, args.rounds)

@@ -204,11 +204,16 @@ class LibrarySearcher:
         if key != self._table_key:
             self._table = None
             if self.index.exists and self.index.count() > MAX_ROWS:
-                # A large table: its snapshot at this version if one was written (memory-mapped,
-                # no build), else it is built here (about a minute a million rows).
+                # A large table: its snapshot at this version (memory-mapped, shared by every
+                # process through the page cache). Only a searcher that writes snapshots (the
+                # search service) builds one when there is none (about half a minute a million
+                # rows); the others (render workers) search through LanceDB meanwhile.
                 found = snapshot.read(self.snapshots, self.index.uri, self.index.table_name)
-                self._table = found[1] if found is not None else None
-            if self._table is None:
+                if found is not None:
+                    self._table = found[1]
+                elif self.snapshots is not None:
+                    self._table = snapshot.load(self.index, RESIDENT_COLUMNS)
+            else:
                 self._table = snapshot.load(self.index, RESIDENT_COLUMNS)
             self._table_key = key
             _one_blas_thread(self._table)
