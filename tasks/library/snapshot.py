@@ -15,9 +15,12 @@ The snapshot is used only while it is the table's current version, checked witho
 newest manifest in the table's `_versions/` folder (Lance writes one per commit) must be the one
 the snapshot was written at, with the same size and modification time. Any write to the table
 makes a new manifest, so a stale snapshot is never read; the caller then searches through
-LanceDB as before. Only local tables that the resident path answers in full are written: up to
-`resident.MAX_ROWS` rows, no vector index (approximate search it would not reproduce), the
-full-text index (if any) held in memory. Writers: `story index` after it builds the table, the
+LanceDB as before. Only local tables that the in-memory path answers in full are written: up
+to `resident.MAX_ROWS` rows row by row (no vector index: approximate search it would not
+reproduce, the full-text index held in memory), and larger ones (up to `partitioned.MAX_ROWS`)
+as a `PartitionedTable`: its own inverted file over the exact vectors, posting lists and an
+Arrow file of the rows, memory-mapped when read, so a cold process maps it instead of loading it
+(it imports pyarrow for the rows, still not LanceDB). Writers: `story index` after it builds the table, the
 search service when it loads a version, and a `story search` that found no current snapshot
 (`search_service.run_search`). Writing goes to a temporary folder renamed into place, so a
 reader sees a whole snapshot or none.
