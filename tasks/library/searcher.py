@@ -61,8 +61,8 @@ def _one_blas_thread(table: InMemory | None) -> None:
 
     Its products are one query vector against a partition or the centroids; OpenBLAS's own
     threads gain nothing there and collapse when several searches call it at once: at 1M rows,
-    16 concurrent clients answered 3.5 queries a second with OpenBLAS's threads and 26 with one
-    (1 client: 51 and 49)."""
+    16 concurrent clients answered 3.0 queries a second with OpenBLAS's threads and 41 with one
+    (1 client: 50 and 46; `python -m bench.bench_search clients`)."""
     if isinstance(table, PartitionedTable):
         _blas().limit(limits=1, user_api="blas")
 
