@@ -232,9 +232,10 @@ class PartitionedTable:
     ) -> PartitionedTable:
         """The table's current version, read in one streamed scan, its vectors partitioned.
 
-        With `scratch` (a folder), the vectors go to memory-mapped files there instead of
-        memory (a table of 10M rows holds 15 GB of caption vectors): unlinked once mapped, so
-        they vanish when the table is dropped."""
+        With `scratch` (a folder), what the table holds goes to memory-mapped files there
+        instead of memory (a table of 10M rows holds 15 GB of caption vectors and 3 GB of rows
+        and posting lists), so the page cache, not the process, keeps it; the files are unlinked
+        once mapped and vanish when the table is dropped."""
         import pyarrow as pa
 
         table = index.table
@@ -252,19 +253,11 @@ class PartitionedTable:
         ]
         count = index.count()
         folder = Path(tempfile.mkdtemp(prefix="partitioned-", dir=scratch)) if scratch else None
-
-        def allocate(name: str, shape: tuple[int, ...]) -> np.ndarray:
-            if folder is None:
-                return np.zeros(shape, np.float32)
-            path = folder / f"{name}.{len(list(folder.iterdir()))}.npy"
-            mapped = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-            path.unlink()  # the mapping keeps the data while it is in use
-            return mapped
-
+        spill = _Spill(folder)
         try:
-            matrices = {c: allocate(c, (count, dims[c])) for c in vector_columns}
+            matrices = {c: spill.empty(c, (count, dims[c])) for c in vector_columns}
             valid = {c: np.zeros(count, bool) for c in vector_columns}
-            batches = []
+            rows_out = spill.rows(pa.schema([index.schema.field(c) for c in plain]))
             at = 0
             reader = table.search().select(plain + vector_columns).limit(None).to_batches(65_536)
             for batch in reader:
@@ -279,27 +272,32 @@ class PartitionedTable:
                     block[ok] = unit_rows(flat.reshape(-1, dims[column]))
                     matrices[column][at : at + n] = block
                     valid[column][at : at + n] = ok
-                batches.append(batch.select(plain))
+                rows_out.append(batch.select(plain))
                 at += n
-            if not batches or at != count:
+            rows = rows_out.close()
+            if at != count:
                 raise RuntimeError(
                     f"{index.uri}: the table changed while it was read; search again"
                 )
-            rows = pa.Table.from_batches(batches).combine_chunks()
-            del batches
             listed = table.list_indices()
             has_fts = any(ix.columns == ["caption"] for ix in listed)
             parts = partitions or partitions_for(count)
             ivfs = {}
             for column in vector_columns:
                 if valid[column].any():
-                    ivfs[column] = Ivf.build(matrices[column], valid[column], parts, seed, allocate)
+                    ivfs[column] = Ivf.build(
+                        matrices[column], valid[column], parts, seed, spill.empty
+                    )
                 del matrices[column]  # the inverted file holds its own copy, in partition order
+            codes, numbers = _filter_arrays(rows)
+            codes = {name: (spill.keep(c), values) for name, (c, values) in codes.items()}
+            fts = None
+            if has_fts:
+                fts = Postings.from_captions(rows.column("caption"))
+                fts.rows, fts.weights = spill.keep(fts.rows), spill.keep(fts.weights)
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
-        codes, numbers = _filter_arrays(rows)
-        fts = Postings.from_captions(rows.column("caption")) if has_fts else None
         return cls(version, rows, ivfs, codes, numbers, has_fts, fts, index.media_uri)
 
     def write(self, folder: Path, meta: dict[str, Any]) -> None:
@@ -375,6 +373,74 @@ class PartitionedTable:
         return cls(
             meta["stamp"]["version"], rows, ivfs, codes, numbers, meta["has_fts"], fts, media_uri
         )
+
+
+class _Spill:
+    """Where a table being built keeps its large arrays: memory, or memory-mapped files in a
+    scratch folder (each unlinked once mapped: the mapping keeps its pages)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.files = 0
+
+    def _path(self, name: str) -> Path:
+        assert self.folder is not None
+        self.files += 1
+        return self.folder / f"{self.files}.{name}"
+
+    def empty(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 array of `shape` (zeros)."""
+        if self.folder is None:
+            return np.zeros(shape, np.float32)
+        path = self._path(f"{name}.npy")
+        mapped = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        path.unlink()
+        return mapped
+
+    def keep(self, array: np.ndarray) -> np.ndarray:
+        """`array`, or a read-only memory map of a copy of it."""
+        if self.folder is None:
+            return array
+        path = self._path("array.npy")
+        np.save(path, array)
+        mapped = np.load(path, mmap_mode="r")
+        path.unlink()
+        return mapped
+
+    def rows(self, schema: Any) -> _Rows:
+        return _Rows(schema, None if self.folder is None else self._path("rows.arrow"))
+
+
+class _Rows:
+    """Record batches gathered into one Arrow table: in memory (combined), or written to an IPC
+    file and memory-mapped back."""
+
+    def __init__(self, schema: Any, path: Path | None) -> None:
+        import pyarrow as pa
+
+        self.schema = schema
+        self.path = path
+        self.batches: list[Any] = []
+        self.sink = pa.OSFile(str(path), "wb") if path is not None else None
+        self.writer = pa.ipc.new_file(self.sink, schema) if self.sink is not None else None
+
+    def append(self, batch: Any) -> None:
+        if self.writer is not None:
+            self.writer.write_batch(batch)
+        else:
+            self.batches.append(batch)
+
+    def close(self) -> Any:
+        import pyarrow as pa
+
+        if self.writer is None:
+            return pa.Table.from_batches(self.batches, schema=self.schema).combine_chunks()
+        self.writer.close()
+        assert self.sink is not None and self.path is not None
+        self.sink.close()
+        rows = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()
+        self.path.unlink()
+        return rows
 
 
 Codes = dict[str, tuple[np.ndarray, list[str]]]

@@ -115,7 +115,9 @@ class _Service(ThreadingHTTPServer):
 
         super().__init__((HOST, 0), _Handler)
         self.settings = settings
-        self.searcher = LibrarySearcher.from_settings(settings, resident=True, snapshots=True)
+        self.searcher = LibrarySearcher.from_settings(
+            settings, resident=True, snapshots=True, builds_large=True
+        )
         self.version = self.searcher.index.version()
         self.checked = time.monotonic()
         self.last_request = time.monotonic()

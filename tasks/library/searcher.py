@@ -136,6 +136,10 @@ class LibrarySearcher:
         # Where each version held in memory is also written as a snapshot (`snapshot`), for
         # cold processes: the search service sets it.
         self.snapshots: Path | None = None
+        # Whether a large table with no snapshot is built here (about half a minute a million
+        # rows): only the long-lived search service does; a one-off search or a render worker
+        # takes the LanceDB path instead.
+        self.builds_large = False
         self._queries: OrderedDict[str, QueryVectors] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -146,10 +150,13 @@ class LibrarySearcher:
         torch_encoders: bool = False,
         resident: bool = False,
         snapshots: bool = False,
+        builds_large: bool = False,
     ) -> LibrarySearcher:
         """The settings' library with the configured encoders (numpy towers unless asked);
         `resident` keeps the table and recent query vectors in memory (long-lived callers);
-        `snapshots` also writes each version it holds to the workspace's search snapshots."""
+        `snapshots` also writes each version it holds to the workspace's search snapshots;
+        `builds_large` builds a table above the row-by-row limit when it has no snapshot (the
+        search service), where others search through LanceDB."""
         from story.tasks.library.index import ClipIndex
 
         index = ClipIndex(
@@ -165,6 +172,7 @@ class LibrarySearcher:
         searcher = cls(index, encoders, resident=resident)
         if resident and snapshots:
             searcher.snapshots = Path(settings.workspace)
+        searcher.builds_large = resident and builds_large
         if resident:
             searcher.resident_table()
         return searcher
@@ -211,7 +219,7 @@ class LibrarySearcher:
                 found = snapshot.read(self.snapshots, self.index.uri, self.index.table_name)
                 if found is not None:
                     self._table = found[1]
-                elif self.snapshots is not None:
+                elif self.builds_large:
                     self._table = snapshot.load(self.index, RESIDENT_COLUMNS)
             else:
                 self._table = snapshot.load(self.index, RESIDENT_COLUMNS)

@@ -20,10 +20,10 @@ to `resident.MAX_ROWS` rows row by row (no vector index: approximate search it w
 reproduce, the full-text index held in memory), and larger ones (up to `partitioned.MAX_ROWS`)
 as a `PartitionedTable`: its own inverted file over the exact vectors, posting lists and an
 Arrow file of the rows, memory-mapped when read, so a cold process maps it instead of loading it
-(it imports pyarrow for the rows, still not LanceDB). Writers: `story index` after it builds the table, the
-search service when it loads a version, and a `story search` that found no current snapshot
-(`search_service.run_search`). Writing goes to a temporary folder renamed into place, so a
-reader sees a whole snapshot or none.
+(it imports pyarrow for the rows, still not LanceDB). Writers: `story index` after it builds
+the table, the search service when it loads a version, and a `story search` that found no
+current snapshot (`search_service.run_search`). Writing goes to a temporary folder renamed into
+place, so a reader sees a whole snapshot or none.
 """
 
 from __future__ import annotations

@@ -74,6 +74,9 @@ def test_search_at_scale_is_judged_by_scene_and_a_kept_table_is_reused(tmp_path:
     assert again["build"]["reused"] is True
     assert again["build"]["write_s"] == report["build"]["write_s"]
     assert again["exact"]["recall_at_10"] == report["exact"]["recall_at_10"]
+    # The kept table's exact reference is read back, not scanned again.
+    assert report["exact"]["reused"] is False and again["exact"]["reused"] is True
+    assert again["default"]["index_recall_at_10"] == report["default"]["index_recall_at_10"]
 
     bigger = evaluate_search(
         SearchEvalConfig(**{**config.__dict__, "rows": 3000, "keep": False}),

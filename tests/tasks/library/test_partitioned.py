@@ -126,12 +126,15 @@ def test_a_snapshot_of_a_large_table_answers_like_the_table_and_goes_stale_on_wr
     monkeypatch.setattr(searcher_module, "MAX_ROWS", 20)
     monkeypatch.setattr(snapshot, "MAX_ROWS", 20)
     encoder = HashEncoder()
-    # A render worker's searcher (no snapshots of its own) does not build the table: with no
-    # snapshot yet it searches through LanceDB.
+    # A render worker's searcher, or a one-off `story search`, does not build the table: with
+    # no snapshot yet it searches through LanceDB. The search service builds it.
     worker = LibrarySearcher(index, QueryEncoders(encoder, encoder), resident=True)
     assert worker.resident_table() is None
     searcher = LibrarySearcher(index, QueryEncoders(encoder, encoder), resident=True)
     searcher.snapshots = tmp_path / "workspace"
+    assert searcher.resident_table() is None  # writes snapshots, but is not the service
+    searcher = LibrarySearcher(index, QueryEncoders(encoder, encoder), resident=True)
+    searcher.snapshots, searcher.builds_large = tmp_path / "workspace", True
     held = searcher.resident_table()
     assert isinstance(held, PartitionedTable)
     written = snapshot.read(searcher.snapshots, index.uri, "clips")
