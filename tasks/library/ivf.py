@@ -30,10 +30,12 @@ def partitions_for(rows: int) -> int:
 
 
 def default_probes(partitions: int) -> int:
+    """Partitions a query reads by default: 1 in PROBE_SHARE, at least MIN_PROBES."""
     return min(partitions, max(MIN_PROBES, math.ceil(partitions / PROBE_SHARE)))
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (a zero row stays zero)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 

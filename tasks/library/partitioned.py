@@ -84,14 +84,13 @@ class PartitionedTable:
         self._probes: dict[tuple[str, bytes, int], tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
 
-    @property
-    def vectors(self) -> dict[str, Ivf]:
-        return self.ivfs
-
     def serves(self, column: str, exact: bool) -> bool:
+        """Whether `vector_rows` answers this column (every vector column; exact search reads
+        every partition)."""
         return column in self.ivfs
 
     def default_probes(self, column: str) -> int:
+        """Partitions a query reads when the caller names no count (`ivf.default_probes`)."""
         return default_probes(self.ivfs[column].partitions)
 
     # --- filters ---------------------------------------------------------------------------
@@ -192,6 +191,8 @@ class PartitionedTable:
     def fts_rows(
         self, query: str, filters: SearchFilters | None, pool: int, columns: Sequence[str]
     ) -> list[dict[str, Any]]:
+        """The `pool` best rows for `query` by BM25 among those the filters keep, with
+        `_score`."""
         assert self.fts is not None
         keep = None
         if filters is not None and filters.where() is not None:
