@@ -340,48 +340,23 @@ def slot_refine(lancedb: str, queries: int, rounds: int, values: tuple[int, ...]
     }
 
 
-def _qps(
-    searcher: Any, cases: list[Any], vectors: list[Any], clients: int, seconds: float
-) -> float:
-    """Queries per second with `clients` threads searching (query vectors given)."""
-    import threading
-
-    done = [0] * clients
-    stop = time.monotonic() + seconds
-
-    def client(slot: int) -> None:
-        i = slot
-        while time.monotonic() < stop:
-            at = i % len(cases)
-            searcher.search(cases[at].query, k=10, vectors=vectors[at])
-            done[slot] += 1
-            i += clients
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return round(sum(done) / (time.perf_counter() - t0), 2)
-
-
 def clients(lancedb: str, queries: int, seconds: float, counts: tuple[int, ...]) -> dict[str, Any]:
     """Queries per second with 1 / 4 / 16 concurrent clients, query vectors given (search
     alone): through LanceDB, then from the table held in memory with OpenBLAS's own threads,
     then with one BLAS thread (what a searcher holding a large table sets,
     `searcher._one_blas_thread`); each client searches the validation queries in turn."""
+    from story.tasks.evaluation.search_eval import throughput
     from story.tasks.library.partitioned import PartitionedTable
     from story.tasks.library.searcher import RESIDENT_COLUMNS
 
     index, searcher, cases, vectors = _validation_searcher(lancedb, queries)
-    through_lancedb = {n: _qps(searcher, cases, vectors, n, seconds) for n in counts}
+    through_lancedb = {n: throughput(searcher, cases, n, seconds, vectors) for n in counts}
     table = PartitionedTable.from_index(index, RESIDENT_COLUMNS, scratch=Path(lancedb).parent)
     searcher.resident = True
     searcher._table, searcher._table_key = table, (id(index), index.version())  # no BLAS limit
-    blas_threads = {n: _qps(searcher, cases, vectors, n, seconds) for n in counts}
+    blas_threads = {n: throughput(searcher, cases, n, seconds, vectors) for n in counts}
     searcher.hold(table)  # one BLAS thread from here on
-    one_thread = {n: _qps(searcher, cases, vectors, n, seconds) for n in counts}
+    one_thread = {n: throughput(searcher, cases, n, seconds, vectors) for n in counts}
     return {
         "table": lancedb,
         "rows": index.count(),

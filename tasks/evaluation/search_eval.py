@@ -191,15 +191,24 @@ def index_recall(found: list[set], exact: list[set]) -> dict[str, Any]:
     return mean_interval([len(f & e) / max(len(e), 1) for f, e in zip(found, exact, strict=True)])
 
 
-def throughput(searcher: Any, cases: list[QueryCase], clients: int, seconds: float) -> float:
-    """Queries per second with `clients` threads each searching (embedding included)."""
+def throughput(
+    searcher: Any,
+    cases: list[QueryCase],
+    clients: int,
+    seconds: float,
+    vectors: list[Any] | None = None,
+) -> float:
+    """Queries per second with `clients` threads each searching (embedding included, unless
+    the queries' `vectors` are given)."""
     done = [0] * clients
     stop = time.monotonic() + seconds
 
     def client(slot: int) -> None:
         i = slot
         while time.monotonic() < stop:
-            searcher.search(cases[i % len(cases)].query, k=10)
+            at = i % len(cases)
+            given = None if vectors is None else vectors[at]
+            searcher.search(cases[at].query, k=10, vectors=given)
             done[slot] += 1
             i += clients
 
@@ -222,17 +231,16 @@ def _rss_gib() -> float:
 
 
 def _in_memory(
-    index: ClipIndex, scratch: Path, log: Callable[[str], None]
+    index: ClipIndex, encoders: Any, scratch: Path, log: Callable[[str], None]
 ) -> tuple[Any, dict[str, Any]]:
     """A searcher answering from the table held in memory, and what holding it cost."""
-    from story.models.numpy_text import NumpyMiniLM
     from story.tasks.library.partitioned import PartitionedTable
-    from story.tasks.library.searcher import RESIDENT_COLUMNS, LibrarySearcher, QueryEncoders
+    from story.tasks.library.searcher import RESIDENT_COLUMNS, LibrarySearcher
 
     before = _rss_gib()
     t0 = time.perf_counter()
     table = PartitionedTable.from_index(index, RESIDENT_COLUMNS, scratch=scratch)
-    searcher = LibrarySearcher(index, QueryEncoders(NumpyMiniLM(), None), resident=True)
+    searcher = LibrarySearcher(index, encoders, resident=True)
     searcher.hold(table)
     ivf = table.ivfs["text_vector"]
     memory = {
@@ -281,7 +289,7 @@ def evaluate_search(
     log(f"exact: recall {np.mean(exact):.3f}, p50 {statistics.median(exact_ms):.0f} ms")
     searcher, memory = reference, None
     if config.in_memory:
-        searcher, memory = _in_memory(index, config.data_dir, log)
+        searcher, memory = _in_memory(index, reference.encoders, config.data_dir, log)
     sweep = {}
     for nprobes, refine in config.settings:
         recall, ms = run_queries(
