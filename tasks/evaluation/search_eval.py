@@ -241,6 +241,7 @@ def _in_memory(
     t0 = time.perf_counter()
     table = PartitionedTable.from_index(index, RESIDENT_COLUMNS, scratch=scratch)
     searcher = LibrarySearcher(index, encoders, resident=True)
+    searcher.builds_large = True  # the search service's path, threads and all
     searcher.hold(table)
     ivf = table.ivfs["text_vector"]
     memory = {

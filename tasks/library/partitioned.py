@@ -40,7 +40,13 @@ import numpy as np
 
 from story.tasks.library.columns import TEXT_VECTOR, VISUAL_VECTOR
 from story.tasks.library.filters import SearchFilters
-from story.tasks.library.ivf import Ivf, default_probes, partitions_for, unit_rows
+from story.tasks.library.ivf import (
+    Ivf,
+    default_probes,
+    half_precision,
+    partitions_for,
+    unit_rows,
+)
 from story.tasks.library.postings import Postings, as_array
 from story.tasks.library.resident import FILTER_COLUMNS, Term
 
@@ -48,7 +54,20 @@ if TYPE_CHECKING:
     from story.tasks.library.index import ClipIndex
 
 NUMBER_COLUMNS = ("duration", "aspect")
-FORMAT = 1
+FTS_ARRAYS = (
+    "indptr",
+    "rows",
+    "weights",
+    "max_weight",
+    "dense",
+    "levels",
+    "bitmaps",
+    "norm",
+    "groups",
+    "group_weight",
+)
+FILE_BATCH_ROWS = 1 << 20
+FORMAT = 2  # 2: the full-text index's largest weights and dense-term bitmaps
 MAX_ROWS = 20_000_000
 """Largest table held in memory (about 1.9 GB a million rows with a 384-d caption vector and a
 512-d video-text vector); above it search goes to LanceDB."""
@@ -69,9 +88,12 @@ class PartitionedTable:
         has_fts: bool,
         fts: Postings | None,
         media_uri: Callable[[str], str],
+        ordered: dict[str, dict[str, np.ndarray]] | None = None,
     ) -> None:
         """`rows`: an Arrow table of the hit and ranking columns (no vectors), in table order;
-        `codes`: per filter column, each row's index into its values (-1: null)."""
+        `codes`: per filter column, each row's index into its values (-1: null); `ordered`:
+        per inverted file, every filter array (`codes.<column>`, `number.<column>`) in the
+        order of its vectors (default: gathered here)."""
         self.version = version
         self.table = rows
         self.count = rows.num_rows
@@ -81,7 +103,12 @@ class PartitionedTable:
         self.has_fts = has_fts
         self.fts = fts
         self.media_uri = media_uri
+        if ordered is None:
+            ordered = {name: self.in_order(ivf.positions) for name, ivf in ivfs.items()}
+        self.ordered = ordered
         self._probes: dict[tuple[str, bytes, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._batches: list[Any] | None = None
+        self._starts = np.zeros(1, np.int64)
         self._lock = threading.Lock()
 
     def serves(self, column: str, exact: bool) -> bool:
@@ -95,23 +122,41 @@ class PartitionedTable:
 
     # --- filters ---------------------------------------------------------------------------
 
-    def _equal(self, column: str, values: Sequence[str], positions: np.ndarray) -> np.ndarray:
+    def _array(self, name: str, order: str | None) -> np.ndarray:
+        """A filter array (`codes.<column>` or `number.<column>`) in table order, or in the
+        order of the inverted file `order`'s vectors (indexed by slot)."""
+        if order is not None:
+            return self.ordered[order][name]
+        kind, column = name.split(".", 1)
+        return self.codes[column][0] if kind == "codes" else self.numbers[column]
+
+    def _equal(
+        self, column: str, values: Sequence[str], positions: np.ndarray, order: str | None
+    ) -> np.ndarray:
         found = self.codes.get(column)
         if found is None:
             return np.zeros(len(positions), bool)
-        codes, vocabulary = found
+        vocabulary = found[1]
         table = np.zeros(len(vocabulary) + 1, bool)  # the last entry: null (code -1)
         table[[vocabulary.index(v) for v in values if v in vocabulary]] = True
-        return table[codes[positions]]
+        return table[self._array(f"codes.{column}", order)[positions]]
 
-    def _null(self, column: str, positions: np.ndarray) -> np.ndarray:
-        found = self.codes.get(column)
-        return np.ones(len(positions), bool) if found is None else found[0][positions] < 0
+    def _null(self, column: str, positions: np.ndarray, order: str | None) -> np.ndarray:
+        if column not in self.codes:
+            return np.ones(len(positions), bool)
+        return self._array(f"codes.{column}", order)[positions] < 0
 
     def keep(
-        self, positions: np.ndarray, filters: SearchFilters | None, terms: Sequence[Term] = ()
+        self,
+        positions: np.ndarray,
+        filters: SearchFilters | None,
+        terms: Sequence[Term] = (),
+        order: str | None = None,
     ) -> np.ndarray:
-        """Which of `positions` the filters and terms keep (SQL: a null never passes)."""
+        """Which of `positions` the filters and terms keep (SQL: a null never passes). With
+        `order` (an inverted file's column), `positions` are slots into its vectors, and the
+        filter arrays are read in its order: a probe's rows are then contiguous in them
+        (random reads into 40 MB a column cost ~20 ms a query at 10M rows)."""
         keep = np.ones(len(positions), bool)
         filters = filters or SearchFilters()
         with np.errstate(invalid="ignore"):
@@ -121,19 +166,29 @@ class PartitionedTable:
             ):
                 if low is None and high is None:
                     continue
-                values = self.numbers[column][positions]
+                values = self._array(f"number.{column}", order)[positions]
                 if low is not None:
                     keep &= values >= float(low)
                 if high is not None:
                     keep &= values <= float(high)
         if filters.source is not None:
-            keep &= self._equal("source", [filters.source], positions)
+            keep &= self._equal("source", [filters.source], positions, order)
         for column, values, fallback in terms:
-            match = self._equal(column, values, positions)
+            match = self._equal(column, values, positions, order)
             if fallback is not None:
-                match |= self._null(column, positions) & self._equal(fallback, values, positions)
+                match |= self._null(column, positions, order) & self._equal(
+                    fallback, values, positions, order
+                )
             keep &= match
         return keep
+
+    def in_order(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """Every filter array taken at `positions` (an inverted file's vector order)."""
+        arrays = {f"codes.{name}": codes[positions] for name, (codes, _) in self.codes.items()}
+        arrays.update(
+            {f"number.{name}": values[positions] for name, values in self.numbers.items()}
+        )
+        return arrays
 
     # --- lists -----------------------------------------------------------------------------
 
@@ -175,11 +230,14 @@ class PartitionedTable:
             slots, sims = self._probe(column, query, probes)
             positions = ivf.positions[slots]
             if restricted:
-                kept = self.keep(positions, filters, terms)
-                positions, sims = positions[kept], sims[kept]
+                kept = self.keep(slots, filters, terms, order=column)
+                slots, positions, sims = slots[kept], positions[kept], sims[kept]
             if len(positions) >= pool or probes >= ivf.partitions:
                 break
             probes = min(ivf.partitions, probes * 2)
+        which, sims = ivf.refine(slots, sims, query, pool)
+        if which is not None:
+            positions = positions[which]
         distance = (1.0 - sims).astype(np.float32)
         if len(distance) > pool:
             cut = np.partition(distance, pool - 1)[pool - 1]
@@ -208,16 +266,37 @@ class PartitionedTable:
         """The rows at `positions` restricted to `columns` (vectors from the inverted files),
         each with its entry of every `extra` list."""
         plain = [c for c in columns if c in self.table.column_names]
-        taken = self.table.select(plain).take(positions).to_pylist() if len(positions) else []
+        taken = self._take(np.asarray(positions, np.int64), plain)
         for i, (row, position) in enumerate(zip(taken, positions, strict=True)):
             if "uri" in row:
                 row["uri"] = self.media_uri(row["uri"])
             for name, ivf in self.ivfs.items():
                 if name in columns:
                     at = ivf.slot[position]
-                    row[name] = ivf.vectors[at] if at >= 0 else None
+                    row[name] = ivf.vector(at) if at >= 0 else None
             for key, values in extra.items():
                 row[key] = values[i]
+        return taken
+
+    def _take(self, positions: np.ndarray, columns: list[str]) -> list[dict[str, Any]]:
+        """The rows at `positions` as dicts, taken record batch by record batch. A table read
+        from a file has one batch per 65,536 rows, and Arrow's take on a chunked table cost
+        about a second a query at 10M rows (it joins the chunks first)."""
+        if not len(positions):
+            return []
+        with self._lock:
+            if self._batches is None:
+                self._batches = self.table.select(list(self.table.column_names)).to_batches()
+                sizes = [batch.num_rows for batch in self._batches]
+                self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        batches, starts = self._batches, self._starts
+        which = np.searchsorted(starts, positions, side="right") - 1
+        taken: list[dict[str, Any]] = [{} for _ in positions]
+        for batch in np.unique(which):
+            at = np.flatnonzero(which == batch)
+            picked = batches[batch].select(columns).take(positions[at] - starts[batch])
+            for i, row in zip(at, picked.to_pylist(), strict=True):
+                taken[i] = row
         return taken
 
     # --- building, writing, reading ---------------------------------------------------------
@@ -230,13 +309,16 @@ class PartitionedTable:
         partitions: int | None = None,
         seed: int = 0,
         scratch: Path | None = None,
+        half: bool | None = None,
     ) -> PartitionedTable:
         """The table's current version, read in one streamed scan, its vectors partitioned.
 
         With `scratch` (a folder), what the table holds goes to memory-mapped files there
         instead of memory (a table of 10M rows holds 15 GB of caption vectors and 3 GB of rows
         and posting lists), so the page cache, not the process, keeps it; the files are unlinked
-        once mapped and vanish when the table is dropped."""
+        once mapped and vanish when the table is dropped. `half`: hold the vectors in half
+        precision (default: when in float32 they would take more than a quarter of this
+        machine's memory, `ivf.half_precision`)."""
         import pyarrow as pa
 
         table = index.table
@@ -253,10 +335,13 @@ class PartitionedTable:
             if c in index.schema.names and c not in vector_columns
         ]
         count = index.count()
+        if half is None:
+            half = half_precision(count, sum(dims.values()))
+        dtype = np.float16 if half else np.float32
         folder = Path(tempfile.mkdtemp(prefix="partitioned-", dir=scratch)) if scratch else None
         spill = _Spill(folder)
         try:
-            matrices = {c: spill.empty(c, (count, dims[c])) for c in vector_columns}
+            matrices = {c: spill.empty(c, (count, dims[c]), dtype) for c in vector_columns}
             valid = {c: np.zeros(count, bool) for c in vector_columns}
             rows_out = spill.rows(pa.schema([index.schema.field(c) for c in plain]))
             at = 0
@@ -287,7 +372,7 @@ class PartitionedTable:
             for column in vector_columns:
                 if valid[column].any():
                     ivfs[column] = Ivf.build(
-                        matrices[column], valid[column], parts, seed, spill.empty
+                        matrices[column], valid[column], parts, seed, spill.empty, dtype
                     )
                 del matrices[column]  # the inverted file holds its own copy, in partition order
             codes, numbers = _filter_arrays(rows)
@@ -296,10 +381,15 @@ class PartitionedTable:
             if has_fts:
                 fts = Postings.from_captions(rows.column("caption"))
                 fts.rows, fts.weights = spill.keep(fts.rows), spill.keep(fts.weights)
+                fts.bitmaps, fts.norm = spill.keep(fts.bitmaps), spill.keep(fts.norm)
+            held = cls(version, rows, ivfs, codes, numbers, has_fts, fts, index.media_uri)
+            for arrays in held.ordered.values():
+                for name in arrays:
+                    arrays[name] = spill.keep(arrays[name])
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
-        return cls(version, rows, ivfs, codes, numbers, has_fts, fts, index.media_uri)
+        return held
 
     def write(self, folder: Path, meta: dict[str, Any]) -> None:
         """Every array as .npy, the rows as an Arrow IPC file, and meta.json (with `meta`) last."""
@@ -319,9 +409,12 @@ class PartitionedTable:
             vocabularies[name] = vocabulary
         for name, values in self.numbers.items():
             np.save(folder / f"number.{name}.npy", values)
+        for order, arrays in self.ordered.items():
+            for name, values in arrays.items():
+                np.save(folder / f"{order}.ordered.{name}.npy", values)
         fts = None
         if self.fts is not None:
-            for part in ("indptr", "rows", "weights"):
+            for part in FTS_ARRAYS:
                 np.save(folder / f"fts.{part}.npy", getattr(self.fts, part))
             (folder / "fts.vocabulary.json").write_text(json.dumps(self.fts.vocabulary))
             fts = {"count": self.fts.count, "documents": self.fts.documents}
@@ -347,7 +440,13 @@ class PartitionedTable:
             raise ValueError(f"{folder}: not a partitioned snapshot of format {FORMAT}")
 
         def array(name: str) -> np.ndarray:
-            return np.load(folder / f"{name}.npy", mmap_mode="r")
+            # Copy-on-write for the vectors: torch maps a writable array without a warning;
+            # nothing writes to it, so no page is ever copied.
+            # The others as plain arrays over the map: np.memmap's indexing costs ~10 us a call
+            # in Python, and a query at 10M rows indexes them hundreds of times.
+            if name.endswith(".vectors"):
+                return np.load(folder / f"{name}.npy", mmap_mode="c")
+            return np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r"))
 
         rows = pa.ipc.open_file(pa.memory_map(str(folder / "rows.arrow"))).read_all()
         ivfs = {
@@ -363,16 +462,30 @@ class PartitionedTable:
         numbers = {name: array(f"number.{name}") for name in meta["numbers"]}
         fts = None
         if meta["fts"] is not None:
+            lists = {part: array(f"fts.{part}") for part in FTS_ARRAYS}
             fts = Postings(
                 json.loads((folder / "fts.vocabulary.json").read_text()),
-                array("fts.indptr"),
-                array("fts.rows"),
-                array("fts.weights"),
-                meta["fts"]["count"],
-                meta["fts"]["documents"],
+                count=meta["fts"]["count"],
+                documents=meta["fts"]["documents"],
+                **lists,
             )
+        ordered = {
+            order: {
+                **{f"codes.{name}": array(f"{order}.ordered.codes.{name}") for name in codes},
+                **{f"number.{name}": array(f"{order}.ordered.number.{name}") for name in numbers},
+            }
+            for order in ivfs
+        }
         return cls(
-            meta["stamp"]["version"], rows, ivfs, codes, numbers, meta["has_fts"], fts, media_uri
+            meta["stamp"]["version"],
+            rows,
+            ivfs,
+            codes,
+            numbers,
+            meta["has_fts"],
+            fts,
+            media_uri,
+            ordered,
         )
 
 
@@ -389,12 +502,12 @@ class _Spill:
         self.files += 1
         return self.folder / f"{self.files}.{name}"
 
-    def empty(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 array of `shape` (zeros)."""
+    def empty(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """An array of `shape` (zeros)."""
         if self.folder is None:
-            return np.zeros(shape, np.float32)
+            return np.zeros(shape, dtype)
         path = self._path(f"{name}.npy")
-        mapped = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        mapped = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
         path.unlink()
         return mapped
 
@@ -404,7 +517,7 @@ class _Spill:
             return array
         path = self._path("array.npy")
         np.save(path, array)
-        mapped = np.load(path, mmap_mode="r")
+        mapped = np.asarray(np.load(path, mmap_mode="r"))  # plain: see `read`
         path.unlink()
         return mapped
 
@@ -426,16 +539,26 @@ class _Rows:
         self.writer = pa.ipc.new_file(self.sink, schema) if self.sink is not None else None
 
     def append(self, batch: Any) -> None:
-        if self.writer is not None:
-            self.writer.write_batch(batch)
-        else:
-            self.batches.append(batch)
+        self.batches.append(batch)
+        if self.writer is not None and sum(b.num_rows for b in self.batches) >= FILE_BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """The gathered batches as one record batch of the file (a take reads one batch at a
+        time: 65,536-row batches made ~150 takes a list at 10M rows)."""
+        import pyarrow as pa
+
+        if self.batches and self.writer is not None:
+            joined = pa.Table.from_batches(self.batches, schema=self.schema).combine_chunks()
+            self.writer.write_table(joined)
+            self.batches = []
 
     def close(self) -> Any:
         import pyarrow as pa
 
         if self.writer is None:
             return pa.Table.from_batches(self.batches, schema=self.schema).combine_chunks()
+        self._flush()
         self.writer.close()
         assert self.sink is not None and self.path is not None
         self.sink.close()

@@ -56,15 +56,24 @@ def _blas() -> Any:
     return ThreadpoolController()
 
 
-def _one_blas_thread(table: InMemory | None) -> None:
+def _one_blas_thread(table: InMemory | None, service: bool = False) -> None:
     """A process searching a large table in memory runs BLAS on one thread from then on.
 
     Its products are one query vector against a partition or the centroids; OpenBLAS's own
     threads gain nothing there and collapse when several searches call it at once: at 1M rows,
     16 concurrent clients answered 3.0 queries a second with OpenBLAS's threads and 41 with one
-    (1 client: 50 and 46; `python -m bench.bench_search clients`)."""
+    (1 client: 50 and 46; `python -m bench.bench_search clients`).
+
+    The search service holding a table in half precision also runs torch on one thread (its
+    half-precision products; `ivf.dot`): torch's second thread spun against the full-text
+    thread, 95 against 69 ms p50 a hybrid query at 10M rows on two cores. Only the service:
+    torch's thread count is the whole process's, and a render worker renders with torch."""
     if isinstance(table, PartitionedTable):
         _blas().limit(limits=1, user_api="blas")
+        if service and any(ivf.half for ivf in table.ivfs.values()):
+            import torch
+
+            torch.set_num_threads(1)
 
 
 @dataclass
@@ -195,7 +204,7 @@ class LibrarySearcher:
         """Answer from `table` (the index's current version, held in memory) from now on."""
         self.resident = True
         self._table, self._table_key = table, (id(self.index), self.index.version())
-        _one_blas_thread(table)
+        _one_blas_thread(table, self.builds_large)
 
     def refresh(self, index: ClipIndex) -> None:
         """Search `index` from now on (a newer version of the table)."""
@@ -224,7 +233,7 @@ class LibrarySearcher:
             else:
                 self._table = snapshot.load(self.index, RESIDENT_COLUMNS)
             self._table_key = key
-            _one_blas_thread(self._table)
+            _one_blas_thread(self._table, self.builds_large)
             if self.snapshots is not None and self._table is not None:
                 with contextlib.suppress(OSError):  # a cold search then reads LanceDB instead
                     snapshot.write(self.snapshots, self.index, self._table)
