@@ -44,6 +44,7 @@ import numpy as np
 from story.tasks.library.bm25 import Bm25
 from story.tasks.library.columns import RANKING_COLUMNS
 from story.tasks.library.media_paths import media_uri
+from story.tasks.library.partitioned import FORMAT as PARTITIONED_FORMAT
 from story.tasks.library.partitioned import MAX_ROWS as PARTITIONED_MAX_ROWS
 from story.tasks.library.partitioned import PartitionedTable
 from story.tasks.library.resident import MAX_ROWS, ResidentTable
@@ -250,7 +251,11 @@ def _meta(folder: Path) -> dict[str, Any] | None:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return meta if meta.get("format") == FORMAT else None
+    if meta.get("format") != FORMAT:
+        return None
+    if meta.get("kind") == "partitioned" and meta.get("partitioned_format") != PARTITIONED_FORMAT:
+        return None  # an older layout of a large table: stale, so it is written again
+    return meta
 
 
 def read(

@@ -299,5 +299,13 @@ def test_a_snapshot_of_a_large_table_answers_like_the_table_and_goes_stale_on_wr
         fresh = LibrarySearcher(index, QueryEncoders(encoder, encoder), resident=True)
         assert isinstance(fresh.resident_table().ivfs["text_vector"].vectors, np.memmap)  # type: ignore[union-attr]
         assert [h.to_dict() for h in fresh.search(query, k=8)] == expected
+    # A snapshot in an older layout of the large table is stale and is written again.
+    folder = snapshot.write(searcher.snapshots, index, held)
+    assert folder is not None
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "partitioned_format": 1}))
+    assert snapshot.read(searcher.snapshots, index.uri, "clips") is None
+    assert snapshot.write(searcher.snapshots, index, held) == folder
+    assert snapshot.read(searcher.snapshots, index.uri, "clips") is not None
     index.add(rows[60:])
     assert snapshot.read(searcher.snapshots, index.uri, "clips") is None
