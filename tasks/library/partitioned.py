@@ -11,13 +11,16 @@ service) or from its memory-mapped snapshot (a cold `story search`):
 
 * **vector lists**: an inverted file over exact vectors (`ivf.Ivf`: sqrt(rows) partitions by
   spherical k-means; a query reads the `nprobes` partitions nearest it, no product
-  quantisation, so no refine step). The filters (duration / aspect / source, and the slot
-  lists' terms) are evaluated on the probed rows only, from integer codes; when a selective
+  quantisation; a table too large for memory in float32 holds them in half precision, its
+  lists' cut rescored in float32). The filters (duration / aspect / source, and the slot
+  lists' terms) are evaluated on the probed rows only, from integer codes kept in each
+  inverted file's order (a probe's rows contiguous); when a selective
   filter leaves fewer than `pool` rows, the probe widens (doubling) until it has them or has
   read every partition. The lists of one query that share a vector (the caption list and both
   slot lists search the caption vector) share one probe.
 * **full text**: BM25 exactly as `bm25.Bm25` scores it (LanceDB's scores), from flat posting
-  lists with each posting's term weight precomputed (`postings.Postings`).
+  lists with each posting's term weight precomputed, or from the common tokens' bitmaps where
+  their bounds leave few rows to score (`postings.Postings`).
 * **rows**: the hit and ranking columns in one Arrow table; a query's candidates are taken by
   position.
 
@@ -67,7 +70,7 @@ FTS_ARRAYS = (
     "group_weight",
 )
 FILE_BATCH_ROWS = 1 << 20
-FORMAT = 2  # 2: the full-text index's largest weights and dense-term bitmaps
+FORMAT = 2  # 2: full-text bounds and bitmaps, filter codes in probe order
 MAX_ROWS = 20_000_000
 """Largest table held in memory (about 1.9 GB a million rows with a 384-d caption vector and a
 512-d video-text vector); above it search goes to LanceDB."""
@@ -280,8 +283,9 @@ class PartitionedTable:
 
     def _take(self, positions: np.ndarray, columns: list[str]) -> list[dict[str, Any]]:
         """The rows at `positions` as dicts, taken record batch by record batch. A table read
-        from a file has one batch per 65,536 rows, and Arrow's take on a chunked table cost
-        about a second a query at 10M rows (it joins the chunks first)."""
+        from a file comes in batches (FILE_BATCH_ROWS each; 65,536 in older files), and Arrow's
+        take on a chunked table cost about a second a query at 10M rows (it joins the chunks
+        first)."""
         if not len(positions):
             return []
         with self._lock:
