@@ -164,10 +164,10 @@ class Ivf:
     ) -> tuple[np.ndarray | None, np.ndarray]:
         """(which, sims): in half precision, which of `slots` can be among the `keep` best and
         their sims scored again in float32; in float32, (None: all of them, `sims`)."""
-        if not self.half or len(sims) <= keep:
-            if self.half and len(sims):
-                return None, np.asarray(self.vectors[slots], np.float32) @ query
+        if not self.half:
             return None, sims
+        if len(sims) <= keep:
+            return None, np.asarray(self.vectors[slots], np.float32) @ query
         near = np.flatnonzero(sims >= np.partition(sims, -keep)[-keep] - HALF_MARGIN)
         return near, np.asarray(self.vectors[slots[near]], np.float32) @ query
 

@@ -290,7 +290,7 @@ class PartitionedTable:
             return []
         with self._lock:
             if self._batches is None:
-                self._batches = self.table.select(list(self.table.column_names)).to_batches()
+                self._batches = self.table.to_batches()
                 sizes = [batch.num_rows for batch in self._batches]
                 self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         batches, starts = self._batches, self._starts

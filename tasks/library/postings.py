@@ -116,7 +116,7 @@ class Postings:
         rows = row_of[order]
         counts = counts[order]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=len(vocabulary)))])
-        weights = counts * (K1 + 1.0) / (counts + norm[rows])
+        weights = term_weight(counts, norm[rows])
         rows = rows.astype(np.int32)
         dense = dense_lists(indptr, rows, weights, counts, len(caption_of))
         groups = length_groups(norm, lengths > 0)
@@ -301,8 +301,7 @@ class Postings:
                 for level in range(first + 1, end_level):
                     more = (self.bitmaps[level][word[held]] >> bit[held]) & one
                     counts += more.astype(np.float64)
-                weight = counts * (K1 + 1.0) / (counts + norm[held])
-                scores[held] = scores[held] + weight * idf
+                scores[held] = scores[held] + term_weight(counts, norm[held]) * idf
                 continue
             listed = self.rows[start:end]
             found = np.minimum(np.searchsorted(listed, needles), len(listed) - 1)
@@ -376,6 +375,20 @@ def _set_rows(bitmap: np.ndarray, count: int) -> np.ndarray:
     return rows[rows < count]
 
 
+def term_weight(counts: Any, norm: np.ndarray) -> np.ndarray:
+    """A term's BM25 weight in rows of `norm` (k1 (1 - b + b len / avg_len)) where it occurs
+    `counts` times: one expression for the stored weights and for those `_exact` and
+    `length_groups` compute again, so both give the same bits."""
+    return counts * (K1 + 1.0) / (counts + norm)
+
+
+def _bitmap(rows: np.ndarray, words: int) -> np.ndarray:
+    """`rows` as a bitmap of `words` 64-bit words (row r: bit r % 64 of word r // 64)."""
+    mask = np.zeros(words * 64, bool)
+    mask[rows] = True
+    return np.packbits(mask, bitorder="little").view(np.uint64)
+
+
 def length_groups(norm: np.ndarray, captioned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The captioned rows in GROUPS bitmaps by w1 = (k1 + 1) / (1 + norm), in geometric ranges
     from the smallest w1 to the largest, and each group's largest w1 (the bound `_pruned`
@@ -383,7 +396,7 @@ def length_groups(norm: np.ndarray, captioned: np.ndarray) -> tuple[np.ndarray, 
     words = -(-len(norm) // 64)
     if not captioned.any():
         return np.zeros((0, words), np.uint64), np.zeros(0, np.float64)
-    weight = 1.0 * (K1 + 1.0) / (1.0 + norm)
+    weight = term_weight(1.0, norm)
     low, high = float(weight[captioned].min()), float(weight[captioned].max())
     edges = low * (high / low) ** (np.arange(1, GROUPS) / GROUPS)
     group = np.searchsorted(edges, weight, side="right")
@@ -391,9 +404,7 @@ def length_groups(norm: np.ndarray, captioned: np.ndarray) -> tuple[np.ndarray, 
     for g in range(GROUPS):
         mask = captioned & (group == g)
         if mask.any():
-            padded = np.zeros(words * 64, bool)
-            padded[: len(mask)] = mask
-            bitmaps.append(np.packbits(padded, bitorder="little").view(np.uint64))
+            bitmaps.append(_bitmap(np.flatnonzero(mask), words))
             bounds.append(float(weight[mask].max()))
     return np.stack(bitmaps), np.asarray(bounds, np.float64)
 
@@ -418,9 +429,7 @@ def dense_lists(
         start, end = indptr[token], indptr[token + 1]
         listed, times = rows[start:end], counts[start:end]
         for level in range(1, int(times.max()) + 1):
-            mask = np.zeros(words * 64, bool)
-            mask[listed[times >= level]] = True
-            bitmaps.append(np.packbits(mask, bitorder="little").view(np.uint64))
+            bitmaps.append(_bitmap(listed[times >= level], words))
         levels.append(len(bitmaps))
     stacked = np.stack(bitmaps) if bitmaps else np.zeros((0, words), np.uint64)
     return max_weight, dense, np.asarray(levels, np.int64), stacked
