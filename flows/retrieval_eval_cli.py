@@ -124,10 +124,17 @@ def eval_search_command(
 
     def work() -> dict[str, Any]:
         from story.tasks.evaluation.report import Table, write_report
-        from story.tasks.evaluation.search_eval import SearchEvalConfig, evaluate_search
+        from story.tasks.evaluation.search_eval import (
+            SearchEvalConfig,
+            check_data_dir,
+            evaluate_search,
+        )
+        from story.tasks.library.partitioned import FORMAT
 
         chosen = _checked_split(split)
-        model_id = f"search-{rows}" + ("-memory" if in_memory else "")
+        check_data_dir(data_dir)  # before a sealed run is recorded
+        # The in-memory search is a model of its own per layout (format 3: the vector screen).
+        model_id = f"search-{rows}" + (f"-memory-format{FORMAT}" if in_memory else "")
         folder = _out_folder(out, settings.workspace, "search", chosen, model_id)
         _seal(
             "search",

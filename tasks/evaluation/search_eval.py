@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from story.tasks.errors import StoryError
 from story.tasks.evaluation.intervals import mean_interval, paired_difference
 from story.tasks.evaluation.retrieval_queries import QueryCase, grammar_queries
 from story.tasks.evaluation.search_corpus import Corpus, build_corpus, record_batches
@@ -70,6 +71,46 @@ def _embedder() -> Callable[[list[str]], np.ndarray]:
 
 TABLE_RECORD = "table.json"
 """What a kept table was built from, and its build figures, beside it in --data-dir."""
+OWN_ENTRIES = ("clips.lance", TABLE_RECORD, "exact_*.json", "partitioned-*")
+"""What this evaluation writes in --data-dir: the table, its record, exact references and the
+in-memory build's scratch folders. Only these are ever removed from it."""
+
+
+class SearchEvalError(StoryError, ValueError):
+    """The evaluation cannot run as asked."""
+
+
+def _own(folder: Path) -> list[Path]:
+    return sorted({path for pattern in OWN_ENTRIES for path in folder.glob(pattern)})
+
+
+def check_data_dir(folder: Path) -> None:
+    """Refuse a --data-dir that holds anything this evaluation did not write: rebuilding the
+    table or the run's end (without --keep) removes what it wrote there, and nothing else may
+    be at risk."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise SearchEvalError(f"--data-dir {folder}: not a folder")
+    foreign = sorted(set(folder.iterdir()) - set(_own(folder)))
+    if foreign:
+        names = ", ".join(path.name for path in foreign[:5])
+        raise SearchEvalError(
+            f"--data-dir {folder} holds {len(foreign)} entries this evaluation did not write "
+            f"({names}{', ...' if len(foreign) > 5 else ''}); give it a new or empty folder "
+            "(it writes a 16 GB table there at 10M rows)"
+        )
+
+
+def remove_own(folder: Path) -> None:
+    """What this evaluation wrote in `folder`, and the folder once that leaves it empty."""
+    for path in _own(folder):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def write_table(corpus: Corpus, rows: int, folder: Path) -> tuple[ClipIndex, dict[str, Any]]:
@@ -94,7 +135,8 @@ def write_table(corpus: Corpus, rows: int, folder: Path) -> tuple[ClipIndex, dic
             index = ClipIndex(str(folder), "clips", text_dim=corpus.vectors.shape[1])
             if index.count() == rows:
                 return index, {**kept["build"], "reused": True}
-    shutil.rmtree(folder, ignore_errors=True)
+    check_data_dir(folder)
+    remove_own(folder)
     schema = clip_schema(corpus.vectors.shape[1])
     t0 = time.perf_counter()
     db = lancedb.connect(str(folder))
@@ -262,6 +304,7 @@ def evaluate_search(
     from story.tasks.library.searcher import LibrarySearcher, QueryEncoders
 
     t_start = time.perf_counter()
+    check_data_dir(config.data_dir)
     corpus = build_corpus(config.distinct, cache, _embedder(), log=log)
     log(f"corpus ready ({corpus.seconds}); writing {config.rows} rows")
     index, build = write_table(corpus, config.rows, config.data_dir)
@@ -360,5 +403,5 @@ def evaluate_search(
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     if not config.keep:
-        shutil.rmtree(config.data_dir, ignore_errors=True)
+        remove_own(config.data_dir)
     return report

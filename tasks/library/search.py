@@ -171,6 +171,12 @@ def _arrow_rows(table: Any, index: ClipIndex) -> list[dict[str, Any]]:
     return rest
 
 
+def _light(plan: _Plan) -> dict[str, bool]:
+    """A large in-memory table's lists return light rows (`_position`): `_filled` reads the
+    union of a query's lists once (about a third of their rows are in more than one list)."""
+    return {"light": True} if isinstance(plan.resident, PartitionedTable) else {}
+
+
 def _vector_rows(
     plan: _Plan, column: str, vector: np.ndarray, terms: list[Term] | None = None
 ) -> list[dict[str, Any]]:
@@ -184,6 +190,7 @@ def _vector_rows(
             plan.columns,
             nprobes=plan.asked_nprobes,
             exact=plan.exact,
+            **_light(plan),
         )
     builder = (
         plan.index.table.search(vector, vector_column_name=column)
@@ -209,7 +216,15 @@ def _vector_rows(
 def _filled(lists: dict[str, list[dict[str, Any]]], plan: _Plan) -> dict[str, list[dict[str, Any]]]:
     """Every list's rows with the plan's columns. LanceDB's lists return light rows (clip id,
     score, row id): reading 18 columns costs each list about as much as its index search, so
-    the union of the lists' rows is read once, by row id, instead of once per list."""
+    the union of the lists' rows is read once, by row id, instead of once per list; a large
+    in-memory table's lists return light rows too (`_position`), read once the same way."""
+    every = [row for rows in lists.values() for row in rows]
+    positions = sorted({row["_position"] for row in every if "_position" in row})
+    if positions:
+        assert isinstance(plan.resident, PartitionedTable)
+        read = plan.resident.rows(np.asarray(positions, np.int64), plan.columns)
+        held = dict(zip(positions, read, strict=True))
+        lists = {n: [_merged(held, row, "_position") for row in rows] for n, rows in lists.items()}
     wanted = sorted({row["_rowid"] for rows in lists.values() for row in rows if "_rowid" in row})
     if not wanted:
         return lists
@@ -222,18 +237,16 @@ def _filled(lists: dict[str, list[dict[str, Any]]], plan: _Plan) -> dict[str, li
             f"{plan.index.uri}: {len(missing)} rows found by the index are gone from table "
             f"{plan.index.table_name!r} (changed during the search?): search again"
         )
-    return {
-        name: [
-            {
-                **full[row["_rowid"]],
-                **{k: v for k, v in row.items() if k.startswith("_") and k != "_rowid"},
-            }
-            if "_rowid" in row
-            else row
-            for row in rows
-        ]
-        for name, rows in lists.items()
-    }
+    return {name: [_merged(full, row, "_rowid") for row in rows] for name, rows in lists.items()}
+
+
+def _merged(full: dict[Any, dict[str, Any]], row: dict[str, Any], key: str) -> dict[str, Any]:
+    """A light row (`key` names its row in `full`) as the full row plus its list's own fields
+    (`_distance`, `_score`); any other row as it is."""
+    if key not in row:
+        return row
+    own = {k: v for k, v in row.items() if k.startswith("_") and k != key}
+    return {**full[row[key]], **own}
 
 
 def _has_fts(index: ClipIndex) -> bool:
@@ -244,7 +257,7 @@ def _fts_rows(plan: _Plan, query: str) -> list[dict[str, Any]]:
     resident = plan.resident
     if resident is not None and resident.fts is not None:
         # BM25 in memory, LanceDB's scores (`story.tasks.library.bm25`), ties in table order.
-        return resident.fts_rows(query, plan.filters, plan.pool, plan.columns)
+        return resident.fts_rows(query, plan.filters, plan.pool, plan.columns, **_light(plan))
     builder = (
         plan.index.table.search(query, query_type="fts", fts_columns="caption")
         .select(["clip_id", "_score"])

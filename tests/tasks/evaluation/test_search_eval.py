@@ -6,14 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from story.tasks.evaluation.retrieval_queries import grammar_queries
 from story.tasks.evaluation.search_corpus import build_corpus
 from story.tasks.evaluation.search_eval import (
     SearchEvalConfig,
+    SearchEvalError,
     _embedder,
     evaluate_search,
     fastest_within,
+    remove_own,
 )
 
 
@@ -108,3 +111,22 @@ def test_the_table_held_in_memory_is_judged_against_lancedb_exact_search(tmp_pat
     assert every["minus_exact"]["difference"] == 0.0
     one = report["sweep"]["in memory, nprobes 1"]
     assert one["index_recall_at_10"]["mean"] < every["index_recall_at_10"]["mean"]
+
+
+def test_a_data_dir_holding_other_files_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    # --data-dir pointed at a folder of the user's (a scratch area with other work in it) must
+    # not be emptied to make room for the table.
+    folder = tmp_path / "scratch"
+    (folder / "experiments").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine\n")
+    (folder / "table.json").write_text("{}\n")  # a stale record of this evaluation's
+    config = SearchEvalConfig(rows=2000, distinct=300, queries=12, data_dir=folder)
+    with pytest.raises(SearchEvalError, match=r"scratch holds 2 entries .*experiments, notes\.txt"):
+        evaluate_search(config, tmp_path / "cache", log=lambda _: None)
+    assert sorted(p.name for p in folder.iterdir()) == ["experiments", "notes.txt", "table.json"]
+    assert (folder / "notes.txt").read_text() == "mine\n"
+
+    (folder / "notes.txt").unlink()
+    (folder / "experiments").rmdir()
+    remove_own(folder)  # only what the evaluation wrote: here, all of it
+    assert not folder.exists()

@@ -5,18 +5,20 @@ and a memory-mapped snapshot that answers like the table it was written from."""
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from story.tasks.library import postings as postings_module
 from story.tasks.library import searcher as searcher_module
 from story.tasks.library import snapshot
 from story.tasks.library.bm25 import Bm25
 from story.tasks.library.filters import SearchFilters
 from story.tasks.library.index import ClipIndex
-from story.tasks.library.ivf import Ivf, half_precision, kmeans
+from story.tasks.library.ivf import SCREEN_FACTOR, Ivf, half_precision, kmeans
 from story.tasks.library.partitioned import PartitionedTable
 from story.tasks.library.postings import BLOCK, Postings, _at_least, _bit_sum, _set_rows
 from story.tasks.library.searcher import RESIDENT_COLUMNS, LibrarySearcher, QueryEncoders
@@ -85,8 +87,13 @@ def test_posting_list_bm25_scores_as_the_row_by_row_index(block: int) -> None:
     assert postings.top("nothing matches", None, 5) == []
 
 
-def test_bm25_of_many_common_words_reads_the_bitmaps_and_scores_the_same() -> None:
+@pytest.mark.parametrize("chunk_words", [postings_module.CHUNK_WORDS, 7])
+def test_bm25_of_many_common_words_reads_the_bitmaps_and_scores_the_same(
+    chunk_words: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A generated library's captions: a small vocabulary, every word in many rows, long queries.
+    # The bounds summed in one slice of the bitmaps, or in 14 (the last one short).
+    monkeypatch.setattr(postings_module, "CHUNK_WORDS", chunk_words)
     rng = np.random.default_rng(5)
     words = [f"w{i}" for i in range(30)]
     captions = [
@@ -148,6 +155,15 @@ def test_set_bits_come_back_as_ascending_rows() -> None:
         assert list(_set_rows(bitmap, 100)) == list(np.flatnonzero(present[:100]))
 
 
+def _mapped(array: object) -> bool:
+    """Whether `array` views a memory map (pages load as read), not memory of its own."""
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
 def _clustered(rows: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim))
@@ -163,11 +179,11 @@ def test_the_inverted_file_finds_the_nearest_vectors_reading_a_few_partitions() 
     recalls = []
     for query in _clustered(50, 16, 40, seed=1):
         exact = set(np.argsort(-(vectors @ query))[:10])
-        slots, sims = ivf.probe(query, 8)
+        probe = ivf.probe(query, 8)
+        slots, sims = probe.slots, probe.sims
         found = set(ivf.positions[slots[np.argsort(-sims)[:10]]])
         recalls.append(len(found & exact) / 10)
-        all_slots, _ = ivf.probe(query, 64)
-        assert len(all_slots) == len(vectors)
+        assert len(ivf.probe(query, 64).slots) == len(vectors)
     # 8 of 64 partitions (an eighth of the rows) find nearly all of the 10 nearest.
     assert np.mean(recalls) >= 0.9, np.mean(recalls)
     centroids = kmeans(vectors[:500], 600, np.random.default_rng(0))
@@ -179,6 +195,40 @@ def test_half_precision_is_for_tables_whose_vectors_would_crowd_memory() -> None
     assert half_precision(10_000_000, 384, memory=24 * gib)  # 15 GB of float32 vectors
     assert not half_precision(1_000_000, 384, memory=24 * gib)  # 1.5 GB
     assert half_precision(1_000_000, 384, memory=4 * gib)
+
+
+def test_a_screened_probe_reads_a_quarter_of_the_bytes_and_its_lists_keep_the_nearest() -> None:
+    # 64-d vectors screened on 16 dims: the screen's similarities are rough, the rescored
+    # lists are the stored vectors' own top 10 (the probed rows ranked in float32). Sentence
+    # vectors spread their energy unevenly over directions; so do these (scales 0.9^i, rotated).
+    rng = np.random.default_rng(8)
+    rotation = np.linalg.qr(rng.normal(size=(64, 64)))[0]
+    spread = rng.normal(size=(4040, 64)) * 0.9 ** np.arange(64) @ rotation
+    spread = (spread / np.linalg.norm(spread, axis=1, keepdims=True)).astype(np.float32)
+    vectors, queries = spread[:4000], spread[4000:]
+    ivf = Ivf.build(vectors, np.ones(len(vectors), bool), 16, dtype=np.float16, screen_dims=16)
+    assert ivf.screened and ivf.screen is not None and ivf.basis is not None
+    assert ivf.screen.nbytes * 4 == ivf.vectors.nbytes
+    assert np.allclose(ivf.basis.T @ ivf.basis, np.eye(16), atol=1e-5)
+    found, rough = [], []
+    for query in queries:
+        probe = ivf.probe(query, 4)
+        assert probe.screened and len(probe.slots) < len(vectors)
+        assert list(probe.gather(ivf.positions)) == list(ivf.positions[probe.slots])
+        stored = ivf.vectors[probe.slots].astype(np.float32) @ query
+        expected = probe.slots[np.argsort(-stored, kind="stable")[:10]]
+        which, sims = ivf.refine(probe.slots, probe.sims, query, 10, probe.screened)
+        assert which is not None and 10 * SCREEN_FACTOR <= len(which) < len(probe.slots)
+        kept = probe.slots[which][np.argsort(-sims, kind="stable")[:10]]
+        found.append(len(set(kept) & set(expected)) / 10)
+        alone = probe.slots[np.argsort(-probe.sims, kind="stable")[:10]]
+        rough.append(len(set(alone) & set(expected)) / 10)
+        exact = ivf.probe(query, 16)  # every partition: the vectors, not the screen
+        assert not exact.screened and len(exact.slots) == len(vectors)
+        assert np.abs(exact.sims - ivf.vectors.astype(np.float32) @ query).max() < 1e-3
+    assert np.mean(found) >= 0.98, np.mean(found)
+    # The screen alone misses some of them: the rescoring is what finds them.
+    assert np.mean(rough) < 0.9, np.mean(rough)
 
 
 def test_half_precision_lists_rank_as_float32_does_on_the_stored_vectors() -> None:
@@ -193,7 +243,8 @@ def test_half_precision_lists_rank_as_float32_does_on_the_stored_vectors() -> No
     assert half.half and not full.half and half.vectors.nbytes * 2 == full.vectors.nbytes
     swapped = 0
     for query in vectors[rng.choice(len(vectors), 20, replace=False)]:
-        slots, sims = half.probe(query, 8)  # every partition
+        probe = half.probe(query, 8)  # every partition
+        slots, sims = probe.slots, probe.sims
         stored = half.vectors[slots].astype(np.float32) @ query
         expected = slots[np.argsort(-stored, kind="stable")[:10]]
         which, refined = half.refine(slots, sims, query, 10)
@@ -214,7 +265,7 @@ def test_a_half_precision_table_answers_the_same_from_its_memory_mapped_snapshot
     meta = json.loads((tmp_path / "meta.json").read_text())
     read = PartitionedTable.read(tmp_path, meta, index.media_uri)
     vectors = read.ivfs["text_vector"].vectors
-    assert isinstance(vectors, np.memmap) and vectors.dtype == np.float16
+    assert _mapped(vectors) and vectors.dtype == np.float16
     for query in QUERIES:
         for options in ({"k": 12, "nprobes": 2}, {"k": 12, "exact": True}):
             assert _hits(index, read, query, **options) == _hits(index, table, query, **options)
@@ -291,13 +342,13 @@ def test_a_snapshot_of_a_large_table_answers_like_the_table_and_goes_stale_on_wr
     written = snapshot.read(searcher.snapshots, index.uri, "clips")
     assert written is not None and isinstance(written[1], PartitionedTable)
     read = written[1]
-    assert isinstance(read.ivfs["text_vector"].vectors, np.memmap)
+    assert _mapped(read.ivfs["text_vector"].vectors)
     for query in QUERIES:
         expected = [h.to_dict() for h in searcher.search(query, k=8)]
         # Another process (a render worker, no snapshots of its own) maps the snapshot the
         # service wrote beside the library.
         fresh = LibrarySearcher(index, QueryEncoders(encoder, encoder), resident=True)
-        assert isinstance(fresh.resident_table().ivfs["text_vector"].vectors, np.memmap)  # type: ignore[union-attr]
+        assert _mapped(fresh.resident_table().ivfs["text_vector"].vectors)  # type: ignore[union-attr]
         assert [h.to_dict() for h in fresh.search(query, k=8)] == expected
     # A snapshot in an older layout of the large table is stale and is written again.
     folder = snapshot.write(searcher.snapshots, index, held)
