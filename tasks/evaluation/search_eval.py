@@ -85,20 +85,23 @@ def _own(folder: Path) -> list[Path]:
 
 
 def check_data_dir(folder: Path) -> None:
-    """Refuse a --data-dir that holds anything this evaluation did not write: rebuilding the
-    table or the run's end (without --keep) removes what it wrote there, and nothing else may
-    be at risk."""
+    """Refuse a --data-dir that this evaluation did not make (no table record of its own) and
+    that holds anything: rebuilding the table or the run's end (without --keep) removes a
+    `clips.lance` there, which in a folder of the user's could be a library. In a folder it made,
+    only its own entries are ever removed (`remove_own`)."""
     if not folder.exists():
         return
     if not folder.is_dir():
         raise SearchEvalError(f"--data-dir {folder}: not a folder")
-    foreign = sorted(set(folder.iterdir()) - set(_own(folder)))
-    if foreign:
-        names = ", ".join(path.name for path in foreign[:5])
+    if (folder / TABLE_RECORD).is_file():
+        return
+    held = sorted(folder.iterdir())
+    if held:
+        names = ", ".join(path.name for path in held[:5])
         raise SearchEvalError(
-            f"--data-dir {folder} holds {len(foreign)} entries this evaluation did not write "
-            f"({names}{', ...' if len(foreign) > 5 else ''}); give it a new or empty folder "
-            "(it writes a 16 GB table there at 10M rows)"
+            f"--data-dir {folder} is not a folder this evaluation made and holds {len(held)} "
+            f"entries ({names}{', ...' if len(held) > 5 else ''}); give it a new or empty "
+            "folder (it writes a 16 GB table there at 10M rows)"
         )
 
 

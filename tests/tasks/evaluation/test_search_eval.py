@@ -14,6 +14,7 @@ from story.tasks.evaluation.search_eval import (
     SearchEvalConfig,
     SearchEvalError,
     _embedder,
+    check_data_dir,
     evaluate_search,
     fastest_within,
     remove_own,
@@ -114,19 +115,28 @@ def test_the_table_held_in_memory_is_judged_against_lancedb_exact_search(tmp_pat
 
 
 def test_a_data_dir_holding_other_files_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
-    # --data-dir pointed at a folder of the user's (a scratch area with other work in it) must
-    # not be emptied to make room for the table.
-    folder = tmp_path / "scratch"
-    (folder / "experiments").mkdir(parents=True)
+    # --data-dir pointed at a folder of the user's (here a LanceDB folder holding a library
+    # table called clips) must not be emptied to make room for the evaluation's table.
+    folder = tmp_path / "lancedb"
+    (folder / "clips.lance").mkdir(parents=True)
+    (folder / "clips.lance" / "data.lance").write_text("the user's library\n")
     (folder / "notes.txt").write_text("mine\n")
-    (folder / "table.json").write_text("{}\n")  # a stale record of this evaluation's
     config = SearchEvalConfig(rows=2000, distinct=300, queries=12, data_dir=folder)
-    with pytest.raises(SearchEvalError, match=r"scratch holds 2 entries .*experiments, notes\.txt"):
+    with pytest.raises(SearchEvalError, match=r"lancedb is not a folder this evaluation made"):
         evaluate_search(config, tmp_path / "cache", log=lambda _: None)
-    assert sorted(p.name for p in folder.iterdir()) == ["experiments", "notes.txt", "table.json"]
-    assert (folder / "notes.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["clips.lance", "notes.txt"]
+    assert (folder / "clips.lance" / "data.lance").read_text() == "the user's library\n"
 
-    (folder / "notes.txt").unlink()
-    (folder / "experiments").rmdir()
-    remove_own(folder)  # only what the evaluation wrote: here, all of it
-    assert not folder.exists()
+    # A folder the evaluation made (its table record) may hold other things too: only its own
+    # entries are removed.
+    made = tmp_path / "made"
+    (made / "clips.lance").mkdir(parents=True)
+    (made / "table.json").write_text("{}\n")
+    (made / "exact_validation_12_12.json").write_text("{}\n")
+    (made / "report").mkdir()
+    check_data_dir(made)
+    remove_own(made)
+    assert [p.name for p in made.iterdir()] == ["report"]
+    (made / "report").rmdir()
+    remove_own(made)
+    assert not made.exists()
