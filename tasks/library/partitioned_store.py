@@ -56,8 +56,8 @@ def build(
     instead of memory (a table of 10M rows holds 15 GB of caption vectors and 3 GB of rows
     and posting lists), so the page cache, not the process, keeps it; the files are unlinked
     once mapped and vanish when the table is dropped. `half`: hold the vectors in half
-    precision (default: when in float32 they would take more than a quarter of this
-    machine's memory, `ivf.half_precision`)."""
+    precision, with a SCREEN_DIMS screen for the probe (default: when in float32 they would
+    take more than a quarter of this machine's memory, `ivf.half_precision`)."""
     import pyarrow as pa
 
     table = index.table

@@ -27,11 +27,11 @@ rows at 10M rows on the search evaluation's corpus)."""
 QUANTUM = 4
 """The bitmap sums count idf in quarters (rounded up)."""
 GROUPS = 8
+"""Rows are bounded in GROUPS groups of similar length (`length_groups`)."""
 CHUNK_WORDS = 1 << 14
 """The bounds are summed 16,384 words (a million rows) at a time: the slices of a query's few
 dozen bitmaps and their partial sums stay in cache (2.4x faster at 10M rows than whole
 bitmaps)."""
-"""Rows are bounded in GROUPS groups of similar length (`length_groups`)."""
 DENSE_SHARE = 128
 """A token in at least 1/DENSE_SHARE of the rows also keeps bitmaps of them: count / 8 bytes a
 count level, at most 1.33x its posting list's 12 bytes a posting (most tokens have one level)."""

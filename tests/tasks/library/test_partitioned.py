@@ -266,6 +266,8 @@ def test_a_half_precision_table_answers_the_same_from_its_memory_mapped_snapshot
     read = PartitionedTable.read(tmp_path, meta, index.media_uri)
     vectors = read.ivfs["text_vector"].vectors
     assert _mapped(vectors) and vectors.dtype == np.float16
+    screen = read.ivfs["text_vector"].screen  # the probe's screen comes back mapped too
+    assert table.ivfs["text_vector"].screened and screen is not None and _mapped(screen)
     for query in QUERIES:
         for options in ({"k": 12, "nprobes": 2}, {"k": 12, "exact": True}):
             assert _hits(index, read, query, **options) == _hits(index, table, query, **options)
