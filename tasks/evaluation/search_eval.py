@@ -106,7 +106,9 @@ def check_data_dir(folder: Path) -> None:
 
 
 def remove_own(folder: Path) -> None:
-    """What this evaluation wrote in `folder`, and the folder once that leaves it empty."""
+    """What this evaluation wrote in `folder`, and the folder once that leaves it empty; a
+    folder `check_data_dir` refuses is refused here too, before anything is removed."""
+    check_data_dir(folder)
     for path in _own(folder):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -138,7 +140,6 @@ def write_table(corpus: Corpus, rows: int, folder: Path) -> tuple[ClipIndex, dic
             index = ClipIndex(str(folder), "clips", text_dim=corpus.vectors.shape[1])
             if index.count() == rows:
                 return index, {**kept["build"], "reused": True}
-    check_data_dir(folder)
     remove_own(folder)
     schema = clip_schema(corpus.vectors.shape[1])
     t0 = time.perf_counter()

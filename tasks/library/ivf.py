@@ -211,16 +211,14 @@ class Ivf:
         best of them are rescored; otherwise, in half precision, the rows within HALF_MARGIN of
         the cut."""
         if screened:
-            wanted = SCREEN_FACTOR * keep
-            if len(sims) <= wanted:
-                return None, np.asarray(self.vectors[slots], np.float32) @ query
-            near = np.flatnonzero(sims >= np.partition(sims, -wanted)[-wanted])
-        elif not self.half:
-            return None, sims
-        elif len(sims) <= keep:
-            return None, np.asarray(self.vectors[slots], np.float32) @ query
+            rank, margin = SCREEN_FACTOR * keep, 0.0
+        elif self.half:
+            rank, margin = keep, HALF_MARGIN
         else:
-            near = np.flatnonzero(sims >= np.partition(sims, -keep)[-keep] - HALF_MARGIN)
+            return None, sims
+        if len(sims) <= rank:
+            return None, np.asarray(self.vectors[slots], np.float32) @ query
+        near = np.flatnonzero(sims >= np.partition(sims, -rank)[-rank] - margin)
         return near, np.asarray(self.vectors[slots[near]], np.float32) @ query
 
     def probe(self, query: np.ndarray, nprobes: int) -> Probe:
@@ -232,12 +230,11 @@ class Ivf:
             return Probe(np.arange(len(self.vectors)), dot(self.vectors, query), False, everything)
         near = np.argpartition(-(self.centroids @ query), nprobes - 1)[:nprobes]
         near.sort()
-        source, projected = self.vectors, query
+        source, projected, screened = self.vectors, query, False
         if self.screen is not None and self.basis is not None:
-            source, projected = self.screen, query @ self.basis
+            source, projected, screened = self.screen, query @ self.basis, True
         ranges = np.stack([self.offsets[near], self.offsets[near + 1]], 1)
         ranges = ranges[ranges[:, 1] > ranges[:, 0]]
-        screened = source is self.screen
         if not len(ranges):
             return Probe(np.zeros(0, np.int64), np.zeros(0, np.float32), screened, ranges)
         slots = np.concatenate([np.arange(start, end) for start, end in ranges])
