@@ -181,7 +181,8 @@ def eval_synthesis_command(
         typer.Option(
             "--sampling",
             help="A sampling knob other than its default, KEY=VALUE (repeatable): tau, "
-            "strength, detail, temporal_guidance, noise_share, noise_warp, flow_smoothing.",
+            "strength, detail, temporal_guidance, noise_share, noise_warp, flow_smoothing, "
+            "cross_frame.",
         ),
     ] = None,
     judge: JudgeOpt = None,

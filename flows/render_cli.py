@@ -63,6 +63,15 @@ FlowSmoothingOpt = Annotated[
         "along the guide's motion (0..0.99): less flicker, but less motion and colour (0).",
     ),
 ]
+CrossFrameOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Each frame's spatial attention also reads the shot's first frame (0..1): a "
+        "steadier look at the same motion, by a little (0).",
+    ),
+]
 render_app = typer.Typer()
 
 
@@ -73,6 +82,7 @@ def sampling_knobs(
     noise_share: float | None,
     noise_warp: float | None = None,
     flow_smoothing: float | None = None,
+    cross_frame: float | None = None,
 ) -> dict[str, Any]:
     """The sampling knobs a command sets; an unset knob stays out, so the render id (and every
     render made before the knob existed) is unchanged unless the TD asks for it. Both noise
@@ -90,6 +100,7 @@ def sampling_knobs(
         "noise_share": noise_share,
         "noise_warp": noise_warp,
         "flow_smoothing": flow_smoothing,
+        "cross_frame": cross_frame,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -131,6 +142,7 @@ def render_command(
     noise_share: NoiseShareOpt = None,
     noise_warp: NoiseWarpOpt = None,
     flow_smoothing: FlowSmoothingOpt = None,
+    cross_frame: CrossFrameOpt = None,
     prompt_frames: Annotated[
         int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
     ] = 2,
@@ -179,7 +191,13 @@ def render_command(
         "alpha": alpha,
         "beta": beta,
         **sampling_knobs(
-            strength, detail, temporal_guidance, noise_share, noise_warp, flow_smoothing
+            strength,
+            detail,
+            temporal_guidance,
+            noise_share,
+            noise_warp,
+            flow_smoothing,
+            cross_frame,
         ),
     }
     if tau is not None:
@@ -258,6 +276,7 @@ def shot_command(
     noise_share: NoiseShareOpt = None,
     noise_warp: NoiseWarpOpt = None,
     flow_smoothing: FlowSmoothingOpt = None,
+    cross_frame: CrossFrameOpt = None,
     checkpoint: CheckpointOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
@@ -284,7 +303,13 @@ def shot_command(
             params={
                 "steps": steps,
                 **sampling_knobs(
-                    strength, detail, temporal_guidance, noise_share, noise_warp, flow_smoothing
+                    strength,
+                    detail,
+                    temporal_guidance,
+                    noise_share,
+                    noise_warp,
+                    flow_smoothing,
+                    cross_frame,
                 ),
             },
         )

@@ -176,6 +176,7 @@ def sample_long(
     noise_share: float = 0.0,
     noise_warp: float = 0.0,
     flow_smoothing: float = 0.0,
+    cross_frame: float = 0.0,
     seed: int = 0,
     stats: SamplerStats | None = None,
 ) -> torch.Tensor:
@@ -228,6 +229,7 @@ def sample_long(
             detail=detail,
             temporal_guidance=temporal_guidance,
             flow_smoothing=flow_smoothing,
+            cross_frame=cross_frame,
             latents=noise,
             stats=stats,
             after_step=hook,

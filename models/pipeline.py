@@ -2,7 +2,7 @@
 
 Its `__call__` signature is the one home of the sampling defaults (steps, guidance, tau,
 structure strength, detail level, temporal guidance, noise shared across frames or
-along the structure's motion): every other
+along the structure's motion, smoothing along it, attention to the first frame): every other
 place that needs a default reads it with `sampling_defaults()`; `FORMER_DEFAULTS` keeps the
 value a knob had before its default changed, so older renders reproduce. The pipeline gives
 `from_pretrained`, `.to()` and the diffusers step callback
@@ -32,6 +32,7 @@ SAMPLING_KEYS = (
     "noise_share",
     "noise_warp",
     "flow_smoothing",
+    "cross_frame",
 )
 
 
@@ -63,6 +64,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         noise_share: float = 0.0,
         noise_warp: float = 0.8,
         flow_smoothing: float = 0.0,
+        cross_frame: float = 0.0,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -95,6 +97,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
             noise_share=noise_share,
             noise_warp=noise_warp,
             flow_smoothing=flow_smoothing,
+            cross_frame=cross_frame,
             generator=generator,
             latents=latents,
             stats=stats,

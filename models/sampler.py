@@ -21,6 +21,8 @@ plain i.i.d. start and draws exactly the same numbers as before the knob existed
 docs/training.md). `flow_smoothing` s acts at every step instead of only on the start: the
 model's prediction of the clean latents is averaged, frame with frame, along the structure's
 motion (`noise_warp.smooth_along_flow`), and the step proceeds from that prediction; 0 is off.
+`cross_frame` c lets each frame's spatial self-attention read the clip's first frame too
+(`story.models.cross_frame`): 0 is the trained model exactly, 1 Text2Video-Zero's anchor.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMScheduler
 
+from story.models.cross_frame import check_cross_frame, cross_frame_attention
 from story.models.noise_warp import (
     check_flow_smoothing,
     check_noise_warp,
@@ -124,6 +127,7 @@ def sample_latents(
     noise_share: float = 0.0,
     noise_warp: float = 0.0,
     flow_smoothing: float = 0.0,
+    cross_frame: float = 0.0,
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     stats: SamplerStats | None = None,
@@ -145,6 +149,7 @@ def sample_latents(
     check_noise_share(noise_share)
     check_noise_warp(noise_warp)
     check_flow_smoothing(flow_smoothing)
+    check_cross_frame(cross_frame)
     stats = stats if stats is not None else SamplerStats()
     per_step = callable(text_states)
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
@@ -170,34 +175,37 @@ def sample_latents(
     states = states.to(model.device)
     guided = structure is not None and strength != 0.0
     features = None
-    for step, t in enumerate(scheduler.timesteps):
-        if guided and int(t) >= tau:
-            if features is None:
-                features = model.encode_structure(structure, detail)
-                stats.encoder_runs += 1
-            stats.structure_steps += 1
-            active = features
-        else:
-            features = None
-            active = None
-        if per_step:
-            text_t = text_at(int(t))
-            states = (torch.cat([null_states, text_t]) if use_cfg else text_t).to(model.device)
-        x_in = torch.cat([x, x]) if use_cfg else x
-        t_in = t.expand(x_in.shape[0])
-        pred = model.predict(x_in, t_in, states, active, strength)
-        uncond, cond = pred.chunk(2) if use_cfg else (None, pred)
-        if temporal_guidance != 1.0:
-            text_only = states[batch:] if use_cfg else states
-            image = model.predict(x, t.expand(batch), text_only, active, strength, temporal=False)
-            cond = image + temporal_guidance * (cond - image)
-        pred = uncond + guidance * (cond - uncond) if use_cfg else cond
-        if flows is not None:
-            pred = _smoothed_prediction(scheduler, pred, x, t, flows, flow_smoothing)
-        x = scheduler.step(pred, t, x).prev_sample
-        if after_step is not None:
-            x = after_step(step, scheduler, x)
-        stats.steps += 1
+    with cross_frame_attention(model.unet, x.shape[2], cross_frame):
+        for step, t in enumerate(scheduler.timesteps):
+            if guided and int(t) >= tau:
+                if features is None:
+                    features = model.encode_structure(structure, detail)
+                    stats.encoder_runs += 1
+                stats.structure_steps += 1
+                active = features
+            else:
+                features = None
+                active = None
+            if per_step:
+                text_t = text_at(int(t))
+                states = (torch.cat([null_states, text_t]) if use_cfg else text_t).to(model.device)
+            x_in = torch.cat([x, x]) if use_cfg else x
+            t_in = t.expand(x_in.shape[0])
+            pred = model.predict(x_in, t_in, states, active, strength)
+            uncond, cond = pred.chunk(2) if use_cfg else (None, pred)
+            if temporal_guidance != 1.0:
+                text_only = states[batch:] if use_cfg else states
+                image = model.predict(
+                    x, t.expand(batch), text_only, active, strength, temporal=False
+                )
+                cond = image + temporal_guidance * (cond - image)
+            pred = uncond + guidance * (cond - uncond) if use_cfg else cond
+            if flows is not None:
+                pred = _smoothed_prediction(scheduler, pred, x, t, flows, flow_smoothing)
+            x = scheduler.step(pred, t, x).prev_sample
+            if after_step is not None:
+                x = after_step(step, scheduler, x)
+            stats.steps += 1
     return x
 
 

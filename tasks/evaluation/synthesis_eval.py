@@ -55,8 +55,12 @@ SWEEPABLE = (
     "noise_share",
     "noise_warp",
     "flow_smoothing",
+    "cross_frame",
 )
 INTEGER_KNOBS = tuple(k for k in SWEEPABLE if isinstance(SAMPLING_DEFAULTS[k], int))
+NAMED_WHEN_SET = ("cross_frame",)
+"""Knobs added after renders were cached: a render names them only when they are set, so the
+renders made before they existed are still found (off, they change nothing)."""
 
 
 @dataclass
@@ -111,7 +115,7 @@ def knobs_for(config: SynthesisEvalConfig, guided: bool) -> dict[str, float]:
     return {
         k: int(v) if k in INTEGER_KNOBS else float(v)
         for k, v in sorted(settled.items())
-        if guided or k not in STRUCTURE_KNOBS
+        if (guided or k not in STRUCTURE_KNOBS) and (k not in NAMED_WHEN_SET or v)
     }
 
 

@@ -106,6 +106,7 @@ def synthesize(
     noise_share: float = DEFAULTS["noise_share"],
     noise_warp: float | None = None,
     flow_smoothing: float = DEFAULTS["flow_smoothing"],
+    cross_frame: float = DEFAULTS["cross_frame"],
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     stats: SamplerStats | None = None,
@@ -152,6 +153,7 @@ def synthesize(
                 noise_share=noise_share,
                 noise_warp=noise_warp,
                 flow_smoothing=flow_smoothing,
+                cross_frame=cross_frame,
                 seed=seed,
                 stats=stats,
             )[0].permute(1, 0, 2, 3)
@@ -174,6 +176,7 @@ def synthesize(
                 noise_share=noise_share,
                 noise_warp=noise_warp,
                 flow_smoothing=flow_smoothing,
+                cross_frame=cross_frame,
                 generator=torch.Generator().manual_seed(seed),
                 stats=stats,
             )
@@ -199,6 +202,7 @@ def render_batch(
     noise_share: float = DEFAULTS["noise_share"],
     noise_warp: float | None = None,
     flow_smoothing: float = DEFAULTS["flow_smoothing"],
+    cross_frame: float = DEFAULTS["cross_frame"],
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
     """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W)."""
@@ -220,6 +224,7 @@ def render_batch(
         noise_share=noise_share,
         noise_warp=noise_warp,
         flow_smoothing=flow_smoothing,
+        cross_frame=cross_frame,
         generator=generator,
         stats=stats,
     )

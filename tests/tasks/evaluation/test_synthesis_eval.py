@@ -194,3 +194,20 @@ def test_renders_on_two_processes_equal_one_and_a_stopped_run_renders_only_the_r
     assert ensure_renders(model, tmp_path / "model", one) == 1
     assert np.array_equal(load_renders(one), load_renders(two))
     assert ensure_renders(model, tmp_path / "model", one) == 0
+
+
+def test_a_knob_added_later_names_a_render_only_when_set(tmp_path) -> None:
+    """Renders cached before cross_frame existed are still found at its default (off); set, it
+    names the render of either condition, so the two are never read back as each other."""
+    from story.tasks.evaluation.synthesis_eval import SynthesisEvalConfig, knobs_for
+    from story.tasks.evaluation.synthesis_renders import render_job
+
+    plain = knobs_for(SynthesisEvalConfig(), guided=True)
+    assert "cross_frame" not in plain and "noise_warp" in plain
+    anchored = SynthesisEvalConfig(sampling={"cross_frame": 1.0})
+    assert knobs_for(anchored, guided=False)["cross_frame"] == 1.0
+    jobs = [
+        render_job(tmp_path, "m@1", "a red cube", None, 4, 0, 2, 4.0, knobs)
+        for knobs in (plain, knobs_for(anchored, guided=True))
+    ]
+    assert jobs[0].path != jobs[1].path
