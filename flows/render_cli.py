@@ -69,7 +69,7 @@ CrossFrameOpt = Annotated[
         min=0.0,
         max=1.0,
         help="Each frame's spatial attention also reads the shot's first frame (0..1): a "
-        "steadier look at the same motion, by a little (0).",
+        "little less flicker at the same motion, for a little of the guide's layout (0).",
     ),
 ]
 render_app = typer.Typer()
