@@ -72,6 +72,15 @@ CrossFrameOpt = Annotated[
         "little less flicker at the same motion, for a little of the guide's layout (0).",
     ),
 ]
+StillHoldOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Hold still what the retrieved clip holds still (0..1): at every denoising step, "
+        "cells the clip holds still are pulled to their mean over the frames they stay still (0).",
+    ),
+]
 render_app = typer.Typer()
 
 
@@ -83,6 +92,7 @@ def sampling_knobs(
     noise_warp: float | None = None,
     flow_smoothing: float | None = None,
     cross_frame: float | None = None,
+    still_hold: float | None = None,
 ) -> dict[str, Any]:
     """The sampling knobs a command sets; an unset knob stays out, so the render id (and every
     render made before the knob existed) is unchanged unless the TD asks for it. Both noise
@@ -101,6 +111,7 @@ def sampling_knobs(
         "noise_warp": noise_warp,
         "flow_smoothing": flow_smoothing,
         "cross_frame": cross_frame,
+        "still_hold": still_hold,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -143,6 +154,7 @@ def render_command(
     noise_warp: NoiseWarpOpt = None,
     flow_smoothing: FlowSmoothingOpt = None,
     cross_frame: CrossFrameOpt = None,
+    still_hold: StillHoldOpt = None,
     prompt_frames: Annotated[
         int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
     ] = 2,
@@ -198,6 +210,7 @@ def render_command(
             noise_warp,
             flow_smoothing,
             cross_frame,
+            still_hold,
         ),
     }
     if tau is not None:
@@ -277,6 +290,7 @@ def shot_command(
     noise_warp: NoiseWarpOpt = None,
     flow_smoothing: FlowSmoothingOpt = None,
     cross_frame: CrossFrameOpt = None,
+    still_hold: StillHoldOpt = None,
     checkpoint: CheckpointOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
@@ -310,6 +324,7 @@ def shot_command(
                     noise_warp,
                     flow_smoothing,
                     cross_frame,
+                    still_hold,
                 ),
             },
         )

@@ -177,10 +177,13 @@ def sample_long(
     noise_warp: float = 0.0,
     flow_smoothing: float = 0.0,
     cross_frame: float = 0.0,
+    still_hold: float = 0.0,
+    still: torch.Tensor | None = None,
     seed: int = 0,
     stats: SamplerStats | None = None,
 ) -> torch.Tensor:
-    """Decoded video (B, 3, total, H, W) in [-1, 1]; `structure` (B, C, total, H, W) or None."""
+    """Decoded video (B, 3, total, H, W) in [-1, 1]; `structure` (B, C, total, H, W) or None;
+    `still` the guide clip's still map over the whole shot, (total, h, w) or (B, total, h, w)."""
     params = params or ReuseDiffuse()
     length = model.config.frames
     params.check(length)
@@ -200,6 +203,7 @@ def sample_long(
         carried = CarriedWarp(model, batch, generator, noise_warp, whole, total)
     for start in clip_starts(total, length, params.prompt_frames):
         window = None if structure is None else structure[:, :, start : start + length]
+        held = None if still is None else still[..., start : start + length, :, :]
         if latents is None:
             if carried is not None:
                 noise = carried.start(start)
@@ -230,6 +234,8 @@ def sample_long(
             temporal_guidance=temporal_guidance,
             flow_smoothing=flow_smoothing,
             cross_frame=cross_frame,
+            still_hold=still_hold,
+            still=held,
             latents=noise,
             stats=stats,
             after_step=hook,

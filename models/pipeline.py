@@ -33,6 +33,7 @@ SAMPLING_KEYS = (
     "noise_warp",
     "flow_smoothing",
     "cross_frame",
+    "still_hold",
 )
 
 
@@ -65,6 +66,8 @@ class StructureGuidedPipeline(DiffusionPipeline):
         noise_warp: float = 0.8,
         flow_smoothing: float = 0.0,
         cross_frame: float = 0.0,
+        still_hold: float = 0.0,
+        still: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -74,7 +77,8 @@ class StructureGuidedPipeline(DiffusionPipeline):
         """Denoised latents (B, C, T, h, w), or decoded video in [-1, 1] with `output_type="pt"`.
 
         `prompt_embeds` are text states (B, L, d) or a callable t -> states (TimeInv concepts);
-        `structure` is (B, C, T, H, W) in [-1, 1] or None for text only.
+        `structure` is (B, C, T, H, W) in [-1, 1] or None for text only; `still` the guide
+        clip's still map for `still_hold` (`story.models.still_hold.still_cells`).
         """
         after_step = None
         if callback_on_step_end is not None:
@@ -98,6 +102,8 @@ class StructureGuidedPipeline(DiffusionPipeline):
             noise_warp=noise_warp,
             flow_smoothing=flow_smoothing,
             cross_frame=cross_frame,
+            still_hold=still_hold,
+            still=still,
             generator=generator,
             latents=latents,
             stats=stats,

@@ -23,6 +23,9 @@ model's prediction of the clean latents is averaged, frame with frame, along the
 motion (`noise_warp.smooth_along_flow`), and the step proceeds from that prediction; 0 is off.
 `cross_frame` c lets each frame's spatial self-attention read the clip's first frame too
 (`story.models.cross_frame`): 0 is the trained model exactly, 1 Text2Video-Zero's anchor.
+`still_hold` h moves the clean-latent prediction of every cell the guide clip holds still
+(`still`, from `story.models.still_hold.still_cells`) h of the way to its mean over the frames
+it stays still, at every step and once more on the result; 0 is off.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from story.models.noise_warp import (
     structure_flow,
     warp_shared,
 )
+from story.models.still_hold import check_still_hold, hold_still
 from story.models.t2v import StructureT2V
 
 
@@ -128,6 +132,8 @@ def sample_latents(
     noise_warp: float = 0.0,
     flow_smoothing: float = 0.0,
     cross_frame: float = 0.0,
+    still_hold: float = 0.0,
+    still: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     stats: SamplerStats | None = None,
@@ -136,7 +142,9 @@ def sample_latents(
     """Denoise (B, C, T, h, w) latents for B prompts; `structure`: (B, C_s, T, H, W) in [-1, 1].
 
     `noise_share` and `noise_warp` apply only when the sampler draws the start itself
-    (`latents` is None).
+    (`latents` is None). `still_hold` holds the cells `still` marks, (T, h, w) or (B, T, h, w)
+    bool on the latent grid; without a still map, or without a structure, nothing is known to be
+    still and nothing is held (as `noise_warp` without a structure has no motion to follow).
     `after_step(step_index, scheduler, x)` may edit the latents after each denoising step (the
     long-shot continuation pins its prompt frames this way).
     """
@@ -150,6 +158,9 @@ def sample_latents(
     check_noise_warp(noise_warp)
     check_flow_smoothing(flow_smoothing)
     check_cross_frame(cross_frame)
+    check_still_hold(still_hold)
+    if structure is None:
+        still = None
     stats = stats if stats is not None else SamplerStats()
     per_step = callable(text_states)
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
@@ -201,11 +212,20 @@ def sample_latents(
                 cond = image + temporal_guidance * (cond - image)
             pred = uncond + guidance * (cond - uncond) if use_cfg else cond
             if flows is not None:
-                pred = _smoothed_prediction(scheduler, pred, x, t, flows, flow_smoothing)
+                pred = _edited_prediction(
+                    scheduler, pred, x, t, lambda c: smooth_along_flow(c, flows, flow_smoothing)
+                )
+            if still_hold and still is not None:
+                pred = _edited_prediction(
+                    scheduler, pred, x, t, lambda c: hold_still(c, still, still_hold)
+                )
             x = scheduler.step(pred, t, x).prev_sample
             if after_step is not None:
                 x = after_step(step, scheduler, x)
             stats.steps += 1
+    if still_hold and still is not None:
+        # DDIM's last step still adds sqrt(1 - alpha_0) of each frame's own noise estimate.
+        x = hold_still(x, still, still_hold)
     return x
 
 
@@ -223,15 +243,14 @@ def _smoothing_flows(
     return forward.to(x.device), backward.to(x.device)
 
 
-def _smoothed_prediction(
+def _edited_prediction(
     scheduler: DDIMScheduler,
     pred: torch.Tensor,
     x: torch.Tensor,
     t: torch.Tensor,
-    flows: tuple[torch.Tensor, torch.Tensor],
-    smoothing: float,
+    edit: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """The model output whose clean-latent prediction is the smoothed one (v or epsilon)."""
+    """The model output whose clean-latent prediction is `edit` of its own (v or epsilon)."""
     a = scheduler.alphas_cumprod[int(t)].to(x)
     signal, noise = a.sqrt(), (1 - a).sqrt()
     if scheduler.config.prediction_type == "v_prediction":
@@ -239,8 +258,8 @@ def _smoothed_prediction(
     elif scheduler.config.prediction_type == "epsilon":
         clean = (x - noise * pred) / signal
     else:
-        raise ValueError(f"flow_smoothing: prediction type {scheduler.config.prediction_type!r}")
-    smooth = smooth_along_flow(clean, flows, smoothing)
+        raise ValueError(f"prediction type {scheduler.config.prediction_type!r}: v or epsilon")
+    smooth = edit(clean)
     if scheduler.config.prediction_type == "v_prediction":
         return (signal * x - smooth) / noise
     return (x - signal * smooth) / noise

@@ -37,6 +37,9 @@ class RenderJob:
     steps: int
     guidance: float
     knobs: dict[str, float] = field(compare=False)
+    guide_frames: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The clip the guide was estimated from (what `still_hold` reads); not in the file name:
+    the case fixes it, as it fixes the guide."""
 
 
 def render_job(
@@ -49,6 +52,7 @@ def render_job(
     steps: int,
     guidance: float,
     knobs: dict[str, float],
+    guide_frames: np.ndarray | None = None,
 ) -> RenderJob:
     """The job for one render; its file name is the hash of everything that determines it."""
     identity = {
@@ -62,7 +66,9 @@ def render_job(
         "sampling": knobs,
     }
     key = sha256_json(identity)[:20]
-    return RenderJob(folder / f"{key}.npy", prompt, guide, frames, seed, steps, guidance, knobs)
+    return RenderJob(
+        folder / f"{key}.npy", prompt, guide, frames, seed, steps, guidance, knobs, guide_frames
+    )
 
 
 def run_job(model: Any, job: RenderJob) -> None:
@@ -77,6 +83,7 @@ def run_job(model: Any, job: RenderJob) -> None:
         seed=job.seed,
         steps=job.steps,
         guidance=job.guidance,
+        guide_frames=job.guide_frames,
         **job.knobs,
     )
     job.path.parent.mkdir(parents=True, exist_ok=True)

@@ -119,7 +119,7 @@ class PlotRenderer:
         generated = self.shots.get(shot_key) if self.use_cache else None
         cached = generated is not None
         if generated is None:
-            generated = self.synthesize(job, structure)
+            generated = self.synthesize(job, structure, retrieved)
             self.shots.put(shot_key, generated)
         return PlotResult(
             index=job.index,
@@ -133,8 +133,11 @@ class PlotRenderer:
             timings={"structure_s": structure_s, "synthesis_s": time.perf_counter() - t0},
         )
 
-    def synthesize(self, job: PlotJob, structure: np.ndarray) -> np.ndarray:
-        """One clip, or a long shot continued clip by clip with Reuse-and-Diffuse."""
+    def synthesize(
+        self, job: PlotJob, structure: np.ndarray, retrieved: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One clip, or a long shot continued clip by clip with Reuse-and-Diffuse; `retrieved`
+        (the clip the structure came from) is what `still_hold` reads."""
         from story.tasks.render.synthesize import synthesize
 
         # A job planned before a knob's default changed did not record it: its former value.
@@ -153,4 +156,11 @@ class PlotRenderer:
             beta=float(p.get("beta", ReuseDiffuse.beta)),
             carry_warp=bool(p.get("carry_warp", ReuseDiffuse.carry_warp)),
         )
-        return synthesize(self.model, job.prompt, structure, continuation=continuation, **common)
+        return synthesize(
+            self.model,
+            job.prompt,
+            structure,
+            continuation=continuation,
+            guide_frames=retrieved,
+            **common,
+        )

@@ -89,6 +89,18 @@ def _warp(noise_share: float, noise_warp: float | None) -> float:
     )
 
 
+def _still_map(model: StructureT2V, frames: np.ndarray, length: int) -> torch.Tensor:
+    """The guide clip's still map on the model's latent grid, (length, h, w); frames past the
+    clip's end (a short guide padded with its last frame) are still."""
+    from story.models.still_hold import still_cells
+
+    cfg = model.config
+    still = still_cells(frames, (cfg.height, cfg.width), tuple(model.latent_shape[-2:]))
+    if len(still) < length:
+        still = torch.cat([still, still.new_ones(length - len(still), *still.shape[1:])])
+    return still[:length]
+
+
 @torch.no_grad()
 def synthesize(
     model: StructureT2V,
@@ -107,6 +119,8 @@ def synthesize(
     noise_warp: float | None = None,
     flow_smoothing: float = DEFAULTS["flow_smoothing"],
     cross_frame: float = DEFAULTS["cross_frame"],
+    still_hold: float = DEFAULTS["still_hold"],
+    guide_frames: np.ndarray | None = None,
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     stats: SamplerStats | None = None,
@@ -118,7 +132,10 @@ def synthesize(
     the output (H', W'), default the model's resolution. A T longer than the model's clip is
     continued clip by clip with Reuse-and-Diffuse (`continuation`, default
     `default_continuation`); a shorter guide is padded with its last frame. `noise_warp` None
-    is the default, or 0 when `noise_share` is set (`pipeline.implied_knobs`).
+    is the default, or 0 when `noise_share` is set (`pipeline.implied_knobs`). `guide_frames`
+    (T, H, W, 3), the clip the guide was estimated from, says where `still_hold` holds the
+    picture still; without it nothing is held (depth alone cannot tell a still camera from a pan
+    over flat ground, so the hold never reads stillness from the guide itself).
     """
     noise_warp = _warp(noise_share, noise_warp)
     cfg = model.config
@@ -134,6 +151,9 @@ def synthesize(
         total = frames or cfg.frames
     if total < 1:
         raise ValueError("nothing to render: the guide has no frames")
+    still = None
+    if still_hold and guide is not None and guide_frames is not None:
+        still = _still_map(model, guide_frames, max(total, cfg.frames))
     with prompt_conditioning(model, prompt) as text:
         null = model.encode_prompts([negative_prompt])
         if total > cfg.frames:
@@ -154,6 +174,8 @@ def synthesize(
                 noise_warp=noise_warp,
                 flow_smoothing=flow_smoothing,
                 cross_frame=cross_frame,
+                still_hold=still_hold,
+                still=still,
                 seed=seed,
                 stats=stats,
             )[0].permute(1, 0, 2, 3)
@@ -177,6 +199,8 @@ def synthesize(
                 noise_warp=noise_warp,
                 flow_smoothing=flow_smoothing,
                 cross_frame=cross_frame,
+                still_hold=still_hold,
+                still=still,
                 generator=torch.Generator().manual_seed(seed),
                 stats=stats,
             )
@@ -203,10 +227,17 @@ def render_batch(
     noise_warp: float | None = None,
     flow_smoothing: float = DEFAULTS["flow_smoothing"],
     cross_frame: float = DEFAULTS["cross_frame"],
+    still_hold: float = DEFAULTS["still_hold"],
+    guide_frames: list[np.ndarray] | None = None,
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
-    """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W)."""
+    """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W);
+    `guide_frames` the clips the structures came from, one per prompt (for `still_hold`)."""
     noise_warp = _warp(noise_share, noise_warp)
+    still = None
+    if still_hold and structures is not None and guide_frames is not None:
+        frames = model.config.frames
+        still = torch.stack([_still_map(model, clip, frames) for clip in guide_frames])
     text = model.encode_prompts(prompts)
     null = model.encode_prompts([""])
     generator = torch.Generator().manual_seed(seed)
@@ -225,6 +256,8 @@ def render_batch(
         noise_warp=noise_warp,
         flow_smoothing=flow_smoothing,
         cross_frame=cross_frame,
+        still_hold=still_hold,
+        still=still,
         generator=generator,
         stats=stats,
     )

@@ -112,12 +112,13 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
 
     assert sampling_knobs(None, None, None, None) == {}
     assert sampling_knobs(None, None, 1.5, 0.6) == {"temporal_guidance": 1.5, "noise_share": 0.6}
-    knobs = sampling_knobs(None, None, 1.5, None, 0.6, 0.4, 0.5)
+    knobs = sampling_knobs(None, None, 1.5, None, 0.6, 0.4, 0.5, 1.0)
     assert knobs == {
         "temporal_guidance": 1.5,
         "noise_warp": 0.6,
         "flow_smoothing": 0.4,
         "cross_frame": 0.5,
+        "still_hold": 1.0,
     }
     story = story_file(studio)
     plain = _render(studio, story, seed=3)
@@ -134,6 +135,8 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
     assert all(p["params"]["cross_frame"] == 0.5 for p in new["plots"])
     assert all("flow_smoothing" not in p["params"] for p in old["plots"])  # unset: not recorded
     assert all("cross_frame" not in p["params"] for p in old["plots"])
+    assert all(p["params"]["still_hold"] == 1.0 for p in new["plots"])
+    assert all("still_hold" not in p["params"] for p in old["plots"])
     assert [p["frames_sha256"] for p in new["plots"]] != [p["frames_sha256"] for p in old["plots"]]
     again = reproduce_render(calm["render_id"], studio.resolved())
     assert again["identical"] is True

@@ -211,3 +211,6 @@ def test_a_knob_added_later_names_a_render_only_when_set(tmp_path) -> None:
         for knobs in (plain, knobs_for(anchored, guided=True))
     ]
     assert jobs[0].path != jobs[1].path
+    held = SynthesisEvalConfig(sampling={"still_hold": 1.0})
+    assert "still_hold" not in plain and knobs_for(held, guided=True)["still_hold"] == 1.0
+    assert "still_hold" not in knobs_for(held, guided=False), "text-only has nothing to hold"

@@ -1,0 +1,97 @@
+"""Hold still what the guide clip holds still: `still_hold` at sampling.
+
+Where v3's flicker is (docs/training.md): the largest excess over the real clip is ground that
+should not change at all, the background of still-camera shots, 2.6x the real clip's warp error.
+Depth cannot say where the picture is still (a pan over flat ground keeps every depth value), so
+the still map is read from the guide clip's own frames: a latent cell is still between frames
+t-1 and t when no pixel of it, nor of its neighbours (`margin` cells, for a render that follows
+its guide only approximately), moves in the guide's optical flow or changes its grey level.
+
+`still_hold` h acts at every denoising step, on the model's prediction of the clean latents:
+each cell, over each run of frames in which it stays still, moves h of the way to the run's
+mean, so at h = 1 the cell is the same in every frame of the run and at 0 nothing changes. A
+cell that moves in the guide, a frame where it moves and a shot without a guide clip are left
+as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FLOW_PIXELS = 0.25
+"""Guide pixels whose Farneback flow is longer than this (pixels at the model's resolution) move."""
+GREY_LEVELS = 4.0
+"""Guide pixels whose grey level (0..255, after a 3x3 blur) changes by more than this move."""
+
+
+def check_still_hold(weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"still_hold must be in [0, 1], got {weight}")
+
+
+def still_cells(
+    frames: np.ndarray, size: tuple[int, int], latent: tuple[int, int], margin: int = 1
+) -> torch.Tensor:
+    """(T, H, W, 3) guide frames -> (T, h, w) bool on the latent grid `latent`: cell still
+    between frame t-1 and frame t (frame 0: False). The frames are read at `size` (the model's
+    pixel resolution) first, so the thresholds mean the same at any source resolution."""
+    import cv2  # here: only this knob needs OpenCV in the model package
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 1:
+        raise ValueError(f"still_hold: guide frames must be (T, H, W, 3), got {frames.shape}")
+    height, width = size
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+    grey = [
+        cv2.GaussianBlur(
+            cv2.resize(
+                cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY),
+                (width, height),
+                interpolation=cv2.INTER_AREA,
+            ),
+            (3, 3),
+            0,
+        )
+        for f in frames
+    ]
+    moving = np.ones((len(frames), height, width), bool)
+    for t in range(1, len(frames)):
+        flow = cv2.calcOpticalFlowFarneback(grey[t - 1], grey[t], None, 0.5, 3, 9, 3, 5, 1.1, 0)
+        changed = np.abs(grey[t].astype(np.float32) - grey[t - 1].astype(np.float32))
+        moving[t] = (np.linalg.norm(flow, axis=-1) > FLOW_PIXELS) | (changed > GREY_LEVELS)
+    cells = F.adaptive_max_pool2d(torch.from_numpy(moving).float()[:, None], latent)
+    if margin:
+        cells = F.max_pool2d(cells, 2 * margin + 1, stride=1, padding=margin)
+    return cells[:, 0] == 0
+
+
+def run_means(x: torch.Tensor, still: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, h, w) latents -> each cell's mean over its run of still frames (a run starts at
+    every frame where the cell is not still, and at frame 0); `still` (B, T, h, w) bool."""
+    frames = x.shape[2]
+    starts = ~still
+    starts[:, 0] = True  # a window's first frame starts a run whatever came before it
+    run = torch.cumsum(starts.long(), dim=1) - 1  # (B, T, h, w): run index, 0..T-1
+    onehot = F.one_hot(run, frames).to(x.dtype)  # (B, T, h, w, R)
+    sums = torch.einsum("bcthw,bthwr->bchwr", x, onehot)
+    counts = onehot.sum(1)  # (B, h, w, R)
+    means = sums / counts.clamp(min=1).unsqueeze(1)
+    return torch.einsum("bchwr,bthwr->bcthw", means, onehot)
+
+
+def hold_still(x: torch.Tensor, still: torch.Tensor, weight: float) -> torch.Tensor:
+    """`x` moved `weight` of the way to its still runs' means (`run_means`)."""
+    if weight == 0.0:
+        return x
+    if still.dim() == 3:
+        still = still.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
+    if still.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(
+            f"still_hold: still map {tuple(still.shape)} does not match the latents "
+            f"{tuple(x.shape)}"
+        )
+    still = still.to(x.device)
+    return x + weight * (run_means(x, still) - x)

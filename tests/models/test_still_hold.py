@@ -1,0 +1,162 @@
+"""still_hold: cells the guide clip holds still are held still in the render, and nothing else
+changes; the still map is read from the clip's pixels, so a pan over flat ground is not still."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from story.models.sampler import sample_latents
+from story.models.still_hold import hold_still, still_cells
+from story.models.t2v import StructureT2V, random_tiny
+from tests.models.t2v_stubs import HashTextEncoder
+
+
+def _textured(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A still background with texture Farneback can lock on to."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(40, 200, (height // 4, width // 4, 3)).astype(np.uint8)
+    return np.kron(small, np.ones((4, 4, 1), np.uint8))
+
+
+def _square_moving_right(frames: int = 8, size: int = 64) -> np.ndarray:
+    """A red 8x8 square sliding 2 pixels a frame along rows 8..16 over a still background."""
+    clip = np.repeat(_textured(size, size)[None], frames, 0)
+    for t in range(frames):
+        clip[t, 8:16, 4 + 2 * t : 12 + 2 * t] = (230, 20, 20)
+    return clip
+
+
+def test_a_still_background_is_still_and_the_moving_square_is_not() -> None:
+    still = still_cells(_square_moving_right(), (64, 64), (16, 16))
+    assert still.shape == (8, 16, 16) and still.dtype == torch.bool
+    assert not still[0].any(), "frame 0 starts every run"
+    far = still[1:, 10:, :].float().mean()
+    assert far > 0.9, f"rows far below the square never move, yet only {far:.0%} are still"
+    assert not still[1:, 2:4, 2:5].any(), "the square's path moves at every frame"
+
+
+def test_a_pan_is_not_still_though_its_depth_would_be() -> None:
+    """Depth cannot see a pan over flat ground; the clip's pixels can."""
+    ground = _textured(64, 96)
+    pan = np.stack([ground[:, 2 * t : 2 * t + 64] for t in range(8)])
+    still = still_cells(pan, (64, 64), (16, 16))
+    assert still[1:].float().mean() < 0.05
+
+
+def test_the_map_reads_the_clip_at_the_models_resolution() -> None:
+    big = np.kron(_square_moving_right(), np.ones((1, 2, 2, 1), np.uint8))  # 128x128
+    assert torch.equal(
+        still_cells(big, (64, 64), (16, 16)),
+        still_cells(_square_moving_right(), (64, 64), (16, 16)),
+    )
+    with pytest.raises(ValueError, match="guide frames"):
+        still_cells(big[..., 0], (64, 64), (16, 16))
+
+
+def test_held_cells_are_the_same_in_every_frame_of_their_run_and_others_do_not_change() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 6, 4, 4, generator=g)
+    still = torch.zeros(6, 4, 4, dtype=torch.bool)
+    still[1:3, 0, 0] = True  # cell (0, 0): frames 0-2 one run, 3, 4 and 5 their own
+    still[1:, 1, 1] = True  # cell (1, 1): still the whole clip
+    held = hold_still(x, still, 1.0)
+    run = held[:, :, 0:3, 0, 0]
+    assert torch.allclose(run, x[:, :, 0:3, 0, 0].mean(2, keepdim=True).expand_as(run))
+    assert torch.equal(held[:, :, 3:, 0, 0], x[:, :, 3:, 0, 0])
+    whole = held[:, :, :, 1, 1]
+    assert torch.allclose(whole, x[:, :, :, 1, 1].mean(2, keepdim=True).expand_as(whole))
+    moving = torch.ones(4, 4, dtype=torch.bool)
+    moving[0, 0] = moving[1, 1] = False
+    assert torch.equal(held[..., moving], x[..., moving])
+    half = hold_still(x, still, 0.5)
+    assert torch.allclose(half, (x + held) / 2, atol=1e-6)
+    assert torch.equal(hold_still(x, still, 0.0), x)
+    with pytest.raises(ValueError, match="still map"):
+        hold_still(x, still[:, :2], 1.0)
+
+
+@pytest.fixture(scope="module")
+def model() -> StructureT2V:
+    bundle = random_tiny(text_dim=16, frames=4).eval()
+    bundle.set_text_encoder(HashTextEncoder(16))
+    return bundle
+
+
+@torch.no_grad()
+def test_the_sampler_holds_the_still_cells_and_leaves_the_rest(model) -> None:
+    text = model.encode_prompts(["a red cube on the grass"])
+    null = model.encode_prompts([""])
+    cfg = model.config
+    structure = torch.rand(1, 1, cfg.frames, cfg.height, cfg.width) * 2 - 1
+    h, w = model.latent_shape[-2:]
+    still = torch.ones(cfg.frames, h, w, dtype=torch.bool)
+    still[0] = False
+    still[:, : h // 2] = False  # the top half moves
+
+    def run(weight, **extra):
+        return sample_latents(
+            model,
+            text,
+            null,
+            structure,
+            steps=3,
+            guidance=4.0,
+            generator=torch.Generator().manual_seed(0),
+            still_hold=weight,
+            **extra,
+        )
+
+    plain = sample_latents(
+        model,
+        text,
+        null,
+        structure,
+        steps=3,
+        guidance=4.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.equal(run(0.0), plain)
+    held = run(1.0, still=still)
+    bottom = held[..., h // 2 :, :]
+    assert torch.allclose(bottom, bottom[:, :, :1].expand_as(bottom), atol=1e-5)
+    assert not torch.allclose(held[..., : h // 2, :], held[:, :, :1, : h // 2, :], atol=1e-3)
+    assert torch.equal(run(1.0), plain), "without a still map nothing is known to be still"
+    text_only = sample_latents(
+        model, text, null, steps=3, guidance=4.0, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(
+        sample_latents(
+            model,
+            text,
+            null,
+            steps=3,
+            guidance=4.0,
+            generator=torch.Generator().manual_seed(0),
+            still_hold=1.0,
+        ),
+        text_only,
+    ), "a text-only shot has no clip to read stillness from: nothing is held"
+    with pytest.raises(ValueError, match="still_hold"):
+        run(1.5, still=still)
+
+
+@torch.no_grad()
+def test_a_still_guide_clip_renders_a_still_shot_and_depth_alone_holds_nothing(model) -> None:
+    from story.tasks.render.synthesize import synthesize
+
+    cfg = model.config
+    depth = np.linspace(-1, 1, cfg.height * cfg.width, dtype=np.float32)
+    depth = np.repeat(depth.reshape(1, cfg.height, cfg.width), cfg.frames, 0)
+    clip = np.repeat(_textured(cfg.height, cfg.width)[None], cfg.frames, 0)
+    frames = synthesize(
+        model, "a red cube", depth, steps=3, seed=1, still_hold=1.0, guide_frames=clip
+    )
+    assert frames.shape[0] == cfg.frames
+    assert (np.abs(frames.astype(int) - frames[:1].astype(int)) <= 1).all()
+    free = synthesize(model, "a red cube", depth, steps=3, seed=1)
+    assert np.abs(free.astype(int) - free[:1].astype(int)).max() > 1
+    # Without the clip, depth cannot say what is still (a pan over flat ground): nothing is held.
+    blind = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=1.0)
+    assert np.array_equal(blind, free)
