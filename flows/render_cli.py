@@ -78,7 +78,8 @@ StillHoldOpt = Annotated[
         min=0.0,
         max=1.0,
         help="Hold still what the retrieved clip holds still (0..1): at every denoising step, "
-        "cells the clip holds still are pulled to their mean over the frames they stay still (0).",
+        "cells the clip holds still are pulled to their mean over the frames they stay still "
+        "(1; 0 for the renders before it was the default).",
     ),
 ]
 render_app = typer.Typer()

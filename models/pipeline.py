@@ -2,7 +2,8 @@
 
 Its `__call__` signature is the one home of the sampling defaults (steps, guidance, tau,
 structure strength, detail level, temporal guidance, noise shared across frames or
-along the structure's motion, smoothing along it, attention to the first frame): every other
+along the structure's motion, smoothing along it, attention to the first frame, holding still
+what the guide clip holds still): every other
 place that needs a default reads it with `sampling_defaults()`; `FORMER_DEFAULTS` keeps the
 value a knob had before its default changed, so older renders reproduce. The pipeline gives
 `from_pretrained`, `.to()` and the diffusers step callback
@@ -66,7 +67,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         noise_warp: float = 0.8,
         flow_smoothing: float = 0.0,
         cross_frame: float = 0.0,
-        still_hold: float = 0.0,
+        still_hold: float = 1.0,
         still: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
@@ -135,7 +136,7 @@ def implied_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
     return settled
 
 
-FORMER_DEFAULTS: dict[str, Any] = {"noise_warp": 0.0, "carry_warp": False}
+FORMER_DEFAULTS: dict[str, Any] = {"noise_warp": 0.0, "carry_warp": False, "still_hold": 0.0}
 """Knobs whose default changed, in the order they changed, at their value before the change.
 Renders planned before a change did not record its knob, so a recorded job without one was
 rendered at this value (`story.tasks.render.request` records them in every job since).

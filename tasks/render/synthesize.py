@@ -95,7 +95,8 @@ def _still_map(model: StructureT2V, frames: np.ndarray, length: int) -> torch.Te
     from story.models.still_hold import still_cells
 
     cfg = model.config
-    still = still_cells(frames, (cfg.height, cfg.width), tuple(model.latent_shape[-2:]))
+    h, w = model.latent_shape[-2:]
+    still = still_cells(frames, (cfg.height, cfg.width), (h, w))
     if len(still) < length:
         still = torch.cat([still, still.new_ones(length - len(still), *still.shape[1:])])
     return still[:length]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import opentimelineio as otio
 import pytest
@@ -112,13 +113,13 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
 
     assert sampling_knobs(None, None, None, None) == {}
     assert sampling_knobs(None, None, 1.5, 0.6) == {"temporal_guidance": 1.5, "noise_share": 0.6}
-    knobs = sampling_knobs(None, None, 1.5, None, 0.6, 0.4, 0.5, 1.0)
+    knobs = sampling_knobs(None, None, 1.5, None, 0.6, 0.4, 0.5, 0.5)
     assert knobs == {
         "temporal_guidance": 1.5,
         "noise_warp": 0.6,
         "flow_smoothing": 0.4,
         "cross_frame": 0.5,
-        "still_hold": 1.0,
+        "still_hold": 0.5,
     }
     story = story_file(studio)
     plain = _render(studio, story, seed=3)
@@ -135,8 +136,10 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
     assert all(p["params"]["cross_frame"] == 0.5 for p in new["plots"])
     assert all("flow_smoothing" not in p["params"] for p in old["plots"])  # unset: not recorded
     assert all("cross_frame" not in p["params"] for p in old["plots"])
-    assert all(p["params"]["still_hold"] == 1.0 for p in new["plots"])
-    assert all("still_hold" not in p["params"] for p in old["plots"])
+    assert all(p["params"]["still_hold"] == 0.5 for p in new["plots"])
+    # On by default since its sealed run: recorded in every job, like noise_warp.
+    held = SAMPLING_DEFAULTS["still_hold"]
+    assert held > 0 and all(p["params"]["still_hold"] == held for p in old["plots"])
     assert [p["frames_sha256"] for p in new["plots"]] != [p["frames_sha256"] for p in old["plots"]]
     again = reproduce_render(calm["render_id"], studio.resolved())
     assert again["identical"] is True
@@ -161,9 +164,9 @@ def test_a_render_from_before_the_noise_warp_default_reproduces_at_its_former_va
     assert {p["params"]["noise_warp"] for p in now["inputs"]["plots"]} == {
         SAMPLING_DEFAULTS["noise_warp"]
     }
-    former = FORMER_DEFAULTS["noise_warp"]
+    # Every knob at its value before any default changed, as the code then rendered it.
     at_former = render_story(
-        str(story), studio.resolved(), params={**FAST, "noise_warp": former}, seed=7, use_ray=False
+        str(story), studio.resolved(), params={**FAST, **FORMER_DEFAULTS}, seed=7, use_ray=False
     )
     assert [p["frames_sha256"] for p in now["plots"]] != [
         p["frames_sha256"] for p in read_manifest(at_former["manifest"])["plots"]
@@ -194,37 +197,54 @@ def _as_planned_before(folder: str, old: Path, knobs: list[str]) -> Path:
     return old
 
 
-def test_a_long_shot_from_before_carry_warp_reproduces_with_noise_drawn_per_window(
-    studio: Settings, tmp_path: Path
+def _a_later_default_reproduces_at_its_former_value(
+    studio: Settings, story: Path, knob: str, now: Any, seed: int, tmp_path: Path
 ) -> None:
-    """carry_warp became the default (one moving noise for a whole long shot): new renders
-    record it; a long shot planned before it (noise_warp recorded, carry_warp not) still
-    reproduces, id and frames, with warped noise drawn per window."""
+    """New renders record `knob` at its default `now`; a render planned before the default
+    changed (noise_warp recorded, `knob` not) reproduces, id and frames, at the former value."""
     from story.models.pipeline import FORMER_DEFAULTS
 
-    story = tmp_path / "long.yaml"
-    story.write_text(
-        "title: long\nplots:\n  - text: A red ball bounces on the grass\n    frames: 10\n"
-    )
-    now = read_manifest(_render(studio, story, seed=3, out=str(tmp_path / "a"))["manifest"])
-    assert {p["params"]["carry_warp"] for p in now["inputs"]["plots"]} == {True}
-    former = FORMER_DEFAULTS["carry_warp"]
-    per_window = render_story(
+    latest = read_manifest(_render(studio, story, seed=seed, out=str(tmp_path / "a"))["manifest"])
+    assert {p["params"][knob] for p in latest["inputs"]["plots"]} == {now}
+    before = render_story(
         str(story),
         studio.resolved(),
-        params={**FAST, "carry_warp": former},
-        seed=3,
+        params={**FAST, knob: FORMER_DEFAULTS[knob]},
+        seed=seed,
         out=str(tmp_path / "b"),
         use_ray=False,
     )
-    assert [p["frames_sha256"] for p in now["plots"]] != [
-        p["frames_sha256"] for p in read_manifest(per_window["manifest"])["plots"]
+    assert [p["frames_sha256"] for p in latest["plots"]] != [
+        p["frames_sha256"] for p in read_manifest(before["manifest"])["plots"]
     ]
-    old = _as_planned_before(per_window["folder"], tmp_path / "old-render", ["carry_warp"])
+    old = _as_planned_before(before["folder"], tmp_path / "old-render", [knob])
     assert "noise_warp" in read_manifest(old)["inputs"]["plots"][0]["params"]
     again = reproduce_render(str(old), studio.resolved())
     assert again["reproduced_id"] == read_manifest(old)["render_id"]
     assert again["identical"] is True
+
+
+def test_a_render_from_before_still_hold_reproduces_without_it(studio: Settings, tmp_path: Path):
+    """still_hold became the default (cells the retrieved clip holds still are held): a render
+    planned before it reproduces with nothing held."""
+    from story.models.pipeline import SAMPLING_DEFAULTS
+
+    held = SAMPLING_DEFAULTS["still_hold"]
+    _a_later_default_reproduces_at_its_former_value(
+        studio, story_file(studio), "still_hold", held, 5, tmp_path
+    )
+
+
+def test_a_long_shot_from_before_carry_warp_reproduces_with_noise_drawn_per_window(
+    studio: Settings, tmp_path: Path
+) -> None:
+    """carry_warp became the default (one moving noise for a whole long shot): a long shot
+    planned before it reproduces with warped noise drawn per window."""
+    story = tmp_path / "long.yaml"
+    story.write_text(
+        "title: long\nplots:\n  - text: A red ball bounces on the grass\n    frames: 10\n"
+    )
+    _a_later_default_reproduces_at_its_former_value(studio, story, "carry_warp", True, 3, tmp_path)
 
 
 def test_rerender_on_another_checkpoint_keeps_clips_and_compares(studio: Settings) -> None:

@@ -112,9 +112,10 @@ def test_the_pipeline_signature_is_the_one_home_of_sampling_defaults(model) -> N
         assert defaults.pop("noise_warp") is None
         assert defaults == {k: v for k, v in SAMPLING_DEFAULTS.items() if k != "noise_warp"}
     # The CLI states the default without importing the model stack: it must say the same.
-    from story.flows.render_cli import NoiseWarpOpt
+    from story.flows.render_cli import NoiseWarpOpt, StillHoldOpt
 
     assert f"({SAMPLING_DEFAULTS['noise_warp']:g};" in NoiseWarpOpt.__metadata__[0].help
+    assert f"({SAMPLING_DEFAULTS['still_hold']:g};" in StillHoldOpt.__metadata__[0].help
     pipe = StructureGuidedPipeline(model)
     text = model.encode_prompts(["a red cube on the grass"])
     null = model.encode_prompts([""])

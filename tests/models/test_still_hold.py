@@ -95,51 +95,24 @@ def test_the_sampler_holds_the_still_cells_and_leaves_the_rest(model) -> None:
     still[0] = False
     still[:, : h // 2] = False  # the top half moves
 
-    def run(weight, **extra):
+    def run(structure=structure, **knobs):
+        generator = torch.Generator().manual_seed(0)
         return sample_latents(
-            model,
-            text,
-            null,
-            structure,
-            steps=3,
-            guidance=4.0,
-            generator=torch.Generator().manual_seed(0),
-            still_hold=weight,
-            **extra,
+            model, text, null, structure, steps=3, guidance=4.0, generator=generator, **knobs
         )
 
-    plain = sample_latents(
-        model,
-        text,
-        null,
-        structure,
-        steps=3,
-        guidance=4.0,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert torch.equal(run(0.0), plain)
-    held = run(1.0, still=still)
+    plain = run()
+    assert torch.equal(run(still_hold=0.0, still=still), plain)
+    held = run(still_hold=1.0, still=still)
     bottom = held[..., h // 2 :, :]
     assert torch.allclose(bottom, bottom[:, :, :1].expand_as(bottom), atol=1e-5)
     assert not torch.allclose(held[..., : h // 2, :], held[:, :, :1, : h // 2, :], atol=1e-3)
-    assert torch.equal(run(1.0), plain), "without a still map nothing is known to be still"
-    text_only = sample_latents(
-        model, text, null, steps=3, guidance=4.0, generator=torch.Generator().manual_seed(0)
+    assert torch.equal(run(still_hold=1.0), plain), "without a still map nothing is still"
+    assert torch.equal(run(None, still_hold=1.0, still=still), run(None)), (
+        "a text-only shot has no clip to read stillness from: nothing is held"
     )
-    assert torch.equal(
-        sample_latents(
-            model,
-            text,
-            null,
-            steps=3,
-            guidance=4.0,
-            generator=torch.Generator().manual_seed(0),
-            still_hold=1.0,
-        ),
-        text_only,
-    ), "a text-only shot has no clip to read stillness from: nothing is held"
     with pytest.raises(ValueError, match="still_hold"):
-        run(1.5, still=still)
+        run(still_hold=1.5, still=still)
 
 
 @torch.no_grad()

@@ -71,21 +71,27 @@ def test_a_new_default_knob_gets_its_own_sealed_run_but_only_one(tmp_path) -> No
 
 
 def test_a_sealed_run_is_named_by_what_it_renders_not_how_the_knobs_were_typed() -> None:
-    """After noise_warp's default changed (0 -> 0.8), asking for the default, or for it by
-    value, is the configuration scored as `noise_warp=0.8`; asking for 0 is the former default,
-    scored under the bare model id: neither gets a second look at the test split."""
+    """After noise_warp's default changed (0 -> 0.8), and then still_hold's (0 -> 1), asking for
+    the defaults, or for them by value, is the configuration scored as
+    `noise_warp=0.8,still_hold=1`; asking for the former values is scored under the bare model
+    id: neither gets a second look at the test split."""
     from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS
     from story.tasks.evaluation.synthesis_eval import sealed_knobs
 
-    now = SAMPLING_DEFAULTS["noise_warp"]
-    assert sealed_knobs({}) == sealed_knobs({"noise_warp": now}) == {"noise_warp": now}
-    assert sealed_knobs({"noise_warp": FORMER_DEFAULTS["noise_warp"]}) == {}
-    assert sealed_knobs({"noise_share": 0.5}) == {"noise_share": 0.5}
-    assert sealed_knobs({"tau": 400.0}) == {"noise_warp": now, "tau": 400.0}
+    now = {k: SAMPLING_DEFAULTS[k] for k in ("noise_warp", "still_hold")}
+    former = {k: FORMER_DEFAULTS[k] for k in now}
+    assert sealed_knobs({}) == sealed_knobs(now) == now
+    assert sealed_knobs(former) == {}
+    assert sealed_knobs({"still_hold": former["still_hold"]}) == {"noise_warp": now["noise_warp"]}
+    assert sealed_knobs({"noise_share": 0.5}) == {
+        "noise_share": 0.5,
+        "still_hold": now["still_hold"],
+    }
+    assert sealed_knobs({"tau": 400.0}) == {**now, "tau": 400.0}
     # another guidance scale or step count is another configuration; the evaluation's own
     # (20 DDIM steps, as every sealed run so far, and the product's guidance 4) are not
-    assert sealed_knobs({}, 20, SAMPLING_DEFAULTS["guidance"]) == {"noise_warp": now}
-    assert sealed_knobs({}, 30, 3.0) == {"noise_warp": now, "steps": 30, "guidance": 3.0}
-    assert configuration_id("t2v-64f4@5395261700f4", sealed_knobs({})) in {
-        e["model_id"] for e in read_ledger() if e["area"] == "synthesis"
-    }
+    assert sealed_knobs({}, 20, SAMPLING_DEFAULTS["guidance"]) == now
+    assert sealed_knobs({}, 30, 3.0) == {**now, "steps": 30, "guidance": 3.0}
+    scored = {e["model_id"] for e in read_ledger() if e["area"] == "synthesis"}
+    assert configuration_id("t2v-64f4@5395261700f4", sealed_knobs({"still_hold": 0})) in scored
+    assert configuration_id("t2v-64f4-v3@1750a96e1214", sealed_knobs({})) in scored

@@ -211,6 +211,10 @@ def test_a_knob_added_later_names_a_render_only_when_set(tmp_path) -> None:
         for knobs in (plain, knobs_for(anchored, guided=True))
     ]
     assert jobs[0].path != jobs[1].path
+    # still_hold, on by default: named at its default; off, a render keeps the name it had
+    # before the knob existed, so those renders are found again.
     held = SynthesisEvalConfig(sampling={"still_hold": 1.0})
-    assert "still_hold" not in plain and knobs_for(held, guided=True)["still_hold"] == 1.0
+    assert plain["still_hold"] == knobs_for(held, guided=True)["still_hold"] == 1.0
     assert "still_hold" not in knobs_for(held, guided=False), "text-only has nothing to hold"
+    off = knobs_for(SynthesisEvalConfig(sampling={"still_hold": 0.0}), guided=True)
+    assert "still_hold" not in off and "cross_frame" not in off

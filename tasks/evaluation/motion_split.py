@@ -14,7 +14,7 @@ nothing: run the evaluation first, with the same split, scene count and checkpoi
 sealed test split it is recorded in the ledger (`bench/results/sealed_test_runs.jsonl`) like any
 test run.
 
-    python -m bench.bench_motion_split --split validation --scenes 80 \\
+    python -m story.tasks.evaluation.motion_split --split validation --scenes 80 \\
         --a runs/eval-v3 --b runs/eval-still:still_hold=1 --out bench/results/motion_split.json
 """
 
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.height,
         cfg.width,
     )
-    latent = tuple(model.latent_shape[-2:])
+    latent_h, latent_w = model.latent_shape[-2:]
+    latent = (latent_h, latent_w)
     stills = [still_pixels(case.clip, cfg.height, cfg.width, latent) for case in cases]
     shares: dict[str, np.ndarray] = {}
     real = np.array([motion_split(c.ideal, s) for c, s in zip(cases, stills, strict=True)])
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
             part: _paired(shares["a"][:, i], shares["b"][:, i])
             for i, part in enumerate(("in still cells", "elsewhere"))
         },
-        "command": "python -m bench.bench_motion_split " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m story.tasks.evaluation.motion_split "
+        + " ".join(argv or sys.argv[1:]),
     }
     text = json.dumps(result, indent=2, default=float)
     print(text)
