@@ -15,7 +15,11 @@ sealed test split it is recorded in the ledger (`bench/results/sealed_test_runs.
 test run.
 
     python -m story.tasks.evaluation.motion_split --split validation --scenes 80 \\
-        --a runs/eval-v3 --b runs/eval-still:still_hold=1 --out bench/results/motion_split.json
+        --a runs/eval-v3:still_hold=0 --b runs/eval-still:still_hold=1 \\
+        --out bench/results/motion_split.json
+
+Each run names the sampling it was rendered at, as `story eval synthesis --sampling` did; a run
+without the hold names `still_hold=0`, since the hold is the default.
 """
 
 from __future__ import annotations
@@ -25,22 +29,20 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from story.models.still_hold import still_cells
-from story.tasks.evaluation.temporal import _flow
+from story.tasks.evaluation.temporal import pair_flows
 
 
 def motion_split(frames: np.ndarray, still: np.ndarray) -> tuple[float, float]:
     """(T, H, W, 3) uint8 frames, (T, H, W) bool still pixels (pair t-1 -> t) -> the clip's mean
     flow per frame width that lies in still pixels and elsewhere, as shares of the frame mean."""
-    grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
     inside, outside = [], []
-    for t in range(1, len(frames)):
-        magnitude = np.linalg.norm(_flow(grey[t - 1], grey[t]), axis=-1) / frames.shape[2]
+    for t, flow in enumerate(pair_flows(frames), start=1):
+        magnitude = np.linalg.norm(flow, axis=-1) / frames.shape[2]
         held = still[t]
         inside.append(float(magnitude[held].sum() / magnitude.size))
         outside.append(float(magnitude[~held].sum() / magnitude.size))

@@ -42,16 +42,21 @@ def _flow(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
     return flow
 
 
-def pair_motion(frames: np.ndarray) -> PairMotion:
-    """Warp error and motion of every consecutive pair of a (T, H, W, 3) uint8 clip."""
+def pair_flows(frames: np.ndarray) -> list[np.ndarray]:
+    """Farneback flow (H, W, 2) from each frame of a (T, H, W, 3) uint8 clip to the next."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
         raise ValueError(f"need (T >= 2, H, W, 3) frames, got {frames.shape}")
-    h, w = frames.shape[1:3]
     grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+    return [_flow(grey[t], grey[t + 1]) for t in range(len(frames) - 1)]
+
+
+def pair_motion(frames: np.ndarray) -> PairMotion:
+    """Warp error and motion of every consecutive pair of a (T, H, W, 3) uint8 clip."""
+    flows = pair_flows(frames)
+    h, w = frames.shape[1:3]
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     errors, motions = [], []
-    for t in range(len(frames) - 1):
-        flow = _flow(grey[t], grey[t + 1])
+    for t, flow in enumerate(flows):
         map_x, map_y = xs + flow[..., 0], ys + flow[..., 1]
         warped = cv2.remap(
             np.ascontiguousarray(frames[t + 1]), map_x, map_y, cv2.INTER_LINEAR
