@@ -466,6 +466,24 @@ def eval_longshot_command(
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Sampling seeds per shot.")] = 2,
     windows: Annotated[int, typer.Option("--windows", min=2, help="Model clips per shot.")] = 3,
     steps: Annotated[int, typer.Option("--steps", min=1, help="DDIM steps.")] = 20,
+    still_hold: Annotated[
+        float | None,
+        typer.Option(
+            "--still-hold",
+            min=0.0,
+            max=1.0,
+            help="Hold still what the scene's frames hold still (default: the render default, "
+            "1); 0 renders as the evaluation did before the hold.",
+        ),
+    ] = None,
+    settings_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--settings",
+            help="Continuation settings to score, repeatable: default, m1, per-window, "
+            "hold-prompt (default: all; independent windows and the real clip always).",
+        ),
+    ] = None,
     judge: JudgeOpt = None,
     out: OutOpt = None,
     rerun_sealed: RerunOpt = False,
@@ -482,6 +500,7 @@ def eval_longshot_command(
     chosen_checkpoint = checkpoint or settings.checkpoint
 
     def work() -> dict[str, Any]:
+        from story.models.pipeline import SAMPLING_DEFAULTS
         from story.models.t2v import checkpoint_id
         from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
         from story.tasks.evaluation.longshot_eval import (
@@ -500,11 +519,14 @@ def eval_longshot_command(
             seeds=seeds,
             windows=windows,
             steps=steps,
+            still_hold=SAMPLING_DEFAULTS["still_hold"] if still_hold is None else still_hold,
             threads=threads,
         )
+        if settings_:
+            config.settings = tuple(settings_)
         folder = _out_folder(out, settings.workspace, "longshot", chosen, model_id)
         details = {"shots": shots, "seeds": seeds, "noise_warp": config.noise_warp}
-        name = configuration_id(model_id, sealed_name_knobs())
+        name = configuration_id(model_id, sealed_name_knobs(config.still_hold))
         _seal("longshot", chosen, name, rerun_sealed, details, resumable=folder)
         return evaluate_longshot(
             config, folder, settings.checkpoints, judge, log=lambda s: typer.echo(s, err=True)

@@ -166,6 +166,14 @@ def render_command(
         float,
         typer.Option(min=0.0, max=1.0, help="Long shots: fraction of steps pinning prompt frames."),
     ] = 0.6,
+    hold_prompt: Annotated[
+        bool | None,
+        typer.Option(
+            "--hold-prompt/--no-hold-prompt",
+            help="Long shots: what the clip holds still across a seam keeps the previous "
+            "clip's look exactly (needs --still-hold > 0; default off).",
+        ),
+    ] = None,
     rate: Annotated[
         str | None,
         typer.Option(
@@ -216,6 +224,8 @@ def render_command(
     }
     if tau is not None:
         params["tau"] = tau
+    if hold_prompt is not None:
+        params["hold_prompt"] = hold_prompt
     settings = make_settings(workspace, lancedb, delivery_rate=rate, retime=retime)
     if submit:
         submit_command(settings, story_file, checkpoint, seed, candidates, params, wait, as_json)

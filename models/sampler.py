@@ -134,6 +134,7 @@ def sample_latents(
     cross_frame: float = 0.0,
     still_hold: float = 0.0,
     still: torch.Tensor | None = None,
+    still_prompt: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
     stats: SamplerStats | None = None,
@@ -145,6 +146,8 @@ def sample_latents(
     (`latents` is None). `still_hold` holds the cells `still` marks, (T, h, w) or (B, T, h, w)
     bool on the latent grid; without a still map, or without a structure, nothing is known to be
     still and nothing is held (as `noise_warp` without a structure has no motion to follow).
+    `still_prompt` (B, C, M, h, w), a long shot's prompt frames: held cells still from the
+    first frame on are held to them (`story.models.still_hold.hold_still`).
     `after_step(step_index, scheduler, x)` may edit the latents after each denoising step (the
     long-shot continuation pins its prompt frames this way).
     """
@@ -217,7 +220,7 @@ def sample_latents(
                 )
             if still_hold and still is not None:
                 pred = _edited_prediction(
-                    scheduler, pred, x, t, lambda c: hold_still(c, still, still_hold)
+                    scheduler, pred, x, t, lambda c: hold_still(c, still, still_hold, still_prompt)
                 )
             x = scheduler.step(pred, t, x).prev_sample
             if after_step is not None:
@@ -225,7 +228,7 @@ def sample_latents(
             stats.steps += 1
     if still_hold and still is not None:
         # DDIM's last step still adds sqrt(1 - alpha_0) of each frame's own noise estimate.
-        x = hold_still(x, still, still_hold)
+        x = hold_still(x, still, still_hold, still_prompt)
     return x
 
 

@@ -84,8 +84,28 @@ def run_means(x: torch.Tensor, still: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bchwr,bthwr->bcthw", means, onehot)
 
 
-def hold_still(x: torch.Tensor, still: torch.Tensor, weight: float) -> torch.Tensor:
-    """`x` moved `weight` of the way to its still runs' means (`run_means`)."""
+def first_runs(still: torch.Tensor) -> torch.Tensor:
+    """(B, T, h, w) bool: the frames of each cell's first still run (frame 0 and every frame
+    after it up to the first frame where the cell moves), only where that run is longer than
+    frame 0 alone."""
+    if still.shape[1] < 2:
+        return torch.zeros_like(still)
+    moved = ~still
+    moved[:, 0] = False
+    first = torch.cumsum(moved.long(), dim=1) == 0
+    return first & still[:, 1:2]
+
+
+def hold_still(
+    x: torch.Tensor, still: torch.Tensor, weight: float, prompt: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`x` moved `weight` of the way to its still runs' means (`run_means`).
+
+    `prompt` (B, C, M, h, w): the clean latents a long shot's window continues from, its first
+    M frames (Reuse-and-Diffuse's prompt frames, already shown by the window before). A cell
+    still from the window's first frame on is then held to the prompt frames of its first run
+    rather than to the run's mean, so what the shot held still before the seam stays exactly
+    as it was after it."""
     if weight == 0.0:
         return x
     if still.dim() == 3:
@@ -96,4 +116,16 @@ def hold_still(x: torch.Tensor, still: torch.Tensor, weight: float) -> torch.Ten
             f"{tuple(x.shape)}"
         )
     still = still.to(x.device)
-    return x + weight * (run_means(x, still) - x)
+    target = run_means(x, still)
+    if prompt is not None:
+        m = prompt.shape[2]
+        if prompt.shape[:2] != x.shape[:2] or prompt.shape[3:] != x.shape[3:] or m > x.shape[2]:
+            raise ValueError(
+                f"still_hold: prompt frames {tuple(prompt.shape)} do not match the latents "
+                f"{tuple(x.shape)}"
+            )
+        first = first_runs(still)  # (B, T, h, w)
+        within = first[:, :m].unsqueeze(1).to(x.dtype)  # (B, 1, M, h, w)
+        anchor = (prompt.to(x) * within).sum(2) / within.sum(2).clamp(min=1)  # (B, C, h, w)
+        target = torch.where(first.unsqueeze(1), anchor.unsqueeze(2), target)
+    return x + weight * (target - x)

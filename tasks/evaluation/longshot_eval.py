@@ -7,13 +7,17 @@ it is compared with the warp error inside the clips; motion is reported too, so 
 that freezes at its seams does not pass. The real clip, which has no seams, is measured at the
 same frame positions (its ratio is the floor). The judge reads the look of each window: a shot
 whose object changes colour or shape from one window to the next is not one shot.
+
+The scene's own frames are the clip the depth came from, so `still_hold` (the product's default
+since 2026-12-06) reads its still map from them, as the render path does from a retrieved clip;
+`still_hold` 0 renders as the evaluation did before the hold existed, and finds those renders.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,28 @@ from story.tasks.world import miniworld, splits
 
 INDEPENDENT = "baseline: independent windows"
 REAL = "real clip (no seams)"
+UNHELD = "the default without still_hold (before it)"
 LOOK = ("shape", "colour", "texture")
+
+
+DEFAULT = "Reuse-and-Diffuse M=2 alpha=1 beta=0.6 (default)"
+M1 = "Reuse-and-Diffuse M=1 alpha=1 beta=0.6"
+PER_WINDOW = "M=2, warped noise drawn per window (before carry_warp)"
+HOLD_PROMPT = "M=2, still cells held to the prompt frames (hold_prompt)"
+
+SETTINGS: dict[str, ReuseDiffuse] = {
+    DEFAULT: ReuseDiffuse(2, 1.0, 0.6),
+    M1: ReuseDiffuse(1, 1.0, 0.6),
+    PER_WINDOW: ReuseDiffuse(2, 1.0, 0.6, carry_warp=False),
+    HOLD_PROMPT: ReuseDiffuse(2, 1.0, 0.6, hold_prompt=True),
+}
+"""Continuation settings scored beside independent windows: `PER_WINDOW` is the ablation of
+`carry_warp` (one moving noise for the whole shot against one per window), `HOLD_PROMPT` the
+trial of `hold_prompt` (still cells held across the seam; it holds only with `still_hold`)."""
+
+
+NAMES = {"default": DEFAULT, "m1": M1, "per-window": PER_WINDOW, "hold-prompt": HOLD_PROMPT}
+"""Short names of the settings for `story eval longshot --settings`."""
 
 
 @dataclass
@@ -49,32 +74,47 @@ class LongShotEvalConfig:
     steps: int = 20
     guidance: float = SAMPLING_DEFAULTS["guidance"]
     noise_warp: float = SAMPLING_DEFAULTS["noise_warp"]
+    still_hold: float = SAMPLING_DEFAULTS["still_hold"]
+    settings: tuple[str, ...] = tuple(NAMES)
+    """Which continuation settings to score (`NAMES`); independent windows and the real clip
+    are always scored."""
     threads: int = 1
 
 
-SETTINGS: dict[str, ReuseDiffuse] = {
-    "Reuse-and-Diffuse M=2 alpha=1 beta=0.6 (default)": ReuseDiffuse(2, 1.0, 0.6),
-    "Reuse-and-Diffuse M=1 alpha=1 beta=0.6": ReuseDiffuse(1, 1.0, 0.6),
-    "M=2, warped noise drawn per window (before carry_warp)": ReuseDiffuse(
-        2, 1.0, 0.6, carry_warp=False
-    ),
-}
-"""Continuation settings scored beside independent windows; the last is the ablation of
-`carry_warp` (one moving noise for the whole shot against one per window)."""
+def _continuation_key(params: ReuseDiffuse) -> dict[str, Any]:
+    """The continuation as a render's cache key names it: `hold_prompt` only when on, so
+    renders made before it existed are found."""
+    key = asdict(params)
+    if not key["hold_prompt"]:
+        del key["hold_prompt"]
+    return key
 
 
-def sealed_name_knobs() -> dict[str, float]:
+def sealed_name_knobs(still_hold: float = 0.0) -> dict[str, float]:
     """What names a sealed long-shot run beside the model id: the continuation defaults that
-    changed (`FORMER_DEFAULTS`), at today's value. Entries before `carry_warp` existed carry the
-    bare model id (noise per window)."""
-    return {
+    changed (`FORMER_DEFAULTS`), at today's value, and `still_hold` when the run holds. Entries
+    before `carry_warp` existed carry the bare model id (noise per window), and entries before
+    the evaluation passed the scene's frames carry no `still_hold` (nothing was held)."""
+    knobs = {
         key: float(CONTINUATION_DEFAULTS[key])
         for key, former in FORMER_DEFAULTS.items()
         if key in CONTINUATION_DEFAULTS and CONTINUATION_DEFAULTS[key] != former
     }
+    if still_hold:
+        knobs["still_hold"] = float(still_hold)
+    return knobs
 
 
-def _independent(model, prompt: str, guide: np.ndarray, seed: int, config) -> np.ndarray:
+def _held(config: LongShotEvalConfig, frames: np.ndarray) -> dict[str, Any]:
+    """The hold's arguments for a render of `frames` (nothing when the run does not hold)."""
+    if not config.still_hold:
+        return {"still_hold": 0.0}
+    return {"still_hold": config.still_hold, "guide_frames": frames}
+
+
+def _independent(
+    model, prompt: str, guide: np.ndarray, frames: np.ndarray, seed: int, config
+) -> np.ndarray:
     from story.tasks.render.synthesize import synthesize
 
     length = model.config.frames
@@ -88,6 +128,7 @@ def _independent(model, prompt: str, guide: np.ndarray, seed: int, config) -> np
                 steps=config.steps,
                 guidance=config.guidance,
                 noise_warp=config.noise_warp,
+                **_held(config, frames[start : start + length]),
             )
             for i, start in enumerate(range(0, len(guide), length))
         ]
@@ -95,13 +136,20 @@ def _independent(model, prompt: str, guide: np.ndarray, seed: int, config) -> np
 
 
 def _render(
-    model, label: str, prompt: str, guide: np.ndarray, seed: int, config: LongShotEvalConfig
+    model,
+    label: str,
+    prompt: str,
+    guide: np.ndarray,
+    frames: np.ndarray,
+    seed: int,
+    config: LongShotEvalConfig,
 ) -> np.ndarray:
-    """One long shot with one setting (or as independent windows)."""
+    """One long shot with one setting (or as independent windows); `frames` the scene's own
+    frames, the clip `guide` was read from."""
     from story.tasks.render.synthesize import synthesize
 
     if label == INDEPENDENT:
-        return _independent(model, prompt, guide, seed, config)
+        return _independent(model, prompt, guide, frames, seed, config)
     return synthesize(
         model,
         prompt,
@@ -111,6 +159,7 @@ def _render(
         guidance=config.guidance,
         noise_warp=config.noise_warp,
         continuation=SETTINGS[label],
+        **_held(config, frames),
     )
 
 
@@ -146,14 +195,29 @@ def evaluate_longshot(
         )
         for seed in splits.seeds(config.split, "longshots", config.shots)
     ]
+    unknown = sorted(set(config.settings) - set(NAMES))
+    if unknown or DEFAULT not in [NAMES[n] for n in config.settings if n in NAMES]:
+        raise ValueError(
+            f"long-shot settings must include 'default' and come from {', '.join(NAMES)}; "
+            f"got {', '.join(config.settings)}"
+        )
+    chosen = {NAMES[n]: SETTINGS[NAMES[n]] for n in NAMES if n in config.settings}
     seams_of = {INDEPENDENT: list(range(cfg.frames, total, cfg.frames))}
-    for label, params in SETTINGS.items():
+    for label, params in chosen.items():
         starts = clip_starts(total, cfg.frames, params.prompt_frames)
         seams_of[label] = [start + cfg.frames for start in starts[:-1]]
+    # With the hold on, the default is also scored without it (the renders of a run at 0 are
+    # found in the same folder), so the report pairs the hold's effect on the same shots.
+    runs = {label: (label, config) for label in [*chosen, INDEPENDENT]}
+    if HOLD_PROMPT in runs and not config.still_hold:
+        runs[HOLD_PROMPT] = (DEFAULT, config)  # nothing to hold: it is the default's render
+    if config.still_hold:
+        runs[UNHELD] = (DEFAULT, replace(config, still_hold=0.0))
+        seams_of[UNHELD] = seams_of[DEFAULT]
     scores: dict[str, dict[str, list]] = {}
     examples: dict[str, np.ndarray] = {}
     renders = ShotCache(Path(out) / "renders")  # every shot kept, so a stopped run resumes
-    for label in [*SETTINGS, INDEPENDENT]:
+    for label, (setting, run) in runs.items():
         rows: dict[str, list] = {"seam": [], "within": [], "seam_motion": [], "within_motion": []}
         rows["same look"] = []
         for scene in scenes:
@@ -163,18 +227,22 @@ def evaluate_longshot(
                 key = sha256_json(
                     {
                         "model": model.model_id,
-                        "setting": label,
-                        "continuation": asdict(SETTINGS[label]) if label in SETTINGS else None,
+                        "setting": setting,
+                        "continuation": _continuation_key(SETTINGS[setting])
+                        if setting in SETTINGS
+                        else None,
                         "scene": asdict(scene.spec),
                         "seed": seed,
-                        "steps": config.steps,
-                        "guidance": config.guidance,
-                        "noise_warp": config.noise_warp,
+                        "steps": run.steps,
+                        "guidance": run.guidance,
+                        "noise_warp": run.noise_warp,
+                        # named only when on, so renders made before the hold are found at 0
+                        **({"still_hold": run.still_hold} if run.still_hold else {}),
                     }
                 )
                 shot = renders.get(key)
                 if shot is None:
-                    shot = _render(model, label, scene.caption, guide, seed, config)
+                    shot = _render(model, setting, scene.caption, guide, scene.rgb, seed, run)
                     renders.put(key, shot)
                 examples.setdefault(label, shot)
                 per_seed.append((seam_temporal(shot, seams_of[label]), shot))
@@ -187,7 +255,7 @@ def evaluate_longshot(
         log(f"longshot: {label} done ({time.monotonic() - started:.0f}s)")
     real = {k: [] for k in ("seam", "within", "seam_motion", "within_motion")}
     for scene in scenes:
-        t = seam_temporal(scene.rgb, seams_of[next(iter(SETTINGS))])
+        t = seam_temporal(scene.rgb, seams_of[DEFAULT])
         for key, name in (("seam", "seam_warp_error"), ("within", "within_warp_error")):
             real[key].append([t[name]])
         real["seam_motion"].append([t["seam_motion"]])
@@ -220,22 +288,44 @@ def evaluate_longshot(
         ["seam warp error"],
         {
             label: {"seam warp error": paired_difference(np.array(scores[label]["seam"]), base)}
-            for label in SETTINGS
+            for label in chosen
         },
     )
-    default, ablation = list(SETTINGS)[0], list(SETTINGS)[-1]
+    pairs = {
+        "carry_warp: the default minus warped noise drawn per window": (DEFAULT, PER_WINDOW),
+        "hold_prompt: held to the prompt frames minus the default": (HOLD_PROMPT, DEFAULT),
+    }
+    if config.still_hold:
+        pairs["still_hold: the default minus the same without the hold"] = (DEFAULT, UNHELD)
+    pairs = {name: pair for name, pair in pairs.items() if set(pair) <= set(scores)}
+    parts = {
+        "seam warp error": "seam",
+        "within warp error": "within",
+        "seam motion": "seam_motion",
+        "within motion": "within_motion",
+    }
+
+    def relative(a: str, b: str, part: str) -> dict[str, float | bool]:
+        """a - b as a fraction of b's mean, paired (so a 0.3% change reads as 0.003)."""
+        after, before = np.array(scores[a][part], float), np.array(scores[b][part], float)
+        scale = float(before.mean()) or 1.0
+        return paired_difference(after / scale, before / scale)
+
     carry = Table(
-        "carry_warp: the default minus the same setting with warped noise drawn per window "
-        "(paired by shot and seed)",
-        ["seam warp error", "within warp error"],
+        "Each change against the setting without it, as a fraction of that setting's mean "
+        "(paired by shot and seed; same look in shots)",
+        [*parts, "same look"],
         {
-            default: {
-                f"{part} warp error": paired_difference(
-                    np.array(scores[default][part]), np.array(scores[ablation][part])
-                )
-                for part in ("seam", "within")
+            name: {
+                **{column: relative(a, b, part) for column, part in parts.items()},
+                "same look": paired_difference(
+                    np.array(scores[a]["same look"], float), np.array(scores[b]["same look"], float)
+                ),
             }
+            for name, (a, b) in pairs.items()
         },
+        note="hold_prompt holds only where still_hold holds: without the hold it renders as "
+        "the default",
     )
     grid = Grid(
         "First shot, seed 0 (rows: settings, then the real clip)",

@@ -155,6 +155,7 @@ class PlotRenderer:
             alpha=float(p.get("alpha", ReuseDiffuse.alpha)),
             beta=float(p.get("beta", ReuseDiffuse.beta)),
             carry_warp=bool(p.get("carry_warp", ReuseDiffuse.carry_warp)),
+            hold_prompt=bool(p.get("hold_prompt", ReuseDiffuse.hold_prompt)),
         )
         return synthesize(
             self.model,

@@ -247,6 +247,46 @@ def test_a_long_shot_from_before_carry_warp_reproduces_with_noise_drawn_per_wind
     _a_later_default_reproduces_at_its_former_value(studio, story, "carry_warp", True, 3, tmp_path)
 
 
+def test_a_long_shot_with_hold_prompt_records_renders_and_reproduces_it(
+    studio: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hold_prompt (a long shot's still cells keep the previous clip's look across a seam) is a
+    TD option: recorded only when set, handed to the continuation with the retrieved frames,
+    reproduced. (Its effect on the frames: tests/models/test_still_hold.py.)"""
+    import story.tasks.render.synthesize as synthesis
+
+    seen: list[tuple[bool, bool]] = []
+    original = synthesis.synthesize
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["continuation"].hold_prompt, kwargs.get("guide_frames") is not None))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(synthesis, "synthesize", spy)
+    story = tmp_path / "long.yaml"
+    story.write_text(
+        "title: long\nplots:\n  - text: A red ball bounces on the grass\n    frames: 10\n"
+    )
+    plain = _render(studio, story, seed=3, out=str(tmp_path / "a"))
+    seen.clear()  # (the plain shot may come from the shot cache)
+    held = render_story(
+        str(story),
+        studio.resolved(),
+        params={**FAST, "hold_prompt": True},
+        seed=3,
+        out=str(tmp_path / "b"),
+        use_ray=False,
+    )
+    assert seen == [(True, True)]
+    old, new = read_manifest(plain["manifest"]), read_manifest(held["manifest"])
+    assert "hold_prompt" not in old["plots"][0]["params"]
+    assert new["plots"][0]["params"]["hold_prompt"] is True
+    assert new["render_id"] != old["render_id"]
+    again = reproduce_render(held["render_id"], studio.resolved())
+    assert again["identical"] is True
+    assert seen[-1] == (True, True)
+
+
 def test_rerender_on_another_checkpoint_keeps_clips_and_compares(studio: Settings) -> None:
     story = story_file(studio)
     base = _render(studio, story)

@@ -133,3 +133,60 @@ def test_a_still_guide_clip_renders_a_still_shot_and_depth_alone_holds_nothing(m
     # Without the clip, depth cannot say what is still (a pan over flat ground): nothing is held.
     blind = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=1.0)
     assert np.array_equal(blind, free)
+
+
+def test_a_long_shots_held_cells_keep_the_prompt_frames_values_across_the_seam() -> None:
+    """hold_prompt: a cell still from the window's first frame is held to the prompt frames
+    (already shown by the window before), not to a mean that moves it at the seam."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 6, 4, 4, generator=g)
+    prompt = torch.randn(1, 4, 2, 4, 4, generator=g)  # M = 2 prompt frames
+    still = torch.zeros(6, 4, 4, dtype=torch.bool)
+    still[1:, 0, 0] = True  # still the whole window, prompt frames included
+    still[1:3, 1, 1] = True  # still over frames 0-2, then moves
+    still[2:, 2, 2] = True  # moves at frame 1 (inside the prompt frames), still after
+    held = hold_still(x, still, 1.0, prompt)
+    anchor = prompt[:, :, :, 0, 0].mean(2, keepdim=True)
+    assert torch.allclose(held[:, :, :, 0, 0], anchor.expand(-1, -1, 6))
+    assert torch.allclose(
+        held[:, :, 0:3, 1, 1], prompt[:, :, :, 1, 1].mean(2, keepdim=True).expand(-1, -1, 3)
+    )
+    assert torch.equal(held[:, :, 3:, 1, 1], x[:, :, 3:, 1, 1])
+    # A run that starts after the prompt's first frame is the plain hold: its own mean.
+    assert torch.allclose(held[..., 2, 2], hold_still(x, still, 1.0)[..., 2, 2])
+    assert torch.equal(held[..., 3, 3], x[..., 3, 3])
+    with pytest.raises(ValueError, match="prompt frames"):
+        hold_still(x, still, 1.0, prompt[..., :2])
+
+
+@torch.no_grad()
+def test_a_still_clip_continues_as_one_still_shot_with_hold_prompt_and_not_without(model) -> None:
+    from story.models.long_shot import ReuseDiffuse
+    from story.tasks.render.synthesize import synthesize
+
+    cfg = model.config
+    total = 3 * cfg.frames
+    depth = np.linspace(-1, 1, cfg.height * cfg.width, dtype=np.float32)
+    depth = np.repeat(depth.reshape(1, cfg.height, cfg.width), total, 0)
+    clip = np.repeat(_textured(cfg.height, cfg.width)[None], total, 0)
+
+    def shot(**continuation):
+        return synthesize(
+            model,
+            "a red cube",
+            depth,
+            steps=3,
+            seed=1,
+            still_hold=1.0,
+            guide_frames=clip,
+            continuation=ReuseDiffuse(**continuation),
+        ).astype(int)
+
+    seamless = shot(hold_prompt=True)
+    assert seamless.shape[0] == total
+    assert (np.abs(seamless - seamless[:1]) <= 1).all(), "a still clip is one still shot"
+    seams = shot()
+    assert np.abs(seams - seams[:1]).max() > 1, "each window's mean differs at its seam"
+    assert np.array_equal(seams[: cfg.frames], seamless[: cfg.frames]), (
+        "the first window is the same"
+    )

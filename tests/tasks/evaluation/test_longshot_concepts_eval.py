@@ -39,23 +39,39 @@ def test_longshot_report_has_seams_baseline_and_real_floor(tmp_path, checkpoints
     from story.tasks.evaluation.longshot_eval import (
         INDEPENDENT,
         REAL,
+        UNHELD,
         LongShotEvalConfig,
         evaluate_longshot,
     )
 
-    config = LongShotEvalConfig(checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2)
-    result = evaluate_longshot(config, tmp_path / "out", checkpoints, _tiny_judge(tmp_path / "j"))
+    judge = _tiny_judge(tmp_path / "j")
+    before = LongShotEvalConfig(
+        checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2, still_hold=0.0
+    )
+    result = evaluate_longshot(before, tmp_path / "out", checkpoints, judge)
     assert result["seams"][INDEPENDENT] == [4, 8]
     assert set(result["seam_ratio"]) >= {INDEPENDENT, REAL}
+    assert UNHELD not in result["seam_ratio"], "without the hold there is nothing to pair"
     tables = json.loads((tmp_path / "out" / "report.json").read_text())["tables"]
     assert tables[0]["rows"][REAL]["same look in every window"]["n"] == 2
-    # Every shot is kept (4 settings x 2 shots x 1 seed), so an interrupted run resumes: a
-    # second run renders nothing and reports the same seams.
+    # Every shot is kept (3 settings + independent windows x 2 shots; hold_prompt without the
+    # hold is the default's render), so an interrupted run resumes.
     kept = sorted((tmp_path / "out" / "renders").rglob("*.npy"))
     assert len(kept) == 8
     stamps = [p.stat().st_mtime_ns for p in kept]
-    again = evaluate_longshot(config, tmp_path / "out", checkpoints, _tiny_judge(tmp_path / "j"))
+
+    # At the default the scene's frames are held; the unheld default is found, not rendered,
+    # and the report pairs the hold on the same shots.
+    held = LongShotEvalConfig(checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2)
+    assert held.still_hold == 1.0
+    result = evaluate_longshot(held, tmp_path / "out", checkpoints, judge)
     assert [p.stat().st_mtime_ns for p in kept] == stamps
+    assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 8 + 5 * 2
+    tables = json.loads((tmp_path / "out" / "report.json").read_text())["tables"]
+    pairs = tables[-1]["rows"]
+    assert {"still_hold", "hold_prompt", "carry_warp"} == {name.split(":")[0] for name in pairs}
+    assert all(cell["n"] == 2 for row in pairs.values() for cell in row.values())
+    again = evaluate_longshot(held, tmp_path / "out", checkpoints, judge)
     assert again["seam_ratio"] == result["seam_ratio"]
 
 
