@@ -472,8 +472,8 @@ def eval_longshot_command(
             "--still-hold",
             min=0.0,
             max=1.0,
-            help="Hold still what the scene's frames hold still (default: the render default, "
-            "1); 0 renders as the evaluation did before the hold.",
+            help="Hold still what the scene's frames hold still (default: what a long shot "
+            "gets, 0 since the hold came off for long shots); 0 renders as before the hold.",
         ),
     ] = None,
     settings_: Annotated[
@@ -500,10 +500,10 @@ def eval_longshot_command(
     chosen_checkpoint = checkpoint or settings.checkpoint
 
     def work() -> dict[str, Any]:
-        from story.models.pipeline import SAMPLING_DEFAULTS
         from story.models.t2v import checkpoint_id
         from story.tasks.evaluation.eval_checkpoint import eval_checkpoint
         from story.tasks.evaluation.longshot_eval import (
+            LONG_SHOT_HOLD,
             LongShotEvalConfig,
             evaluate_longshot,
             sealed_name_knobs,
@@ -519,7 +519,7 @@ def eval_longshot_command(
             seeds=seeds,
             windows=windows,
             steps=steps,
-            still_hold=SAMPLING_DEFAULTS["still_hold"] if still_hold is None else still_hold,
+            still_hold=LONG_SHOT_HOLD if still_hold is None else still_hold,
             threads=threads,
         )
         if settings_:

@@ -48,9 +48,15 @@ from story.models.t2v import StructureT2V
 class ReuseDiffuse:
     """Continuation parameters: M prompt frames, noise reuse alpha, guided fraction beta.
 
-    `hold_prompt` (off by default): with `still_hold`, cells the guide clip holds still from a
-    window's first frame on are held to the previous window's latents for the prompt frames
-    (`story.models.still_hold.hold_still`), not to their own window's mean, so a still
+    `long_hold` (off by default since its sealed long-shot run, 2026-12-06): whether
+    `still_hold` holds a long shot at all (it lowered seam and within-clip flicker but cost
+    within-clip motion past the stop condition written before that run; docs/evaluation.md).
+    Long shots planned before record none and replay holding (`pipeline.FORMER_DEFAULTS`).
+
+    `hold_prompt` (off by default; it implies `long_hold`): with `still_hold`, cells the guide
+    clip holds still from a window's first frame on are held to the previous window's latents
+    for the prompt frames (`story.models.still_hold.hold_still`), not to their own window's
+    mean, so a still
     background continues exactly across the seam (measured on validation: seam warp error
     -4.6%, within-clip warp error +0.3%; docs/evaluation.md)."""
 
@@ -60,6 +66,7 @@ class ReuseDiffuse:
     noise_reversion: bool = True
     carry_warp: bool = True
     hold_prompt: bool = False
+    long_hold: bool = False
 
     def check(self, clip_frames: int) -> None:
         if not 1 <= self.prompt_frames < clip_frames:
@@ -208,6 +215,8 @@ def sample_long(
     if noise_warp and params.carry_warp:
         whole = None if structure is None else structure.cpu()
         carried = CarriedWarp(model, batch, generator, noise_warp, whole, total)
+    if not (params.long_hold or params.hold_prompt):
+        still = None  # a long shot holds only when asked (`long_hold`)
     for start in clip_starts(total, length, params.prompt_frames):
         window = None if structure is None else structure[:, :, start : start + length]
         held = None if still is None else still[..., start : start + length, :, :]

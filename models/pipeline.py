@@ -136,9 +136,16 @@ def implied_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
     return settled
 
 
-FORMER_DEFAULTS: dict[str, Any] = {"noise_warp": 0.0, "carry_warp": False, "still_hold": 0.0}
+FORMER_DEFAULTS: dict[str, Any] = {
+    "noise_warp": 0.0,
+    "carry_warp": False,
+    "still_hold": 0.0,
+    "long_hold": True,
+}
 """Knobs whose default changed, in the order they changed, at their value before the change.
 Renders planned before a change did not record its knob, so a recorded job without one was
 rendered at this value (`story.tasks.render.request` records them in every job since).
 `carry_warp` is the long shot's (`story.models.long_shot.ReuseDiffuse.carry_warp`), not a
-`__call__` parameter: it decides how a shot longer than one clip continues its start noise."""
+`__call__` parameter: it decides how a shot longer than one clip continues its start noise.
+`long_hold` is the long shot's too (`ReuseDiffuse.long_hold`): long shots planned while the hold
+applied to them (before it came off for long shots) replay holding."""

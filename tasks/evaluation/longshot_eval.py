@@ -58,6 +58,9 @@ SETTINGS: dict[str, ReuseDiffuse] = {
 trial of `hold_prompt` (still cells held across the seam; it holds only with `still_hold`)."""
 
 
+LONG_SHOT_HOLD = SAMPLING_DEFAULTS["still_hold"] if CONTINUATION_DEFAULTS["long_hold"] else 0.0
+"""The hold a long shot gets by default (none since `long_hold` came off; 1 holds)."""
+
 NAMES = {"default": DEFAULT, "m1": M1, "per-window": PER_WINDOW, "hold-prompt": HOLD_PROMPT}
 """Short names of the settings for `story eval longshot --settings`."""
 
@@ -74,7 +77,7 @@ class LongShotEvalConfig:
     steps: int = 20
     guidance: float = SAMPLING_DEFAULTS["guidance"]
     noise_warp: float = SAMPLING_DEFAULTS["noise_warp"]
-    still_hold: float = SAMPLING_DEFAULTS["still_hold"]
+    still_hold: float = LONG_SHOT_HOLD
     settings: tuple[str, ...] = tuple(NAMES)
     """Which continuation settings to score (`NAMES`); independent windows and the real clip
     are always scored."""
@@ -85,6 +88,7 @@ def _continuation_key(params: ReuseDiffuse) -> dict[str, Any]:
     """The continuation as a render's cache key names it: `hold_prompt` only when on, so
     renders made before it existed are found."""
     key = asdict(params)
+    del key["long_hold"]  # the eval holds exactly when its still_hold is on (named below)
     if not key["hold_prompt"]:
         del key["hold_prompt"]
     return key
@@ -98,7 +102,9 @@ def sealed_name_knobs(still_hold: float = 0.0) -> dict[str, float]:
     knobs = {
         key: float(CONTINUATION_DEFAULTS[key])
         for key, former in FORMER_DEFAULTS.items()
-        if key in CONTINUATION_DEFAULTS and CONTINUATION_DEFAULTS[key] != former
+        if key in CONTINUATION_DEFAULTS
+        and CONTINUATION_DEFAULTS[key] != former
+        and key != "long_hold"  # the run names its hold as still_hold
     }
     if still_hold:
         knobs["still_hold"] = float(still_hold)
@@ -158,7 +164,7 @@ def _render(
         steps=config.steps,
         guidance=config.guidance,
         noise_warp=config.noise_warp,
-        continuation=SETTINGS[label],
+        continuation=replace(SETTINGS[label], long_hold=bool(config.still_hold)),
         **_held(config, frames),
     )
 

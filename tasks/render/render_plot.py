@@ -156,6 +156,7 @@ class PlotRenderer:
             beta=float(p.get("beta", ReuseDiffuse.beta)),
             carry_warp=bool(p.get("carry_warp", ReuseDiffuse.carry_warp)),
             hold_prompt=bool(p.get("hold_prompt", ReuseDiffuse.hold_prompt)),
+            long_hold=bool(p.get("long_hold", ReuseDiffuse.long_hold)),
         )
         return synthesize(
             self.model,

@@ -256,10 +256,12 @@ def test_a_long_shot_with_hold_prompt_records_renders_and_reproduces_it(
     import story.tasks.render.synthesize as synthesis
 
     seen: list[tuple[bool, bool]] = []
+    holds: list[bool] = []
     original = synthesis.synthesize
 
     def spy(*args, **kwargs):
         seen.append((kwargs["continuation"].hold_prompt, kwargs.get("guide_frames") is not None))
+        holds.append(kwargs["continuation"].long_hold)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(synthesis, "synthesize", spy)
@@ -285,6 +287,13 @@ def test_a_long_shot_with_hold_prompt_records_renders_and_reproduces_it(
     again = reproduce_render(held["render_id"], studio.resolved())
     assert again["identical"] is True
     assert seen[-1] == (True, True)
+    # The hold came off for long shots (long_hold, recorded in every job since); a long shot
+    # planned before records none and replays holding, as it was rendered.
+    assert old["plots"][0]["params"]["long_hold"] is False
+    holds.clear()
+    before = _as_planned_before(plain["folder"], tmp_path / "before", ["long_hold"])
+    reproduce_render(str(before), studio.resolved())
+    assert holds == [True]
 
 
 def test_rerender_on_another_checkpoint_keeps_clips_and_compares(studio: Settings) -> None:

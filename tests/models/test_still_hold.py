@@ -185,8 +185,12 @@ def test_a_still_clip_continues_as_one_still_shot_with_hold_prompt_and_not_witho
     seamless = shot(hold_prompt=True)
     assert seamless.shape[0] == total
     assert (np.abs(seamless - seamless[:1]) <= 1).all(), "a still clip is one still shot"
-    seams = shot()
+    seams = shot(long_hold=True)
     assert np.abs(seams - seams[:1]).max() > 1, "each window's mean differs at its seam"
     assert np.array_equal(seams[: cfg.frames], seamless[: cfg.frames]), (
         "the first window is the same"
     )
+    # Since its sealed long-shot run a long shot does not hold unless asked (`long_hold`).
+    free = shot()
+    unheld = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0)
+    assert np.array_equal(free, unheld.astype(int))

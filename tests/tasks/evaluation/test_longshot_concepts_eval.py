@@ -60,10 +60,12 @@ def test_longshot_report_has_seams_baseline_and_real_floor(tmp_path, checkpoints
     assert len(kept) == 8
     stamps = [p.stat().st_mtime_ns for p in kept]
 
-    # At the default the scene's frames are held; the unheld default is found, not rendered,
+    # Held, the scene's frames are read; the unheld default is found, not rendered,
     # and the report pairs the hold on the same shots.
-    held = LongShotEvalConfig(checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2)
-    assert held.still_hold == 1.0
+    assert LongShotEvalConfig().still_hold == 0.0, "a long shot does not hold by default"
+    held = LongShotEvalConfig(
+        checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2, still_hold=1.0
+    )
     result = evaluate_longshot(held, tmp_path / "out", checkpoints, judge)
     assert [p.stat().st_mtime_ns for p in kept] == stamps
     assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 8 + 5 * 2
