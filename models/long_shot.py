@@ -56,9 +56,8 @@ class ReuseDiffuse:
     `hold_prompt` (off by default; it implies `long_hold`): with `still_hold`, cells the guide
     clip holds still from a window's first frame on are held to the previous window's latents
     for the prompt frames (`story.models.still_hold.hold_still`), not to their own window's
-    mean, so a still
-    background continues exactly across the seam (measured on validation: seam warp error
-    -4.6%, within-clip warp error +0.3%; docs/evaluation.md)."""
+    mean, so a still background continues exactly across the seam (measured on validation:
+    seam warp error -4.6%, within-clip warp error +0.3%; docs/evaluation.md)."""
 
     prompt_frames: int = 2
     alpha: float = 1.0
