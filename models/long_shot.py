@@ -67,6 +67,12 @@ class ReuseDiffuse:
     hold_prompt: bool = False
     long_hold: bool = False
 
+    @property
+    def holds(self) -> bool:
+        """Whether `still_hold` holds this long shot (`long_hold`, or `hold_prompt`, which
+        implies it)."""
+        return self.long_hold or self.hold_prompt
+
     def check(self, clip_frames: int) -> None:
         if not 1 <= self.prompt_frames < clip_frames:
             raise ValueError(
@@ -214,7 +220,7 @@ def sample_long(
     if noise_warp and params.carry_warp:
         whole = None if structure is None else structure.cpu()
         carried = CarriedWarp(model, batch, generator, noise_warp, whole, total)
-    if not (params.long_hold or params.hold_prompt):
+    if not params.holds:
         still = None  # a long shot holds only when asked (`long_hold`)
     for start in clip_starts(total, length, params.prompt_frames):
         window = None if structure is None else structure[:, :, start : start + length]

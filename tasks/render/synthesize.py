@@ -152,8 +152,10 @@ def synthesize(
         total = frames or cfg.frames
     if total < 1:
         raise ValueError("nothing to render: the guide has no frames")
+    continuation = continuation or default_continuation(cfg.frames)
     still = None
-    if still_hold and guide is not None and guide_frames is not None:
+    holds = total <= cfg.frames or continuation.holds  # a long shot holds only when asked
+    if still_hold and holds and guide is not None and guide_frames is not None:
         still = _still_map(model, guide_frames, max(total, cfg.frames))
     with prompt_conditioning(model, prompt) as text:
         null = model.encode_prompts([negative_prompt])
@@ -164,7 +166,7 @@ def synthesize(
                 null,
                 None if guide is None else guide[None].to(model.device),
                 total,
-                params=continuation or default_continuation(cfg.frames),
+                params=continuation,
                 steps=steps,
                 guidance=guidance,
                 tau=tau,
