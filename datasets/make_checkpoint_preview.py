@@ -25,10 +25,11 @@ WIDTH = 128
 GAP = 12
 
 
-def plot_strips(folder: Path, width: int = WIDTH) -> list[np.ndarray]:
-    """One film strip per plot of a render folder, labelled with the plot and its checkpoint."""
+def plot_strips(folder: Path, width: int = WIDTH, label: str | None = None) -> list[np.ndarray]:
+    """One film strip per plot of a render folder, labelled with the plot and its checkpoint
+    (or `label`, for two renders on the same checkpoint)."""
     manifest = read_manifest(folder)
-    name = manifest["inputs"]["checkpoint"]["name"]
+    name = label or manifest["inputs"]["checkpoint"]["name"]
     strips = []
     for plot in sorted(manifest["plots"], key=lambda p: int(p["index"])):
         frames = read_mp4(folder / plot["video"])
@@ -40,10 +41,12 @@ def plot_strips(folder: Path, width: int = WIDTH) -> list[np.ndarray]:
     return strips
 
 
-def comparison_picture(original: Path, rerender: Path) -> np.ndarray:
+def comparison_picture(
+    original: Path, rerender: Path, labels: tuple[str, str] | None = None
+) -> np.ndarray:
     """Rows of [original strip | re-render strip], white between them."""
-    before = plot_strips(original)
-    after = plot_strips(rerender)
+    before = plot_strips(original, label=labels[0] if labels else None)
+    after = plot_strips(rerender, label=labels[1] if labels else None)
     if len(before) != len(after):
         raise SystemExit(f"{original} has {len(before)} plots, {rerender} has {len(after)}")
     rows = []
@@ -69,9 +72,16 @@ def main() -> None:
     parser.add_argument("original", type=Path, help="The original render's folder.")
     parser.add_argument("rerender", type=Path, help="The re-render's folder.")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write.")
+    parser.add_argument(
+        "--labels",
+        nargs=2,
+        metavar=("ORIGINAL", "RERENDER"),
+        help="Names burnt in instead of the checkpoints' (two renders on one checkpoint).",
+    )
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(png_bytes(comparison_picture(args.original, args.rerender)))
+    labels = tuple(args.labels) if args.labels else None
+    args.out.write_bytes(png_bytes(comparison_picture(args.original, args.rerender, labels)))
     print(args.out)
 
 

@@ -49,3 +49,24 @@ def test_each_row_is_a_plot_with_the_original_left_and_the_rerender_right(
         y += height + gap
     assert picture.shape[0] == y - gap  # one row per plot, nothing else
     assert not np.array_equal(last_frames(original)[2], last_frames(rerender)[2])
+
+
+def test_labels_name_the_two_halves_when_both_renders_share_a_checkpoint(
+    preview: ModuleType, tmp_path: Path
+) -> None:
+    original = make_render(tmp_path / "a")
+    rerender = make_render(tmp_path / "b")
+    plain = preview.comparison_picture(original, rerender)
+    named = preview.comparison_picture(original, rerender, ("no hold", "hold"))
+
+    width, gap, frames = preview.WIDTH, preview.GAP, preview.FRAMES
+    strip = frames * width + (frames - 1) * STRIP_GAP
+    assert named.shape == plain.shape
+    # The label is burnt into the first frame of each half, and nowhere else.
+    for start in (0, strip + gap):
+        first = slice(start, start + width)
+        assert not np.array_equal(named[:, first], plain[:, first])
+        rest = slice(start + width, start + strip)
+        assert np.array_equal(named[:, rest], plain[:, rest])
+    # Each half carries its own label.
+    assert not np.array_equal(named[:, :width], named[:, strip + gap : strip + gap + width])
