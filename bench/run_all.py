@@ -57,6 +57,9 @@ QUICK_ARGS: dict[str, ArgsFor] = {
     "bench_decode": _fixed("--limit", "4", "--repeat", "1"),
     "bench_depth": _fixed("--heldout", "2", "--clips", "4", "--repeats", "1"),
     "bench_ingest": _small_manifest,
+    "bench_ingest_sizes": lambda scratch: [
+        *("--clips", "2", "--size", "64x16", "--libraries", str(scratch / "ingest-sizes")),
+    ],
     "bench_knobs": _fixed(
         *("--checkpoint", "tiny", "--scenes", "2", "--seeds", "1", "--steps", "2"),
         *("--knobs", "tau"),
