@@ -82,6 +82,16 @@ StillHoldOpt = Annotated[
         "(1; 0 for the renders before it was the default).",
     ),
 ]
+PixelHoldOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Hold still, in the decoded frames, the pixels the retrieved clip holds still "
+        "(0..1): each is pulled to its mean over the frames it stays still, so still ground "
+        "next to a moving object stops flickering too (0).",
+    ),
+]
 render_app = typer.Typer()
 
 
@@ -94,6 +104,7 @@ def sampling_knobs(
     flow_smoothing: float | None = None,
     cross_frame: float | None = None,
     still_hold: float | None = None,
+    pixel_hold: float | None = None,
 ) -> dict[str, Any]:
     """The sampling knobs a command sets; an unset knob stays out, so the render id (and every
     render made before the knob existed) is unchanged unless the TD asks for it. Both noise
@@ -113,6 +124,7 @@ def sampling_knobs(
         "flow_smoothing": flow_smoothing,
         "cross_frame": cross_frame,
         "still_hold": still_hold,
+        "pixel_hold": pixel_hold,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -156,6 +168,7 @@ def render_command(
     flow_smoothing: FlowSmoothingOpt = None,
     cross_frame: CrossFrameOpt = None,
     still_hold: StillHoldOpt = None,
+    pixel_hold: PixelHoldOpt = None,
     prompt_frames: Annotated[
         int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
     ] = 2,
@@ -220,6 +233,7 @@ def render_command(
             flow_smoothing,
             cross_frame,
             still_hold,
+            pixel_hold,
         ),
     }
     if tau is not None:
@@ -302,6 +316,7 @@ def shot_command(
     flow_smoothing: FlowSmoothingOpt = None,
     cross_frame: CrossFrameOpt = None,
     still_hold: StillHoldOpt = None,
+    pixel_hold: PixelHoldOpt = None,
     checkpoint: CheckpointOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
@@ -336,6 +351,7 @@ def shot_command(
                     flow_smoothing,
                     cross_frame,
                     still_hold,
+                    pixel_hold,
                 ),
             },
         )

@@ -3,7 +3,7 @@
 Its `__call__` signature is the one home of the sampling defaults (steps, guidance, tau,
 structure strength, detail level, temporal guidance, noise shared across frames or
 along the structure's motion, smoothing along it, attention to the first frame, holding still
-what the guide clip holds still): every other
+what the guide clip holds still, in the latents and in the decoded pixels): every other
 place that needs a default reads it with `sampling_defaults()`; `FORMER_DEFAULTS` keeps the
 value a knob had before its default changed, so older renders reproduce. The pipeline gives
 `from_pretrained`, `.to()` and the diffusers step callback
@@ -21,6 +21,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from story.models.sampler import SamplerStats, sample_latents
+from story.models.still_hold import check_pixel_hold, hold_pixels
 from story.models.t2v import StructureT2V
 
 SAMPLING_KEYS = (
@@ -35,6 +36,7 @@ SAMPLING_KEYS = (
     "flow_smoothing",
     "cross_frame",
     "still_hold",
+    "pixel_hold",
 )
 
 
@@ -69,6 +71,8 @@ class StructureGuidedPipeline(DiffusionPipeline):
         cross_frame: float = 0.0,
         still_hold: float = 1.0,
         still: torch.Tensor | None = None,
+        pixel_hold: float = 0.0,
+        still_pixels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -79,8 +83,10 @@ class StructureGuidedPipeline(DiffusionPipeline):
 
         `prompt_embeds` are text states (B, L, d) or a callable t -> states (TimeInv concepts);
         `structure` is (B, C, T, H, W) in [-1, 1] or None for text only; `still` the guide
-        clip's still map for `still_hold` (`story.models.still_hold.still_cells`).
+        clip's still map for `still_hold` (`story.models.still_hold.still_cells`), `still_pixels`
+        its still pixels for `pixel_hold` (`still_hold.still_pixels`; decoded output only).
         """
+        check_pixel_hold(pixel_hold)
         after_step = None
         if callback_on_step_end is not None:
 
@@ -113,7 +119,10 @@ class StructureGuidedPipeline(DiffusionPipeline):
         if output_type == "latent":
             return x
         if output_type == "pt":
-            return self.model.decode_latents(x, structure)
+            video = self.model.decode_latents(x, structure)
+            if pixel_hold and still_pixels is not None:
+                video = hold_pixels(video, still_pixels, pixel_hold)
+            return video
         raise ValueError(f"output_type {output_type!r}: 'latent' or 'pt'")
 
 

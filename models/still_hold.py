@@ -14,6 +14,14 @@ cell that moves in the guide, a frame where it moves and a shot without a guide 
 as they are. On by default at 1 since its sealed run (docs/training.md, "Holding still what the
 clip holds still": warp error -5% on the sealed plots with motion, structure and every judge
 column unchanged).
+
+`pixel_hold` p does the same to the decoded frames, pixel by pixel: a pixel the guide holds
+still (its own flow and grey level, `PIXEL_MARGIN` pixels of margin rather than the latent hold's
+whole cell) moves p of the way to its mean over each run of frames it stays still. The latent
+hold leaves a held cell the same latents in every frame, but the decoder reads its neighbours
+too, so a held cell next to a moving one still flickers; the pixel hold removes that, and holds
+the finer still ground a 4x4 cell with a cell of margin cannot reach. Off by default until its
+sealed run (docs/training.md, "Holding still pixels after decoding").
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ FLOW_PIXELS = 0.25
 """Guide pixels whose Farneback flow is longer than this (pixels at the model's resolution) move."""
 GREY_LEVELS = 4.0
 """Guide pixels whose grey level (0..255, after a 3x3 blur) changes by more than this move."""
+PIXEL_MARGIN = 2
+"""`pixel_hold` leaves this many pixels around every moving guide pixel alone (chosen on 12
+validation plots over 4 and over the latent hold's cells: docs/training.md)."""
 
 
 def check_still_hold(weight: float) -> None:
@@ -33,13 +44,16 @@ def check_still_hold(weight: float) -> None:
         raise ValueError(f"still_hold must be in [0, 1], got {weight}")
 
 
-def still_cells(
-    frames: np.ndarray, size: tuple[int, int], latent: tuple[int, int], margin: int = 1
-) -> torch.Tensor:
-    """(T, H, W, 3) guide frames -> (T, h, w) bool on the latent grid `latent`: cell still
-    between frame t-1 and frame t (frame 0: False). The frames are read at `size` (the model's
-    pixel resolution) first, so the thresholds mean the same at any source resolution."""
-    import cv2  # here: only this knob needs OpenCV in the model package
+def check_pixel_hold(weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"pixel_hold must be in [0, 1], got {weight}")
+
+
+def moving_pixels(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, H, W, 3) guide frames -> (T, height, width) bool at `size`: the pixel moves between
+    frame t-1 and frame t (frame 0: True). The frames are read at `size` (the model's pixel
+    resolution) first, so the thresholds mean the same at any source resolution."""
+    import cv2  # here: only these knobs need OpenCV in the model package
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 1:
@@ -64,10 +78,31 @@ def still_cells(
         flow = cv2.calcOpticalFlowFarneback(grey[t - 1], grey[t], None, 0.5, 3, 9, 3, 5, 1.1, 0)
         changed = np.abs(grey[t].astype(np.float32) - grey[t - 1].astype(np.float32))
         moving[t] = (np.linalg.norm(flow, axis=-1) > FLOW_PIXELS) | (changed > GREY_LEVELS)
+    return moving
+
+
+def still_cells(
+    frames: np.ndarray, size: tuple[int, int], latent: tuple[int, int], margin: int = 1
+) -> torch.Tensor:
+    """(T, H, W, 3) guide frames -> (T, h, w) bool on the latent grid `latent`: cell still
+    between frame t-1 and frame t (frame 0: False). The frames are read at `size` (the model's
+    pixel resolution) first, so the thresholds mean the same at any source resolution."""
+    moving = moving_pixels(frames, size)
     cells = F.adaptive_max_pool2d(torch.from_numpy(moving).float()[:, None], latent)
     if margin:
         cells = F.max_pool2d(cells, 2 * margin + 1, stride=1, padding=margin)
     return cells[:, 0] == 0
+
+
+def still_pixels(
+    frames: np.ndarray, size: tuple[int, int], margin: int = PIXEL_MARGIN
+) -> torch.Tensor:
+    """(T, H, W, 3) guide frames -> (T, height, width) bool at `size`: pixel still between frame
+    t-1 and frame t, and so is every pixel within `margin` of it (frame 0: False)."""
+    moving = torch.from_numpy(moving_pixels(frames, size)).float()[:, None]
+    if margin:
+        moving = F.max_pool2d(moving, 2 * margin + 1, stride=1, padding=margin)
+    return moving[:, 0] == 0
 
 
 def run_means(x: torch.Tensor, still: torch.Tensor) -> torch.Tensor:
@@ -129,3 +164,42 @@ def hold_still(
         anchor = (prompt.to(x) * within).sum(2) / within.sum(2).clamp(min=1)  # (B, C, h, w)
         target = torch.where(first.unsqueeze(1), anchor.unsqueeze(2), target)
     return x + weight * (target - x)
+
+
+def hold_pixels(video: torch.Tensor, still: torch.Tensor, weight: float) -> torch.Tensor:
+    """Decoded frames (B, C, T, H, W) moved `weight` of the way to their still runs' means where
+    `still` ((B, T, H, W) or (T, H, W) bool, `still_pixels`) says the guide holds them still."""
+    if weight == 0.0:
+        return video
+    if still.dim() == 3:
+        still = still.unsqueeze(0).expand(video.shape[0], -1, -1, -1)
+    if still.shape != (video.shape[0], *video.shape[2:]):
+        raise ValueError(
+            f"pixel_hold: still map {tuple(still.shape)} does not match the frames "
+            f"{tuple(video.shape)}"
+        )
+    still = still.to(video.device)
+    return video + weight * (_run_means_by_sums(video, still) - video)
+
+
+def _run_means_by_sums(x: torch.Tensor, still: torch.Tensor) -> torch.Tensor:
+    """`run_means` from running sums: O(T) memory per pixel rather than O(T^2), for full-size
+    frames of a long shot (`run_means`'s one-hot of a 256-frame shot at 64x64 is 1 GB)."""
+    frames = x.shape[2]
+    starts = ~still
+    starts[:, 0] = True
+    steps = torch.arange(frames, device=x.device).view(1, frames, 1, 1)
+    first = torch.cummax(torch.where(starts, steps, 0), dim=1).values  # run's first frame
+    ends = torch.zeros_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    ends[:, -1] = True
+    last = torch.where(ends, steps, frames - 1).flip(1)
+    last = torch.cummin(last, dim=1).values.flip(1)  # run's last frame
+    sums = torch.cumsum(x.double(), dim=2)
+    before = torch.where(
+        (first > 0).unsqueeze(1),
+        sums.gather(2, (first - 1).clamp(min=0).unsqueeze(1).expand_as(x)),
+        torch.zeros((), dtype=sums.dtype, device=x.device),
+    )
+    total = sums.gather(2, last.unsqueeze(1).expand_as(x)) - before
+    return (total / (last - first + 1).unsqueeze(1)).to(x.dtype)

@@ -48,7 +48,7 @@ CEILING = "real clip with the prompt's look (ceiling)"
 REAL_AGAIN = "real: another take of the same plot"
 
 
-STRUCTURE_KNOBS = ("tau", "strength", "detail", "still_hold")
+STRUCTURE_KNOBS = ("tau", "strength", "detail", "still_hold", "pixel_hold")
 SWEEPABLE = (
     *STRUCTURE_KNOBS,
     "temporal_guidance",
@@ -58,7 +58,7 @@ SWEEPABLE = (
     "cross_frame",
 )
 INTEGER_KNOBS = tuple(k for k in SWEEPABLE if isinstance(SAMPLING_DEFAULTS[k], int))
-NAMED_WHEN_SET = ("cross_frame", "still_hold")
+NAMED_WHEN_SET = ("cross_frame", "still_hold", "pixel_hold")
 """Knobs added after renders were cached: a render names them only when they are set, so the
 renders made before they existed are still found (off, they change nothing)."""
 

@@ -22,6 +22,7 @@ from story.models.long_shot import ReuseDiffuse, sample_long
 from story.models.pipeline import SAMPLING_DEFAULTS as DEFAULTS
 from story.models.pipeline import implied_knobs
 from story.models.sampler import SamplerStats, sample_latents
+from story.models.still_hold import check_pixel_hold, hold_pixels
 from story.models.t2v import StructureT2V
 from story.models.timeinv import concept_names
 from story.models.vae import vae_output_to_frames
@@ -102,6 +103,18 @@ def _still_map(model: StructureT2V, frames: np.ndarray, length: int) -> torch.Te
     return still[:length]
 
 
+def _still_pixels(model: StructureT2V, frames: np.ndarray, length: int) -> torch.Tensor:
+    """The guide clip's still pixels at the model's resolution, (length, H, W); frames past the
+    clip's end (a short guide padded with its last frame) are still."""
+    from story.models.still_hold import still_pixels
+
+    cfg = model.config
+    still = still_pixels(frames, (cfg.height, cfg.width))
+    if len(still) < length:
+        still = torch.cat([still, still.new_ones(length - len(still), *still.shape[1:])])
+    return still[:length]
+
+
 @torch.no_grad()
 def synthesize(
     model: StructureT2V,
@@ -121,6 +134,7 @@ def synthesize(
     flow_smoothing: float = DEFAULTS["flow_smoothing"],
     cross_frame: float = DEFAULTS["cross_frame"],
     still_hold: float = DEFAULTS["still_hold"],
+    pixel_hold: float = DEFAULTS["pixel_hold"],
     guide_frames: np.ndarray | None = None,
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
@@ -136,8 +150,11 @@ def synthesize(
     is the default, or 0 when `noise_share` is set (`pipeline.implied_knobs`). `guide_frames`
     (T, H, W, 3), the clip the guide was estimated from, says where `still_hold` holds the
     picture still; without it nothing is held (depth alone cannot tell a still camera from a pan
-    over flat ground, so the hold never reads stillness from the guide itself).
+    over flat ground, so the hold never reads stillness from the guide itself). `pixel_hold`
+    holds the decoded frames' still pixels the same way (`still_hold.hold_pixels`), where and
+    when `still_hold` would hold.
     """
+    check_pixel_hold(pixel_hold)
     noise_warp = _warp(noise_share, noise_warp)
     cfg = model.config
     if structure is not None:
@@ -157,6 +174,9 @@ def synthesize(
     holds = total <= cfg.frames or continuation.holds  # a long shot holds only when asked
     if still_hold and holds and guide is not None and guide_frames is not None:
         still = _still_map(model, guide_frames, max(total, cfg.frames))
+    pixels = None
+    if pixel_hold and holds and guide is not None and guide_frames is not None:
+        pixels = _still_pixels(model, guide_frames, total)
     with prompt_conditioning(model, prompt) as text:
         null = model.encode_prompts([negative_prompt])
         if total > cfg.frames:
@@ -208,6 +228,9 @@ def synthesize(
                 stats=stats,
             )
             video = model.decode_latents(latents, window)[0].permute(1, 0, 2, 3)[:total]
+    if pixels is not None:  # video: (T, C, H, W)
+        video = hold_pixels(video.permute(1, 0, 2, 3)[None], pixels, pixel_hold)[0]
+        video = video.permute(1, 0, 2, 3)
     if size is not None and tuple(size) != tuple(video.shape[-2:]):
         video = F.interpolate(video, size=tuple(size), mode="bilinear", align_corners=False)
     return vae_output_to_frames(video).cpu().numpy()
@@ -231,11 +254,14 @@ def render_batch(
     flow_smoothing: float = DEFAULTS["flow_smoothing"],
     cross_frame: float = DEFAULTS["cross_frame"],
     still_hold: float = DEFAULTS["still_hold"],
+    pixel_hold: float = DEFAULTS["pixel_hold"],
     guide_frames: list[np.ndarray] | None = None,
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
     """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W);
-    `guide_frames` the clips the structures came from, one per prompt (for `still_hold`)."""
+    `guide_frames` the clips the structures came from, one per prompt (for `still_hold` and
+    `pixel_hold`)."""
+    check_pixel_hold(pixel_hold)
     noise_warp = _warp(noise_share, noise_warp)
     still = None
     if still_hold and structures is not None and guide_frames is not None:
@@ -264,5 +290,9 @@ def render_batch(
         generator=generator,
         stats=stats,
     )
-    video = model.decode_latents(latents, structures).permute(0, 2, 1, 3, 4)
-    return vae_output_to_frames(video).cpu().numpy()
+    video = model.decode_latents(latents, structures)
+    if pixel_hold and structures is not None and guide_frames is not None:
+        frames = model.config.frames
+        pixels = torch.stack([_still_pixels(model, clip, frames) for clip in guide_frames])
+        video = hold_pixels(video, pixels, pixel_hold)
+    return vae_output_to_frames(video.permute(0, 2, 1, 3, 4)).cpu().numpy()

@@ -113,13 +113,14 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
 
     assert sampling_knobs(None, None, None, None) == {}
     assert sampling_knobs(None, None, 1.5, 0.6) == {"temporal_guidance": 1.5, "noise_share": 0.6}
-    knobs = sampling_knobs(None, None, 1.5, None, 0.6, 0.4, 0.5, 0.5)
+    knobs = sampling_knobs(None, None, 1.5, None, 0.6, 0.4, 0.5, 0.5, 0.5)
     assert knobs == {
         "temporal_guidance": 1.5,
         "noise_warp": 0.6,
         "flow_smoothing": 0.4,
         "cross_frame": 0.5,
         "still_hold": 0.5,
+        "pixel_hold": 0.5,
     }
     story = story_file(studio)
     plain = _render(studio, story, seed=3)
@@ -136,6 +137,8 @@ def test_sampling_knobs_a_td_sets_are_rendered_recorded_and_reproduced(studio: S
     assert all(p["params"]["cross_frame"] == 0.5 for p in new["plots"])
     assert all("flow_smoothing" not in p["params"] for p in old["plots"])  # unset: not recorded
     assert all("cross_frame" not in p["params"] for p in old["plots"])
+    assert all(p["params"]["pixel_hold"] == 0.5 for p in new["plots"])
+    assert all("pixel_hold" not in p["params"] for p in old["plots"])  # off unless set
     assert all(p["params"]["still_hold"] == 0.5 for p in new["plots"])
     # On by default since its sealed run: recorded in every job, like noise_warp.
     held = SAMPLING_DEFAULTS["still_hold"]

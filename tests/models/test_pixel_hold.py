@@ -1,0 +1,112 @@
+"""pixel_hold: pixels the guide clip holds still are held still in the decoded frames, a few
+pixels of margin from anything that moves, and nothing else changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from story.models.still_hold import (
+    PIXEL_MARGIN,
+    hold_pixels,
+    run_means,
+    still_cells,
+    still_pixels,
+)
+from story.models.t2v import StructureT2V, random_tiny
+from tests.models.t2v_stubs import HashTextEncoder
+from tests.models.test_still_hold import _square_moving_right, _textured
+
+
+def test_still_pixels_leave_a_margin_round_what_moves_and_hold_the_rest() -> None:
+    clip = _square_moving_right()
+    still = still_pixels(clip, (64, 64))
+    assert still.shape == (8, 64, 64) and still.dtype == torch.bool
+    assert not still[0].any(), "frame 0 starts every run"
+    for t in range(1, 8):
+        # Where the square was and is is never held, nor the margin beside its leading edge.
+        assert not still[t, 8:16, 4 + 2 * (t - 1) : 12 + 2 * t + PIXEL_MARGIN].any(), t
+    assert still[1:, 30:].float().mean() > 0.95, "the ground far from the square is still"
+    # Finer than the latent hold, whose 4x4 cells with a cell of margin leave more alone.
+    cells = still_cells(clip, (64, 64), (16, 16))
+    coarse = cells.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    assert still[coarse].all(), "every pixel of a held cell is a held pixel"
+    assert still[1:].float().mean() > coarse[1:].float().mean() + 0.03
+    with pytest.raises(ValueError, match="guide frames"):
+        still_pixels(clip[..., 0], (64, 64))
+
+
+def test_held_pixels_are_the_same_in_every_frame_of_their_run_and_others_do_not_change() -> None:
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(2, 3, 6, 8, 8, generator=g) * 2 - 1
+    still = torch.zeros(6, 8, 8, dtype=torch.bool)
+    still[1:3, 0, 0] = True  # frames 0-2 one run, 3, 4 and 5 their own
+    still[1:, 5, 5] = True  # still the whole clip
+    held = hold_pixels(video, still, 1.0)
+    run = held[:, :, 0:3, 0, 0]
+    assert torch.allclose(run, video[:, :, 0:3, 0, 0].mean(2, keepdim=True).expand_as(run))
+    assert torch.equal(held[:, :, 3:, 0, 0], video[:, :, 3:, 0, 0])
+    whole = held[:, :, :, 5, 5]
+    assert torch.allclose(whole, video[:, :, :, 5, 5].mean(2, keepdim=True).expand_as(whole))
+    moving = torch.ones(8, 8, dtype=torch.bool)
+    moving[0, 0] = moving[5, 5] = False
+    assert torch.equal(held[..., moving], video[..., moving])
+    assert torch.allclose(hold_pixels(video, still, 0.5), (video + held) / 2, atol=1e-6)
+    assert torch.equal(hold_pixels(video, still, 0.0), video)
+    with pytest.raises(ValueError, match="still map"):
+        hold_pixels(video, still[:, :4], 1.0)
+
+
+def test_the_running_sums_give_the_latent_holds_run_means() -> None:
+    """hold_pixels reads run means from running sums (a 256-frame shot's one-hot would not fit);
+    they are the latent hold's means."""
+    g = torch.Generator().manual_seed(1)
+    for frames in (1, 2, 7, 16):
+        x = torch.randn(2, 3, frames, 5, 6, generator=g)
+        still = torch.rand(2, frames, 5, 6, generator=g) > 0.4
+        assert torch.allclose(hold_pixels(x, still, 1.0), run_means(x, still), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def model() -> StructureT2V:
+    bundle = random_tiny(text_dim=16, frames=4).eval()
+    bundle.set_text_encoder(HashTextEncoder(16))
+    return bundle
+
+
+@torch.no_grad()
+def test_a_still_clip_renders_still_pixels_and_without_the_clip_nothing_changes(model) -> None:
+    from story.tasks.render.synthesize import synthesize
+
+    cfg = model.config
+    depth = np.linspace(-1, 1, cfg.height * cfg.width, dtype=np.float32)
+    depth = np.repeat(depth.reshape(1, cfg.height, cfg.width), cfg.frames, 0)
+    clip = np.repeat(_textured(cfg.height, cfg.width)[None], cfg.frames, 0)
+    free = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0)
+    assert np.abs(free.astype(int) - free[:1].astype(int)).max() > 1
+    held = synthesize(
+        model,
+        "a red cube",
+        depth,
+        steps=3,
+        seed=1,
+        still_hold=0.0,
+        pixel_hold=1.0,
+        guide_frames=clip,
+    )
+    # Every pixel of a still clip is held: the shot is one picture (uint8 rounding aside).
+    assert (np.abs(held.astype(int) - held[:1].astype(int)) <= 1).all()
+    # Each pixel is the mean of the frames the model drew there (where no frame was clipped
+    # to 0..255: the hold averages the decoder's output before it is clipped).
+    mean = free.astype(np.float64).mean(0)
+    inside = ((free > 0) & (free < 255)).all(0)
+    assert inside.mean() > 0.5
+    assert np.abs(held[0] - mean)[inside].max() <= 1.0
+    # Off, or without the clip (depth cannot say what is still), the render is untouched.
+    off = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, guide_frames=clip)
+    assert np.array_equal(off, free)
+    blind = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, pixel_hold=1.0)
+    assert np.array_equal(blind, free)
+    with pytest.raises(ValueError, match="pixel_hold"):
+        synthesize(model, "a red cube", depth, steps=3, seed=1, pixel_hold=2.0)
