@@ -218,3 +218,8 @@ def test_a_knob_added_later_names_a_render_only_when_set(tmp_path) -> None:
     assert "still_hold" not in knobs_for(held, guided=False), "text-only has nothing to hold"
     off = knobs_for(SynthesisEvalConfig(sampling={"still_hold": 0.0}), guided=True)
     assert "still_hold" not in off and "cross_frame" not in off
+    # pixel_hold, off by default: named only when set, and only for guided renders.
+    assert "pixel_hold" not in plain
+    pixels = SynthesisEvalConfig(sampling={"pixel_hold": 1.0})
+    assert knobs_for(pixels, guided=True)["pixel_hold"] == 1.0
+    assert knobs_for(pixels, guided=False) == knobs_for(SynthesisEvalConfig(), guided=False)
