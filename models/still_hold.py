@@ -105,6 +105,18 @@ def still_pixels(
     return moving[:, 0] == 0
 
 
+def _batched(still: torch.Tensor, x: torch.Tensor, knob: str, what: str) -> torch.Tensor:
+    """A (T, h, w) or (B, T, h, w) still map as (B, T, h, w) on `x`'s device, checked against
+    `x` (B, C, T, h, w)."""
+    if still.dim() == 3:
+        still = still.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
+    if still.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(
+            f"{knob}: still map {tuple(still.shape)} does not match the {what} {tuple(x.shape)}"
+        )
+    return still.to(x.device)
+
+
 def run_means(x: torch.Tensor, still: torch.Tensor) -> torch.Tensor:
     """(B, C, T, h, w) latents -> each cell's mean over its run of still frames (a run starts at
     every frame where the cell is not still, and at frame 0); `still` (B, T, h, w) bool."""
@@ -143,14 +155,7 @@ def hold_still(
     as it was after it."""
     if weight == 0.0:
         return x
-    if still.dim() == 3:
-        still = still.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
-    if still.shape != (x.shape[0], *x.shape[2:]):
-        raise ValueError(
-            f"still_hold: still map {tuple(still.shape)} does not match the latents "
-            f"{tuple(x.shape)}"
-        )
-    still = still.to(x.device)
+    still = _batched(still, x, "still_hold", "latents")
     target = run_means(x, still)
     if prompt is not None:
         m = prompt.shape[2]
@@ -171,14 +176,7 @@ def hold_pixels(video: torch.Tensor, still: torch.Tensor, weight: float) -> torc
     `still` ((B, T, H, W) or (T, H, W) bool, `still_pixels`) says the guide holds them still."""
     if weight == 0.0:
         return video
-    if still.dim() == 3:
-        still = still.unsqueeze(0).expand(video.shape[0], -1, -1, -1)
-    if still.shape != (video.shape[0], *video.shape[2:]):
-        raise ValueError(
-            f"pixel_hold: still map {tuple(still.shape)} does not match the frames "
-            f"{tuple(video.shape)}"
-        )
-    still = still.to(video.device)
+    still = _batched(still, video, "pixel_hold", "frames")
     return video + weight * (_run_means_by_sums(video, still) - video)
 
 

@@ -37,27 +37,6 @@ def test_still_pixels_leave_a_margin_round_what_moves_and_hold_the_rest() -> Non
         still_pixels(clip[..., 0], (64, 64))
 
 
-def test_held_pixels_are_the_same_in_every_frame_of_their_run_and_others_do_not_change() -> None:
-    g = torch.Generator().manual_seed(0)
-    video = torch.rand(2, 3, 6, 8, 8, generator=g) * 2 - 1
-    still = torch.zeros(6, 8, 8, dtype=torch.bool)
-    still[1:3, 0, 0] = True  # frames 0-2 one run, 3, 4 and 5 their own
-    still[1:, 5, 5] = True  # still the whole clip
-    held = hold_pixels(video, still, 1.0)
-    run = held[:, :, 0:3, 0, 0]
-    assert torch.allclose(run, video[:, :, 0:3, 0, 0].mean(2, keepdim=True).expand_as(run))
-    assert torch.equal(held[:, :, 3:, 0, 0], video[:, :, 3:, 0, 0])
-    whole = held[:, :, :, 5, 5]
-    assert torch.allclose(whole, video[:, :, :, 5, 5].mean(2, keepdim=True).expand_as(whole))
-    moving = torch.ones(8, 8, dtype=torch.bool)
-    moving[0, 0] = moving[5, 5] = False
-    assert torch.equal(held[..., moving], video[..., moving])
-    assert torch.allclose(hold_pixels(video, still, 0.5), (video + held) / 2, atol=1e-6)
-    assert torch.equal(hold_pixels(video, still, 0.0), video)
-    with pytest.raises(ValueError, match="still map"):
-        hold_pixels(video, still[:, :4], 1.0)
-
-
 def test_the_running_sums_give_the_latent_holds_run_means() -> None:
     """hold_pixels reads run means from running sums (a 256-frame shot's one-hot would not fit);
     they are the latent hold's means."""

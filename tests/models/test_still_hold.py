@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from story.models.sampler import sample_latents
-from story.models.still_hold import hold_still, still_cells
+from story.models.still_hold import hold_pixels, hold_still, still_cells
 from story.models.t2v import StructureT2V, random_tiny
 from tests.models.t2v_stubs import HashTextEncoder
 
@@ -55,13 +55,17 @@ def test_the_map_reads_the_clip_at_the_models_resolution() -> None:
         still_cells(big[..., 0], (64, 64), (16, 16))
 
 
-def test_held_cells_are_the_same_in_every_frame_of_their_run_and_others_do_not_change() -> None:
+@pytest.mark.parametrize("hold", [hold_still, hold_pixels], ids=["latents", "pixels"])
+def test_held_cells_are_the_same_in_every_frame_of_their_run_and_others_do_not_change(
+    hold,
+) -> None:
+    """Latent cells (still_hold) and decoded pixels (pixel_hold) are held the same way."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 6, 4, 4, generator=g)
     still = torch.zeros(6, 4, 4, dtype=torch.bool)
     still[1:3, 0, 0] = True  # cell (0, 0): frames 0-2 one run, 3, 4 and 5 their own
     still[1:, 1, 1] = True  # cell (1, 1): still the whole clip
-    held = hold_still(x, still, 1.0)
+    held = hold(x, still, 1.0)
     run = held[:, :, 0:3, 0, 0]
     assert torch.allclose(run, x[:, :, 0:3, 0, 0].mean(2, keepdim=True).expand_as(run))
     assert torch.equal(held[:, :, 3:, 0, 0], x[:, :, 3:, 0, 0])
@@ -70,11 +74,11 @@ def test_held_cells_are_the_same_in_every_frame_of_their_run_and_others_do_not_c
     moving = torch.ones(4, 4, dtype=torch.bool)
     moving[0, 0] = moving[1, 1] = False
     assert torch.equal(held[..., moving], x[..., moving])
-    half = hold_still(x, still, 0.5)
+    half = hold(x, still, 0.5)
     assert torch.allclose(half, (x + held) / 2, atol=1e-6)
-    assert torch.equal(hold_still(x, still, 0.0), x)
+    assert torch.equal(hold(x, still, 0.0), x)
     with pytest.raises(ValueError, match="still map"):
-        hold_still(x, still[:, :2], 1.0)
+        hold(x, still[:, :2], 1.0)
 
 
 @pytest.fixture(scope="module")
