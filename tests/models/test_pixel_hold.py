@@ -3,7 +3,6 @@ pixels of margin from anything that moves, and nothing else changes."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,9 +13,7 @@ from story.models.still_hold import (
     still_cells,
     still_pixels,
 )
-from story.models.t2v import StructureT2V, random_tiny
-from tests.models.t2v_stubs import HashTextEncoder
-from tests.models.test_still_hold import _square_moving_right, _textured
+from tests.models.test_still_hold import _square_moving_right
 
 
 def test_still_pixels_leave_a_margin_round_what_moves_and_hold_the_rest() -> None:
@@ -45,47 +42,3 @@ def test_the_running_sums_give_the_latent_holds_run_means() -> None:
         x = torch.randn(2, 3, frames, 5, 6, generator=g)
         still = torch.rand(2, frames, 5, 6, generator=g) > 0.4
         assert torch.allclose(hold_pixels(x, still, 1.0), run_means(x, still), atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def model() -> StructureT2V:
-    bundle = random_tiny(text_dim=16, frames=4).eval()
-    bundle.set_text_encoder(HashTextEncoder(16))
-    return bundle
-
-
-@torch.no_grad()
-def test_a_still_clip_renders_still_pixels_and_without_the_clip_nothing_changes(model) -> None:
-    from story.tasks.render.synthesize import synthesize
-
-    cfg = model.config
-    depth = np.linspace(-1, 1, cfg.height * cfg.width, dtype=np.float32)
-    depth = np.repeat(depth.reshape(1, cfg.height, cfg.width), cfg.frames, 0)
-    clip = np.repeat(_textured(cfg.height, cfg.width)[None], cfg.frames, 0)
-    free = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0)
-    assert np.abs(free.astype(int) - free[:1].astype(int)).max() > 1
-    held = synthesize(
-        model,
-        "a red cube",
-        depth,
-        steps=3,
-        seed=1,
-        still_hold=0.0,
-        pixel_hold=1.0,
-        guide_frames=clip,
-    )
-    # Every pixel of a still clip is held: the shot is one picture (uint8 rounding aside).
-    assert (np.abs(held.astype(int) - held[:1].astype(int)) <= 1).all()
-    # Each pixel is the mean of the frames the model drew there (where no frame was clipped
-    # to 0..255: the hold averages the decoder's output before it is clipped).
-    mean = free.astype(np.float64).mean(0)
-    inside = ((free > 0) & (free < 255)).all(0)
-    assert inside.mean() > 0.5
-    assert np.abs(held[0] - mean)[inside].max() <= 1.0
-    # Off, or without the clip (depth cannot say what is still), the render is untouched.
-    off = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, guide_frames=clip)
-    assert np.array_equal(off, free)
-    blind = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, pixel_hold=1.0)
-    assert np.array_equal(blind, free)
-    with pytest.raises(ValueError, match="pixel_hold"):
-        synthesize(model, "a red cube", depth, steps=3, seed=1, pixel_hold=2.0)

@@ -119,18 +119,23 @@ def test_the_sampler_holds_the_still_cells_and_leaves_the_rest(model) -> None:
         run(still_hold=1.5, still=still)
 
 
+def _still_clip(model: StructureT2V) -> tuple[np.ndarray, np.ndarray]:
+    """A depth ramp and a still textured clip at the model's size and length."""
+    cfg = model.config
+    depth = np.linspace(-1, 1, cfg.height * cfg.width, dtype=np.float32)
+    depth = np.repeat(depth.reshape(1, cfg.height, cfg.width), cfg.frames, 0)
+    return depth, np.repeat(_textured(cfg.height, cfg.width)[None], cfg.frames, 0)
+
+
 @torch.no_grad()
 def test_a_still_guide_clip_renders_a_still_shot_and_depth_alone_holds_nothing(model) -> None:
     from story.tasks.render.synthesize import synthesize
 
-    cfg = model.config
-    depth = np.linspace(-1, 1, cfg.height * cfg.width, dtype=np.float32)
-    depth = np.repeat(depth.reshape(1, cfg.height, cfg.width), cfg.frames, 0)
-    clip = np.repeat(_textured(cfg.height, cfg.width)[None], cfg.frames, 0)
+    depth, clip = _still_clip(model)
     frames = synthesize(
         model, "a red cube", depth, steps=3, seed=1, still_hold=1.0, guide_frames=clip
     )
-    assert frames.shape[0] == cfg.frames
+    assert frames.shape[0] == model.config.frames
     assert (np.abs(frames.astype(int) - frames[:1].astype(int)) <= 1).all()
     free = synthesize(model, "a red cube", depth, steps=3, seed=1)
     assert np.abs(free.astype(int) - free[:1].astype(int)).max() > 1
@@ -198,3 +203,37 @@ def test_a_still_clip_continues_as_one_still_shot_with_hold_prompt_and_not_witho
     free = shot()
     unheld = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0)
     assert np.array_equal(free, unheld.astype(int))
+
+
+@torch.no_grad()
+def test_a_still_clip_renders_still_pixels_and_without_the_clip_nothing_changes(model) -> None:
+    from story.tasks.render.synthesize import synthesize
+
+    depth, clip = _still_clip(model)
+    free = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0)
+    assert np.abs(free.astype(int) - free[:1].astype(int)).max() > 1
+    held = synthesize(
+        model,
+        "a red cube",
+        depth,
+        steps=3,
+        seed=1,
+        still_hold=0.0,
+        pixel_hold=1.0,
+        guide_frames=clip,
+    )
+    # Every pixel of a still clip is held: the shot is one picture (uint8 rounding aside).
+    assert (np.abs(held.astype(int) - held[:1].astype(int)) <= 1).all()
+    # Each pixel is the mean of the frames the model drew there (where no frame was clipped
+    # to 0..255: the hold averages the decoder's output before it is clipped).
+    mean = free.astype(np.float64).mean(0)
+    inside = ((free > 0) & (free < 255)).all(0)
+    assert inside.mean() > 0.5
+    assert np.abs(held[0] - mean)[inside].max() <= 1.0
+    # Off, or without the clip (depth cannot say what is still), the render is untouched.
+    off = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, guide_frames=clip)
+    assert np.array_equal(off, free)
+    blind = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, pixel_hold=1.0)
+    assert np.array_equal(blind, free)
+    with pytest.raises(ValueError, match="pixel_hold"):
+        synthesize(model, "a red cube", depth, steps=3, seed=1, pixel_hold=2.0)
