@@ -20,8 +20,9 @@ still (its own flow and grey level, `PIXEL_MARGIN` pixels of margin rather than 
 whole cell) moves p of the way to its mean over each run of frames it stays still. The latent
 hold leaves a held cell the same latents in every frame, but the decoder reads its neighbours
 too, so a held cell next to a moving one still flickers; the pixel hold removes that, and holds
-the finer still ground a 4x4 cell with a cell of margin cannot reach. Off by default until its
-sealed run (docs/training.md, "Holding still pixels after decoding").
+the finer still ground a 4x4 cell with a cell of margin cannot reach. A TD knob, off by default:
+on 80 validation plots it cut warp error 8.8% with the motion unchanged but cost 0.3% of depth
+error, which its rule did not allow (docs/training.md, "Holding still pixels after decoding").
 """
 
 from __future__ import annotations
