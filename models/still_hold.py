@@ -88,7 +88,12 @@ def still_cells(
     """(T, H, W, 3) guide frames -> (T, h, w) bool on the latent grid `latent`: cell still
     between frame t-1 and frame t (frame 0: False). The frames are read at `size` (the model's
     pixel resolution) first, so the thresholds mean the same at any source resolution."""
-    moving = moving_pixels(frames, size)
+    return cells_from_moving(moving_pixels(frames, size), latent, margin)
+
+
+def cells_from_moving(moving: np.ndarray, latent: tuple[int, int], margin: int = 1) -> torch.Tensor:
+    """`still_cells` from a `moving_pixels` map, so one read of the guide's motion serves both
+    holds."""
     cells = F.adaptive_max_pool2d(torch.from_numpy(moving).float()[:, None], latent)
     if margin:
         cells = F.max_pool2d(cells, 2 * margin + 1, stride=1, padding=margin)
@@ -100,10 +105,15 @@ def still_pixels(
 ) -> torch.Tensor:
     """(T, H, W, 3) guide frames -> (T, height, width) bool at `size`: pixel still between frame
     t-1 and frame t, and so is every pixel within `margin` of it (frame 0: False)."""
-    moving = torch.from_numpy(moving_pixels(frames, size)).float()[:, None]
+    return pixels_from_moving(moving_pixels(frames, size), margin)
+
+
+def pixels_from_moving(moving: np.ndarray, margin: int = PIXEL_MARGIN) -> torch.Tensor:
+    """`still_pixels` from a `moving_pixels` map."""
+    grown = torch.from_numpy(moving).float()[:, None]
     if margin:
-        moving = F.max_pool2d(moving, 2 * margin + 1, stride=1, padding=margin)
-    return moving[:, 0] == 0
+        grown = F.max_pool2d(grown, 2 * margin + 1, stride=1, padding=margin)
+    return grown[:, 0] == 0
 
 
 def _batched(still: torch.Tensor, x: torch.Tensor, knob: str, what: str) -> torch.Tensor:

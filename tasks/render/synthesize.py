@@ -90,29 +90,34 @@ def _warp(noise_share: float, noise_warp: float | None) -> float:
     )
 
 
-def _still_map(model: StructureT2V, frames: np.ndarray, length: int) -> torch.Tensor:
-    """The guide clip's still map on the model's latent grid, (length, h, w); frames past the
-    clip's end (a short guide padded with its last frame) are still."""
-    from story.models.still_hold import still_cells
+def _pad_still(still: torch.Tensor, length: int) -> torch.Tensor:
+    """A still map cut or padded to `length` frames; frames past the clip's end (a short guide
+    padded with its last frame) are still."""
+    if len(still) < length:
+        still = torch.cat([still, still.new_ones(length - len(still), *still.shape[1:])])
+    return still[:length]
 
+
+def _guide_stills(
+    model: StructureT2V,
+    frames: np.ndarray,
+    *,
+    cells: int | None = None,
+    pixels: int | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The guide clip's still map on the model's latent grid for `still_hold` ((cells, h, w)) and
+    its still pixels at the model's resolution for `pixel_hold` ((pixels, H, W)), each only when
+    its length is given, from one read of the guide's motion."""
+    from story.models.still_hold import cells_from_moving, moving_pixels, pixels_from_moving
+
+    if cells is None and pixels is None:
+        return None, None
     cfg = model.config
+    moving = moving_pixels(frames, (cfg.height, cfg.width))
     h, w = model.latent_shape[-2:]
-    still = still_cells(frames, (cfg.height, cfg.width), (h, w))
-    if len(still) < length:
-        still = torch.cat([still, still.new_ones(length - len(still), *still.shape[1:])])
-    return still[:length]
-
-
-def _still_pixels(model: StructureT2V, frames: np.ndarray, length: int) -> torch.Tensor:
-    """The guide clip's still pixels at the model's resolution, (length, H, W); frames past the
-    clip's end (a short guide padded with its last frame) are still."""
-    from story.models.still_hold import still_pixels
-
-    cfg = model.config
-    still = still_pixels(frames, (cfg.height, cfg.width))
-    if len(still) < length:
-        still = torch.cat([still, still.new_ones(length - len(still), *still.shape[1:])])
-    return still[:length]
+    held = None if cells is None else _pad_still(cells_from_moving(moving, (h, w)), cells)
+    kept = None if pixels is None else _pad_still(pixels_from_moving(moving), pixels)
+    return held, kept
 
 
 @torch.no_grad()
@@ -170,13 +175,15 @@ def synthesize(
     if total < 1:
         raise ValueError("nothing to render: the guide has no frames")
     continuation = continuation or default_continuation(cfg.frames)
-    still = None
+    still = pixels = None
     holds = total <= cfg.frames or continuation.holds  # a long shot holds only when asked
-    if still_hold and holds and guide is not None and guide_frames is not None:
-        still = _still_map(model, guide_frames, max(total, cfg.frames))
-    pixels = None
-    if pixel_hold and holds and guide is not None and guide_frames is not None:
-        pixels = _still_pixels(model, guide_frames, total)
+    if holds and guide is not None and guide_frames is not None:
+        still, pixels = _guide_stills(
+            model,
+            guide_frames,
+            cells=max(total, cfg.frames) if still_hold else None,
+            pixels=total if pixel_hold else None,
+        )
     with prompt_conditioning(model, prompt) as text:
         null = model.encode_prompts([negative_prompt])
         if total > cfg.frames:
@@ -263,10 +270,20 @@ def render_batch(
     `pixel_hold`)."""
     check_pixel_hold(pixel_hold)
     noise_warp = _warp(noise_share, noise_warp)
-    still = None
-    if still_hold and structures is not None and guide_frames is not None:
+    still = pixels = None
+    if (still_hold or pixel_hold) and structures is not None and guide_frames is not None:
         frames = model.config.frames
-        still = torch.stack([_still_map(model, clip, frames) for clip in guide_frames])
+        maps = [
+            _guide_stills(
+                model,
+                clip,
+                cells=frames if still_hold else None,
+                pixels=frames if pixel_hold else None,
+            )
+            for clip in guide_frames
+        ]
+        still = torch.stack([held for held, _ in maps]) if still_hold else None
+        pixels = torch.stack([kept for _, kept in maps]) if pixel_hold else None
     text = model.encode_prompts(prompts)
     null = model.encode_prompts([""])
     generator = torch.Generator().manual_seed(seed)
@@ -291,8 +308,6 @@ def render_batch(
         stats=stats,
     )
     video = model.decode_latents(latents, structures)
-    if pixel_hold and structures is not None and guide_frames is not None:
-        frames = model.config.frames
-        pixels = torch.stack([_still_pixels(model, clip, frames) for clip in guide_frames])
+    if pixels is not None:
         video = hold_pixels(video, pixels, pixel_hold)
     return vae_output_to_frames(video.permute(0, 2, 1, 3, 4)).cpu().numpy()

@@ -3,6 +3,7 @@ pixels of margin from anything that moves, and nothing else changes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,3 +43,44 @@ def test_the_running_sums_give_the_latent_holds_run_means() -> None:
         x = torch.randn(2, 3, frames, 5, 6, generator=g)
         still = torch.rand(2, frames, 5, 6, generator=g) > 0.4
         assert torch.allclose(hold_pixels(x, still, 1.0), run_means(x, still), atol=1e-6)
+
+
+@torch.no_grad()
+def test_both_holds_read_the_guides_motion_once_a_clip(monkeypatch) -> None:
+    """The latent and the pixel hold share one read of the guide's motion (its optical flow is
+    the holds' whole cost), in a shot and in a batch, and the maps are the public ones."""
+    import story.models.still_hold as hold_module
+    from story.models.t2v import random_tiny
+    from story.tasks.render.synthesize import (
+        _guide_stills,
+        render_batch,
+        resize_structure,
+        synthesize,
+    )
+    from tests.models.t2v_stubs import HashTextEncoder
+    from tests.models.test_still_hold import _still_clip
+
+    model = random_tiny(text_dim=16, frames=4).eval()
+    model.set_text_encoder(HashTextEncoder(16))
+    cfg = model.config
+    depth, _ = _still_clip(model)
+    clip = _square_moving_right(frames=cfg.frames, size=cfg.height)
+    cells, pixels = _guide_stills(model, clip, cells=cfg.frames, pixels=cfg.frames)
+    size, latent = (cfg.height, cfg.width), tuple(model.latent_shape[-2:])
+    assert torch.equal(cells, still_cells(clip, size, latent))
+    assert torch.equal(pixels, still_pixels(clip, size))
+
+    reads: list[tuple] = []
+    read = hold_module.moving_pixels
+    monkeypatch.setattr(hold_module, "moving_pixels", lambda *a: reads.append(a) or read(*a))
+    both = {"still_hold": 1.0, "pixel_hold": 1.0}
+    synthesize(model, "a red cube", depth, steps=2, seed=1, guide_frames=clip, **both)
+    assert len(reads) == 1
+    reads.clear()
+    guide = resize_structure(depth, cfg.height, cfg.width)
+    structures = torch.stack([guide, guide])
+    args = (model, ["a red cube", "a blue ball"], structures)
+    held = render_batch(*args, steps=2, seed=1, guide_frames=[clip, clip], **both)
+    assert len(reads) == 2
+    free = render_batch(*args, steps=2, seed=1, guide_frames=[clip, clip], still_hold=1.0)
+    assert not np.array_equal(held, free), "the pixel hold changes the batch"
