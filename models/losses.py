@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 
+from story.models.noise_warp import warp_shared
 from story.models.t2v import StructureT2V
 from story.models.vae import encode_video
 
@@ -44,6 +45,7 @@ def diffusion_loss(
     temporal: bool = True,
     temporal_weight: float = 0.0,
     temporal_units: str = "output",
+    noise_warp: float = 0.0,
 ) -> torch.Tensor:
     """One denoising loss on a batch of clean latents; structure None means text only.
 
@@ -59,12 +61,18 @@ def diffusion_loss(
     clean video; "clean" in the clean latents the step implies (x0 = signal x_t - noise v for v,
     (x_t - noise eps) / signal for epsilon), where flicker lives, so the weight goes with each
     step's share of the picture's error.
+    `noise_warp` w > 0 noises video steps the way the sampler starts them at `noise_warp` w
+    (`noise_warp.warp_shared`): part of one draw carried along the structure's motion, or the
+    same draw in every frame without a structure, so the model learns the noise it is sampled
+    from (after Go-with-the-Flow, Burgert et al., 2025).
     """
     if temporal_units not in TEMPORAL_UNITS:
         raise ValueError(f"temporal_units {temporal_units!r}: one of {TEMPORAL_UNITS}")
     scheduler = model.scheduler
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    if noise_warp > 0 and temporal and latents.shape[2] > 1:
+        noise = warp_shared(noise, noise_warp, structure, generator)
     steps = scheduler.config.num_train_timesteps
     if cubic:
         u = torch.rand(b, generator=generator, device=latents.device)

@@ -57,6 +57,10 @@ class TrainConfig:
     temporal_loss_units: str = "output"
     """Where the U-Net's temporal loss measures the error's frame-to-frame change: "output"
     (v or epsilon, as the model predicts it) or "clean" (the clean latents each step implies)."""
+    noise_warp: float = 0.0
+    """U-Net stages: video steps are noised as the sampler draws at `noise_warp` w (part of one
+    draw carried along the clip's structure), so the model is trained on the noise it is sampled
+    from (`losses.diffusion_loss`)."""
     latent_noise: float = 0.0
     kl_weight: float = 1e-6
     object_weight: float = 4.0
@@ -94,6 +98,8 @@ class TrainConfig:
                 f"train_t2v: temporal_loss_units {self.temporal_loss_units!r} is not one of "
                 f"{TEMPORAL_UNITS}"
             )
+        if not 0.0 <= self.noise_warp < 1.0:
+            raise StoryError(f"train_t2v: noise_warp must be in [0, 1), got {self.noise_warp}")
         self.vae_channels = tuple(self.vae_channels)
         self.unet_channels = tuple(self.unet_channels)
 
@@ -152,6 +158,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "image_ratio",
         "object_loss_weight",
         "temporal_loss_weight",
+        "noise_warp",
         "latent_noise",
         "guidance",
         "max_minutes",

@@ -339,6 +339,7 @@ class Trainer:
             temporal=video.shape[2] > 1,
             temporal_weight=cfg.temporal_loss_weight,
             temporal_units=cfg.temporal_loss_units,
+            noise_warp=cfg.noise_warp,
         )
 
     def next_batch(self) -> ClipBatch:
@@ -410,7 +411,11 @@ class Trainer:
         guided_modes = (True, False) if self.cfg.stage != "base" else (False,)
         row: dict = {"step": self.step, "stage": self.cfg.stage, "train_min": self.elapsed / 60}
         cfg = self.cfg
-        row.update(probe_row(model, cfg.eval_scenes, cfg.eval_steps, cfg.guidance, guided_modes))
+        # A run trained on warped noise is probed sampling from it, as the product samples.
+        warp = cfg.noise_warp or None
+        row.update(
+            probe_row(model, cfg.eval_scenes, cfg.eval_steps, cfg.guidance, guided_modes, warp)
+        )
         row["eval_s"] = time.monotonic() - tick
         with (self.out / CURVE_FILE).open("a") as handle:
             handle.write(json.dumps(row) + "\n")

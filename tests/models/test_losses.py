@@ -161,3 +161,49 @@ def test_latent_noise_reaches_the_decoder_fresh_for_every_frame() -> None:
     # new in every frame of a still clip, the passed-on noise flickers and the temporal term pays.
     assert noisy > 0.05
     assert with_temporal > noisy + 0.01
+
+
+class _NoiseModel(_ErrorModel):
+    """Records the noise each training step drew (read back from the noisy latents)."""
+
+    def predict(self, noisy, t, text, features, temporal=True):  # noqa: ANN001, ANN201 - stub
+        a = self.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+        self.noise = (noisy - a.sqrt() * self.clean) / (1 - a).sqrt()
+        return super().predict(noisy, t, text, features, temporal)
+
+
+def test_noise_warp_trains_on_the_noise_the_sampler_starts_from() -> None:
+    from story.models.noise_warp import warp_shared
+
+    clean = torch.zeros(2, 4, 6, 8, 8)
+    structure = torch.rand(2, 1, 6, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+    def noise(warp: float, structure=None, temporal: bool = True, latents=clean) -> torch.Tensor:  # noqa: ANN001
+        model = _NoiseModel(latents, torch.zeros_like(latents))
+        diffusion_loss(
+            model,
+            latents,
+            None,
+            structure,
+            0.0,
+            generator=torch.Generator().manual_seed(4),
+            temporal=temporal,
+            noise_warp=warp,
+        )
+        return model.noise
+
+    def frame_correlation(x: torch.Tensor) -> float:
+        a, b = x[:, :, 1:].flatten(), x[:, :, :-1].flatten()
+        return float((a * b).mean() / (a.square().mean() * b.square().mean()).sqrt())
+
+    assert abs(frame_correlation(noise(0.0))) < 0.1, "plain training noise: frames independent"
+    # Without a structure (a text-only step) every frame shares 0.8 of one draw, as sampled.
+    assert abs(frame_correlation(noise(0.8)) - 0.8) < 0.1
+    # With one, the noise is exactly the sampler's: the shared draw carried along its motion.
+    g = torch.Generator().manual_seed(4)
+    drawn = torch.randn(clean.shape, generator=g)
+    expected = warp_shared(drawn, 0.8, structure, g)
+    assert torch.allclose(noise(0.8, structure), expected, atol=1e-4)
+    # Image steps have no frames to share a draw across.
+    image = clean[:, :, :1]
+    assert torch.allclose(noise(0.8, temporal=False, latents=image), noise(0.0, latents=image))

@@ -84,6 +84,8 @@ def test_bad_configurations_are_named(tmp_path) -> None:
         ["--stage", "joint", "--init", "m", "--out", "o", "--unet-channels", "8", "16"]
     )
     assert cfg.unet_channels == (8, 16) and cfg.stage == "joint"
+    with pytest.raises(StoryError, match="noise_warp"):
+        parse_args(["--stage", "joint", "--init", "m", "--out", "o", "--noise-warp", "1"])
 
 
 def test_joint_image_video_steps_with_detail_levels_and_object_weights(tmp_path) -> None:
@@ -98,6 +100,7 @@ def test_joint_image_video_steps_with_detail_levels_and_object_weights(tmp_path)
         image_batch=3,
         detail_levels=3,
         object_loss_weight=4.0,
+        noise_warp=0.8,  # video steps on the sampler's warped noise
         **TINY,
     )
     trainer = Trainer(cfg, text_encoder=text)
