@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass
 
 from story.models.losses import TEMPORAL_UNITS
+from story.models.noise_warp import check_noise_warp
 from story.tasks.errors import StoryError
 
 STAGES = ("vae", "base", "structure", "joint", "smoother")
@@ -98,8 +99,10 @@ class TrainConfig:
                 f"train_t2v: temporal_loss_units {self.temporal_loss_units!r} is not one of "
                 f"{TEMPORAL_UNITS}"
             )
-        if not 0.0 <= self.noise_warp < 1.0:
-            raise StoryError(f"train_t2v: noise_warp must be in [0, 1), got {self.noise_warp}")
+        try:
+            check_noise_warp(self.noise_warp)
+        except ValueError as error:
+            raise StoryError(f"train_t2v: {error}") from None
         self.vae_channels = tuple(self.vae_channels)
         self.unet_channels = tuple(self.unet_channels)
 

@@ -41,9 +41,13 @@ class _ErrorModel:
     def encode_structure(self, structure, detail):  # noqa: ANN001, ANN201 - stub
         return None
 
-    def predict(self, noisy, t, text, features, temporal=True):  # noqa: ANN001, ANN201 - stub
+    def drawn_noise(self, noisy, t):  # noqa: ANN001, ANN201 - stub
+        """The noise the loss added to the clean latents, read back from the noisy ones."""
         a = self.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
-        noise = (noisy - a.sqrt() * self.clean) / (1 - a).sqrt()
+        return (noisy - a.sqrt() * self.clean) / (1 - a).sqrt()
+
+    def predict(self, noisy, t, text, features, temporal=True):  # noqa: ANN001, ANN201 - stub
+        noise = self.drawn_noise(noisy, t)
         return self.scheduler.get_velocity(self.clean, noise, t) + self.error
 
 
@@ -167,8 +171,7 @@ class _NoiseModel(_ErrorModel):
     """Records the noise each training step drew (read back from the noisy latents)."""
 
     def predict(self, noisy, t, text, features, temporal=True):  # noqa: ANN001, ANN201 - stub
-        a = self.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
-        self.noise = (noisy - a.sqrt() * self.clean) / (1 - a).sqrt()
+        self.noise = self.drawn_noise(noisy, t)
         return super().predict(noisy, t, text, features, temporal)
 
 
