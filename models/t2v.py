@@ -288,10 +288,6 @@ def pad_states(states: torch.Tensor, mask: torch.Tensor, length: int) -> torch.T
     return torch.cat([states, pad], dim=1)
 
 
-def param_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def random_tiny(
     text_dim: int = 384, frames: int = 4, size: int = 16, seed: int = 0
 ) -> StructureT2V:

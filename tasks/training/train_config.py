@@ -11,6 +11,7 @@ from story.models.noise_warp import check_noise_warp
 from story.tasks.errors import StoryError
 
 STAGES = ("vae", "base", "structure", "joint", "smoother")
+TRAINED_LAYERS = ("all", "temporal")
 TRAIN_T2V = (
     "Train the structure-guided text-to-video model (the paper's two-stage recipe), resumably."
 )
@@ -62,6 +63,13 @@ class TrainConfig:
     """U-Net stages: video steps are noised as the sampler draws at `noise_warp` w (part of one
     draw carried along the clip's structure), so the model is trained on the noise it is sampled
     from (`losses.diffusion_loss`)."""
+    probe_noise_warp: float | None = None
+    """The in-training probe samples at this noise warp; None: at the run's own `noise_warp`
+    (0 samples without it). The product samples at 0.8."""
+    trained_layers: str = "all"
+    """U-Net stages: "temporal" trains only the U-Net's temporal convolutions and attentions
+    (the structure encoder and every per-frame layer stay as they are), so a run against
+    flicker cannot move what a frame looks like on its own; it needs video steps only."""
     latent_noise: float = 0.0
     kl_weight: float = 1e-6
     object_weight: float = 4.0
@@ -99,8 +107,21 @@ class TrainConfig:
                 f"train_t2v: temporal_loss_units {self.temporal_loss_units!r} is not one of "
                 f"{TEMPORAL_UNITS}"
             )
+        if self.trained_layers not in TRAINED_LAYERS:
+            raise StoryError(
+                f"train_t2v: trained_layers {self.trained_layers!r} is not one of {TRAINED_LAYERS}"
+            )
+        if self.trained_layers == "temporal" and (
+            self.stage not in ("base", "joint") or self.image_ratio
+        ):
+            raise StoryError(
+                "train_t2v: --trained-layers temporal trains a U-Net stage (base or joint) on "
+                "video steps only (--image-ratio 0): an image step bypasses the temporal layers"
+            )
         try:
             check_noise_warp(self.noise_warp)
+            if self.probe_noise_warp is not None:
+                check_noise_warp(self.probe_noise_warp)
         except ValueError as error:
             raise StoryError(f"train_t2v: {error}") from None
         self.vae_channels = tuple(self.vae_channels)
@@ -190,6 +211,18 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default=defaults.temporal_loss_units,
         help="U-Net stages: measure the temporal loss in the model's output (v / epsilon) or in "
         "the clean latents each step implies",
+    )
+    parser.add_argument(
+        "--probe-noise-warp",
+        type=float,
+        default=None,
+        help="the in-training probe's sampling noise warp (default: the run's --noise-warp)",
+    )
+    parser.add_argument(
+        "--trained-layers",
+        choices=TRAINED_LAYERS,
+        default=defaults.trained_layers,
+        help="U-Net stages: train every layer, or only the temporal ones (video steps only)",
     )
     parser.add_argument("--depth-model", default=defaults.depth_model)
     parser.add_argument("--text-encoder", default=defaults.text_encoder)

@@ -46,7 +46,8 @@ from diffusers.training_utils import EMAModel
 
 from story.models.latent_smoother import LatentSmoother, SmootherConfig
 from story.models.losses import autoencoder_loss, diffusion_loss, object_weights, smoother_loss
-from story.models.t2v import StructureT2V, T2VConfig, param_count
+from story.models.t2v import StructureT2V, T2VConfig
+from story.models.temporal import temporal_modules
 from story.models.unet import tiny_unet_config
 from story.models.vae import build_vae, downsample_factor, load_vae, tiny_vae_config
 from story.tasks.atomic import atomic_path
@@ -159,6 +160,12 @@ class Trainer:
                 part = getattr(self.model, name)
                 if part is not None:
                     part.requires_grad_(name in STAGE_MODULES[cfg.stage])
+            if cfg.trained_layers == "temporal":
+                for part in (self.model.unet, self.model.structure_encoder):
+                    if part is not None:
+                        part.requires_grad_(False)
+                for module in temporal_modules(self.model.unet):
+                    module.requires_grad_(True)
             self.trained = self._stage_modules(self.model)
         params = [p for p in self.trained.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -411,8 +418,10 @@ class Trainer:
         guided_modes = (True, False) if self.cfg.stage != "base" else (False,)
         row: dict = {"step": self.step, "stage": self.cfg.stage, "train_min": self.elapsed / 60}
         cfg = self.cfg
-        # A run trained on warped noise is probed sampling from it, as the product samples.
-        warp = cfg.noise_warp or None
+        # A run trained on warped noise is probed sampling from it, as the product samples,
+        # unless the run names the probe's own.
+        warp = cfg.noise_warp if cfg.probe_noise_warp is None else cfg.probe_noise_warp
+        warp = warp or None
         row.update(
             probe_row(model, cfg.eval_scenes, cfg.eval_steps, cfg.guidance, guided_modes, warp)
         )
@@ -494,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "stage": cfg.stage,
                 "resume_step": trainer.step,
-                "trainable_params": param_count(trained),
+                "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad),
             }
         )
     )

@@ -86,6 +86,10 @@ def test_bad_configurations_are_named(tmp_path) -> None:
     assert cfg.unet_channels == (8, 16) and cfg.stage == "joint"
     with pytest.raises(StoryError, match="noise_warp"):
         parse_args(["--stage", "joint", "--init", "m", "--out", "o", "--noise-warp", "1"])
+    with pytest.raises(StoryError, match="noise_warp"):
+        parse_args(["--stage", "joint", "--init", "m", "--out", "o", "--probe-noise-warp", "2"])
+    with pytest.raises(SystemExit):
+        parse_args(["--stage", "joint", "--init", "m", "--out", "o", "--trained-layers", "x"])
 
 
 def test_joint_image_video_steps_with_detail_levels_and_object_weights(tmp_path) -> None:
@@ -111,6 +115,47 @@ def test_joint_image_video_steps_with_detail_levels_and_object_weights(tmp_path)
     assert trainer.run(log=str) == 4
     model = StructureT2V.from_pretrained(tmp_path / "joint" / "model", device="cpu")
     assert model.structure_encoder.config.detail_levels == 3
+
+
+def test_a_temporal_only_run_leaves_every_per_frame_layer_as_it_was(tmp_path) -> None:
+    from story.models.temporal import temporal_modules
+
+    text = HashTextEncoder(16)
+    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
+    joint = dict(stage="joint", init=str(tmp_path / "vae" / "model"), structure_dropout=0.5)
+    Trainer(TrainConfig(out=str(tmp_path / "j"), steps=1, **joint, **TINY), text_encoder=text).run(
+        log=str
+    )
+    cfg = TrainConfig(
+        out=str(tmp_path / "t"),
+        steps=3,
+        **{**joint, "init": str(tmp_path / "j" / "model")},
+        trained_layers="temporal",
+        temporal_loss_weight=1.0,
+        **{**TINY, "lr": 1e-2},
+    )
+    before = StructureT2V.from_pretrained(tmp_path / "j" / "model", device="cpu")
+    Trainer(cfg, text_encoder=text).run(log=str)
+    after = StructureT2V.from_pretrained(tmp_path / "t" / "model", device="cpu")
+    temporal = {
+        f"{name}.{key}"
+        for name, module in after.unet.named_modules()
+        if module in temporal_modules(after.unet)
+        for key in module.state_dict()
+    }
+    old, new = before.unet.state_dict(), after.unet.state_dict()
+    moved = {k for k in new if not torch.equal(old[k], new[k])}
+    assert moved and moved <= temporal
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            before.structure_encoder.state_dict().values(),
+            after.structure_encoder.state_dict().values(),
+            strict=True,
+        )
+    )
+    with pytest.raises(StoryError, match="image-ratio"):
+        TrainConfig(out=str(tmp_path), trained_layers="temporal", image_ratio=0.25, **joint)
 
 
 def test_a_warm_start_carries_the_unet_over_to_a_new_autoencoder(tmp_path) -> None:
