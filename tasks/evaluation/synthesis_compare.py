@@ -5,7 +5,9 @@ B is better than A, not whether their intervals overlap: both reports score the 
 (the cases come from the split's seeds), so the difference is taken per plot and bootstrapped
 over plots (`intervals.paired_difference`). A report keeps its per-case scores (`per_case`);
 plots are matched by scene seed, and a plot's sampling seeds are averaged first when the two
-runs used different numbers of them.
+runs used different numbers of them. Beside the difference, B's mean over A's (`b_over_a`, the
+same paired bootstrap) gives small changes in relative terms ("warp error -7.7%"), which four
+decimals of a raw difference round away.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from story.tasks.errors import StoryError
-from story.tasks.evaluation.intervals import mean_interval, paired_difference
+from story.tasks.evaluation.intervals import mean_interval, paired_difference, ratio_interval
 
 
 class CompareError(StoryError, ValueError):
@@ -84,6 +86,8 @@ def compare_reports(
             "a": mean_interval(va),
             "b": mean_interval(vb),
             "b_minus_a": paired_difference(vb, va),
+            # Relative terms only where A's mean is a positive scale to compare against.
+            "b_over_a": ratio_interval(vb, va) if va.mean() > 0 and (va >= 0).all() else None,
         }
     return {
         "a": {"model_id": a["summary"]["model_id"], "report": a["_path"], "condition": condition},
@@ -105,15 +109,21 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         f"{result['set']}, {result['plots']} plots in common; A = {a['model_id']} "
         f"({a['condition']}), B = {b['model_id']} ({b['condition']})",
         "",
-        "| | A | B | B - A |",
-        "|---|---|---|---|",
+        "| | A | B | B - A | B / A - 1 |",
+        "|---|---|---|---|---|",
     ]
     for metric, cell in result["metrics"].items():
         d = cell["b_minus_a"]
         star = " *" if d["significant"] else ""
+        ratio = cell.get("b_over_a")
+        relative = (
+            f"{ratio['ratio'] - 1:+.1%} [{ratio['low'] - 1:+.1%}, {ratio['high'] - 1:+.1%}]"
+            if ratio
+            else ""
+        )
         lines.append(
             f"| {metric} | {_cell(cell['a'])} | {_cell(cell['b'])} | "
-            f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{star} |"
+            f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{star} | {relative} |"
         )
     lines += ["", "* the 95% interval of the paired difference excludes 0"]
     return "\n".join(lines)

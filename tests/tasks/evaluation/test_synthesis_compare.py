@@ -48,8 +48,24 @@ def test_b_minus_a_is_paired_over_the_plots_both_scored(tmp_path) -> None:
     colour = result["metrics"]["colour"]
     assert colour["a"]["mean"] == 0.5 and colour["b"]["mean"] == 1.0
     assert colour["b_minus_a"]["difference"] == 0.5 and colour["b_minus_a"]["significant"]
+    # In relative terms: B's mean IoU over A's, resampled in pairs, so the interval is about
+    # 0.02 wide where two independent means' ratio would be about 0.3.
+    relative = result["metrics"]["object IoU"]["b_over_a"]
+    expected = (iou.mean() + 0.05) / iou.mean()
+    assert relative["ratio"] == pytest.approx(expected, abs=1e-4)
+    assert relative["low"] < expected < relative["high"] < relative["low"] + 0.05
+    assert colour["b_over_a"]["ratio"] == 2.0
     table = comparison_markdown(result)
     assert "40 plots in common" in table and "| object IoU |" in table and "+0.050" in table
+    assert f"{expected - 1:+.1%}" in table and "| +100.0% [" in table
+
+
+def test_no_relative_change_against_a_zero_mean(tmp_path) -> None:
+    a = _report(tmp_path, "a", [1, 2, 3], [[0.0]] * 3, [[0.5]] * 3)
+    b = _report(tmp_path, "b", [1, 2, 3], [[1.0]] * 3, [[0.4]] * 3)
+    result = compare_reports(load_report(a), load_report(b))
+    assert result["metrics"]["colour"]["b_over_a"] is None
+    assert result["metrics"]["object IoU"]["b_over_a"]["ratio"] == pytest.approx(0.8)
 
 
 def test_text_only_against_guided_and_seed_counts_that_differ(tmp_path) -> None:
