@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from story.models.losses import TEMPORAL_UNITS
 from story.models.noise_warp import check_noise_warp
 from story.tasks.errors import StoryError
+from story.tasks.training.production_probe import check_reference
 
 STAGES = ("vae", "base", "structure", "joint", "smoother")
 TRAINED_LAYERS = ("all", "temporal")
@@ -66,6 +67,11 @@ class TrainConfig:
     probe_noise_warp: float | None = None
     """The in-training probe samples at this noise warp; None: at the run's own `noise_warp`
     (0 samples without it). The product samples at 0.8."""
+    production_plots: int = 0
+    """At each evaluation, also render this many validation plots the product's way and pair
+    them against `production_reference` (`production_probe`); 0: the pixel probe only."""
+    production_reference: str | None = None
+    """A validation synthesis report of the model the run starts from, at the default sampling."""
     trained_layers: str = "all"
     """U-Net stages: "temporal" trains only the U-Net's temporal convolutions and attentions
     (the structure encoder and every per-frame layer stay as they are), so a run against
@@ -118,6 +124,13 @@ class TrainConfig:
                 "train_t2v: --trained-layers temporal trains a U-Net stage (base or joint) on "
                 "video steps only (--image-ratio 0): an image step bypasses the temporal layers"
             )
+        if self.production_plots:
+            if self.production_plots < 2 or not self.production_reference:
+                raise StoryError(
+                    "train_t2v: --production-plots needs at least 2 plots and "
+                    "--production-reference, a validation report of the starting model"
+                )
+            check_reference(self.production_reference)
         try:
             check_noise_warp(self.noise_warp)
             if self.probe_noise_warp is not None:
@@ -159,6 +172,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "latent_channels",
         "detail_levels",
         "image_batch",
+        "production_plots",
         "colour_pool",
         "frames",
         "height",
@@ -217,6 +231,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         type=float,
         default=None,
         help="the in-training probe's sampling noise warp (default: the run's --noise-warp)",
+    )
+    parser.add_argument(
+        "--production-reference",
+        default=None,
+        help="with --production-plots: the starting model's validation synthesis report",
     )
     parser.add_argument(
         "--trained-layers",

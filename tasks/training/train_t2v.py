@@ -426,10 +426,18 @@ class Trainer:
             probe_row(model, cfg.eval_scenes, cfg.eval_steps, cfg.guidance, guided_modes, warp)
         )
         row["eval_s"] = time.monotonic() - tick
-        with (self.out / CURVE_FILE).open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
         snapshot = self.out / "snapshots" / f"step-{self.step:06d}"
         model.save_pretrained(snapshot, half=True)
+        if cfg.production_plots and cfg.production_reference:
+            from story.tasks.training.production_probe import production_probe
+
+            tick = time.monotonic()
+            row["production"] = production_probe(
+                snapshot, cfg.production_plots, cfg.production_reference, cfg.threads, log
+            )
+            row["production_s"] = time.monotonic() - tick
+        with (self.out / CURVE_FILE).open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
         log(json.dumps(row))
         return row
 
