@@ -12,7 +12,7 @@ from story.tasks.errors import StoryError
 from story.tasks.training.production_probe import production_row
 from story.tasks.training.train_t2v import TrainConfig, Trainer
 from tests.models.t2v_stubs import HashTextEncoder
-from tests.tasks.training.test_train_t2v import TINY
+from tests.tasks.training.test_train_t2v import joint_config
 
 
 def _report(folder, seeds, warp, iou):
@@ -52,21 +52,17 @@ def test_a_run_with_the_probe_records_it_in_its_curve(tmp_path, monkeypatch) -> 
         _report(out, [0, 1, 2], [0.02, 0.04, 0.06], [0.5, 0.6, 0.7])
 
     monkeypatch.setattr(synthesis_eval, "evaluate_synthesis", fake_eval)
-    text = HashTextEncoder(16)
-    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
-    cfg = TrainConfig(
-        stage="joint",
-        out=str(tmp_path / "j"),
-        init=str(tmp_path / "vae" / "model"),
+    cfg = joint_config(
+        tmp_path,
+        "j",
         steps=1,
         eval_every=1,
         eval_scenes=1,
         eval_steps=1,
         production_plots=3,
         production_reference=str(reference),
-        **TINY,
     )
-    Trainer(cfg, text_encoder=text).run(log=str)
+    Trainer(cfg, text_encoder=HashTextEncoder(16)).run(log=str)
     curve = [json.loads(line) for line in (tmp_path / "j" / "curve.jsonl").read_text().splitlines()]
     assert len(curve) == 1 and "guided" in curve[0]
     production = curve[0]["production"]

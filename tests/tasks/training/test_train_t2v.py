@@ -33,6 +33,16 @@ TINY = dict(
 )
 
 
+def joint_config(tmp_path, name: str, **settings) -> TrainConfig:
+    """A joint stage in `tmp_path / name`, by default from a tiny autoencoder trained for one
+    step (once per test)."""
+    vae = tmp_path / "vae"
+    if not (vae / "model").is_dir():
+        Trainer(TrainConfig(stage="vae", out=str(vae), steps=1, **TINY)).run(log=str)
+    settings.setdefault("init", str(vae / "model"))
+    return TrainConfig(stage="joint", out=str(tmp_path / name), **{**TINY, **settings})
+
+
 def _steps(folder) -> list[int]:
     return [
         json.loads(line)["step"] for line in (folder / "train_log.jsonl").read_text().splitlines()
@@ -94,18 +104,15 @@ def test_bad_configurations_are_named(tmp_path) -> None:
 
 def test_joint_image_video_steps_with_detail_levels_and_object_weights(tmp_path) -> None:
     text = HashTextEncoder(16)
-    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
-    cfg = TrainConfig(
-        stage="joint",
-        out=str(tmp_path / "joint"),
-        init=str(tmp_path / "vae" / "model"),
+    cfg = joint_config(
+        tmp_path,
+        "joint",
         steps=4,
         image_ratio=0.5,
         image_batch=3,
         detail_levels=3,
         object_loss_weight=4.0,
         noise_warp=0.8,  # video steps on the sampler's warped noise
-        **TINY,
     )
     trainer = Trainer(cfg, text_encoder=text)
     kinds = [trainer.next_batch().video.shape[2] for _ in range(12)]
@@ -121,18 +128,16 @@ def test_a_temporal_only_run_leaves_every_per_frame_layer_as_it_was(tmp_path) ->
     from story.models.temporal import temporal_modules
 
     text = HashTextEncoder(16)
-    Trainer(TrainConfig(stage="vae", out=str(tmp_path / "vae"), steps=1, **TINY)).run(log=str)
-    joint = dict(stage="joint", init=str(tmp_path / "vae" / "model"), structure_dropout=0.5)
-    Trainer(TrainConfig(out=str(tmp_path / "j"), steps=1, **joint, **TINY), text_encoder=text).run(
-        log=str
-    )
-    cfg = TrainConfig(
-        out=str(tmp_path / "t"),
+    Trainer(joint_config(tmp_path, "j", steps=1), text_encoder=text).run(log=str)
+    cfg = joint_config(
+        tmp_path,
+        "t",
         steps=3,
-        **{**joint, "init": str(tmp_path / "j" / "model")},
+        structure_dropout=0.5,
         trained_layers="temporal",
         temporal_loss_weight=1.0,
-        **{**TINY, "lr": 1e-2},
+        lr=1e-2,
+        init=str(tmp_path / "j" / "model"),
     )
     before = StructureT2V.from_pretrained(tmp_path / "j" / "model", device="cpu")
     Trainer(cfg, text_encoder=text).run(log=str)
@@ -155,7 +160,7 @@ def test_a_temporal_only_run_leaves_every_per_frame_layer_as_it_was(tmp_path) ->
         )
     )
     with pytest.raises(StoryError, match="image-ratio"):
-        TrainConfig(out=str(tmp_path), trained_layers="temporal", image_ratio=0.25, **joint)
+        joint_config(tmp_path, "x", trained_layers="temporal", image_ratio=0.25)
 
 
 def test_a_warm_start_carries_the_unet_over_to_a_new_autoencoder(tmp_path) -> None:
