@@ -142,10 +142,11 @@ def test_a_temporal_only_run_leaves_every_per_frame_layer_as_it_was(tmp_path) ->
     before = StructureT2V.from_pretrained(tmp_path / "j" / "model", device="cpu")
     Trainer(cfg, text_encoder=text).run(log=str)
     after = StructureT2V.from_pretrained(tmp_path / "t" / "model", device="cpu")
+    layers = {id(module) for module in temporal_modules(after.unet)}
     temporal = {
         f"{name}.{key}"
         for name, module in after.unet.named_modules()
-        if module in temporal_modules(after.unet)
+        if id(module) in layers
         for key in module.state_dict()
     }
     old, new = before.unet.state_dict(), after.unet.state_dict()
