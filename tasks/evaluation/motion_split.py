@@ -19,7 +19,9 @@ test run.
         --out bench/results/motion_split.json
 
 Each run names the sampling it was rendered at, as `story eval synthesis --sampling` did; a run
-without the hold names `still_hold=0`, since the hold is the default.
+without the hold names `still_hold=0`, since the hold is the default. `--b-checkpoint` reads run
+b as rendered by another checkpoint of the same shape (a new decoder under the same U-Net, say);
+the still cells come from the guide clips, so they are the same for both.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ def still_pixels(clip: np.ndarray, height: int, width: int, latent: tuple[int, i
     """The guide clip's still cells (as `still_hold` reads them), at pixel resolution."""
     cells = still_cells(clip, (height, width), latent).float()[:, None]
     return F.interpolate(cells, size=(height, width), mode="nearest")[:, 0].bool().numpy()
+
+
+def _shape(model) -> tuple[int, int, int, tuple[int, ...]]:
+    cfg = model.config
+    return cfg.frames, cfg.height, cfg.width, tuple(model.latent_shape[-2:])
 
 
 def _run(spec: str) -> tuple[Path, dict[str, float]]:
@@ -94,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint", default="t2v-64f4-v3")
     parser.add_argument("--a", required=True, help="FOLDER[:knob=v,...] of the reference run")
     parser.add_argument("--b", required=True, help="FOLDER[:knob=v,...] of the compared run")
+    parser.add_argument(
+        "--b-checkpoint", default=None, help="run b's checkpoint, if not --checkpoint's"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--rerun-sealed", action="store_true")
     args = parser.parse_args(argv)
@@ -110,13 +120,23 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     settings = get_settings()
     model = load_t2v(eval_checkpoint(args.checkpoint, settings.checkpoints), device="cpu")
+    model_ids = {"a": model.model_id, "b": model.model_id}
+    if args.b_checkpoint:
+        model_b = load_t2v(eval_checkpoint(args.b_checkpoint, settings.checkpoints), device="cpu")
+        shape, shape_b = _shape(model), _shape(model_b)
+        if shape != shape_b:
+            sys.exit(
+                f"{args.b_checkpoint}: renders {shape_b} (frames, height, width, latent), "
+                f"{args.checkpoint} renders {shape}: the two runs' plots cannot be paired"
+            )
+        model_ids["b"] = model_b.model_id
     runs = {"a": _run(args.a), "b": _run(args.b)}
     if args.split == "test":
         from story.tasks.evaluation.sealed import configuration_id, open_sealed_run
 
         open_sealed_run(
             "synthesis-motion-split",
-            " vs ".join(configuration_id(model.model_id, s) for _, s in runs.values()),
+            " vs ".join(configuration_id(model_ids[n], s) for n, (_, s) in runs.items()),
             rerun=args.rerun_sealed,
             details={"scenes": args.scenes},
         )
@@ -144,11 +164,12 @@ def main(argv: list[str] | None = None) -> dict:
     real = np.array([motion_split(c.ideal, s) for c, s in zip(cases, stills, strict=True)])
     shares["real"] = real
     for name, (folder, sampling) in runs.items():
+        checkpoint = args.b_checkpoint if name == "b" and args.b_checkpoint else args.checkpoint
         config = SynthesisEvalConfig(
-            split=args.split, checkpoint=args.checkpoint, scenes=args.scenes, sampling=sampling
+            split=args.split, checkpoint=checkpoint, scenes=args.scenes, sampling=sampling
         )
         jobs = condition_jobs(
-            model.model_id, cases, True, 0, config, folder / "renders" / "production"
+            model_ids[name], cases, True, 0, config, folder / "renders" / "production"
         )
         missing = [j.path for j in jobs if not j.path.is_file()]
         if missing:
@@ -165,7 +186,10 @@ def main(argv: list[str] | None = None) -> dict:
         "split": args.split,
         "plots": len(cases),
         "model_id": model.model_id,
-        "runs": {name: {"folder": str(f), "sampling": s} for name, (f, s) in runs.items()},
+        "runs": {
+            name: {"folder": str(f), "sampling": s, "model_id": model_ids[name]}
+            for name, (f, s) in runs.items()
+        },
         "still_share_of_frame": round(still_share, 4),
         "motion": {
             name: {

@@ -4,8 +4,9 @@ its whole-frame motion, and motion lands on the side where it happens."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from story.tasks.evaluation.motion_split import motion_split, still_pixels
+from story.tasks.evaluation.motion_split import main, motion_split, still_pixels
 from story.tasks.evaluation.temporal import clip_temporal
 from tests.models.test_still_hold import _square_moving_right
 
@@ -18,3 +19,12 @@ def test_the_two_shares_add_up_to_the_frame_and_the_moving_square_is_elsewhere()
     assert outside > 10 * inside, "the square moves where the clip is not still"
     frozen = np.repeat(clip[:1], len(clip), 0)
     assert max(motion_split(frozen, still)) < 0.05 * outside, "a frozen clip barely moves"
+
+
+def test_a_second_checkpoint_of_another_shape_is_refused_by_name() -> None:
+    """Run b read through a checkpoint that renders another size cannot be paired with run a:
+    the command stops before reading any render, naming both checkpoints."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", "t2v-64f4-v3", "--b-checkpoint", "tiny", "--a", "x", "--b", "y"])
+    message = str(stop.value)
+    assert "tiny" in message and "t2v-64f4-v3" in message and "cannot be paired" in message
