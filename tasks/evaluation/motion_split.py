@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,8 @@ def still_pixels(clip: np.ndarray, height: int, width: int, latent: tuple[int, i
     return F.interpolate(cells, size=(height, width), mode="nearest")[:, 0].bool().numpy()
 
 
-def _shape(model) -> tuple[int, int, int, tuple[int, ...]]:
+def _shape(model: Any) -> tuple[int, int, int, tuple[int, ...]]:
+    """What a checkpoint renders: frames, height, width and its latent grid."""
     cfg = model.config
     return cfg.frames, cfg.height, cfg.width, tuple(model.latent_shape[-2:])
 
