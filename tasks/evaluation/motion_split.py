@@ -121,15 +121,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(1)
     settings = get_settings()
-    model = load_t2v(eval_checkpoint(args.checkpoint, settings.checkpoints), device="cpu")
+    checkpoints = {"a": args.checkpoint, "b": args.b_checkpoint or args.checkpoint}
+    model = load_t2v(eval_checkpoint(checkpoints["a"], settings.checkpoints), device="cpu")
     model_ids = {"a": model.model_id, "b": model.model_id}
-    if args.b_checkpoint:
-        model_b = load_t2v(eval_checkpoint(args.b_checkpoint, settings.checkpoints), device="cpu")
+    if checkpoints["b"] != checkpoints["a"]:
+        model_b = load_t2v(eval_checkpoint(checkpoints["b"], settings.checkpoints), device="cpu")
         shape, shape_b = _shape(model), _shape(model_b)
         if shape != shape_b:
             sys.exit(
-                f"{args.b_checkpoint}: renders {shape_b} (frames, height, width, latent), "
-                f"{args.checkpoint} renders {shape}: the two runs' plots cannot be paired"
+                f"{checkpoints['b']}: renders {shape_b} (frames, height, width, latent), "
+                f"{checkpoints['a']} renders {shape}: the two runs' plots cannot be paired"
             )
         model_ids["b"] = model_b.model_id
     runs = {"a": _run(args.a), "b": _run(args.b)}
@@ -166,9 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     real = np.array([motion_split(c.ideal, s) for c, s in zip(cases, stills, strict=True)])
     shares["real"] = real
     for name, (folder, sampling) in runs.items():
-        checkpoint = args.b_checkpoint if name == "b" and args.b_checkpoint else args.checkpoint
         config = SynthesisEvalConfig(
-            split=args.split, checkpoint=checkpoint, scenes=args.scenes, sampling=sampling
+            split=args.split, checkpoint=checkpoints[name], scenes=args.scenes, sampling=sampling
         )
         jobs = condition_jobs(
             model_ids[name], cases, True, 0, config, folder / "renders" / "production"
