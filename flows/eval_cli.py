@@ -182,7 +182,7 @@ def eval_synthesis_command(
             "--sampling",
             help="A sampling knob other than its default, KEY=VALUE (repeatable): tau, "
             "strength, detail, temporal_guidance, noise_share, noise_warp, flow_smoothing, "
-            "cross_frame, still_hold, pixel_hold.",
+            "cross_frame, still_hold, pixel_hold, deflicker.",
         ),
     ] = None,
     judge: JudgeOpt = None,

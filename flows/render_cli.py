@@ -93,6 +93,16 @@ PixelHoldOpt = Annotated[
         "default on the sealed set, measured as a TD configuration (0).",
     ),
 ]
+DeflickerOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Deflicker the delivered frames along their own motion (0..1): each frame is "
+        "blended toward the previous one carried along the frames' optical flow, where that "
+        "flow explains the change (0).",
+    ),
+]
 render_app = typer.Typer()
 
 
@@ -106,6 +116,7 @@ def sampling_knobs(
     cross_frame: float | None = None,
     still_hold: float | None = None,
     pixel_hold: float | None = None,
+    deflicker: float | None = None,
 ) -> dict[str, Any]:
     """The sampling knobs a command sets; an unset knob stays out, so the render id (and every
     render made before the knob existed) is unchanged unless the TD asks for it. Both noise
@@ -126,6 +137,7 @@ def sampling_knobs(
         "cross_frame": cross_frame,
         "still_hold": still_hold,
         "pixel_hold": pixel_hold,
+        "deflicker": deflicker,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -170,6 +182,7 @@ def render_command(
     cross_frame: CrossFrameOpt = None,
     still_hold: StillHoldOpt = None,
     pixel_hold: PixelHoldOpt = None,
+    deflicker: DeflickerOpt = None,
     prompt_frames: Annotated[
         int, typer.Option(min=1, help="Long shots: frames each new clip reuses (M).")
     ] = 2,
@@ -235,6 +248,7 @@ def render_command(
             cross_frame,
             still_hold,
             pixel_hold,
+            deflicker,
         ),
     }
     if tau is not None:
@@ -318,6 +332,7 @@ def shot_command(
     cross_frame: CrossFrameOpt = None,
     still_hold: StillHoldOpt = None,
     pixel_hold: PixelHoldOpt = None,
+    deflicker: DeflickerOpt = None,
     checkpoint: CheckpointOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Renders folder (default <workspace>/renders).")
@@ -353,6 +368,7 @@ def shot_command(
                     cross_frame,
                     still_hold,
                     pixel_hold,
+                    deflicker,
                 ),
             },
         )

@@ -3,7 +3,8 @@
 Its `__call__` signature is the one home of the sampling defaults (steps, guidance, tau,
 structure strength, detail level, temporal guidance, noise shared across frames or
 along the structure's motion, smoothing along it, attention to the first frame, holding still
-what the guide clip holds still, in the latents and in the decoded pixels): every other
+what the guide clip holds still, in the latents and in the decoded pixels, deflickering the
+decoded frames along their own motion): every other
 place that needs a default reads it with `sampling_defaults()`; `FORMER_DEFAULTS` keeps the
 value a knob had before its default changed, so older renders reproduce. The pipeline gives
 `from_pretrained`, `.to()` and the diffusers step callback
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
+from story.models.deflicker import check_deflicker, deflicker_video
 from story.models.sampler import SamplerStats, sample_latents
 from story.models.still_hold import check_pixel_hold, hold_pixels
 from story.models.t2v import StructureT2V
@@ -37,6 +39,7 @@ SAMPLING_KEYS = (
     "cross_frame",
     "still_hold",
     "pixel_hold",
+    "deflicker",
 )
 
 
@@ -73,6 +76,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         still: torch.Tensor | None = None,
         pixel_hold: float = 0.0,
         still_pixels: torch.Tensor | None = None,
+        deflicker: float = 0.0,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -85,8 +89,11 @@ class StructureGuidedPipeline(DiffusionPipeline):
         `structure` is (B, C, T, H, W) in [-1, 1] or None for text only; `still` the guide
         clip's still map for `still_hold` (`story.models.still_hold.still_cells`), `still_pixels`
         its still pixels for `pixel_hold` (`still_hold.still_pixels`; decoded output only).
+        `deflicker` a deflickers the decoded frames along their own motion
+        (`story.models.deflicker`; decoded output only, on the frames as uint8 would deliver them).
         """
         check_pixel_hold(pixel_hold)
+        check_deflicker(deflicker)
         after_step = None
         if callback_on_step_end is not None:
 
@@ -122,6 +129,8 @@ class StructureGuidedPipeline(DiffusionPipeline):
             video = self.model.decode_latents(x, structure)
             if pixel_hold and still_pixels is not None:
                 video = hold_pixels(video, still_pixels, pixel_hold)
+            if deflicker:
+                video = deflicker_video(video, deflicker)
             return video
         raise ValueError(f"output_type {output_type!r}: 'latent' or 'pt'")
 

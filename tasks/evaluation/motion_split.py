@@ -52,6 +52,13 @@ def motion_split(frames: np.ndarray, still: np.ndarray) -> tuple[float, float]:
     return float(np.mean(inside)), float(np.mean(outside))
 
 
+def spatial_detail(frames: np.ndarray) -> float:
+    """(T, H, W, 3) uint8 frames -> the mean absolute grey-level difference (0..255) between
+    horizontally and vertically neighbouring pixels, averaged over both directions and frames."""
+    grey = frames.astype(np.float32).mean(-1)
+    return float((np.abs(np.diff(grey, axis=2)).mean() + np.abs(np.diff(grey, axis=1)).mean()) / 2)
+
+
 def still_pixels(clip: np.ndarray, height: int, width: int, latent: tuple[int, int]) -> np.ndarray:
     """The guide clip's still cells (as `still_hold` reads them), at pixel resolution."""
     cells = still_cells(clip, (height, width), latent).float()[:, None]
@@ -92,6 +99,21 @@ def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         "difference": difference,
         "low": low,
         "high": high,
+        "significant": bool(low > 0 or high < 0),
+    }
+
+
+def _relative(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """b's mean over a's, less 1, with a 95% paired percentile-bootstrap interval over plots."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(a), (4000, len(a)))
+    boots = b[draws].mean(1) / a[draws].mean(1) - 1
+    low, high = np.percentile(boots, [2.5, 97.5])
+    return {
+        "relative": round(float(b.mean() / a.mean() - 1), 5),
+        "low": round(float(low), 5),
+        "high": round(float(high), 5),
+        "worst plot": round(float((b / a - 1).min()), 5),
         "significant": bool(low > 0 or high < 0),
     }
 
@@ -166,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     shares: dict[str, np.ndarray] = {}
     real = np.array([motion_split(c.ideal, s) for c, s in zip(cases, stills, strict=True)])
     shares["real"] = real
+    detail = {"real": np.array([spatial_detail(c.ideal) for c in cases])}
     for name, (folder, sampling) in runs.items():
         config = SynthesisEvalConfig(
             split=args.split, checkpoint=checkpoints[name], scenes=args.scenes, sampling=sampling
@@ -180,9 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{missing[0]}); run `story eval synthesis` with the same split, scenes, "
                 "checkpoint and sampling into that folder first"
             )
-        shares[name] = np.array(
-            [motion_split(np.load(j.path), s) for j, s in zip(jobs, stills, strict=True)]
-        )
+        renders = [np.load(j.path) for j in jobs]
+        shares[name] = np.array([motion_split(r, s) for r, s in zip(renders, stills, strict=True)])
+        detail[name] = np.array([spatial_detail(r) for r in renders])
     still_share = float(np.mean([s[1:].mean() for s in stills]))
     result = {
         "split": args.split,
@@ -203,6 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
             part: _paired(shares["a"][:, i], shares["b"][:, i])
             for i, part in enumerate(("in still cells", "elsewhere"))
         },
+        "spatial detail": {name: _mean(values) for name, values in detail.items()},
+        "spatial detail, paired b / a - 1": _relative(detail["a"], detail["b"]),
         "command": "python -m story.tasks.evaluation.motion_split "
         + " ".join(argv or sys.argv[1:]),
     }

@@ -56,9 +56,10 @@ SWEEPABLE = (
     "noise_warp",
     "flow_smoothing",
     "cross_frame",
+    "deflicker",
 )
 INTEGER_KNOBS = tuple(k for k in SWEEPABLE if isinstance(SAMPLING_DEFAULTS[k], int))
-NAMED_WHEN_SET = ("cross_frame", "still_hold", "pixel_hold")
+NAMED_WHEN_SET = ("cross_frame", "still_hold", "pixel_hold", "deflicker")
 """Knobs added after renders were cached: a render names them only when they are set, so the
 renders made before they existed are still found (off, they change nothing)."""
 

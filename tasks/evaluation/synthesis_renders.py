@@ -5,6 +5,9 @@ render is cached as its own file, named by everything that determines it (model 
 guide, sampling seed, steps, guidance, knobs), so an interrupted run resumes at the render it
 stopped at, and `workers` > 1 renders on that many processes (one model each, `threads` torch
 threads each) with the same result as one process: every render has its own seeded generator.
+A render whose knobs differ from a stored render's only by passes on the finished frames
+(`POST_KNOBS`: `deflicker`, a function of the frames alone) is derived from that render's file
+rather than rendered again: the same frames `synthesize` would deliver, in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from story.tasks.atomic import atomic_path
 from story.tasks.hashing import frames_sha256, sha256_json
 
 _WORKER_MODEL: Any = None
+POST_KNOBS = ("deflicker",)
+"""Knobs that act on the finished uint8 frames alone (`synthesize` applies them last)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class RenderJob:
     guide_frames: np.ndarray | None = field(default=None, compare=False, repr=False)
     """The clip the guide was estimated from (what `still_hold` reads); not in the file name:
     the case fixes it, as it fixes the guide."""
+    base: Path | None = field(default=None, compare=False)
+    """The file of the same render without its `POST_KNOBS` (None: it sets none), which this
+    render is derived from when it exists."""
 
 
 def render_job(
@@ -66,9 +74,34 @@ def render_job(
         "sampling": knobs,
     }
     key = sha256_json(identity)[:20]
+    base = None
+    if any(knobs.get(k) for k in POST_KNOBS):
+        plain = {k: v for k, v in knobs.items() if k not in POST_KNOBS}
+        base = folder / f"{sha256_json({**identity, 'sampling': plain})[:20]}.npy"
     return RenderJob(
-        folder / f"{key}.npy", prompt, guide, frames, seed, steps, guidance, knobs, guide_frames
+        folder / f"{key}.npy",
+        prompt,
+        guide,
+        frames,
+        seed,
+        steps,
+        guidance,
+        knobs,
+        guide_frames,
+        base,
     )
+
+
+def derive_job(job: RenderJob) -> None:
+    """Write a job's frames from its base render's file (`RenderJob.base`), applying its
+    `POST_KNOBS` as `synthesize` does, atomically."""
+    from story.models.deflicker import deflicker
+
+    if job.base is None:
+        raise ValueError(f"{job.path.name}: sets no pass on finished frames to derive")
+    frames = deflicker(np.load(job.base), float(job.knobs.get("deflicker", 0.0)))
+    with atomic_path(job.path, durable=False) as partial, partial.open("wb") as handle:
+        np.save(handle, frames)
 
 
 def run_job(model: Any, job: RenderJob) -> None:
@@ -121,9 +154,16 @@ def ensure_renders(
     `checkpoint` once. Either way torch renders on `threads` threads (this process's count is
     restored after), so the frames do not depend on the worker count: a float sum split over
     another number of threads can round a pixel one level apart. The first failing render stops
-    the run (finished files stay).
+    the run (finished files stay). A job whose base render is on disk is derived from it
+    (`derive_job`) and not counted as rendered.
     """
     missing = list(dict.fromkeys(j for j in jobs if not j.path.is_file()))
+    derived = [j for j in missing if j.base is not None and j.base.is_file()]
+    for job in derived:
+        derive_job(job)
+    if derived:
+        log(f"{label}: {len(derived)} derived from their stored renders")
+    missing = [j for j in missing if not j.path.is_file()]
     if not missing:
         return 0
     tick, done = time.monotonic(), 0

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from story.models.deflicker import check_deflicker
+from story.models.deflicker import deflicker as deflicker_frames
 from story.models.long_shot import ReuseDiffuse, sample_long
 from story.models.pipeline import SAMPLING_DEFAULTS as DEFAULTS
 from story.models.pipeline import implied_knobs
@@ -140,6 +142,7 @@ def synthesize(
     cross_frame: float = DEFAULTS["cross_frame"],
     still_hold: float = DEFAULTS["still_hold"],
     pixel_hold: float = DEFAULTS["pixel_hold"],
+    deflicker: float = DEFAULTS["deflicker"],
     guide_frames: np.ndarray | None = None,
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
@@ -157,9 +160,12 @@ def synthesize(
     picture still; without it nothing is held (depth alone cannot tell a still camera from a pan
     over flat ground, so the hold never reads stillness from the guide itself). `pixel_hold`
     holds the decoded frames' still pixels the same way (`still_hold.hold_pixels`), where and
-    when `still_hold` would hold.
+    when `still_hold` would hold. `deflicker` a deflickers the delivered frames (after the output
+    resize, over the whole shot, so a long shot's seams too) along their own motion
+    (`story.models.deflicker`).
     """
     check_pixel_hold(pixel_hold)
+    check_deflicker(deflicker)
     noise_warp = _warp(noise_share, noise_warp)
     cfg = model.config
     if structure is not None:
@@ -240,7 +246,7 @@ def synthesize(
         video = video.permute(1, 0, 2, 3)
     if size is not None and tuple(size) != tuple(video.shape[-2:]):
         video = F.interpolate(video, size=tuple(size), mode="bilinear", align_corners=False)
-    return vae_output_to_frames(video).cpu().numpy()
+    return deflicker_frames(vae_output_to_frames(video).cpu().numpy(), deflicker)
 
 
 @torch.no_grad()
@@ -262,13 +268,15 @@ def render_batch(
     cross_frame: float = DEFAULTS["cross_frame"],
     still_hold: float = DEFAULTS["still_hold"],
     pixel_hold: float = DEFAULTS["pixel_hold"],
+    deflicker: float = DEFAULTS["deflicker"],
     guide_frames: list[np.ndarray] | None = None,
     stats: SamplerStats | None = None,
 ) -> np.ndarray:
     """Several model-length clips at once: (B, T, H, W, 3) uint8; `structures` (B, C, T, H, W);
     `guide_frames` the clips the structures came from, one per prompt (for `still_hold` and
-    `pixel_hold`)."""
+    `pixel_hold`); `deflicker` as in `synthesize`, clip by clip."""
     check_pixel_hold(pixel_hold)
+    check_deflicker(deflicker)
     noise_warp = _warp(noise_share, noise_warp)
     still = pixels = None
     if (still_hold or pixel_hold) and structures is not None and guide_frames is not None:
@@ -310,4 +318,5 @@ def render_batch(
     video = model.decode_latents(latents, structures)
     if pixels is not None:
         video = hold_pixels(video, pixels, pixel_hold)
-    return vae_output_to_frames(video.permute(0, 2, 1, 3, 4)).cpu().numpy()
+    clips = vae_output_to_frames(video.permute(0, 2, 1, 3, 4)).cpu().numpy()
+    return np.stack([deflicker_frames(clip, deflicker) for clip in clips])
