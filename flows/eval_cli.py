@@ -476,6 +476,16 @@ def eval_longshot_command(
             "gets, 0 since the hold came off for long shots); 0 renders as before the hold.",
         ),
     ] = None,
+    deflicker: Annotated[
+        float | None,
+        typer.Option(
+            "--deflicker",
+            min=0.0,
+            max=1.0,
+            help="Deflicker each delivered shot along its own motion (default: the product's, "
+            "0.3); 0 renders as before the pass existed.",
+        ),
+    ] = None,
     settings_: Annotated[
         list[str] | None,
         typer.Option(
@@ -522,11 +532,13 @@ def eval_longshot_command(
             still_hold=LONG_SHOT_HOLD if still_hold is None else still_hold,
             threads=threads,
         )
+        if deflicker is not None:
+            config.deflicker = deflicker
         if settings_:
             config.settings = tuple(settings_)
         folder = _out_folder(out, settings.workspace, "longshot", chosen, model_id)
         details = {"shots": shots, "seeds": seeds, "noise_warp": config.noise_warp}
-        name = configuration_id(model_id, sealed_name_knobs(config.still_hold))
+        name = configuration_id(model_id, sealed_name_knobs(config.still_hold, config.deflicker))
         _seal("longshot", chosen, name, rerun_sealed, details, resumable=folder)
         return evaluate_longshot(
             config, folder, settings.checkpoints, judge, log=lambda s: typer.echo(s, err=True)

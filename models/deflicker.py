@@ -54,7 +54,7 @@ def backward_flow(frame: np.ndarray, previous: np.ndarray) -> np.ndarray:
         size = (w * FLOW_SCALE, h * FLOW_SCALE)
         frame = cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC)
         previous = cv2.resize(previous, size, interpolation=cv2.INTER_CUBIC)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow.create(cv2.DISOpticalFlow_PRESET_MEDIUM)
     flow = dis.calc(frame, previous, None)
     if FLOW_SCALE > 1:
         flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) / FLOW_SCALE

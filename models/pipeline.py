@@ -76,7 +76,7 @@ class StructureGuidedPipeline(DiffusionPipeline):
         still: torch.Tensor | None = None,
         pixel_hold: float = 0.0,
         still_pixels: torch.Tensor | None = None,
-        deflicker: float = 0.0,
+        deflicker: float = 0.3,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         stats: SamplerStats | None = None,
@@ -159,6 +159,7 @@ FORMER_DEFAULTS: dict[str, Any] = {
     "carry_warp": False,
     "still_hold": 0.0,
     "long_hold": True,
+    "deflicker": 0.0,
 }
 """Knobs whose default changed, in the order they changed, at their value before the change.
 Renders planned before a change did not record its knob, so a recorded job without one was
@@ -166,4 +167,5 @@ rendered at this value (`story.tasks.render.request` records them in every job s
 `carry_warp` is the long shot's (`story.models.long_shot.ReuseDiffuse.carry_warp`), not a
 `__call__` parameter: it decides how a shot longer than one clip continues its start noise.
 `long_hold` is the long shot's too (`ReuseDiffuse.long_hold`): long shots planned while the hold
-applied to them (before it came off for long shots) replay holding."""
+applied to them (before it came off for long shots) replay holding. `deflicker` came on at 0.3
+on 2026-12-07 (docs/training.md, "Deflickering the delivered frames")."""

@@ -105,6 +105,9 @@ class ConceptEvalConfig:
     """Structure guidance only for denoising steps t >= tau (None: the product's default)."""
     noise_warp: float = SAMPLING_DEFAULTS["noise_warp"]
     """Noise carried along the guide's motion, the product's default (in the cells' settings)."""
+    deflicker: float = SAMPLING_DEFAULTS["deflicker"]
+    """The delivered frames deflickered along their own motion, the product's default (runs
+    before it existed rendered at 0)."""
     augment: bool = True
     """Pseudo-video augmentation of the token's training images (False: the ablation, each
     image as drawn). A shared decoder top is trained with augmentation either way, so the two
@@ -174,7 +177,11 @@ def _prompt(template: str, shot: ConceptShot) -> str:
 def _render(model, template: str, shots: list[ConceptShot], seed: int, config) -> list:
     from story.tasks.render.synthesize import synthesize
 
-    knobs = {"noise_warp": config.noise_warp, **({} if config.tau is None else {"tau": config.tau})}
+    knobs = {
+        "noise_warp": config.noise_warp,
+        "deflicker": config.deflicker,
+        **({} if config.tau is None else {"tau": config.tau}),
+    }
     steps = config.sample_steps
     return [
         synthesize(model, _prompt(template, s), s.guide, seed=seed * 1009 + i, steps=steps, **knobs)

@@ -78,6 +78,9 @@ class LongShotEvalConfig:
     guidance: float = SAMPLING_DEFAULTS["guidance"]
     noise_warp: float = SAMPLING_DEFAULTS["noise_warp"]
     still_hold: float = LONG_SHOT_HOLD
+    deflicker: float = SAMPLING_DEFAULTS["deflicker"]
+    """The delivered shot deflickered along its own motion (the product's default; seams
+    included, independent windows one by one)."""
     settings: tuple[str, ...] = tuple(NAMES)
     """Which continuation settings to score (`NAMES`); independent windows and the real clip
     are always scored."""
@@ -94,11 +97,12 @@ def _continuation_key(params: ReuseDiffuse) -> dict[str, Any]:
     return key
 
 
-def sealed_name_knobs(still_hold: float = 0.0) -> dict[str, float]:
+def sealed_name_knobs(still_hold: float = 0.0, deflicker: float = 0.0) -> dict[str, float]:
     """What names a sealed long-shot run beside the model id: the continuation defaults that
     changed (`FORMER_DEFAULTS`), at today's value, and `still_hold` when the run holds. Entries
     before `carry_warp` existed carry the bare model id (noise per window), and entries before
-    the evaluation passed the scene's frames carry no `still_hold` (nothing was held)."""
+    the evaluation passed the scene's frames carry no `still_hold` (nothing was held), and entries
+    before `deflicker` existed no `deflicker`."""
     knobs = {
         key: float(CONTINUATION_DEFAULTS[key])
         for key, former in FORMER_DEFAULTS.items()
@@ -108,6 +112,8 @@ def sealed_name_knobs(still_hold: float = 0.0) -> dict[str, float]:
     }
     if still_hold:
         knobs["still_hold"] = float(still_hold)
+    if deflicker:
+        knobs["deflicker"] = float(deflicker)
     return knobs
 
 
@@ -134,6 +140,7 @@ def _independent(
                 steps=config.steps,
                 guidance=config.guidance,
                 noise_warp=config.noise_warp,
+                deflicker=config.deflicker,
                 **_held(config, frames[start : start + length]),
             )
             for i, start in enumerate(range(0, len(guide), length))
@@ -164,6 +171,7 @@ def _render(
         steps=config.steps,
         guidance=config.guidance,
         noise_warp=config.noise_warp,
+        deflicker=config.deflicker,
         continuation=replace(SETTINGS[label], long_hold=bool(config.still_hold)),
         **_held(config, frames),
     )
@@ -244,6 +252,7 @@ def evaluate_longshot(
                         "noise_warp": run.noise_warp,
                         # named only when on, so renders made before the hold are found at 0
                         **({"still_hold": run.still_hold} if run.still_hold else {}),
+                        **({"deflicker": run.deflicker} if run.deflicker else {}),
                     }
                 )
                 shot = renders.get(key)

@@ -30,6 +30,7 @@ from story.tasks.evaluation.judge_reader import JudgeReader
 from story.tasks.evaluation.report import Grid, write_report
 from story.tasks.evaluation.synthesis_cases import SynthesisCase, controlled_cases, production_cases
 from story.tasks.evaluation.synthesis_renders import (
+    OFF_WHEN_UNNAMED,
     RenderJob,
     ensure_renders,
     load_renders,
@@ -59,7 +60,7 @@ SWEEPABLE = (
     "deflicker",
 )
 INTEGER_KNOBS = tuple(k for k in SWEEPABLE if isinstance(SAMPLING_DEFAULTS[k], int))
-NAMED_WHEN_SET = ("cross_frame", "still_hold", "pixel_hold", "deflicker")
+NAMED_WHEN_SET = tuple(OFF_WHEN_UNNAMED)
 """Knobs added after renders were cached: a render names them only when they are set, so the
 renders made before they existed are still found (off, they change nothing)."""
 

@@ -28,6 +28,10 @@ from story.tasks.hashing import frames_sha256, sha256_json
 _WORKER_MODEL: Any = None
 POST_KNOBS = ("deflicker",)
 """Knobs that act on the finished uint8 frames alone (`synthesize` applies them last)."""
+OFF_WHEN_UNNAMED = {"cross_frame": 0.0, "still_hold": 0.0, "pixel_hold": 0.0, "deflicker": 0.0}
+"""Knobs added after renders were cached: a render names them only when set, so a job without
+one renders with it off, whatever the product's default is now (still_hold's is 1, deflicker's
+0.3), as the renders cached under that name were."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ def run_job(model: Any, job: RenderJob) -> None:
         steps=job.steps,
         guidance=job.guidance,
         guide_frames=job.guide_frames,
-        **job.knobs,
+        **{**OFF_WHEN_UNNAMED, **job.knobs},
     )
     job.path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(job.path, durable=False) as partial, partial.open("wb") as handle:

@@ -45,6 +45,7 @@ def evaluate_model(
         # The probe's sampling stays what it was when the curves began, so a run's curve is
         # comparable across a change of the product's default (`pipeline.FORMER_DEFAULTS`).
         noise_warp=FORMER_DEFAULTS["noise_warp"] if noise_warp is None else noise_warp,
+        deflicker=FORMER_DEFAULTS["deflicker"],
     )
     return mean_quality(scene_quality(renders, scenes, guides, estimate_depth))
 

@@ -71,19 +71,22 @@ def test_a_new_default_knob_gets_its_own_sealed_run_but_only_one(tmp_path) -> No
 
 
 def test_a_sealed_run_is_named_by_what_it_renders_not_how_the_knobs_were_typed() -> None:
-    """After noise_warp's default changed (0 -> 0.8), and then still_hold's (0 -> 1), asking for
-    the defaults, or for them by value, is the configuration scored as
-    `noise_warp=0.8,still_hold=1`; asking for the former values is scored under the bare model
-    id: neither gets a second look at the test split."""
+    """After noise_warp's default changed (0 -> 0.8), then still_hold's (0 -> 1), then
+    deflicker's (0 -> 0.3), asking for the defaults, or for them by value, is the configuration
+    scored as `deflicker=0.3,noise_warp=0.8,still_hold=1`; asking for the former values is scored
+    under the bare model id: neither gets a second look at the test split."""
     from story.models.pipeline import FORMER_DEFAULTS, SAMPLING_DEFAULTS
     from story.tasks.evaluation.synthesis_eval import sealed_knobs
 
-    now = {k: SAMPLING_DEFAULTS[k] for k in ("noise_warp", "still_hold")}
+    now = {k: SAMPLING_DEFAULTS[k] for k in ("noise_warp", "still_hold", "deflicker")}
     former = {k: FORMER_DEFAULTS[k] for k in now}
     assert sealed_knobs({}) == sealed_knobs(now) == now
     assert sealed_knobs(former) == {}
-    assert sealed_knobs({"still_hold": former["still_hold"]}) == {"noise_warp": now["noise_warp"]}
-    assert sealed_knobs({"noise_share": 0.5}) == {
+    assert sealed_knobs({"still_hold": former["still_hold"]}) == {
+        "noise_warp": now["noise_warp"],
+        "deflicker": now["deflicker"],
+    }
+    assert sealed_knobs({"noise_share": 0.5, "deflicker": 0.0}) == {
         "noise_share": 0.5,
         "still_hold": now["still_hold"],
     }
@@ -93,5 +96,7 @@ def test_a_sealed_run_is_named_by_what_it_renders_not_how_the_knobs_were_typed()
     assert sealed_knobs({}, 20, SAMPLING_DEFAULTS["guidance"]) == now
     assert sealed_knobs({}, 30, 3.0) == {**now, "steps": 30, "guidance": 3.0}
     scored = {e["model_id"] for e in read_ledger() if e["area"] == "synthesis"}
-    assert configuration_id("t2v-64f4@5395261700f4", sealed_knobs({"still_hold": 0})) in scored
+    before_pass = {"still_hold": 0, "deflicker": 0}
+    assert configuration_id("t2v-64f4@5395261700f4", sealed_knobs(before_pass)) in scored
+    assert configuration_id("t2v-64f4-v3@1750a96e1214", sealed_knobs({"deflicker": 0})) in scored
     assert configuration_id("t2v-64f4-v3@1750a96e1214", sealed_knobs({})) in scored

@@ -223,3 +223,38 @@ def test_a_knob_added_later_names_a_render_only_when_set(tmp_path) -> None:
     pixels = SynthesisEvalConfig(sampling={"pixel_hold": 1.0})
     assert knobs_for(pixels, guided=True)["pixel_hold"] == 1.0
     assert knobs_for(pixels, guided=False) == knobs_for(SynthesisEvalConfig(), guided=False)
+
+
+def test_a_deflickered_render_is_derived_from_its_stored_render_as_rendering_it_would_give(
+    tmp_path,
+) -> None:
+    """deflicker acts on the finished frames alone, so a run at a new strength reads the stored
+    render without it and applies the pass: the same frames rendering it again gives, none
+    rendered; with no stored render it renders."""
+    from story.models.t2v import random_tiny
+    from story.tasks.evaluation.synthesis_eval import SynthesisEvalConfig, knobs_for
+    from story.tasks.evaluation.synthesis_renders import ensure_renders, load_renders, render_job
+
+    model = random_tiny(frames=4, size=16)
+    model.save_pretrained(tmp_path / "model")
+    guide = np.linspace(-1, 1, 4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+    plain = knobs_for(SynthesisEvalConfig(sampling={"deflicker": 0.0}), guided=True)
+    calm = knobs_for(SynthesisEvalConfig(sampling={"deflicker": 0.5}), guided=True)
+    assert "deflicker" not in plain, "renders made before the pass keep their names"
+    assert calm == {**plain, "deflicker": 0.5}
+
+    def job(folder, knobs):
+        return render_job(folder, model.model_id, "a red cube", guide, 4, 1, 2, 4.0, knobs)
+
+    base = job(tmp_path / "run", plain)
+    assert base.base is None
+    derived = job(tmp_path / "run", calm)
+    assert derived.base == base.path and derived.path != base.path
+    assert ensure_renders(model, tmp_path / "model", [base]) == 1
+    log: list[str] = []
+    assert ensure_renders(model, tmp_path / "model", [derived], log=log.append) == 0
+    assert log == ["renders: 1 derived from their stored renders"]
+    fresh = job(tmp_path / "fresh", calm)  # no stored render beside it: rendered
+    assert ensure_renders(model, tmp_path / "model", [fresh]) == 1
+    assert np.array_equal(load_renders([derived]), load_renders([fresh]))
+    assert not np.array_equal(load_renders([derived]), load_renders([base]))
