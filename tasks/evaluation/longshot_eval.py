@@ -39,6 +39,7 @@ from story.tasks.world import miniworld, splits
 INDEPENDENT = "baseline: independent windows"
 REAL = "real clip (no seams)"
 UNHELD = "the default without still_hold (before it)"
+PLAIN = "the default without deflicker (before it)"
 LOOK = ("shape", "colour", "texture")
 
 
@@ -148,6 +149,20 @@ def _independent(
     )
 
 
+def _deflickered(shot: np.ndarray, setting: str, strength: float, length: int) -> np.ndarray:
+    """A rendered shot as `synthesize` delivers it with `deflicker` `strength`: the whole shot
+    at once, or window by window for independent windows (each window is its own render)."""
+    from story.models.deflicker import deflicker
+
+    if not strength:
+        return shot
+    if setting != INDEPENDENT:
+        return deflicker(shot, strength)
+    return np.concatenate(
+        [deflicker(shot[s : s + length], strength) for s in range(0, len(shot), length)]
+    )
+
+
 def _render(
     model,
     label: str,
@@ -228,6 +243,9 @@ def evaluate_longshot(
     if config.still_hold:
         runs[UNHELD] = (DEFAULT, replace(config, still_hold=0.0))
         seams_of[UNHELD] = seams_of[DEFAULT]
+    if config.deflicker:  # the same shots before the pass: found, not rendered again
+        runs[PLAIN] = (DEFAULT, replace(config, deflicker=0.0))
+        seams_of[PLAIN] = seams_of[DEFAULT]
     scores: dict[str, dict[str, list]] = {}
     examples: dict[str, np.ndarray] = {}
     renders = ShotCache(Path(out) / "renders")  # every shot kept, so a stopped run resumes
@@ -238,27 +256,38 @@ def evaluate_longshot(
             guide = miniworld_structure(scene.depth)
             per_seed = []
             for seed in range(config.seeds):
-                key = sha256_json(
-                    {
-                        "model": model.model_id,
-                        "setting": setting,
-                        "continuation": _continuation_key(SETTINGS[setting])
-                        if setting in SETTINGS
-                        else None,
-                        "scene": asdict(scene.spec),
-                        "seed": seed,
-                        "steps": run.steps,
-                        "guidance": run.guidance,
-                        "noise_warp": run.noise_warp,
-                        # named only when on, so renders made before the hold are found at 0
-                        **({"still_hold": run.still_hold} if run.still_hold else {}),
-                        **({"deflicker": run.deflicker} if run.deflicker else {}),
-                    }
+                identity = {
+                    "model": model.model_id,
+                    "setting": setting,
+                    "continuation": _continuation_key(SETTINGS[setting])
+                    if setting in SETTINGS
+                    else None,
+                    "scene": asdict(scene.spec),
+                    "seed": seed,
+                    "steps": run.steps,
+                    "guidance": run.guidance,
+                    "noise_warp": run.noise_warp,
+                    # named only when on, so renders made before the hold are found at 0
+                    **({"still_hold": run.still_hold} if run.still_hold else {}),
+                }
+                plain_key = sha256_json(identity)
+                # deflicker, named only when on, acts on the finished shot alone: the shot
+                # without it is rendered (or found) and kept, and the pass applied to it
+                key = (
+                    sha256_json({**identity, "deflicker": run.deflicker})
+                    if run.deflicker
+                    else plain_key
                 )
                 shot = renders.get(key)
                 if shot is None:
-                    shot = _render(model, setting, scene.caption, guide, scene.rgb, seed, run)
-                    renders.put(key, shot)
+                    plain = renders.get(plain_key)
+                    if plain is None:
+                        bare = replace(run, deflicker=0.0)
+                        plain = _render(model, setting, scene.caption, guide, scene.rgb, seed, bare)
+                        renders.put(plain_key, plain)
+                    shot = _deflickered(plain, setting, run.deflicker, cfg.frames)
+                    if run.deflicker:
+                        renders.put(key, shot)
                 examples.setdefault(label, shot)
                 per_seed.append((seam_temporal(shot, seams_of[label]), shot))
             rows["seam"].append([t["seam_warp_error"] for t, _ in per_seed])
@@ -312,6 +341,8 @@ def evaluate_longshot(
     }
     if config.still_hold:
         pairs["still_hold: the default minus the same without the hold"] = (DEFAULT, UNHELD)
+    if config.deflicker:
+        pairs["deflicker: the default minus the same without the pass"] = (DEFAULT, PLAIN)
     pairs = {name: pair for name, pair in pairs.items() if set(pair) <= set(scores)}
     parts = {
         "seam warp error": "seam",

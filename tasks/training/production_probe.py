@@ -32,11 +32,29 @@ PROBE_METRICS = (
 
 
 def check_reference(path: str | Path) -> None:
-    """Refuse a reference that cannot be paired, before a run spends hours training."""
+    """Refuse a reference that cannot be paired, before a run spends hours training: one that
+    is no synthesis report, or one rendered at other sampling than the probe's (the product's
+    defaults), which would credit the run with a change of sampling."""
+    from story.tasks.evaluation.synthesis_eval import SynthesisEvalConfig, knobs_for
+
     try:
-        load_report(path)
+        report = load_report(path)
     except StoryError as error:
         raise StoryError(f"train_t2v: --production-reference: {error}") from None
+    config = report["summary"].get("config")
+    if not config:
+        return  # a report that does not say its sampling: nothing to check against
+    theirs = knobs_for(SynthesisEvalConfig(sampling=config.get("sampling", {})), guided=True)
+    ours = knobs_for(SynthesisEvalConfig(), guided=True)
+    if theirs != ours:
+        differ = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
+        raise StoryError(
+            f"train_t2v: --production-reference: {report['_path']} was rendered with "
+            + ", ".join(f"{k}={theirs.get(k, 0)}" for k in differ)
+            + ", the probe renders the product's defaults ("
+            + ", ".join(f"{k}={ours.get(k, 0)}" for k in differ)
+            + "): give a report of the starting model at today's defaults"
+        )
 
 
 def production_row(reference: str | Path, report: str | Path) -> dict[str, Any]:

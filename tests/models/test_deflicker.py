@@ -75,3 +75,19 @@ def test_bad_input_is_refused_by_name() -> None:
         deflicker(shot.astype(np.float32), 0.3)
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         deflicker(shot[..., 0], 0.3)
+
+
+@torch.no_grad()
+def test_a_long_shot_is_deflickered_whole_seams_included() -> None:
+    """`synthesize` runs the pass last, over the whole delivered shot: a long shot rendered with
+    it is the shot rendered without it, put through the pass (so an evaluation can derive it)."""
+    from story.models.t2v import random_tiny
+    from story.tasks.render.synthesize import synthesize
+
+    model = random_tiny(frames=4, size=16)
+    guide = np.linspace(-1, 1, 10 * 16 * 16, dtype=np.float32).reshape(10, 16, 16)
+    drawn = synthesize(model, "a red cube", guide, steps=2, seed=3, deflicker=0.0)
+    calm = synthesize(model, "a red cube", guide, steps=2, seed=3, deflicker=0.3)
+    assert drawn.shape == calm.shape == (10, 16, 16, 3)
+    assert np.array_equal(calm, deflicker(drawn, 0.3))
+    assert not np.array_equal(calm, drawn)

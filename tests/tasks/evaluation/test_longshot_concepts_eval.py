@@ -46,7 +46,7 @@ def test_longshot_report_has_seams_baseline_and_real_floor(tmp_path, checkpoints
 
     judge = _tiny_judge(tmp_path / "j")
     before = LongShotEvalConfig(
-        checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2, still_hold=0.0
+        checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2, still_hold=0.0, deflicker=0.0
     )
     result = evaluate_longshot(before, tmp_path / "out", checkpoints, judge)
     assert result["seams"][INDEPENDENT] == [4, 8]
@@ -64,7 +64,7 @@ def test_longshot_report_has_seams_baseline_and_real_floor(tmp_path, checkpoints
     # and the report pairs the hold on the same shots.
     assert LongShotEvalConfig().still_hold == 0.0, "a long shot does not hold by default"
     held = LongShotEvalConfig(
-        checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2, still_hold=1.0
+        checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2, still_hold=1.0, deflicker=0.0
     )
     result = evaluate_longshot(held, tmp_path / "out", checkpoints, judge)
     assert [p.stat().st_mtime_ns for p in kept] == stamps
@@ -75,6 +75,24 @@ def test_longshot_report_has_seams_baseline_and_real_floor(tmp_path, checkpoints
     assert all(cell["n"] == 2 for row in pairs.values() for cell in row.values())
     again = evaluate_longshot(held, tmp_path / "out", checkpoints, judge)
     assert again["seam_ratio"] == result["seam_ratio"]
+
+    # With the product's deflicker (on by default), every shot is the shot without it put
+    # through the pass: derived from the kept shots (none rendered again), and paired with them.
+    from story.models.deflicker import deflicker
+    from story.tasks.evaluation.longshot_eval import DEFAULT, PLAIN
+
+    calm = LongShotEvalConfig(checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2)
+    assert calm.deflicker > 0 and calm.still_hold == 0.0
+    result = evaluate_longshot(calm, tmp_path / "out", checkpoints, judge)
+    assert [p.stat().st_mtime_ns for p in kept] == stamps
+    assert len(list((tmp_path / "out" / "renders").rglob("*.npy"))) == 18 + 4 * 2
+    assert PLAIN in result["seam_ratio"]
+    pairs = json.loads((tmp_path / "out" / "report.json").read_text())["tables"][-1]["rows"]
+    assert "deflicker" in {name.split(":")[0] for name in pairs}
+    assert (
+        result["seam_ratio"][PLAIN]
+        == evaluate_longshot(before, tmp_path / "out", checkpoints, judge)["seam_ratio"][DEFAULT]
+    )
 
 
 @pytest.mark.slow

@@ -80,3 +80,21 @@ def test_a_probe_without_a_usable_reference_is_refused_before_training(tmp_path)
         TrainConfig(production_plots=12, **joint)
     with pytest.raises(StoryError, match="no synthesis report"):
         TrainConfig(production_plots=12, production_reference=str(tmp_path / "nope"), **joint)
+
+
+def test_a_reference_rendered_at_other_sampling_is_refused_by_name(tmp_path) -> None:
+    """The probe renders the product's defaults; a reference at other sampling (the default's
+    report from before deflicker, say) would credit the run with the change of sampling."""
+    from story.tasks.training.production_probe import check_reference
+
+    def with_sampling(name, sampling):
+        folder = _report(tmp_path / name, [0, 1], [0.01, 0.02], [0.5, 0.6])
+        report = json.loads((folder / "report.json").read_text())
+        report["summary"]["config"] = {"sampling": sampling}
+        (folder / "report.json").write_text(json.dumps(report))
+        return folder
+
+    check_reference(with_sampling("today", {}))
+    check_reference(with_sampling("spelled", {"still_hold": 1.0}))
+    with pytest.raises(StoryError, match=r"before/report.json was rendered with deflicker=0"):
+        check_reference(with_sampling("before", {"still_hold": 1.0, "deflicker": 0.0}))
