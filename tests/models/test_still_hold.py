@@ -210,20 +210,16 @@ def test_a_still_clip_renders_still_pixels_and_without_the_clip_nothing_changes(
     from story.tasks.render.synthesize import synthesize
 
     depth, clip = _still_clip(model)
-    # deflicker 0: the mean below is of the frames the model drew, before the delivered pass
-    free = synthesize(model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, deflicker=0.0)
+
+    def render(**knobs):
+        # deflicker 0: the mean below is of the frames the model drew, before the delivered pass
+        return synthesize(
+            model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, deflicker=0.0, **knobs
+        )
+
+    free = render()
     assert np.abs(free.astype(int) - free[:1].astype(int)).max() > 1
-    held = synthesize(
-        model,
-        "a red cube",
-        depth,
-        steps=3,
-        seed=1,
-        still_hold=0.0,
-        pixel_hold=1.0,
-        deflicker=0.0,
-        guide_frames=clip,
-    )
+    held = render(pixel_hold=1.0, guide_frames=clip)
     # Every pixel of a still clip is held: the shot is one picture (uint8 rounding aside).
     assert (np.abs(held.astype(int) - held[:1].astype(int)) <= 1).all()
     # Each pixel is the mean of the frames the model drew there (where no frame was clipped
@@ -233,20 +229,7 @@ def test_a_still_clip_renders_still_pixels_and_without_the_clip_nothing_changes(
     assert inside.mean() > 0.5
     assert np.abs(held[0] - mean)[inside].max() <= 1.0
     # Off, or without the clip (depth cannot say what is still), the render is untouched.
-    off = synthesize(
-        model,
-        "a red cube",
-        depth,
-        steps=3,
-        seed=1,
-        still_hold=0.0,
-        deflicker=0.0,
-        guide_frames=clip,
-    )
-    assert np.array_equal(off, free)
-    blind = synthesize(
-        model, "a red cube", depth, steps=3, seed=1, still_hold=0.0, deflicker=0.0, pixel_hold=1.0
-    )
-    assert np.array_equal(blind, free)
+    assert np.array_equal(render(guide_frames=clip), free)
+    assert np.array_equal(render(pixel_hold=1.0), free)
     with pytest.raises(ValueError, match="pixel_hold"):
         synthesize(model, "a red cube", depth, steps=3, seed=1, pixel_hold=2.0)

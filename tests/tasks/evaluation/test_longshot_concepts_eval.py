@@ -78,7 +78,6 @@ def test_longshot_report_has_seams_baseline_and_real_floor(tmp_path, checkpoints
 
     # With the product's deflicker (on by default), every shot is the shot without it put
     # through the pass: derived from the kept shots (none rendered again), and paired with them.
-    from story.models.deflicker import deflicker
     from story.tasks.evaluation.longshot_eval import DEFAULT, PLAIN
 
     calm = LongShotEvalConfig(checkpoint="t2v-mini", shots=2, seeds=1, windows=3, steps=2)
