@@ -238,6 +238,20 @@ def test_a_render_from_before_still_hold_reproduces_without_it(studio: Settings,
     )
 
 
+def test_a_render_from_before_deflicker_reproduces_without_the_pass(
+    studio: Settings, tmp_path: Path
+) -> None:
+    """deflicker became the default (the delivered frames calmed along their own motion): a
+    render planned before it reproduces, id and frames, with the frames as drawn."""
+    from story.models.pipeline import SAMPLING_DEFAULTS
+
+    calm = SAMPLING_DEFAULTS["deflicker"]
+    assert calm > 0
+    _a_later_default_reproduces_at_its_former_value(
+        studio, story_file(studio), "deflicker", calm, 5, tmp_path
+    )
+
+
 def test_a_long_shot_from_before_carry_warp_reproduces_with_noise_drawn_per_window(
     studio: Settings, tmp_path: Path
 ) -> None:
